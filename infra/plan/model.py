@@ -1,0 +1,121 @@
+"""The plan: everything derived from a site file, as plain frozen data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    name: str
+    pool: str
+    node_type: str
+    rack: str
+    rack_unit: int                      # lowest unit the host occupies, counted from 1 at the bottom
+    groups: tuple[str, ...]
+    addresses: dict[str, str]           # network -> "address/prefixlen"
+    rails: tuple[str, ...] = ()          # per fabric rail: "address/prefixlen"
+    fabric: str | None = None
+    scalable_unit: int | None = None    # 1-based SU number on its fabric, GPU nodes only
+
+    def address(self, network: str = "management") -> str:
+        """The bare address on ``network`` (no prefix length)."""
+        return self.addresses[network].split("/")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPlan:
+    name: str
+    cidr: str
+    vlan: int | None
+    mtu: int
+    interface: str | None
+    blocks: dict[str, str]              # host-name prefix -> block CIDR
+
+
+@dataclass(frozen=True, slots=True)
+class RailPlan:
+    fabric: str
+    rail: int
+    cidr: str
+    interface: str
+    blocks: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class FabricPlan:
+    name: str
+    kind: str
+    rate: str
+    rails: tuple[RailPlan, ...]
+    scalable_units: tuple[tuple[str, ...], ...]   # hosts per SU, in order
+    service_hosts: tuple[str, ...]
+    tiers: int
+    switches: dict[str, int]            # role (leaf, service-leaf, spine, core) -> count
+    cables: dict[str, int]              # link kind -> count
+    power_kw: float
+    subnet_managers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmNodeGroup:
+    hostlist: str
+    pool: str
+    node_type: str
+    cpus: int
+    sockets: int
+    cores_per_socket: int
+    threads_per_core: int
+    real_memory_mb: int
+    gres: str | None                    # e.g. "gpu:h200:8"
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmPartition:
+    name: str
+    nodes: str
+    default: bool
+    max_time: str
+    max_nodes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmPlan:
+    cluster: str
+    controllers: tuple[tuple[str, str], ...]   # (host, management address), primary first
+    accounting: tuple[str, str]
+    login: tuple[str, ...]
+    nodes: tuple[SlurmNodeGroup, ...]
+    partitions: tuple[SlurmPartition, ...]
+    topology: tuple[tuple[str, str], ...]      # (switch, "Nodes=..." or "Switches=...")
+    state_save_location: str
+    containers: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    nodes: int
+    gpus: int
+    racks_used: int
+    racks_declared: int
+    switches: int
+    it_kw: float
+    facility_kw: float
+    facility_budget_kw: float
+    renewable_share: float
+
+    @property
+    def headroom_kw(self) -> float:
+        return round(self.facility_budget_kw - self.facility_kw, 3)
+
+
+@dataclass(frozen=True)
+class Plan:
+    site: str
+    hosts: dict[str, HostPlan]
+    networks: dict[str, NetworkPlan]
+    fabrics: tuple[FabricPlan, ...]
+    slurm: SlurmPlan | None
+    capacity: Capacity
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)   # group -> hosts, in host order

@@ -1,0 +1,5 @@
+"""Rendering: configuration files and inventory views built from the plan."""
+
+from .files import render_all, render_file, plan_as_dict, inventory_view
+
+__all__ = ["inventory_view", "plan_as_dict", "render_all", "render_file"]

@@ -1,0 +1,133 @@
+"""Every generated file, rendered from the plan with Jinja2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from ..plan import Plan
+from ..site.model import Site
+
+HEALTH_CHECK_PROGRAM = "/usr/local/sbin/gigafactory-node-health"
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("infra.render", "templates"), undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render_file(plan: Plan, name: str, **extra: Any) -> str:
+    """One of the files under ``templates/`` (without its ``.j2``), rendered from the plan."""
+    template = _environment().get_template(f"{name}.j2")
+    return template.render(site=plan.site, slurm=plan.slurm, hosts=list(plan.hosts.values()), **extra)
+
+
+def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str, str]:
+    if plan.slurm is None:
+        return {}
+    files = {
+        "slurm/slurm.conf": render_file(plan, "slurm.conf", health_check_program=health_check_program),
+        "slurm/gres.conf": render_file(plan, "gres.conf"),
+        "slurm/cgroup.conf": render_file(plan, "cgroup.conf"),
+    }
+    if plan.slurm.topology:
+        files["slurm/topology.conf"] = render_file(plan, "topology.conf")
+    return files
+
+
+def render_all(site: Site, plan: Plan) -> dict[str, str]:
+    """Relative path -> content of every generated file."""
+    files = {"plan.json": json.dumps(plan_as_dict(plan), indent=1) + "\n", "hosts": render_file(plan, "hosts")}
+    files.update(slurm_files(plan))
+    files["inventory.yml"] = yaml.safe_dump(inventory_view(site, plan), sort_keys=False, width=200)
+    return files
+
+
+def write_all(files: dict[str, str], out: Path) -> list[Path]:
+    written = []
+    for rel, content in files.items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON-ready data (``gigafactory plan --json``)."""
+    c = plan.capacity
+    return {
+        "site": plan.site,
+        "capacity": {
+            "nodes": c.nodes, "gpus": c.gpus, "racks_used": c.racks_used, "racks_declared": c.racks_declared,
+            "switches": c.switches, "it_kw": c.it_kw, "facility_kw": c.facility_kw,
+            "facility_budget_kw": c.facility_budget_kw, "headroom_kw": c.headroom_kw, "renewable_share": c.renewable_share,
+        },
+        "networks": {n.name: {"cidr": n.cidr, "vlan": n.vlan, "mtu": n.mtu, "blocks": n.blocks} for n in plan.networks.values()},
+        "fabrics": [
+            {"name": f.name, "kind": f.kind, "rate": f.rate, "tiers": f.tiers, "switches": f.switches, "cables": f.cables,
+             "power_kw": f.power_kw, "subnet_managers": list(f.subnet_managers),
+             "scalable_units": [_compress(u) for u in f.scalable_units],
+             "rails": [{"rail": r.rail, "cidr": r.cidr, "interface": r.interface, "blocks": r.blocks} for r in f.rails]}
+            for f in plan.fabrics
+        ],
+        "groups": {g: _compress(m) for g, m in plan.groups.items()},
+        "hosts": {h.name: {"pool": h.pool, "node_type": h.node_type, "rack": h.rack, "rack_unit": h.rack_unit,
+                           "addresses": h.addresses, "rails": list(h.rails), "scalable_unit": h.scalable_unit}
+                  for h in plan.hosts.values()},
+    }
+
+
+def _compress(hosts) -> str:
+    from ..site.hostlists import compress
+    return compress(hosts)
+
+
+def host_vars(site: Site, plan: Plan, name: str) -> dict[str, Any]:
+    """What Ansible knows of one host: its plan, and the node type it must match."""
+    h = plan.hosts[name]
+    nt = site.node_types[h.node_type]
+    out: dict[str, Any] = {
+        "ansible_host": h.address(),
+        "gf_pool": h.pool,
+        "gf_node_type": h.node_type,
+        "gf_rack": h.rack,
+        "gf_rack_unit": h.rack_unit,
+        "gf_addresses": h.addresses,
+        "gf_gpus": nt.gpus,
+        "gf_gpu_model": nt.gpu.model if nt.gpu else None,
+        "gf_hcas": nt.hcas,
+    }
+    if h.fabric:
+        out["gf_fabric"] = h.fabric
+        out["gf_rails"] = list(h.rails)
+    if h.scalable_unit:
+        out["gf_scalable_unit"] = h.scalable_unit
+    return out
+
+
+def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
+    """Variables every host shares: the site's identity, mirrors, networks and software choices."""
+    return {
+        "gf_site": plan.site,
+        "gf_timezone": site.site.timezone,
+        "gf_os_release": site.os.release,
+        "gf_repositories": site.repositories.model_dump(exclude_none=True),
+        "gf_software": site.software.model_dump(mode="json"),
+        "gf_networks": {n.name: {"cidr": n.cidr, "mtu": n.mtu, "vlan": n.vlan, "interface": n.interface} for n in plan.networks.values()},
+        "gf_max_fail_percent": site.provisioning.max_fail_percent,
+    }
+
+
+def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
+    """The plan as a static Ansible YAML inventory (for review and for comparison; Ansible reads the site file directly)."""
+    children = {g: {"hosts": {h: None for h in members}} for g, members in plan.groups.items()}
+    return {"all": {
+        "vars": group_vars(site, plan),
+        "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},
+        "children": children,
+    }}

@@ -1,0 +1,426 @@
+"""Semantic checks of a site: one function per check, all run, all problems collected.
+
+Each check is registered with ``@check`` and yields ``Problem``s naming the field.
+``tests/test_checks_registered.py`` proves every function here is registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from typing import Callable, Iterator
+
+from .index import SiteIndex
+from .model import LustreStorage, NfsStorage, Site
+from .problems import Problem, field_path as fp
+
+Check = Callable[[Site, SiteIndex], Iterator[Problem]]
+CHECKS: list[Check] = []
+
+EU_EEA = frozenset(
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE IS LI NO".split())
+KNOWN_DRIVER_BRANCHES = frozenset({"535", "550", "560", "565", "570", "575", "580"})
+# What each Debian release ships (main/contrib/non-free), for source: distribution.
+DISTRIBUTION = {
+    "12": {"nvidia_driver": "535", "cuda": "11.8", "slurm": "22.05"},
+    "13": {"nvidia_driver": "550", "cuda": "12.4", "slurm": "24.11"},
+}
+OPEN_ONLY_GPUS = ("B200", "B300", "GB200", "GB300")  # Blackwell: open kernel modules only
+KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
+
+
+def check(func: Check) -> Check:
+    CHECKS.append(func)
+    return func
+
+
+def run_checks(site: Site) -> list[Problem]:
+    index = SiteIndex(site)
+    return [problem for func in CHECKS for problem in func(site, index)]
+
+
+def _choices(names) -> str:
+    names = list(names)
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return shown or "(none declared)"
+
+
+# --- names resolve ------------------------------------------------------------------
+
+
+@check
+def hosts_in_exactly_one_pool(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for host, pools in index.host_pools.items():
+        if len(pools) > 1:
+            names = [site.pools[i].name for i in pools]
+            yield Problem(fp("pools", pools[1], "hosts"), f"host {host!r} is already in pool {names[0]!r}; a host belongs to exactly one pool")
+
+
+@check
+def pool_names_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    seen: set[str] = set()
+    for i, pool in enumerate(site.pools):
+        if pool.name in seen:
+            yield Problem(fp("pools", i, "name"), f"pool {pool.name!r} is declared twice")
+        seen.add(pool.name)
+
+
+@check
+def pool_node_types_exist(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, pool in enumerate(site.pools):
+        if pool.type not in site.node_types:
+            yield Problem(fp("pools", i, "type"), f"unknown node type {pool.type!r}; declared node types: {_choices(site.node_types)}")
+
+
+@check
+def pool_racks_exist(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, pool in enumerate(site.pools):
+        missing = [r for r in pool.racks if r not in index.racks]
+        if missing:
+            yield Problem(fp("pools", i, "racks"), f"unknown rack(s) {_choices(missing)}; declared racks: {_choices(index.racks)}")
+
+
+@check
+def rack_names_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    counts = Counter(name for entry in site.racks for name in entry.names)
+    for i, entry in enumerate(site.racks):
+        twice = [n for n in entry.names if counts[n] > 1]
+        if twice:
+            yield Problem(fp("racks", i, "names"), f"rack(s) {_choices(twice)} declared more than once")
+            for n in twice:
+                counts[n] = 1
+
+
+@check
+def pool_fabric_exists(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    names = [f.name for f in site.fabrics]
+    for i, pool in enumerate(site.pools):
+        if pool.fabric is not None and pool.fabric not in names:
+            yield Problem(fp("pools", i, "fabric"), f"unknown fabric {pool.fabric!r}; declared fabrics: {_choices(names)}")
+
+
+def _host_refs(site: Site, index: SiteIndex, path: str, hosts, what: str) -> Iterator[Problem]:
+    for host in hosts:
+        if host not in index.host_pools:
+            yield Problem(path, f"{what} {host!r} is not a host of any pool")
+
+
+@check
+def slurm_hosts_exist(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    if site.slurm is None:
+        return
+    s = site.slurm
+    yield from _host_refs(site, index, "slurm.controllers", s.controllers, "controller")
+    if len(set(s.controllers)) != len(s.controllers):
+        yield Problem("slurm.controllers", "the primary and backup controller must be different hosts")
+    yield from _host_refs(site, index, "slurm.accounting.host", [s.accounting.host], "accounting host")
+    yield from _host_refs(site, index, "slurm.login", s.login, "login host")
+
+
+@check
+def slurm_partitions_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    if site.slurm is None:
+        return
+    names = Counter(p.name for p in site.slurm.partitions)
+    for i, part in enumerate(site.slurm.partitions):
+        for pool in part.pools:
+            if pool not in index.pools:
+                yield Problem(fp("slurm", "partitions", i, "pools"), f"unknown pool {pool!r}; declared pools: {_choices(index.pools)}")
+        if names[part.name] > 1:
+            yield Problem(fp("slurm", "partitions", i, "name"), f"partition {part.name!r} is declared more than once")
+    defaults = [p.name for p in site.slurm.partitions if p.default]
+    if len(defaults) > 1:
+        yield Problem("slurm.partitions", f"only one partition may be the default; {', '.join(defaults)} all say default: true")
+
+
+@check
+def slurm_accounts_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    seen: dict[str, str] = {}
+    for i, tenant in enumerate(site.tenants):
+        if tenant.slurm is None:
+            continue
+        account = tenant.slurm.account
+        if account in seen:
+            yield Problem(fp("tenants", i, "slurm", "account"), f"account {account!r} is already tenant {seen[account]!r}'s; each tenant needs its own")
+        else:
+            seen[account] = tenant.name
+        if site.slurm is None:
+            yield Problem(fp("tenants", i, "slurm"), "the site declares no slurm section")
+
+
+@check
+def tenant_names_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    counts = Counter(t.name for t in site.tenants)
+    for i, tenant in enumerate(site.tenants):
+        if counts[tenant.name] > 1:
+            yield Problem(fp("tenants", i, "name"), f"tenant {tenant.name!r} is declared more than once")
+            counts[tenant.name] = 1
+
+
+@check
+def kubernetes_clusters_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    names = Counter(c.name for c in site.kubernetes)
+    for i, cluster in enumerate(site.kubernetes):
+        if names[cluster.name] > 1:
+            yield Problem(fp("kubernetes", i, "name"), f"cluster {cluster.name!r} is declared more than once")
+        yield from _host_refs(site, index, fp("kubernetes", i, "control_plane"), cluster.control_plane, "control-plane host")
+        for pool in cluster.workers:
+            if pool not in index.pools:
+                yield Problem(fp("kubernetes", i, "workers"), f"unknown pool {pool!r}; declared pools: {_choices(index.pools)}")
+        if cluster.version not in KUBERNETES_VERSIONS:
+            yield Problem(fp("kubernetes", i, "version"), f"Kubernetes {cluster.version} is not supported; supported: {', '.join(KUBERNETES_VERSIONS)}")
+
+
+@check
+def pools_serve_one_scheduler(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A pool's nodes are either Slurm's or a Kubernetes cluster's, never both."""
+    slurm_pools = {p for part in (site.slurm.partitions if site.slurm else []) for p in part.pools}
+    owner: dict[str, str] = {}
+    for i, cluster in enumerate(site.kubernetes):
+        for pool in cluster.workers:
+            if pool in slurm_pools:
+                yield Problem(fp("kubernetes", i, "workers"), f"pool {pool!r} already serves Slurm partitions; a pool serves one scheduler")
+            elif pool in owner:
+                yield Problem(fp("kubernetes", i, "workers"), f"pool {pool!r} already works for cluster {owner[pool]!r}")
+            owner.setdefault(pool, cluster.name)
+
+
+@check
+def tenant_clusters_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    clusters = [c.name for c in site.kubernetes]
+    namespaces: set[tuple[str, str]] = set()
+    for i, tenant in enumerate(site.tenants):
+        k = tenant.kubernetes
+        if k is None:
+            continue
+        if k.cluster not in clusters:
+            yield Problem(fp("tenants", i, "kubernetes", "cluster"), f"unknown cluster {k.cluster!r}; declared clusters: {_choices(clusters)}")
+        if (k.cluster, k.namespace) in namespaces:
+            yield Problem(fp("tenants", i, "kubernetes", "namespace"), f"namespace {k.namespace!r} in cluster {k.cluster!r} already belongs to another tenant")
+        namespaces.add((k.cluster, k.namespace))
+
+
+@check
+def storage_resolves(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    counts = Counter(s.name for s in site.storage)
+    for i, system in enumerate(site.storage):
+        if counts[system.name] > 1:
+            yield Problem(fp("storage", i, "name"), f"storage {system.name!r} is declared more than once")
+        if isinstance(system, NfsStorage) and system.server not in index.host_pools:
+            yield Problem(fp("storage", i, "server"), f"NFS server {system.server!r} is not a host of any pool")
+    names = list(counts)
+    for i, tenant in enumerate(site.tenants):
+        for name in tenant.storage_tb:
+            if name not in counts:
+                yield Problem(fp("tenants", i, "storage_tb", name), f"unknown storage {name!r}; declared storage: {_choices(names)}")
+
+
+# --- networks -----------------------------------------------------------------------
+
+
+def site_networks(site: Site) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """Every network the site declares, with the field path that declares it."""
+    out = []
+    for name in ("management", "bmc", "storage"):
+        net = getattr(site.networks, name)
+        if net is not None:
+            out.append((fp("networks", name, "cidr"), ipaddress.IPv4Network(net.cidr)))
+    for i, fabric in enumerate(site.fabrics):
+        if fabric.ipoib is not None:
+            out.append((fp("fabrics", i, "ipoib", "cidr"), ipaddress.IPv4Network(fabric.ipoib.cidr)))
+    for i, cluster in enumerate(site.kubernetes):
+        out.append((fp("kubernetes", i, "pod_cidr"), ipaddress.IPv4Network(cluster.pod_cidr)))
+        out.append((fp("kubernetes", i, "service_cidr"), ipaddress.IPv4Network(cluster.service_cidr)))
+    return out
+
+
+@check
+def networks_do_not_overlap(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    nets = site_networks(site)
+    for a in range(len(nets)):
+        for b in range(a + 1, len(nets)):
+            (pa, na), (pb, nb) = nets[a], nets[b]
+            if na.overlaps(nb):
+                yield Problem(pb, f"{nb} overlaps {na} of {pa}; every site network must be disjoint")
+
+
+@check
+def reserved_ranges_inside_networks(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for name in ("management", "bmc", "storage"):
+        net = getattr(site.networks, name)
+        if net is None:
+            continue
+        cidr = ipaddress.IPv4Network(net.cidr)
+        for j, reserved in enumerate(net.reserved):
+            if not ipaddress.IPv4Network(reserved).subnet_of(cidr):
+                yield Problem(fp("networks", name, "reserved", j), f"{reserved} is not inside the network {cidr}")
+
+
+@check
+def external_addresses_reserved(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Addresses of systems gigafactory does not manage (a Lustre MGS) lie in a reserved range."""
+    storage = site.networks.storage
+    for i, system in enumerate(site.storage):
+        if not isinstance(system, LustreStorage):
+            continue
+        address = ipaddress.IPv4Address(system.mgs.split("@")[0])
+        if storage is None:
+            yield Problem(fp("storage", i, "mgs"), "a Lustre MGS needs a storage network (networks.storage)")
+            continue
+        reserved = [ipaddress.IPv4Network(r) for r in storage.reserved]
+        if not any(address in r for r in reserved):
+            ranges = ", ".join(map(str, reserved)) or "none declared"
+            yield Problem(fp("storage", i, "mgs"), f"{address} must lie in a reserved range of networks.storage (reserved: {ranges}), "
+                          "or gigafactory may hand it to a host")
+
+
+# --- capacity -----------------------------------------------------------------------
+
+
+@check
+def tenant_gpu_quotas_fit(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    if site.slurm is not None:
+        slurm_pools = [p for part in site.slurm.partitions for p in part.pools]
+        available = index.pool_gpus(slurm_pools)
+        total = 0
+        for i, tenant in enumerate(site.tenants):
+            if tenant.slurm and tenant.slurm.gpus:
+                total += tenant.slurm.gpus
+                if tenant.slurm.gpus > available:
+                    yield Problem(fp("tenants", i, "slurm", "gpus"), f"{tenant.slurm.gpus} GPUs exceed the {available} GPUs of the Slurm partitions")
+        if total > available:
+            yield Problem("tenants", f"Slurm tenants' GPU quotas add up to {total}, more than the {available} GPUs of the Slurm partitions")
+    for cluster in site.kubernetes:
+        available = index.pool_gpus(cluster.workers)
+        total = 0
+        for i, tenant in enumerate(site.tenants):
+            k = tenant.kubernetes
+            if k and k.cluster == cluster.name:
+                total += k.gpus
+                if k.gpus > available:
+                    yield Problem(fp("tenants", i, "kubernetes", "gpus"), f"{k.gpus} GPUs exceed the {available} GPUs of cluster {cluster.name!r}")
+        if total > available:
+            yield Problem("tenants", f"tenants of cluster {cluster.name!r} are promised {total} GPUs, more than its {available}")
+
+
+@check
+def tenant_storage_fits(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for system in site.storage:
+        total = sum(t.storage_tb.get(system.name, 0) for t in site.tenants)
+        if total > system.capacity_tb:
+            yield Problem("tenants", f"tenants are promised {total:g} TB of {system.name!r}, more than its {system.capacity_tb:g} TB")
+
+
+@check
+def node_types_fit_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, pool in enumerate(site.pools):
+        node_type = index.node_type(pool)
+        if node_type is None:
+            continue
+        for rack_name in pool.racks:
+            if rack_name not in index.racks:
+                continue
+            rack = site.racks[index.racks[rack_name]]
+            if node_type.power_kw > rack.power_kw or node_type.rack_units > rack.units:
+                yield Problem(fp("pools", i, "racks"), f"rack {rack_name} ({rack.power_kw:g} kW, {rack.units} U) cannot hold even one "
+                              f"{pool.type} ({node_type.power_kw:g} kW, {node_type.rack_units} U)")
+                break
+
+
+# --- fabric -------------------------------------------------------------------------
+
+
+@check
+def gpu_nodes_have_an_hca_per_rail(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, pool in enumerate(site.pools):
+        node_type = index.node_type(pool)
+        if node_type is None or node_type.gpus == 0:
+            continue
+        fabric = index.pool_fabric(pool)
+        if fabric is None and site.fabrics:
+            fabric = site.fabrics[0] if pool.fabric is None and len(site.fabrics) == 1 else None
+        if fabric is not None and fabric.topology == "rail-optimized" and node_type.hcas < fabric.rails:
+            yield Problem(fp("node_types", pool.type, "hca", "count"), f"{node_type.hcas} HCA(s) on GPU node type {pool.type!r} "
+                          f"(pool {pool.name!r}), but fabric {fabric.name!r} is rail-optimized with {fabric.rails} rails: one HCA per rail is needed")
+
+
+@check
+def subnet_managers_on_fabric(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, fabric in enumerate(site.fabrics):
+        sm = fabric.subnet_manager
+        if fabric.kind == "infiniband" and sm is None:
+            yield Problem(fp("fabrics", i, "subnet_manager"), "an InfiniBand fabric needs a subnet manager")
+        if sm is None:
+            continue
+        for host in sm.hosts:
+            pool = index.pool_of(host)
+            if pool is None:
+                yield Problem(fp("fabrics", i, "subnet_manager", "hosts"), f"subnet manager {host!r} is not a host of any pool")
+            elif index.pool_fabric(pool) is not fabric:
+                yield Problem(fp("fabrics", i, "subnet_manager", "hosts"), f"subnet manager {host!r} (pool {pool.name!r}) has no HCA on fabric {fabric.name!r}")
+
+
+# --- policy -------------------------------------------------------------------------
+
+
+@check
+def jurisdiction_respected(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    if site.policy.jurisdiction == "eu" and site.site.country not in EU_EEA:
+        yield Problem("site.country", f"{site.site.country!r} is not an EU/EEA member state, but policy.jurisdiction is 'eu'")
+
+
+@check
+def vendors_approved(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    approved = site.policy.approved_vendors
+    if approved is None:
+        return
+    for name, node_type in site.node_types.items():
+        if node_type.vendor not in approved:
+            yield Problem(fp("node_types", name, "vendor"), f"vendor {node_type.vendor!r} is not approved; approved: {_choices(approved)}")
+    for i, fabric in enumerate(site.fabrics):
+        if fabric.switch.vendor not in approved:
+            yield Problem(fp("fabrics", i, "switch", "vendor"), f"vendor {fabric.switch.vendor!r} is not approved; approved: {_choices(approved)}")
+
+
+# --- software -----------------------------------------------------------------------
+
+
+def _needs_repository(site: Site, path: str, what: str, repo: str) -> Iterator[Problem]:
+    if getattr(site.repositories, repo) is None:
+        yield Problem(path, f"{what} from the site's repository needs repositories.{repo}; set it, or use source: distribution")
+
+
+@check
+def software_available(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    ships = DISTRIBUTION[site.os.release]
+    sw = site.software
+    if sw.nvidia_driver is not None:
+        drv = sw.nvidia_driver
+        if drv.branch not in KNOWN_DRIVER_BRANCHES:
+            yield Problem("software.nvidia_driver.branch", f"no NVIDIA driver branch {drv.branch!r}; known branches: {', '.join(sorted(KNOWN_DRIVER_BRANCHES))}")
+        if drv.source == "distribution" and drv.branch != ships["nvidia_driver"]:
+            yield Problem("software.nvidia_driver.branch", f"Debian {site.os.release} ships driver branch {ships['nvidia_driver']}, not {drv.branch}; "
+                          "use that branch or source: repository")
+        if drv.source == "repository":
+            yield from _needs_repository(site, "software.nvidia_driver.source", "the NVIDIA driver", "cuda")
+        if drv.flavor == "proprietary":
+            for name, nt in site.node_types.items():
+                if nt.gpu and nt.gpu.model.upper() in OPEN_ONLY_GPUS:
+                    yield Problem("software.nvidia_driver.flavor", f"{nt.gpu.model} GPUs ({name}) need the open kernel modules: flavor: open")
+    if sw.cuda is not None:
+        if sw.cuda.default is not None and sw.cuda.default not in sw.cuda.versions:
+            yield Problem("software.cuda.default", f"{sw.cuda.default} is not among the installed versions {', '.join(sw.cuda.versions)}")
+        if sw.cuda.source == "distribution" and sw.cuda.versions != [ships["cuda"]]:
+            yield Problem("software.cuda", f"Debian {site.os.release} ships CUDA {ships['cuda']} only; use it or source: repository")
+        if sw.cuda.source == "repository":
+            yield from _needs_repository(site, "software.cuda", "CUDA", "cuda")
+    if sw.rdma == "doca-ofed":
+        yield from _needs_repository(site, "software.rdma", "DOCA-OFED", "doca")
+    if sw.slurm is not None:
+        if sw.slurm.source == "distribution" and sw.slurm.version != ships["slurm"]:
+            yield Problem("software.slurm.version", f"Debian {site.os.release} ships Slurm {ships['slurm']}, not {sw.slurm.version}; "
+                          "use it or source: repository")
+        if sw.slurm.source == "repository":
+            yield from _needs_repository(site, "software.slurm", "Slurm", "slurm")
+    if site.slurm is not None and sw.slurm is None:
+        yield Problem("software.slurm", "a site with a slurm section must say which Slurm version to install")

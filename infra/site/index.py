@@ -1,0 +1,58 @@
+"""Lookups derived from a site model (host -> pool, rack names, ...), computed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .model import Fabric, NodeType, Pool, Site
+
+
+@dataclass
+class SiteIndex:
+    site: Site
+    host_pools: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for i, pool in enumerate(self.site.pools):
+            for host in pool.hosts:
+                self.host_pools.setdefault(host, []).append(i)
+
+    @cached_property
+    def racks(self) -> dict[str, int]:
+        """Rack name -> index of the ``racks`` entry that declares it."""
+        out: dict[str, int] = {}
+        for i, entry in enumerate(self.site.racks):
+            for name in entry.names:
+                out.setdefault(name, i)
+        return out
+
+    @cached_property
+    def pools(self) -> dict[str, Pool]:
+        return {p.name: p for p in self.site.pools}
+
+    def pool_of(self, host: str) -> Pool | None:
+        idx = self.host_pools.get(host)
+        return self.site.pools[idx[0]] if idx else None
+
+    def node_type(self, pool: Pool) -> NodeType | None:
+        return self.site.node_types.get(pool.type)
+
+    def pool_fabric(self, pool: Pool) -> Fabric | None:
+        """The fabric a pool's HCAs attach to: named by the pool, else the site's only fabric."""
+        node_type = self.node_type(pool)
+        if node_type is None or node_type.hcas == 0:
+            return None
+        fabrics = {f.name: f for f in self.site.fabrics}
+        if pool.fabric is not None:
+            return fabrics.get(pool.fabric)
+        return self.site.fabrics[0] if len(self.site.fabrics) == 1 else None
+
+    def pool_gpus(self, pool_names: list[str]) -> int:
+        total = 0
+        for name in dict.fromkeys(pool_names):
+            pool = self.pools.get(name)
+            node_type = self.node_type(pool) if pool else None
+            if pool and node_type:
+                total += len(pool.hosts) * node_type.gpus
+        return total

@@ -1,0 +1,359 @@
+"""The site file as a typed model: every key known, every value typed.
+
+Strict where a typo would otherwise pass silently: an unknown key is an error
+(``extra="forbid"``). Checks that relate one part of the file to another live in
+``checks.py``; this module holds only shapes and single-field formats.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+
+from .hostlists import Hostlist
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def _slurm_time(value: str) -> str:
+    """Slurm time limits: ``minutes``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``, ``UNLIMITED``."""
+    if value.upper() in ("UNLIMITED", "INFINITE"):
+        return "UNLIMITED"
+    if not _TIME.match(value):
+        raise ValueError(f"{value!r} is not a Slurm time limit; write e.g. '04:00:00', '2-00:00:00' or 'UNLIMITED'")
+    return value
+
+
+def _version(parts: int):
+    pattern = re.compile(r"^\d+(\.\d+){%d}$" % (parts - 1))
+
+    def check(value: Any) -> str:
+        value = str(value)
+        if not pattern.match(value):
+            example = ".".join(["1", "33", "0"][:parts])
+            raise ValueError(f"{value!r} is not a version of the form {example!r}")
+        return value
+
+    return check
+
+
+def _network(value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Network(str(value), strict=True))
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not an IPv4 network in CIDR notation such as '10.40.0.0/16' ({err})") from None
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+Cidr = Annotated[str, BeforeValidator(_network)]
+SlurmTime = Annotated[str, AfterValidator(_slurm_time)]
+MajorMinor = Annotated[str, BeforeValidator(_version(2))]
+Vendor = Annotated[str, BeforeValidator(_lower)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- site, policy, os, repositories -------------------------------------------------
+
+
+class Power(Strict):
+    facility_kw: float = Field(gt=0, description="Contracted power for IT load and cooling together.")
+    pue: float = Field(ge=1.0, le=3.0, description="Design power usage effectiveness.")
+    renewable_share: float = Field(ge=0.0, le=1.0)
+
+
+class SiteInfo(Strict):
+    name: Name
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code.")
+    timezone: str = "UTC"
+    operator: str = ""
+    power: Power
+
+
+class Policy(Strict):
+    jurisdiction: Literal["eu", "none"] = "none"
+    approved_vendors: list[Vendor] | None = Field(
+        default=None, description="When set, every node type and switch vendor must be listed.")
+
+
+class OperatingSystem(Strict):
+    distribution: Literal["debian"] = "debian"
+    release: Literal["12", "13"] = "13"
+
+
+class Repositories(Strict):
+    """The site's own mirrors. An absent entry keeps the distribution's default sources."""
+    debian: str | None = None
+    cuda: str | None = None
+    doca: str | None = None
+    slurm: str | None = None
+    enroot: str | None = None
+    charts: str | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
+
+
+# --- software -----------------------------------------------------------------------
+
+Source = Literal["repository", "distribution"]
+
+
+class NvidiaDriver(Strict):
+    branch: str = Field(pattern=r"^\d{3}$", description="Driver branch, e.g. '570'.")
+    flavor: Literal["open", "proprietary"] = "open"
+    source: Source = "repository"
+
+
+def _versions_mapping(value: Any) -> Any:
+    return {"versions": value} if isinstance(value, (list, str)) else value
+
+
+def _version_mapping(value: Any) -> Any:
+    return {"version": value} if isinstance(value, (str, int, float)) else value
+
+
+class Cuda(Strict):
+    versions: list[MajorMinor] = Field(min_length=1)
+    default: MajorMinor | None = None
+    source: Source = "repository"
+
+
+class SlurmSoftware(Strict):
+    version: MajorMinor
+    source: Source = "repository"
+
+
+class Software(Strict):
+    nvidia_driver: NvidiaDriver | None = None
+    cuda: Annotated[Cuda, BeforeValidator(_versions_mapping)] | None = None
+    rdma: Literal["doca-ofed", "inbox"] = "inbox"
+    slurm: Annotated[SlurmSoftware, BeforeValidator(_version_mapping)] | None = None
+
+
+# --- networks and fabrics -----------------------------------------------------------
+
+
+class Network(Strict):
+    cidr: Cidr
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+    mtu: int = Field(default=1500, ge=576, le=9216)
+    reserved: list[Cidr] = Field(default_factory=list, description="Ranges kept for external systems.")
+    interface: str | None = Field(default=None, description="Host interface carrying this network, if configured by the base role.")
+
+
+class Networks(Strict):
+    management: Network
+    bmc: Network | None = None
+    storage: Network | None = None
+
+
+class Switch(Strict):
+    vendor: Vendor
+    model: str
+    ports: int = Field(ge=4, le=1024)
+    power_kw: float = Field(ge=0)
+    rack_units: int = Field(default=1, ge=1)
+
+
+class SubnetManager(Strict):
+    kind: Literal["opensm", "ufm"] = "opensm"
+    hosts: Hostlist = Field(min_length=1, description="Primary first, then standbys.")
+
+
+class FabricIp(Strict):
+    cidr: Cidr
+    mode: Literal["datagram", "connected"] = "datagram"
+    mtu: int | None = None
+
+
+class Fabric(Strict):
+    name: Name
+    kind: Literal["infiniband", "roce"]
+    rate: Literal["edr", "hdr", "ndr", "xdr", "25g", "100g", "200g", "400g", "800g"]
+    rails: int = Field(default=1, ge=1, le=16)
+    topology: Literal["rail-optimized", "fat-tree"] = "fat-tree"
+    scalable_unit: int = Field(default=32, ge=1, description="Nodes per scalable unit.")
+    switch: Switch
+    subnet_manager: SubnetManager | None = None
+    ipoib: FabricIp | None = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
+                                   description="IP over the fabric (IPoIB, or plain IP on RoCE): one subnet per rail.")
+    interfaces: list[str] | None = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
+
+
+# --- hardware and placement ---------------------------------------------------------
+
+
+class Gpu(Strict):
+    model: str
+    count: int = Field(ge=0, le=72)
+    memory_gb: int = Field(default=0, ge=0)
+    nvswitch: bool = False
+    nvlink_domain: bool = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
+
+
+class Cpu(Strict):
+    sockets: int = Field(ge=1, le=8)
+    cores_per_socket: int = Field(ge=1, le=512)
+    threads_per_core: int = Field(default=1, ge=1, le=8)
+
+
+class Hca(Strict):
+    model: str
+    count: int = Field(ge=0, le=16)
+
+
+class NodeType(Strict):
+    vendor: Vendor
+    model: str
+    gpu: Gpu | None = None
+    cpu: Cpu
+    memory_gb: int = Field(ge=1)
+    hca: Hca | None = None
+    local_nvme_tb: float = Field(default=0, ge=0)
+    power_kw: float = Field(ge=0)
+    rack_units: int = Field(ge=1, le=48)
+
+    @property
+    def gpus(self) -> int:
+        return self.gpu.count if self.gpu else 0
+
+    @property
+    def hcas(self) -> int:
+        return self.hca.count if self.hca else 0
+
+
+class Rack(Strict):
+    names: Hostlist = Field(min_length=1)
+    power_kw: float = Field(gt=0)
+    units: int = Field(default=42, ge=1, le=60)
+
+
+class Pool(Strict):
+    name: Name
+    type: str
+    hosts: Hostlist = Field(min_length=1)
+    racks: Hostlist = Field(min_length=1)
+    fabric: str | None = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
+
+
+# --- Slurm, Kubernetes, storage, tenants --------------------------------------------
+
+
+class Accounting(Strict):
+    host: str
+
+
+class Partition(Strict):
+    name: Name
+    pools: list[str] = Field(min_length=1)
+    default: bool = False
+    max_time: SlurmTime = "UNLIMITED"
+    max_nodes: int | None = Field(default=None, ge=1)
+
+
+class Slurm(Strict):
+    cluster: Name
+    controllers: list[str] = Field(min_length=1, max_length=2, description="Primary, then backup.")
+    accounting: Accounting
+    login: list[str] = Field(default_factory=list)
+    partitions: list[Partition] = Field(min_length=1)
+    topology: Literal["tree", "none"] = "tree"
+    containers: Literal["pyxis", "none"] = "none"
+    state_save_location: str = "/var/spool/slurmctld"
+
+
+class Kubernetes(Strict):
+    name: Name
+    version: MajorMinor
+    control_plane: list[str] = Field(min_length=1)
+    workers: list[str] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
+    pod_cidr: Cidr
+    service_cidr: Cidr
+    addons: list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring"]] = Field(default_factory=list)
+    rdma: Literal["shared", "sriov"] = "shared"
+
+
+class NfsStorage(Strict):
+    name: Name
+    kind: Literal["nfs"]
+    server: str
+    export: str = Field(pattern=r"^/")
+    mount: str = Field(pattern=r"^/")
+    capacity_tb: float = Field(gt=0)
+
+
+class LustreStorage(Strict):
+    name: Name
+    kind: Literal["lustre"]
+    mgs: str = Field(pattern=r"^\d+\.\d+\.\d+\.\d+@(tcp|o2ib)\d*$", description="MGS NID, e.g. '10.42.255.10@tcp'.")
+    fsname: str = Field(pattern=r"^[a-z0-9_]{1,8}$")
+    mount: str = Field(pattern=r"^/")
+    capacity_tb: float = Field(gt=0)
+
+
+Storage = Annotated[Union[NfsStorage, LustreStorage], Field(discriminator="kind")]
+
+
+class TenantSlurm(Strict):
+    account: Name
+    gpus: int | None = Field(default=None, ge=0)
+    cpus: int | None = Field(default=None, ge=0)
+    nodes: int | None = Field(default=None, ge=0)
+    fairshare: int = Field(default=1, ge=0)
+
+
+class TenantKubernetes(Strict):
+    cluster: str
+    namespace: Name
+    gpus: int = Field(ge=0)
+    group: str | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
+
+
+class Tenant(Strict):
+    name: Name
+    slurm: TenantSlurm | None = None
+    kubernetes: TenantKubernetes | None = None
+    storage_tb: dict[str, float] = Field(default_factory=dict)
+    fabric_isolation: bool = Field(default=False, description="Own InfiniBand partition key.")
+
+
+# --- provisioning and the local test bed --------------------------------------------
+
+
+class Provisioning(Strict):
+    max_fail_percent: float = Field(default=10, ge=0, le=100)
+    batch: list[Annotated[str, Field(pattern=r"^\d+%?$")]] = Field(
+        default_factory=lambda: ["1", "25%", "100%"], description="Wave sizes: a canary first, then larger waves.")
+    user: str = "root"
+
+
+class Testbed(Strict):
+    """Local QEMU virtual machines standing in for the site's hosts (demo and tests)."""
+    memory_mb: int = Field(default=2048, ge=512)
+    cpus: int = Field(default=2, ge=1)
+
+
+class Site(Strict):
+    site: SiteInfo
+    policy: Policy = Policy()
+    os: OperatingSystem = OperatingSystem()
+    repositories: Repositories = Repositories()
+    software: Software = Software()
+    networks: Networks
+    fabrics: list[Fabric] = Field(default_factory=list)
+    node_types: dict[str, NodeType] = Field(min_length=1)
+    racks: list[Rack] = Field(min_length=1)
+    pools: list[Pool] = Field(min_length=1)
+    slurm: Slurm | None = None
+    kubernetes: list[Kubernetes] = Field(default_factory=list)
+    storage: list[Storage] = Field(default_factory=list)
+    tenants: list[Tenant] = Field(default_factory=list)
+    provisioning: Provisioning = Provisioning()
+    testbed: Testbed | None = None
