@@ -1,0 +1,51 @@
+"""Choose the QEMU accelerator: KVM when it boots a guest, TCG otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+
+ACCEL_ENV = "GIGAFACTORY_ACCEL"
+
+
+class Accel(str, Enum):
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+def kvm_usable(device: Path = Path("/dev/kvm")) -> bool:
+    """True when /dev/kvm exists and this process may open it read-write."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def choose_accel(
+    cached: Accel | None, kvm_available: bool, probe_kvm: Callable[[], bool]
+) -> tuple[Accel, bool]:
+    """Return the accelerator and whether `probe_kvm` ran (and so left a KVM guest running).
+
+    A cached verdict wins; else KVM is probed only when the device is usable, and a
+    guest that does not come up under KVM sends the run to TCG.
+    """
+    if cached is not None:
+        return cached, False
+    if not kvm_available:
+        return Accel.TCG, False
+    return (Accel.KVM if probe_kvm() else Accel.TCG), True
+
+
+def accel_override() -> Accel | None:
+    """$GIGAFACTORY_ACCEL=kvm|tcg skips the probe."""
+    value = os.environ.get(ACCEL_ENV, "").strip().lower()
+    if not value:
+        return None
+    try:
+        return Accel(value)
+    except ValueError:
+        raise ValueError(f"{ACCEL_ENV}={value!r}: use 'kvm' or 'tcg'") from None

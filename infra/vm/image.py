@@ -1,0 +1,183 @@
+"""Build and cache a Debian VM image: debootstrap, then `mke2fs -d` (no loop mounts)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.vm.guest_files import CONFIGURE_SCRIPT, GUEST_FILES
+from infra.vm.mirror import host_debian_mirror
+
+RECIPE_VERSION = 1
+DEFAULT_SUITE = "trixie"
+DEFAULT_VARIANT = "minbase"
+DEFAULT_SIZE = "6G"
+# The full kernel, not -cloud: later roles need rdma_rxe and other drivers.
+DEFAULT_PACKAGES = [
+    "linux-image-amd64",
+    "initramfs-tools",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "sudo",
+    "iproute2",
+    "iputils-ping",
+    "ca-certificates",
+    "systemd-timesyncd",
+    "procps",
+    "less",
+]
+CACHE_ENV = "GIGAFACTORY_CACHE"
+
+
+class ImageBuildError(RuntimeError):
+    """A step of the image build failed."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines the image's content; its hash keys the cache."""
+
+    suite: str = DEFAULT_SUITE
+    packages: tuple[str, ...] = tuple(DEFAULT_PACKAGES)
+    variant: str | None = DEFAULT_VARIANT
+    size: str = DEFAULT_SIZE
+
+    def key(self) -> str:
+        data = {
+            "version": RECIPE_VERSION,
+            "suite": self.suite,
+            "packages": sorted(self.packages),
+            "variant": self.variant,
+            "size": self.size,
+            "files": GUEST_FILES,
+            "configure": CONFIGURE_SCRIPT,
+        }
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image: root disk plus the kernel and initrd for direct kernel boot."""
+
+    disk: Path
+    kernel: Path
+    initrd: Path
+    disk_format: str = "raw"
+
+
+def cache_root() -> Path:
+    """$GIGAFACTORY_CACHE, else ~/.cache/gigafactory."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "gigafactory"
+
+
+def _run(argv: list[str], **kwargs) -> None:
+    try:
+        subprocess.run(argv, check=True, **kwargs)
+    except FileNotFoundError as exc:
+        raise ImageBuildError(f"{argv[0]} not found: install it (see .ci/apt-packages.txt)") from exc
+    except subprocess.CalledProcessError as exc:
+        raise ImageBuildError(f"{' '.join(argv[:3])}... exited with {exc.returncode}") from exc
+
+
+def debootstrap(
+    target: Path,
+    suite: str,
+    packages: list[str],
+    variant: str | None = None,
+    mirror: str | None = None,
+) -> None:
+    """Bootstrap Debian `suite` into `target` from the host's mirror (needs root)."""
+    argv = ["debootstrap", "--components=main"]
+    if variant:
+        argv.append(f"--variant={variant}")
+    if packages:
+        argv.append("--include=" + ",".join(packages))
+    argv += [suite, str(target), mirror or host_debian_mirror()]
+    _run(argv, stdout=subprocess.DEVNULL)
+
+
+def _install_guest_files(rootfs: Path) -> None:
+    for guest_path, (mode, content) in GUEST_FILES.items():
+        path = rootfs / guest_path.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
+        path.write_text(content)
+        path.chmod(mode)
+
+
+def _configure(rootfs: Path) -> None:
+    _install_guest_files(rootfs)
+    _run(["chroot", str(rootfs), "/bin/sh", "-c", CONFIGURE_SCRIPT])
+
+
+def _boot_files(rootfs: Path) -> tuple[Path, Path]:
+    kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise ImageBuildError(f"no kernel in {rootfs}/boot: is linux-image-amd64 in the recipe?")
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    initrd = rootfs / "boot" / f"initrd.img-{version}"
+    if not initrd.exists():
+        raise ImageBuildError(f"no initrd for kernel {version} in {rootfs}/boot")
+    return kernels[-1], initrd
+
+
+def _unmount_below(path: Path) -> None:
+    """Unmount whatever a failed debootstrap left mounted inside `path`, deepest first."""
+    prefix = str(path.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+def _build(recipe: Recipe, out: Path, mirror: str | None) -> None:
+    rootfs = out / "rootfs"
+    rootfs.mkdir()
+    debootstrap(rootfs, recipe.suite, list(recipe.packages), recipe.variant, mirror)
+    _configure(rootfs)
+    kernel, initrd = _boot_files(rootfs)
+    shutil.copy2(kernel, out / "vmlinuz")
+    shutil.copy2(initrd, out / "initrd.img")
+    _run(
+        ["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), "-F",
+         str(out / "disk.raw"), recipe.size],
+    )
+    shutil.rmtree(rootfs)
+    (out / "recipe.json").write_text(json.dumps(
+        {"suite": recipe.suite, "packages": list(recipe.packages), "variant": recipe.variant,
+         "size": recipe.size, "version": RECIPE_VERSION}, indent=2))
+
+
+def build_image(
+    recipe: Recipe = Recipe(), cache: Path | None = None, mirror: str | None = None
+) -> Image:
+    """Return the cached image for `recipe`, building it first if the recipe is new."""
+    images = (cache or cache_root()) / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    final = images / recipe.key()
+    with open(images / f"{recipe.key()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per recipe; others wait and reuse
+        if not (final / "disk.raw").exists():
+            work = Path(tempfile.mkdtemp(prefix="build-", dir=images))
+            try:
+                _build(recipe, work, mirror)
+                work.rename(final)
+            finally:
+                if work.exists():
+                    _unmount_below(work)
+                    shutil.rmtree(work, ignore_errors=True)
+    return Image(disk=final / "disk.raw", kernel=final / "vmlinuz", initrd=final / "initrd.img")

@@ -1,0 +1,64 @@
+"""The QEMU command line for one VM (pure: paths in, argv out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.vm.accel import Accel
+from infra.vm.guest_files import FW_CFG_PREFIX
+from infra.vm.spec import VMSpec
+
+DISK_SLOT = 0x2
+MGMT_SLOT = 0x3
+RNG_SLOT = 0x1E
+KERNEL_ARGS = "root=/dev/vda rw console=ttyS0,115200 panic=-1 net.ifnames=1"
+
+
+@dataclass(frozen=True)
+class VMFiles:
+    """Where one VM's run-time files live."""
+
+    kernel: Path
+    initrd: Path
+    overlay: Path
+    serial_log: Path
+    pidfile: Path
+    fw_cfg: dict[str, Path] = field(default_factory=dict)
+
+
+def qemu_argv(
+    spec: VMSpec,
+    files: VMFiles,
+    accel: Accel,
+    ssh_port: int,
+    segment_sockets: dict[str, Path],
+    binary: str = "qemu-system-x86_64",
+) -> list[str]:
+    """Argv that boots `spec` daemonized, SSH forwarded on 127.0.0.1:`ssh_port` only."""
+    cpu = ["-accel", "kvm", "-cpu", "host"] if accel is Accel.KVM else [
+        "-accel", "tcg,thread=multi", "-cpu", "max"]
+    argv = [
+        binary, "-name", spec.name, "-machine", "q35", *cpu,
+        "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
+        "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
+        "-kernel", str(files.kernel), "-initrd", str(files.initrd), "-append", KERNEL_ARGS,
+        "-drive", f"if=none,id=disk0,format=qcow2,file={files.overlay}",
+        "-device", f"virtio-blk-pci,drive=disk0,addr={DISK_SLOT:#x}",
+        "-netdev", f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=mgmt,mac={spec.mgmt_mac},addr={MGMT_SLOT:#x}",
+    ]
+    for index, nic in enumerate(spec.nics):
+        argv += [
+            "-netdev", f"vde,id=nic{index},sock={segment_sockets[nic.segment]}",
+            "-device", f"virtio-net-pci,netdev=nic{index},mac={spec.mac_of(nic)},addr={nic.slot:#x}",
+        ]
+    argv += ["-device", f"virtio-rng-pci,addr={RNG_SLOT:#x}"]
+    argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}/hostname,string={spec.name}"]
+    for name, path in sorted(files.fw_cfg.items()):
+        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}/{name},file={path}"]
+    argv += [
+        "-serial", f"file:{files.serial_log}", "-monitor", "none",
+        "-pidfile", str(files.pidfile), "-daemonize",
+    ]
+    return argv
