@@ -13,14 +13,16 @@ from .model import FabricPlan, RailPlan
 
 
 def fabric_hosts(index: SiteIndex, fabric: Fabric) -> tuple[list[str], list[str]]:
-    """(GPU hosts, service hosts) attached to ``fabric``, in site order."""
-    gpu, service = [], []
+    """(compute hosts, service hosts) attached to ``fabric``, in site order.
+
+    Compute hosts fill the scalable units; service hosts (controllers, storage,
+    subnet managers) hang off service leaves.
+    """
+    compute, service = [], []
     for pool in index.site.pools:
-        if index.pool_fabric(pool) is not fabric:
-            continue
-        node_type = index.node_type(pool)
-        (gpu if node_type.gpus > 0 else service).extend(pool.hosts)
-    return gpu, service
+        if index.pool_fabric(pool) is fabric:
+            (compute if pool.name in index.compute_pools else service).extend(pool.hosts)
+    return compute, service
 
 
 def plan_fabric(index: SiteIndex, i: int, problems: list[Problem]) -> tuple[FabricPlan, dict[str, list[str]], dict[str, int]]:

@@ -48,6 +48,16 @@ class SiteIndex:
             return fabrics.get(pool.fabric)
         return self.site.fabrics[0] if len(self.site.fabrics) == 1 else None
 
+    @cached_property
+    def compute_pools(self) -> frozenset[str]:
+        """Pools that run workloads: GPU pools, Slurm partitions' pools, Kubernetes workers."""
+        site = self.site
+        names = {p.name for p in site.pools if (nt := self.node_type(p)) is not None and nt.gpus}
+        if site.slurm is not None:
+            names.update(p for part in site.slurm.partitions for p in part.pools)
+        names.update(p for cluster in site.kubernetes for p in cluster.workers)
+        return frozenset(names)
+
     def pool_gpus(self, pool_names: list[str]) -> int:
         total = 0
         for name in dict.fromkeys(pool_names):

@@ -1,0 +1,111 @@
+"""The ``gigafactory`` command line. Exit codes: 0 fine, 1 a run failed, 2 invalid input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .plan import Plan, build_plan
+from .site import Site, SiteInvalid, load_site
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def load(path: str) -> tuple[Site, Plan]:
+    """The validated site and its plan; raises SiteInvalid with every problem found."""
+    site = load_site(path)
+    return site, build_plan(site, path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    site, plan = load(args.site)
+    c = plan.capacity
+    print(f"{args.site}: valid: site {site.site.name}, {c.nodes} hosts, {c.gpus} GPUs, "
+          f"{c.facility_kw:g} of {c.facility_budget_kw:g} kW")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .render import plan_as_dict
+    site, plan = load(args.site)
+    if args.json:
+        json.dump(plan_as_dict(plan), sys.stdout, indent=1)
+        print()
+        return EXIT_OK
+    from .render.summary import print_summary
+    print_summary(site, plan)
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .render.files import render_all, write_all
+    site, plan = load(args.site)
+    out = Path(args.out)
+    for path in write_all(render_all(site, plan), out):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    schema = Site.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "gigafactory site file"
+    json.dump(schema, sys.stdout, indent=1)
+    print()
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gigafactory", description="Infrastructure as code for AI factories.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    v = sub.add_parser("validate", help="check a site file; report every problem at once")
+    v.add_argument("site", help="path to inventories/<site>/site.yml")
+    v.set_defaults(func=cmd_validate)
+    pl = sub.add_parser("plan", help="summarise the site's plan: hosts, racks, fabric, power")
+    pl.add_argument("site")
+    pl.add_argument("--json", action="store_true", help="the whole plan as JSON")
+    pl.set_defaults(func=cmd_plan)
+    r = sub.add_parser("render", help="write every generated configuration file")
+    r.add_argument("site")
+    r.add_argument("--out", required=True, help="directory to write into")
+    r.set_defaults(func=cmd_render)
+    s = sub.add_parser("schema", help="JSON Schema of the site file, for editors")
+    s.set_defaults(func=cmd_schema)
+    _add_later_commands(sub)
+    return p
+
+
+def _add_later_commands(sub) -> None:
+    """Commands whose modules are optional (orchestration, demo)."""
+    try:
+        from .orchestrate.cli import add_commands
+    except ImportError:
+        return
+    add_commands(sub)
+
+
+def report_invalid(err: SiteInvalid) -> None:
+    n = len(err.problems)
+    print(f"{err.source}: {n} problem{'s' if n != 1 else ''}:", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SiteInvalid as err:
+        report_invalid(err)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+# An Ansible inventory plugin that reads a gigafactory site file directly:
+# groups per pool and per role, each host's planned addresses, rack and
+# node-type facts as host variables. No generated inventory to drift.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: gigafactory_site
+short_description: A gigafactory site file (inventories/<site>/site.yml) as inventory
+description:
+  - Validates the site file and computes its plan with the gigafactory package,
+    then adds one group per pool (C(pool_<name>)), per node type (C(type_<name>)) and
+    per role (C(slurm_controller), C(slurm_dbd), C(slurm_login), C(slurm_compute),
+    C(slurm), C(subnet_manager), C(rdma), C(gpu), C(k8s_control_plane),
+    C(k8s_worker), C(nfs_server), ...).
+  - Host variables are prefixed C(gf_); C(ansible_host) is the planned management address.
+  - An invalid site file fails inventory parsing with every problem listed.
+options: {}
+"""
+
+import os
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin
+
+
+class InventoryModule(BaseInventoryPlugin):
+    NAME = "gigafactory_site"
+
+    def verify_file(self, path):
+        return super().verify_file(path) and os.path.basename(path) in ("site.yml", "site.yaml")
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        try:
+            from infra.plan import build_plan
+            from infra.render.files import group_vars, host_vars
+            from infra.site import SiteInvalid, load_site
+        except ImportError as err:
+            raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}")
+        try:
+            site = load_site(path)
+            plan = build_plan(site, path)
+        except SiteInvalid as err:
+            raise AnsibleParserError(str(err))
+        for key, value in group_vars(site, plan).items():
+            inventory.set_variable("all", key, value)
+        inventory.set_variable("all", "ansible_user", site.provisioning.user)
+        for name in plan.hosts:
+            inventory.add_host(name)
+            for key, value in host_vars(site, plan, name).items():
+                inventory.set_variable(name, key, value)
+        for group, members in plan.groups.items():
+            inventory.add_group(group)
+            for name in members:
+                inventory.add_child(group, name)
