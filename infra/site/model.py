@@ -132,9 +132,9 @@ class SlurmSoftware(Strict):
 
 class Software(Strict):
     nvidia_driver: NvidiaDriver | None = None
-    cuda: Annotated[Cuda, BeforeValidator(_versions_mapping)] | None = None
+    cuda: Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=Union[list[str], Cuda])] | None = None
     rdma: Literal["doca-ofed", "inbox"] = "inbox"
-    slurm: Annotated[SlurmSoftware, BeforeValidator(_version_mapping)] | None = None
+    slurm: Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=Union[str, SlurmSoftware])] | None = None
 
 
 # --- networks and fabrics -----------------------------------------------------------

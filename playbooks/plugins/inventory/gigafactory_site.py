@@ -21,6 +21,7 @@ import os
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
+from ansible.utils.display import Display
 
 
 class InventoryModule(BaseInventoryPlugin):
@@ -41,6 +42,9 @@ class InventoryModule(BaseInventoryPlugin):
             site = load_site(path)
             plan = build_plan(site, path)
         except SiteInvalid as err:
+            # Said here as well as raised: Ansible would otherwise try the next
+            # plugin (yaml), which reads a site file as an empty inventory.
+            Display().error(f"gigafactory_site: {err}", wrap_text=False)
             raise AnsibleParserError(str(err))
         for key, value in group_vars(site, plan).items():
             inventory.set_variable("all", key, value)

@@ -1,0 +1,78 @@
+"""Every semantic check is registered, and each one can fire (ParallelCluster's test_all_validators)."""
+
+from __future__ import annotations
+
+import inspect
+
+from infra.site import checks
+from test_site_validation import CASES, problems_of
+
+
+def test_every_check_function_is_registered():
+    candidates = [
+        obj for name, obj in vars(checks).items()
+        if inspect.isfunction(obj) and obj.__module__ == checks.__name__ and not name.startswith("_")
+        and list(inspect.signature(obj).parameters) == ["site", "index"]
+    ]
+    assert candidates, "no checks found"
+    missing = [f.__name__ for f in candidates if f not in checks.CHECKS]
+    assert not missing, f"checks defined but not registered with @check: {missing}"
+
+
+# Which validation case proves each registered check fires.
+FIRES = {
+    "hosts_in_exactly_one_pool": "host in two pools",
+    "pool_names_unique": None,
+    "pool_node_types_exist": "unknown node type",
+    "pool_racks_exist": "unknown rack",
+    "rack_names_unique": None,
+    "pool_fabric_exists": None,
+    "slurm_hosts_exist": "controller not a host",
+    "slurm_partitions_resolve": "partition on unknown pool",
+    "slurm_accounts_unique": "account twice",
+    "tenant_names_unique": None,
+    "kubernetes_clusters_resolve": None,
+    "pools_serve_one_scheduler": None,
+    "tenant_clusters_resolve": "tenant on unknown cluster",
+    "storage_resolves": "nfs server",
+    "networks_do_not_overlap": "overlapping networks",
+    "reserved_ranges_inside_networks": None,
+    "external_addresses_reserved": "mgs outside reserved",
+    "tenant_gpu_quotas_fit": "tenant gpus",
+    "tenant_storage_fits": "tenant storage",
+    "node_types_fit_racks": None,
+    "gpu_nodes_have_an_hca_per_rail": "hca per rail",
+    "subnet_managers_on_fabric": "sm not on fabric",
+    "jurisdiction_respected": "jurisdiction",
+    "vendors_approved": "vendor",
+    "software_available": "driver branch",
+}
+
+EXTRA = {
+    "pool_names_unique": lambda d: d["pools"][2].update(name="train"),
+    "rack_names_unique": lambda d: d["racks"].append({"names": "a01", "power_kw": 10}),
+    "pool_fabric_exists": lambda d: d["pools"][0].update(fabric="storage-ib"),
+    "tenant_names_unique": lambda d: d["tenants"][1].update(name="acme-ai"),
+    "kubernetes_clusters_resolve": lambda d: d["kubernetes"][0].update(workers=["infer", "gpus"]),
+    "pools_serve_one_scheduler": lambda d: d["kubernetes"][0].update(workers=["infer", "train"]),
+    "reserved_ranges_inside_networks": lambda d: d["networks"]["storage"].update(reserved=["10.43.0.0/24"]),
+    "node_types_fit_racks": lambda d: d["racks"][1].update(power_kw=0.5),
+}
+
+
+def test_every_registered_check_has_a_case_that_fires(riga):
+    assert set(FIRES) == {f.__name__ for f in checks.CHECKS}
+
+
+def test_each_check_fires_on_its_mistake(riga):
+    import copy
+    for check in checks.CHECKS:
+        data = copy.deepcopy(riga)
+        case = FIRES[check.__name__]
+        mutate = CASES[case][0] if case else EXTRA[check.__name__]
+        mutate(data)
+        from infra.site.model import Site
+        from infra.site.index import SiteIndex
+        site = Site.model_validate(data)
+        assert list(check(site, SiteIndex(site))), f"{check.__name__} did not fire"
+        assert problems_of(data), check.__name__

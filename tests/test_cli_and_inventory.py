@@ -1,0 +1,85 @@
+"""The command line and the Ansible inventory plugin, run as a user would."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from conftest import DEMO, RIGA, bin_path, run
+
+
+def unwrap(value):
+    """ansible-inventory marks plugin values unsafe (not templated): {"__ansible_unsafe": v} -> v."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def test_plan_json_is_the_whole_plan():
+    result = run([bin_path("gigafactory"), "plan", "--json", str(RIGA)])
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["capacity"]["gpus"] == 1024
+    assert plan["hosts"]["gpu0001"]["addresses"]["management"] == "10.40.1.1/16"
+
+
+def test_plan_summary_table_is_readable():
+    result = run([bin_path("gigafactory"), "plan", str(RIGA)])
+    assert result.returncode == 0
+    for text in ("capacity and power", "1,024", "spine switches", "riga-train"):
+        assert text in result.stdout
+
+
+def test_render_writes_every_file(tmp_path):
+    result = run([bin_path("gigafactory"), "render", str(RIGA), "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    for rel in ("plan.json", "hosts", "inventory.yml", "slurm/slurm.conf", "slurm/gres.conf", "slurm/cgroup.conf", "slurm/topology.conf"):
+        assert (tmp_path / rel).is_file(), rel
+
+
+def test_schema_accepts_riga1():
+    import jsonschema
+    result = run([bin_path("gigafactory"), "schema"])
+    schema = json.loads(result.stdout)
+    jsonschema.validate(yaml.safe_load(RIGA.read_text()), schema)
+    bad = yaml.safe_load(RIGA.read_text())
+    bad["pools"][0]["hostz"] = 1
+    try:
+        jsonschema.validate(bad, schema)
+    except jsonschema.ValidationError as err:
+        assert "hostz" in str(err.message)
+    else:
+        raise AssertionError("schema accepted an unknown key")
+
+
+def test_ansible_inventory_graph_has_pools_and_roles():
+    result = run([bin_path("ansible-inventory"), "-i", str(RIGA), "--list"])
+    assert result.returncode == 0, result.stderr
+    inv = unwrap(json.loads(result.stdout))
+    groups = {g for g in inv if g not in ("_meta", "all")}
+    for group in ("pool_train", "pool_infer", "pool_control", "slurm_controller", "slurm_dbd", "slurm_login",
+                  "slurm_compute", "subnet_manager", "k8s_control_plane", "k8s_worker", "nfs_server", "gpu", "rdma"):
+        assert group in groups, group
+    assert inv["slurm_controller"]["hosts"] == ["ctl01", "ctl02"]
+    assert len(inv["pool_train"]["hosts"]) == 96
+    hv = inv["_meta"]["hostvars"]["gpu0001"]
+    assert hv["ansible_host"] == "10.40.1.1" and hv["gf_rack"] == "a01" and hv["gf_gpus"] == 8 and len(hv["gf_rails"]) == 8
+
+
+def test_ansible_inventory_graph_command():
+    result = run([bin_path("ansible-inventory"), "-i", str(DEMO), "--graph"])
+    assert result.returncode == 0, result.stderr
+    assert "@slurm_compute:" in result.stdout and "node01" in result.stdout
+
+
+def test_ansible_inventory_refuses_an_invalid_site(tmp_path, riga):
+    riga["slurm"]["controllers"] = ["ctl09"]
+    (tmp_path / "site.yml").write_text(yaml.safe_dump(riga))
+    result = run([bin_path("ansible-inventory"), "-i", str(tmp_path / "site.yml"), "--list"])
+    assert "slurm.controllers: controller 'ctl09' is not a host of any pool" in result.stderr
+    assert "ctl01" not in result.stdout

@@ -1,0 +1,107 @@
+"""The plan: deterministic, stable under growth, and right about racks, fabric and power."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from infra.plan import build_plan
+from infra.site import validate_data
+
+
+def plan_of(data):
+    return build_plan(validate_data(data))
+
+
+def test_plan_is_deterministic(riga):
+    a, b = plan_of(riga), plan_of(riga)
+    assert a.hosts == b.hosts and a.fabrics == b.fabrics and a.slurm == b.slurm
+
+
+def test_growing_a_pool_and_adding_a_pool_never_moves_an_existing_host(riga):
+    before = plan_of(riga)
+    grown = riga
+    grown["racks"].append({"names": "c[01-16]", "power_kw": 45, "units": 48})
+    grown["pools"][0]["hosts"] = "gpu[0001-0096],gpu[0129-0160]"          # train grows by 32 nodes
+    grown["pools"][0]["racks"] = "a[01-24],c[01-08]"
+    grown["pools"].append({"name": "train2", "type": "hgx-h200", "hosts": "gpu[0161-0192]", "racks": "c[09-16]"})
+    grown["pools"].append({"name": "login-extra", "type": "cpu-1u", "hosts": "login[03-04]", "racks": "b02"})
+    grown["site"]["power"]["facility_kw"] = 4000
+    after = plan_of(grown)
+    assert len(after.hosts) == len(before.hosts) + 66
+    for name, host in before.hosts.items():
+        moved = after.hosts[name]
+        assert (moved.rack, moved.rack_unit) == (host.rack, host.rack_unit), name
+        assert moved.addresses == host.addresses, name
+        assert moved.rails == host.rails, name
+    # the new hosts got addresses of their own
+    used = [h.address() for h in after.hosts.values()]
+    assert len(set(used)) == len(used)
+
+
+def test_hosts_fill_racks_as_power_and_space_allow(riga):
+    plan = plan_of(riga)
+    per_rack: dict[str, list[str]] = {}
+    for h in plan.hosts.values():
+        per_rack.setdefault(h.rack, []).append(h.name)
+    # 45 kW racks hold four 10.2 kW HGX nodes; 8 U each, stacked from U1
+    assert per_rack["a01"] == ["gpu0001", "gpu0002", "gpu0003", "gpu0004"]
+    assert [plan.hosts[h].rack_unit for h in per_rack["a01"]] == [1, 9, 17, 25]
+    assert plan.hosts["gpu0097"].rack == "a25"
+    assert len(per_rack["b01"]) == 11 and "b02" not in per_rack
+
+
+def test_every_host_has_an_address_on_every_network_inside_it(riga):
+    plan = plan_of(riga)
+    for name, net in (("management", "10.40.0.0/16"), ("bmc", "10.41.0.0/16"), ("storage", "10.42.0.0/16")):
+        addrs = [ipaddress.IPv4Interface(h.addresses[name]) for h in plan.hosts.values()]
+        assert all(a.network == ipaddress.IPv4Network(net) for a in addrs)
+        assert len({a.ip for a in addrs}) == len(addrs)
+        reserved = ipaddress.IPv4Network("10.42.255.0/24")
+        assert not any(a.ip in reserved for a in addrs)
+
+
+def test_one_ipoib_subnet_per_rail_and_an_address_per_hca(riga):
+    plan = plan_of(riga)
+    fabric = plan.fabrics[0]
+    assert [r.cidr for r in fabric.rails] == [f"10.50.{32 * r}.0/19" for r in range(8)]
+    gpu = plan.hosts["gpu0042"]
+    assert len(gpu.rails) == 8
+    for r, address in enumerate(gpu.rails):
+        assert ipaddress.IPv4Interface(address).network == ipaddress.IPv4Network(fabric.rails[r].cidr)
+    assert len(plan.hosts["sm01"].rails) == 1   # one HCA: rail 0 only
+    assert "rails" not in plan.hosts["sm01"].addresses
+
+
+def test_rail_optimized_fat_tree_bill_of_materials(riga):
+    fabric = plan_of(riga).fabrics[0]
+    # 4 SUs x 8 rails = 32 leaves (NVIDIA's 4-SU reference), one service leaf for 11 single-HCA hosts
+    assert [len(su) for su in fabric.scalable_units] == [32, 32, 32, 32]
+    assert fabric.switches == {"leaf": 32, "service-leaf": 1, "spine": 17}
+    assert fabric.tiers == 2
+    assert fabric.cables == {"node-leaf": 128 * 8 + 11, "leaf-spine": 33 * 32}
+
+
+def test_capacity_and_power_summary(riga):
+    c = plan_of(riga).capacity
+    assert (c.nodes, c.gpus, c.switches) == (139, 1024, 50)
+    assert c.it_kw == round(128 * 10.2 + 11 * 0.8 + 50 * 1.7, 3)
+    assert c.facility_kw == round(c.it_kw * 1.2, 3)
+    assert c.facility_budget_kw == 2200 and c.renewable_share == 1.0
+
+
+def test_slurm_layout(riga):
+    s = plan_of(riga).slurm
+    assert [(h, a) for h, a in s.controllers] == [("ctl01", "10.40.2.1"), ("ctl02", "10.40.2.2")]
+    assert len(s.nodes) == 1 and s.nodes[0].hostlist == "gpu[0001-0096]" and s.nodes[0].gres == "gpu:h200:8"
+    assert s.topology[-1] == ("spine", "Switches=compute-su1,compute-su2,compute-su3")
+
+
+def test_large_fabric_goes_three_tier(riga):
+    riga["pools"][0]["hosts"] = "gpu[0001-1024]"
+    riga["pools"][0]["racks"] = "a[001-256]"
+    riga["pools"][1]["hosts"] = "gpu[1025-1056]"
+    riga["pools"][1]["racks"] = "a[257-264]"
+    riga["racks"][0]["names"] = "a[001-264]"
+    riga["site"]["power"]["facility_kw"] = 30000
+    fabric = plan_of(riga).fabrics[0]
+    assert fabric.tiers == 3 and fabric.switches["core"] > 0

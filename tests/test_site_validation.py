@@ -1,0 +1,134 @@
+"""Validation: every mistake an engineer makes gets the field named, all at once, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from infra.site import SiteInvalid, load_site, parse_site, validate_data
+from infra.plan import build_plan
+from conftest import DEMO, RIGA, ROOT, bin_path, run
+
+SHARED_RIGA = ROOT.parent / "shared" / "sites" / "riga-1.yml"
+
+
+def problems_of(data) -> list[str]:
+    """Every problem the site and its plan raise, as 'path: message' strings."""
+    try:
+        site = validate_data(data)
+        build_plan(site)
+    except SiteInvalid as err:
+        return [str(p) for p in err.problems]
+    return []
+
+
+def test_riga1_is_the_shared_file_unchanged_and_valid():
+    if SHARED_RIGA.exists():
+        assert RIGA.read_bytes() == SHARED_RIGA.read_bytes()
+    site = load_site(RIGA)
+    plan = build_plan(site)
+    assert plan.capacity.gpus == 1024
+    assert len(plan.hosts) == 139
+
+
+def test_demo_site_is_valid_and_small():
+    plan = build_plan(load_site(DEMO))
+    assert 3 <= len(plan.hosts) <= 4
+    assert plan.capacity.gpus == 0
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("site: [unclosed", "not valid YAML at line 1"),
+    ("", "the site file is empty"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("just a string", "must be a mapping"),
+])
+def test_unreadable_files_are_explained(text, fragment):
+    with pytest.raises(SiteInvalid) as err:
+        parse_site(text)
+    assert fragment in str(err.value)
+
+
+# (mutation, expected path, fragment of the message)
+CASES = {
+    "unknown key": (lambda d: d["pools"][0].update(hostz="x"), "pools[0].hostz", "unknown key 'hostz'; valid keys here: name, type, hosts"),
+    "wrong type": (lambda d: d["site"]["power"].update(pue="lots"), "site.power.pue", "valid number"),
+    "missing section": (lambda d: d.pop("networks"), "networks", "required"),
+    "list instead of mapping": (lambda d: d.update(slurm=["ctl01"]), "slurm", "valid dictionary"),
+    "bad hostlist": (lambda d: d["pools"][0].update(hosts="gpu[0001-"), "pools[0].hosts", "not a valid hostlist expression"),
+    "bad time": (lambda d: d["slurm"]["partitions"][0].update(max_time="two days"), "slurm.partitions[0].max_time", "not a Slurm time limit"),
+    "bad version": (lambda d: d["kubernetes"][0].update(version="v1.33"), "kubernetes[0].version", "not a version"),
+    "bad cidr": (lambda d: d["networks"]["bmc"].update(cidr="10.41.0.1/16"), "networks.bmc.cidr", "not an IPv4 network"),
+    "unknown node type": (lambda d: d["pools"][1].update(type="hgx-h300"), "pools[1].type", "unknown node type 'hgx-h300'"),
+    "unknown rack": (lambda d: d["pools"][1].update(racks="a[25-40]"), "pools[1].racks", "unknown rack(s) a33"),
+    "host in two pools": (lambda d: d["pools"][1].update(hosts="gpu[0090-0128]"), "pools[1].hosts", "already in pool 'train'"),
+    "partition on unknown pool": (lambda d: d["slurm"]["partitions"][0].update(pools=["trian"]), "slurm.partitions[0].pools", "unknown pool 'trian'"),
+    "controller not a host": (lambda d: d["slurm"].update(controllers=["ctl01", "ctl09"]), "slurm.controllers", "'ctl09' is not a host"),
+    "account twice": (lambda d: d["tenants"][1]["slurm"].update(account="acme-ai"), "tenants[1].slurm.account", "already tenant 'acme-ai'"),
+    "two defaults": (lambda d: d["slurm"]["partitions"][1].update(default=True), "slurm.partitions", "only one partition may be the default"),
+    "overlapping networks": (lambda d: d["networks"]["bmc"].update(cidr="10.40.128.0/17"), "networks.bmc.cidr", "overlaps 10.40.0.0/16"),
+    "pod cidr overlaps": (lambda d: d["kubernetes"][0].update(pod_cidr="10.32.0.0/11"), "kubernetes[0].pod_cidr", "overlaps"),
+    "network too small": (lambda d: d["networks"]["bmc"].update(cidr="10.41.0.0/24"), "networks.bmc.cidr", "too small"),
+    "mgs outside reserved": (lambda d: d["storage"][1].update(mgs="10.42.1.10@tcp"), "storage[1].mgs", "must lie in a reserved range"),
+    "rack power": (lambda d: d["pools"][0].update(racks="a[01-20]"), "pools[0].racks", "hold only 80 of pool 'train'"),
+    "facility power": (lambda d: d["site"]["power"].update(facility_kw=1500), "site.power.facility_kw", "more than the contracted 1500 kW"),
+    "tenant gpus": (lambda d: d["tenants"][0]["slurm"].update(gpus=600), "tenants", "add up to 856"),
+    "k8s tenant gpus": (lambda d: d["tenants"][2]["kubernetes"].update(gpus=200), "tenants", "promised 328 GPUs"),
+    "tenant storage": (lambda d: d["tenants"][0]["storage_tb"].update(datasets=3800), "tenants", "4300 TB of 'datasets'"),
+    "unknown tenant storage": (lambda d: d["tenants"][0]["storage_tb"].update(scratch=1), "tenants[0].storage_tb.scratch", "unknown storage 'scratch'"),
+    "hca per rail": (lambda d: d["node_types"]["hgx-h200"]["hca"].update(count=4), "node_types.hgx-h200.hca.count", "one HCA per rail"),
+    "sm not on fabric": (lambda d: d["fabrics"][0]["subnet_manager"].update(hosts=["sm01", "nobody"]), "fabrics[0].subnet_manager.hosts", "'nobody' is not a host"),
+    "jurisdiction": (lambda d: d["site"].update(country="US"), "site.country", "not an EU/EEA member"),
+    "vendor": (lambda d: d["node_types"]["cpu-1u"].update(vendor="acme"), "node_types.cpu-1u.vendor", "vendor 'acme' is not approved"),
+    "switch vendor": (lambda d: d["fabrics"][0]["switch"].update(vendor="acme"), "fabrics[0].switch.vendor", "not approved"),
+    "driver branch": (lambda d: d["software"]["nvidia_driver"].update(branch="999"), "software.nvidia_driver.branch", "no NVIDIA driver branch '999'"),
+    "driver flavor": (lambda d: d["software"]["nvidia_driver"].update(flavor="closed"), "software.nvidia_driver.flavor", "'open' or 'proprietary'"),
+    "rdma stack": (lambda d: d["software"].update(rdma="mofed"), "software.rdma", "'doca-ofed' or 'inbox'"),
+    "unknown addon": (lambda d: d["kubernetes"][0]["addons"].append("istio"), "kubernetes[0].addons[4]", "'gpu-operator'"),
+    "tenant on unknown cluster": (lambda d: d["tenants"][0]["kubernetes"].update(cluster="riga-x"), "tenants[0].kubernetes.cluster", "unknown cluster 'riga-x'"),
+    "nfs server": (lambda d: d["storage"][0].update(server="nfs09"), "storage[0].server", "'nfs09' is not a host"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_mistake_names_its_field(riga, name):
+    mutate, path, fragment = CASES[name]
+    mutate(riga)
+    found = problems_of(riga)
+    matching = [p for p in found if p.startswith(f"{path}:") and fragment in p]
+    assert matching, f"expected '{path}: ...{fragment}...' among {found}"
+
+
+def test_every_problem_is_reported_at_once(riga):
+    for name in ("account twice", "partition on unknown pool", "jurisdiction", "overlapping networks", "vendor"):
+        CASES[name][0](riga)
+    found = problems_of(riga)
+    assert len(found) >= 5, found
+
+
+def test_cli_reports_invalid_file_with_exit_2_and_no_traceback(tmp_path, riga):
+    CASES["controller not a host"][0](riga)
+    CASES["jurisdiction"][0](riga)
+    bad = tmp_path / "site.yml"
+    bad.write_text(yaml.safe_dump(riga))
+    result = run([bin_path("gigafactory"), "validate", str(bad)])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "slurm.controllers: controller 'ctl09' is not a host of any pool" in result.stderr
+    assert "site.country:" in result.stderr
+
+
+@pytest.mark.parametrize("content", ["", "{{{", "[1, 2]", "site: 3\n", "\x00\x01"])
+def test_cli_never_tracebacks_on_garbage(tmp_path, content):
+    bad = tmp_path / "site.yml"
+    bad.write_text(content)
+    for command in (["validate"], ["plan"], ["render", "--out", str(tmp_path / "out")]):
+        result = run([bin_path("gigafactory"), command[0], str(bad), *command[1:]])
+        assert result.returncode == 2, result
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_is_exit_2(tmp_path):
+    result = run([bin_path("gigafactory"), "validate", str(tmp_path / "nope.yml")])
+    assert result.returncode == 2 and "cannot read the site file" in result.stderr
