@@ -40,6 +40,27 @@ def choose_accel(
     return (Accel.KVM if probe_kvm() else Accel.TCG), True
 
 
+def boot_outcome(
+    alive: bool,
+    ssh_ready: bool,
+    console_bytes: int,
+    elapsed: float,
+    timeout: float,
+    console_timeout: float | None,
+) -> str | None:
+    """'ready', or why the guest is given up on ('exited', 'silent console', 'timeout'),
+    or None to keep waiting. A console timeout catches a guest that hangs before printing."""
+    if not alive:
+        return "exited"
+    if ssh_ready:
+        return "ready"
+    if console_timeout is not None and elapsed > console_timeout and console_bytes == 0:
+        return "silent console"
+    if elapsed > timeout:
+        return "timeout"
+    return None
+
+
 def accel_override() -> Accel | None:
     """$GIGAFACTORY_ACCEL=kvm|tcg skips the probe."""
     value = os.environ.get(ACCEL_ENV, "").strip().lower()

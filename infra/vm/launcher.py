@@ -6,13 +6,14 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infra.vm.accel import Accel, accel_override, choose_accel, kvm_usable
+from infra.vm.accel import Accel, accel_override, boot_outcome, choose_accel, kvm_usable
 from infra.vm.guest_files import GUEST_USER
 from infra.vm.image import Image, Recipe, build_image
 from infra.vm.qemu import VMFiles, qemu_argv
@@ -76,8 +77,6 @@ class _RunState:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -275,16 +274,16 @@ class Launcher:
         start = time.monotonic()
         log = Path(vm.serial_log)
         while True:
-            if not _process_matches(vm.pid, vm.pidfile):
-                return "exited"
-            if ssh_banner("127.0.0.1", vm.ssh_port):
-                return "ready"
-            elapsed = time.monotonic() - start
-            silent = not log.exists() or log.stat().st_size == 0
-            if console_timeout is not None and elapsed > console_timeout and silent:
-                return "silent console"
-            if elapsed > timeout:
-                return "timeout"
+            outcome = boot_outcome(
+                alive=_process_matches(vm.pid, vm.pidfile),
+                ssh_ready=ssh_banner("127.0.0.1", vm.ssh_port),
+                console_bytes=log.stat().st_size if log.exists() else 0,
+                elapsed=time.monotonic() - start,
+                timeout=timeout,
+                console_timeout=console_timeout,
+            )
+            if outcome is not None:
+                return outcome
             time.sleep(1.0)
 
     def _check_login(self, vm: RunningVM) -> None:

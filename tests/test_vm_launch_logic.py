@@ -1,0 +1,126 @@
+"""KVM -> TCG fallback decisions and the QEMU command line, without booting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.vm.accel import ACCEL_ENV, Accel, accel_override, boot_outcome, choose_accel, kvm_usable
+from infra.vm.qemu import VMFiles, qemu_argv
+from infra.vm.spec import parse_specs
+
+
+class FakeProbe:
+    def __init__(self, boots: bool):
+        self.boots = boots
+        self.calls = 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.boots
+
+
+def test_kvm_is_kept_when_the_probe_guest_comes_up() -> None:
+    probe = FakeProbe(boots=True)
+    assert choose_accel(None, kvm_available=True, probe_kvm=probe) == (Accel.KVM, True)
+    assert probe.calls == 1
+
+
+def test_hung_kvm_guest_falls_back_to_tcg() -> None:
+    probe = FakeProbe(boots=False)
+    assert choose_accel(None, kvm_available=True, probe_kvm=probe) == (Accel.TCG, True)
+
+
+def test_no_kvm_device_means_tcg_without_probing() -> None:
+    probe = FakeProbe(boots=True)
+    assert choose_accel(None, kvm_available=False, probe_kvm=probe) == (Accel.TCG, False)
+    assert probe.calls == 0
+
+
+@pytest.mark.parametrize("cached", [Accel.KVM, Accel.TCG])
+def test_cached_verdict_skips_the_probe(cached: Accel) -> None:
+    probe = FakeProbe(boots=cached is Accel.KVM)
+    assert choose_accel(cached, kvm_available=True, probe_kvm=probe) == (cached, False)
+    assert probe.calls == 0
+
+
+def test_kvm_usable_is_false_for_a_missing_device(tmp_path: Path) -> None:
+    assert not kvm_usable(tmp_path / "kvm")
+
+
+def test_override_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ACCEL_ENV, "TCG")
+    assert accel_override() is Accel.TCG
+    monkeypatch.setenv(ACCEL_ENV, "hvf")
+    with pytest.raises(ValueError, match=ACCEL_ENV):
+        accel_override()
+
+
+@pytest.mark.parametrize(
+    ("alive", "ssh", "console", "elapsed", "console_timeout", "expected"),
+    [
+        (True, True, 0, 1.0, 15.0, "ready"),
+        (False, False, 500, 1.0, 15.0, "exited"),
+        (True, False, 0, 16.0, 15.0, "silent console"),  # the KVM hang seen on these hosts
+        (True, False, 500, 16.0, 15.0, None),  # printing: keep waiting for SSH
+        (True, False, 0, 16.0, None, None),  # TCG: no console deadline
+        (True, False, 500, 91.0, 15.0, "timeout"),
+    ],
+)
+def test_boot_outcome(alive, ssh, console, elapsed, console_timeout, expected) -> None:
+    assert boot_outcome(alive, ssh, console, elapsed, 90.0, console_timeout) == expected
+
+
+SPEC = parse_specs([{"name": "node-a", "cpus": 2, "memory_mb": 1536, "nics": [
+    {"segment": "fabric", "interface": "enp0s4", "address": "10.77.0.1/24"},
+    {"segment": "storage", "interface": "enp0s7"}]}])[0]
+FILES = VMFiles(kernel=Path("/c/vmlinuz"), initrd=Path("/c/initrd.img"),
+                overlay=Path("/s/disk.qcow2"), serial_log=Path("/s/serial.log"),
+                pidfile=Path("/s/qemu.pid"), fw_cfg={"host_key": Path("/s/hk")})
+SOCKETS = {"fabric": Path("/tmp/gf/fabric"), "storage": Path("/tmp/gf/storage")}
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_argv_boots_the_kernel_directly_from_the_overlay() -> None:
+    argv = qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS)
+    assert _pairs(argv, "-kernel") == ["/c/vmlinuz"] and _pairs(argv, "-initrd") == ["/c/initrd.img"]
+    assert _pairs(argv, "-append")[0].startswith("root=/dev/vda ")
+    assert "file=/s/disk.qcow2" in _pairs(argv, "-drive")[0]
+    assert (_pairs(argv, "-smp"), _pairs(argv, "-m")) == (["2"], ["1536"])
+    assert _pairs(argv, "-serial") == ["file:/s/serial.log"]
+    assert "-daemonize" in argv and _pairs(argv, "-pidfile") == ["/s/qemu.pid"]
+
+
+def test_ssh_is_forwarded_on_loopback_only() -> None:
+    argv = qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS)
+    user = [n for n in _pairs(argv, "-netdev") if n.startswith("user,")]
+    assert user == ["user,id=mgmt,hostfwd=tcp:127.0.0.1:2222-:22"]
+
+
+def test_private_nics_sit_on_their_segment_at_the_interface_slot() -> None:
+    argv = qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS)
+    netdevs = _pairs(argv, "-netdev")
+    devices = _pairs(argv, "-device")
+    assert "vde,id=nic0,sock=/tmp/gf/fabric" in netdevs
+    assert "vde,id=nic1,sock=/tmp/gf/storage" in netdevs
+    assert f"virtio-net-pci,netdev=nic0,mac={SPEC.mac_of(SPEC.nics[0])},addr=0x4" in devices
+    assert f"virtio-net-pci,netdev=nic1,mac={SPEC.mac_of(SPEC.nics[1])},addr=0x7" in devices
+    slots = [d.rsplit("addr=", 1)[1] for d in devices if "addr=" in d]
+    assert len(slots) == len(set(slots))  # no two devices on one PCI slot
+
+
+def test_identity_reaches_the_guest_through_fw_cfg() -> None:
+    fw_cfg = _pairs(qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS), "-fw_cfg")
+    assert "name=opt/gigafactory/hostname,string=node-a" in fw_cfg
+    assert "name=opt/gigafactory/host_key,file=/s/hk" in fw_cfg
+
+
+@pytest.mark.parametrize(("accel", "cpu"), [(Accel.KVM, "host"), (Accel.TCG, "max")])
+def test_accelerator_selects_cpu_model(accel: Accel, cpu: str) -> None:
+    argv = qemu_argv(SPEC, FILES, accel, 2222, SOCKETS)
+    assert _pairs(argv, "-accel")[0].split(",")[0] == accel.value
+    assert _pairs(argv, "-cpu") == [cpu]
