@@ -38,7 +38,7 @@ def test_plan_summary_table_is_readable():
 def test_render_writes_every_file(tmp_path):
     result = run([bin_path("gigafactory"), "render", str(RIGA), "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr
-    for rel in ("plan.json", "hosts", "inventory.yml", "slurm/slurm.conf", "slurm/gres.conf", "slurm/cgroup.conf", "slurm/topology.conf"):
+    for rel in ("plan.json", "hosts", "inventory.json", "slurm/slurm.conf", "slurm/gres.conf", "slurm/cgroup.conf", "slurm/topology.conf"):
         assert (tmp_path / rel).is_file(), rel
 
 

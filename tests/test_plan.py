@@ -105,3 +105,19 @@ def test_large_fabric_goes_three_tier(riga):
     riga["site"]["power"]["facility_kw"] = 30000
     fabric = plan_of(riga).fabrics[0]
     assert fabric.tiers == 3 and fabric.switches["core"] > 0
+
+
+def test_compress_fast_path_matches_python_hostlist():
+    import random
+
+    import hostlist
+
+    from infra.site.hostlists import compress
+    rng = random.Random(7)
+    cases = [["gpu0001", "gpu0002", "gpu0004"], ["ctl01", "ctl02", "db01", "k8s-cp01"], ["a1", "a2", "a10"],
+             ["x01", "x1"], ["lab1"], ["n9", "n10", "n11"], ["gpu0003", "gpu0001", "gpu0002"]]
+    for _ in range(300):
+        prefix, width = rng.choice(["gpu", "n", "k8s-cp"]), rng.choice([1, 2, 4])
+        cases.append([f"{prefix}{n:0{width}d}" for n in rng.sample(range(min(10 ** width, 200)), rng.randint(1, 9))])
+    for names in cases:
+        assert compress(names) == hostlist.collect_hostlist(names), names

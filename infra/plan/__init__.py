@@ -83,9 +83,14 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
 
 def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str, ...]]:
     groups: dict[str, list[str]] = {}
+    seen: dict[str, set[str]] = {}
 
     def add(group: str, members) -> None:
-        groups.setdefault(group, []).extend(m for m in members if m not in groups.get(group, ()))
+        have, out = seen.setdefault(group, set()), groups.setdefault(group, [])
+        for m in members:
+            if m not in have:
+                have.add(m)
+                out.append(m)
 
     for pool in site.pools:
         add(group_name("pool", pool.name), pool.hosts)

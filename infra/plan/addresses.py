@@ -60,7 +60,7 @@ def allocate(network: ipaddress.IPv4Network, hosts: Iterable[str], reserved: Ite
             if address == broadcast:
                 problems.append(Problem(path, f"{host} would take the broadcast address of {network}"))
                 continue
-            out[host] = f"{ipaddress.IPv4Address(address)}/{plen}"
+            out[host] = f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}/{plen}"
         cursor += block
     return out, blocks
 

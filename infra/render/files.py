@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from ..plan import Plan
+from ..plan import Plan, group_name
 from ..site.model import Site
 
 HEALTH_CHECK_PROGRAM = "/usr/local/sbin/gigafactory-node-health"
@@ -41,10 +40,24 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
 
 def render_all(site: Site, plan: Plan) -> dict[str, str]:
     """Relative path -> content of every generated file."""
-    files = {"plan.json": json.dumps(plan_as_dict(plan), indent=1) + "\n", "hosts": render_file(plan, "hosts")}
+    files = {"plan.json": to_json(plan_as_dict(plan)), "hosts": render_file(plan, "hosts")}
     files.update(slurm_files(plan))
-    files["inventory.yml"] = yaml.safe_dump(inventory_view(site, plan), sort_keys=False, width=200)
+    files["inventory.json"] = to_json(inventory_view(site, plan))
     return files
+
+
+def to_json(data: Any, depth: int = 3) -> str:
+    """JSON indented to ``depth`` levels, deeper values on one line each: a host per line.
+
+    Readable in a diff, and fast at 100,000 GPUs (the C encoder does the inner levels).
+    """
+    def emit(value: Any, level: int) -> str:
+        if level >= depth or not isinstance(value, dict) or not value:
+            return json.dumps(value, separators=(", ", ": "))
+        pad = " " * (level + 1)
+        items = ",\n".join(f"{pad}{json.dumps(k)}: {emit(v, level + 1)}" for k, v in value.items())
+        return "{\n" + items + "\n" + " " * level + "}"
+    return emit(data, 0) + "\n"
 
 
 def write_all(files: dict[str, str], out: Path) -> list[Path]:
@@ -88,19 +101,14 @@ def _compress(hosts) -> str:
 
 
 def host_vars(site: Site, plan: Plan, name: str) -> dict[str, Any]:
-    """What Ansible knows of one host: its plan, and the node type it must match."""
+    """What Ansible knows of one host: its place in the plan (node-type facts are group vars)."""
     h = plan.hosts[name]
-    nt = site.node_types[h.node_type]
     out: dict[str, Any] = {
         "ansible_host": h.address(),
         "gf_pool": h.pool,
-        "gf_node_type": h.node_type,
         "gf_rack": h.rack,
         "gf_rack_unit": h.rack_unit,
         "gf_addresses": h.addresses,
-        "gf_gpus": nt.gpus,
-        "gf_gpu_model": nt.gpu.model if nt.gpu else None,
-        "gf_hcas": nt.hcas,
     }
     if h.fabric:
         out["gf_fabric"] = h.fabric
@@ -108,6 +116,21 @@ def host_vars(site: Site, plan: Plan, name: str) -> dict[str, Any]:
     if h.scalable_unit:
         out["gf_scalable_unit"] = h.scalable_unit
     return out
+
+
+def node_type_vars(site: Site, name: str) -> dict[str, Any]:
+    """Variables of the ``type_<name>`` group: what every node of the type must have."""
+    nt = site.node_types[name]
+    return {
+        "gf_node_type": name,
+        "gf_gpus": nt.gpus,
+        "gf_gpu_model": nt.gpu.model if nt.gpu else None,
+        "gf_nvswitch": bool(nt.gpu and nt.gpu.nvswitch),
+        "gf_nvlink_domain": bool(nt.gpu and nt.gpu.nvlink_domain),
+        "gf_hcas": nt.hcas,
+        "gf_cpus": nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,
+        "gf_memory_gb": nt.memory_gb,
+    }
 
 
 def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
@@ -125,7 +148,12 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
 
 def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
     """The plan as a static Ansible YAML inventory (for review and for comparison; Ansible reads the site file directly)."""
-    children = {g: {"hosts": {h: None for h in members}} for g, members in plan.groups.items()}
+    children: dict[str, Any] = {}
+    for group, members in plan.groups.items():
+        children[group] = {"hosts": dict.fromkeys(members)}
+    for name in site.node_types:
+        if group_name("type", name) in children:
+            children[group_name("type", name)]["vars"] = node_type_vars(site, name)
     return {"all": {
         "vars": group_vars(site, plan),
         "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Iterable
 
 import hostlist
@@ -34,9 +35,40 @@ def expand(expression: str | Iterable[str]) -> list[str]:
     return names
 
 
+_SIMPLE = re.compile(r"^([a-z-]*[a-z-])(\d+)$")
+
+
 def compress(names: Iterable[str]) -> str:
-    """The shortest hostlist expression for ``names``, as Slurm writes it."""
-    return hostlist.collect_hostlist(list(names))
+    """The shortest hostlist expression for ``names``, as Slurm writes it.
+
+    Names of the form prefix + zero-padded number (``gpu0042``) take a linear fast
+    path; anything else goes to python-hostlist, which handles every form.
+    """
+    names = list(names)
+    runs: dict[tuple[str, int], list[int]] = {}
+    for name in names:
+        match = _SIMPLE.match(name)
+        if match is None:
+            return hostlist.collect_hostlist(names)
+        runs.setdefault((match[1], len(match[2])), []).append(int(match[2]))
+    if len(runs) != len({prefix for prefix, _ in runs}):
+        return hostlist.collect_hostlist(names)     # one prefix in several widths: let the library decide
+    parts = []
+    for (prefix, width), numbers in sorted(runs.items()):
+        numbers = sorted(set(numbers))
+        if len(numbers) == 1:
+            parts.append(f"{prefix}{numbers[0]:0{width}d}")
+            continue
+        ranges, start, prev = [], numbers[0], numbers[0]
+        for n in numbers[1:] + [None]:
+            if n is not None and n == prev + 1:
+                prev = n
+                continue
+            ranges.append(f"{start:0{width}d}" if start == prev else f"{start:0{width}d}-{prev:0{width}d}")
+            if n is not None:
+                start = prev = n
+        parts.append(f"{prefix}[{','.join(ranges)}]")
+    return ",".join(parts)
 
 
 def _as_hostlist(value: object) -> tuple[str, ...]:
@@ -54,6 +86,7 @@ Hostlist = Annotated[
 _NAME_NUMBER = re.compile(r"^(.*?)(\d*)$")
 
 
+@lru_cache(maxsize=1 << 17)
 def split_name(name: str) -> tuple[str, int]:
     """A host name's prefix and trailing number: ``gpu0042`` -> ``("gpu", 42)``."""
     match = _NAME_NUMBER.match(name)

@@ -33,8 +33,8 @@ class InventoryModule(BaseInventoryPlugin):
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         try:
-            from infra.plan import build_plan
-            from infra.render.files import group_vars, host_vars
+            from infra.plan import build_plan, group_name
+            from infra.render.files import group_vars, host_vars, node_type_vars
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}")
@@ -57,3 +57,8 @@ class InventoryModule(BaseInventoryPlugin):
             inventory.add_group(group)
             for name in members:
                 inventory.add_child(group, name)
+        for name in site.node_types:
+            group = group_name("type", name)
+            if group in plan.groups:
+                for key, value in node_type_vars(site, name).items():
+                    inventory.set_variable(group, key, value)

@@ -1,0 +1,117 @@
+"""A real Slurm of the site's target release in a Debian chroot, inside private namespaces.
+
+Used by tests that must prove rendered configuration against the real daemons:
+munged, MariaDB, slurmdbd and slurmctld run in a chroot of Debian 13 (Slurm 24.11),
+in a network namespace of their own whose loopback carries the controller's and the
+accounting host's planned addresses, so no packet ever leaves it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import secrets
+import shutil
+import subprocess
+import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+
+from infra.vm.image import cache_root, debootstrap
+
+SUITE = "trixie"
+PACKAGES = ["slurmctld", "slurmdbd", "slurm-client", "munge", "mariadb-server", "iproute2", "procps"]
+
+
+def slurm_chroot() -> Path:
+    """The cached chroot (built once per package list; needs root and debootstrap)."""
+    key = hashlib.sha256(" ".join([SUITE, *PACKAGES]).encode()).hexdigest()[:12]
+    root = cache_root() / "chroots"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"slurm-{SUITE}-{key}"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            partial = root / f"{target.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            debootstrap(partial, SUITE, PACKAGES, variant="minbase")
+            (partial / ".complete").write_text("ok\n")
+            partial.rename(target)
+    return target
+
+
+SCRIPT = textwrap.dedent("""\
+    set -eu
+    R={root}
+    ip link set lo up
+    {addresses}
+    mount -t proc proc "$R/proc"
+    mount -t tmpfs tmpfs "$R/run"
+    mkdir -p "$R/run/munge" "$R/run/mysqld" "$R/var/log/slurm" "$R/var/spool/slurmctld" "$R/var/lib/slurm"
+    chroot "$R" chown munge:munge /run/munge
+    chroot "$R" chown mysql:mysql /run/mysqld
+    chroot "$R" chown slurm:slurm /var/log/slurm /var/spool/slurmctld /var/lib/slurm
+    chroot "$R" /usr/sbin/munged --force
+    chroot "$R" /usr/sbin/mariadbd --user=mysql --skip-networking --socket=/run/mysqld/mysqld.sock >"$R/var/log/mariadb.log" 2>&1 &
+    for i in $(seq 60); do chroot "$R" mariadb -e 'select 1' >/dev/null 2>&1 && break; sleep 1; done
+    chroot "$R" mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+    unshare --uts sh -c 'hostname {dbd_host}; exec chroot "$0" /usr/sbin/slurmdbd -D' "$R" >"$R/var/log/slurm/slurmdbd.out" 2>&1 &
+    for i in $(seq 60); do chroot "$R" sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
+    chroot "$R" sacctmgr -i add cluster {cluster} >/dev/null || true
+    unshare --uts sh -c 'hostname {ctld_host}; exec chroot "$0" /usr/sbin/slurmctld -D -i' "$R" >"$R/var/log/slurm/slurmctld.out" 2>&1 &
+    for i in $(seq 60); do chroot "$R" scontrol ping 2>/dev/null | grep -q UP && break; sleep 1; done
+    echo READY
+    {commands}
+    """)
+
+
+def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
+                 cluster: str, commands: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
+
+    Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
+    with the namespace, and the planned addresses exist only on its loopback.
+    """
+    etc = root / "etc" / "slurm"
+    for old in etc.glob("*.conf"):
+        old.unlink()
+    for rel, content in files.items():
+        path = root / rel.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    key = root / "etc" / "munge" / "munge.key"
+    key.write_bytes(secrets.token_bytes(128))
+    key.chmod(0o400)
+    password = secrets.token_urlsafe(24)
+    dbd_conf = etc / "slurmdbd.conf"
+    dbd_conf.write_text(textwrap.dedent(f"""\
+        AuthType=auth/munge
+        DbdHost={dbd[0]}
+        DbdAddr={dbd[1]}
+        SlurmUser=slurm
+        StorageType=accounting_storage/mysql
+        StorageHost=localhost
+        StorageLoc=slurm_acct_db
+        StorageUser=slurm
+        StoragePass={password}
+        LogFile=/var/log/slurm/slurmdbd.log
+        PidFile=/run/slurmdbd.pid
+        """))
+    dbd_conf.chmod(0o600)
+    subprocess.run(["chroot", str(root), "chown", "munge:munge", "/etc/munge/munge.key"], check=True)
+    subprocess.run(["chroot", str(root), "chown", "slurm:slurm", "/etc/slurm/slurmdbd.conf"], check=True)
+    addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1]}))
+    script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
+                           commands="\n".join(f'chroot "$R" {c}' for c in commands))
+    return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=timeout, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
+
+
+def daemon_logs(root: Path) -> str:
+    logs = []
+    for name in ("slurmctld.out", "slurmctld.log", "slurmdbd.out", "slurmdbd.log"):
+        path = root / "var" / "log" / "slurm" / name
+        if path.exists():
+            logs.append(f"--- {name}\n" + path.read_text()[-3000:])
+    return "\n".join(logs)
