@@ -104,12 +104,13 @@ def host_vars(site: Site, plan: Plan, name: str) -> dict[str, Any]:
     """What Ansible knows of one host: its place in the plan (node-type facts are group vars)."""
     h = plan.hosts[name]
     out: dict[str, Any] = {
-        "ansible_host": h.address(),
         "gf_pool": h.pool,
         "gf_rack": h.rack,
         "gf_rack_unit": h.rack_unit,
         "gf_addresses": h.addresses,
     }
+    if site.testbed is None:
+        out["ansible_host"] = h.address()   # a test bed's hosts are reached through the launcher's forwarded ports
     if h.fabric:
         out["gf_fabric"] = h.fabric
         out["gf_rails"] = list(h.rails)
@@ -130,6 +131,7 @@ def node_type_vars(site: Site, name: str) -> dict[str, Any]:
         "gf_hcas": nt.hcas,
         "gf_cpus": nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,
         "gf_memory_gb": nt.memory_gb,
+        "gf_hugepages_2m": nt.hugepages_2m,
     }
 
 
@@ -143,7 +145,18 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
         "gf_software": site.software.model_dump(mode="json"),
         "gf_networks": {n.name: {"cidr": n.cidr, "mtu": n.mtu, "vlan": n.vlan, "interface": n.interface} for n in plan.networks.values()},
         "gf_max_fail_percent": site.provisioning.max_fail_percent,
+        "gf_ntp_servers": ntp_servers(site),
+        "gf_etc_hosts": [[h.address(), h.name] for h in plan.hosts.values()],
     }
+
+
+def ntp_servers(site: Site) -> list[str]:
+    """The site's time sources: as declared, else the Slurm controllers, else the first host."""
+    if site.site.ntp_servers:
+        return list(site.site.ntp_servers)
+    if site.slurm is not None:
+        return list(site.slurm.controllers)
+    return [site.pools[0].hosts[0]]
 
 
 def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:

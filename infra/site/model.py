@@ -77,6 +77,10 @@ class SiteInfo(Strict):
     timezone: str = "UTC"
     operator: str = ""
     power: Power
+    ntp_servers: list[str] = Field(
+        default_factory=list,
+        description="Time sources: hosts of the site (they serve the management network) or external addresses. "
+                    "Default: the Slurm controllers, else the first host.")
 
 
 class Policy(Strict):
@@ -219,6 +223,7 @@ class NodeType(Strict):
     local_nvme_tb: float = Field(default=0, ge=0)
     power_kw: float = Field(ge=0)
     rack_units: int = Field(ge=1, le=48)
+    hugepages_2m: int = Field(default=0, ge=0, description="2 MiB huge pages reserved at boot.")
 
     @property
     def gpus(self) -> int:

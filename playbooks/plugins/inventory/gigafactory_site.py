@@ -18,6 +18,7 @@ options: {}
 """
 
 import os
+import re
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
@@ -28,7 +29,19 @@ class InventoryModule(BaseInventoryPlugin):
     NAME = "gigafactory_site"
 
     def verify_file(self, path):
-        return super().verify_file(path) and os.path.basename(path) in ("site.yml", "site.yaml")
+        """Site files: named site.yml, or YAML whose top level declares both site: and pools:."""
+        if not super().verify_file(path):
+            return False
+        if os.path.basename(path) in ("site.yml", "site.yaml"):
+            return True
+        if not path.endswith((".yml", ".yaml")) and os.path.splitext(path)[1]:
+            return False
+        try:
+            with open(path, encoding="utf-8") as handle:
+                head = handle.read(65536)
+        except (OSError, UnicodeDecodeError):
+            return False
+        return bool(re.search(r"^site:", head, re.M) and re.search(r"^pools:", head, re.M))
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
