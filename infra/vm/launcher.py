@@ -82,6 +82,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _read_pid(pidfile: Path) -> int | None:
+    """The pid in `pidfile`, or None while it is missing or still being written."""
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _process_matches(pid: int | None, marker: str) -> bool:
     """True when `pid` is alive and its command line contains `marker` (not a recycled pid)."""
     if not pid:
@@ -220,11 +228,11 @@ class Launcher:
             except FileNotFoundError:
                 raise LauncherError("vde_switch not found: apt-get install vde2") from None
             deadline = time.monotonic() + 10
-            while not (pidfile.exists() and (sock / "ctl").exists()):
+            while (pid := _read_pid(pidfile)) is None or not (sock / "ctl").exists():
                 if time.monotonic() > deadline:
                     raise LauncherError(f"vde_switch for segment {segment} did not start")
                 time.sleep(0.1)
-            state.switches[segment] = int(pidfile.read_text().split()[0])
+            state.switches[segment] = pid
             self._save(state)
 
     def _prepare_vm(self, state: _RunState, spec: VMSpec, image: Image) -> VMFiles:
@@ -266,7 +274,7 @@ class Launcher:
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode != 0:
             raise LauncherError(f"qemu for {spec.name} failed: {result.stderr.strip()}")
-        vm.pid = int(files.pidfile.read_text().split()[0])
+        vm.pid = _read_pid(files.pidfile)
         self._save(state)
 
     def _wait_banner(self, vm: _VMState, timeout: float, console_timeout: float | None) -> str:
