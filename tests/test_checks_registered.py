@@ -46,6 +46,11 @@ FIRES = {
     "jurisdiction_respected": "jurisdiction",
     "vendors_approved": "vendor",
     "software_available": "driver branch",
+    "tenant_namespaces_not_reserved": None,
+    "kubernetes_cidrs_sized": None,
+    "kubernetes_addons_fit_cluster": None,
+    "kubernetes_control_plane_dedicated": None,
+    "kubernetes_addons_have_chart_mirror": None,
 }
 
 EXTRA = {
@@ -57,6 +62,11 @@ EXTRA = {
     "pools_serve_one_scheduler": lambda d: d["kubernetes"][0].update(workers=["infer", "train"]),
     "reserved_ranges_inside_networks": lambda d: d["networks"]["storage"].update(reserved=["10.43.0.0/24"]),
     "node_types_fit_racks": lambda d: d["racks"][1].update(power_kw=0.5),
+    "tenant_namespaces_not_reserved": lambda d: d["tenants"][0]["kubernetes"].update(namespace="kube-system"),
+    "kubernetes_cidrs_sized": lambda d: d["kubernetes"][0].update(pod_cidr="10.112.0.0/20"),
+    "kubernetes_addons_fit_cluster": lambda d: d["kubernetes"][0].update(rdma="sriov", addons=["gpu-operator"]),
+    "kubernetes_control_plane_dedicated": lambda d: d["kubernetes"][0].update(control_plane=["k8s-cp01", "gpu0001"]),
+    "kubernetes_addons_have_chart_mirror": lambda d: None,    # a warning, and riga-1 has no chart mirror
 }
 
 
@@ -74,5 +84,7 @@ def test_each_check_fires_on_its_mistake(riga):
         from infra.site.model import Site
         from infra.site.index import SiteIndex
         site = Site.model_validate(data)
-        assert list(check(site, SiteIndex(site))), f"{check.__name__} did not fire"
-        assert problems_of(data), check.__name__
+        found = list(check(site, SiteIndex(site)))
+        assert found, f"{check.__name__} did not fire"
+        if any(p.severity == "error" for p in found):
+            assert problems_of(data), check.__name__

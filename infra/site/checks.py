@@ -200,6 +200,76 @@ def tenant_clusters_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
         namespaces.add((k.cluster, k.namespace))
 
 
+# Namespaces a tenant may not take: Kubernetes' own and those the add-ons install into.
+RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "gpu-operator",
+                       "nvidia-network-operator", "node-feature-discovery", "kueue-system", "monitoring")
+NODE_CIDR_PREFIX = 24           # kubeadm's default: each node gets a /24 of the pod network
+
+
+@check
+def tenant_namespaces_not_reserved(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, tenant in enumerate(site.tenants):
+        k = tenant.kubernetes
+        if k is not None and k.namespace in RESERVED_NAMESPACES:
+            yield Problem(fp("tenants", i, "kubernetes", "namespace"), f"namespace {k.namespace!r} belongs to Kubernetes or an add-on; "
+                          "give the tenant its own")
+
+
+@check
+def kubernetes_cidrs_sized(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """The pod network has a /24 for every node; the service network is no larger than a /12."""
+    for i, cluster in enumerate(site.kubernetes):
+        nodes = len(set(cluster.control_plane)) + sum(len(index.pools[p].hosts) for p in cluster.workers if p in index.pools)
+        pods = ipaddress.IPv4Network(cluster.pod_cidr)
+        slots = 2 ** (NODE_CIDR_PREFIX - pods.prefixlen) if pods.prefixlen <= NODE_CIDR_PREFIX else 0
+        if slots < nodes:
+            yield Problem(fp("kubernetes", i, "pod_cidr"), f"{pods} holds {slots} node subnets of /{NODE_CIDR_PREFIX}, "
+                          f"but cluster {cluster.name!r} has {nodes} nodes")
+        if ipaddress.IPv4Network(cluster.service_cidr).prefixlen < 12:
+            yield Problem(fp("kubernetes", i, "service_cidr"), f"{cluster.service_cidr} is larger than a /12, which Kubernetes refuses")
+
+
+@check
+def kubernetes_addons_fit_cluster(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, cluster in enumerate(site.kubernetes):
+        if "gpu-operator" in cluster.addons and index.pool_gpus([p for p in cluster.workers if p in index.pools]) == 0:
+            yield Problem(fp("kubernetes", i, "addons"), f"the gpu-operator add-on needs GPU workers; cluster {cluster.name!r} has none")
+        if cluster.rdma == "sriov" and "network-operator" not in cluster.addons:
+            yield Problem(fp("kubernetes", i, "rdma"), "rdma: sriov is set up by the network-operator add-on; add it to addons")
+
+
+@check
+def kubernetes_control_plane_dedicated(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A control-plane host serves one cluster and is no Slurm node."""
+    slurm_pools = {p for part in (site.slurm.partitions if site.slurm else []) for p in part.pools}
+    owner: dict[str, str] = {}
+    for cluster in site.kubernetes:
+        for pool in cluster.workers:
+            for host in (index.pools[pool].hosts if pool in index.pools else []):
+                owner.setdefault(host, cluster.name)
+    for i, cluster in enumerate(site.kubernetes):
+        for host in cluster.control_plane:
+            pool = index.pool_of(host)
+            if pool is not None and pool.name in slurm_pools:
+                yield Problem(fp("kubernetes", i, "control_plane"), f"control-plane host {host!r} is in pool {pool.name!r}, which serves Slurm")
+            elif owner.get(host, cluster.name) != cluster.name:
+                yield Problem(fp("kubernetes", i, "control_plane"), f"control-plane host {host!r} already belongs to cluster {owner[host]!r}")
+            owner.setdefault(host, cluster.name)
+
+
+@check
+def kubernetes_addons_have_chart_mirror(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A warning: without a chart mirror, add-ons come from chart archives kept in the repository's charts/ folder."""
+    if site.repositories.charts is not None:
+        return
+    for i, cluster in enumerate(site.kubernetes):
+        if cluster.addons:
+            yield Problem("repositories.charts", f"cluster {cluster.name!r} asks for add-ons ({', '.join(cluster.addons)}) but the site "
+                          "names no Helm chart mirror; set repositories.charts, or keep the pinned chart archives in charts/",
+                          severity="warning")
+            return
+
+
 @check
 def storage_resolves(site: Site, index: SiteIndex) -> Iterator[Problem]:
     counts = Counter(s.name for s in site.storage)
