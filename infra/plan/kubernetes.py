@@ -1,0 +1,102 @@
+"""The Kubernetes view of the plan: per cluster, its hosts, GPU capacity and pod address pools.
+
+Pure functions of the site and its plan, so the Pulumi layer reads these values
+and never does address arithmetic of its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ..site.index import SiteIndex
+from ..site.model import Site
+from .addresses import min_block
+from .model import Plan, RailPlan
+
+
+@dataclass(frozen=True, slots=True)
+class RailPodPool:
+    fabric: str
+    fabric_kind: str                    # infiniband or roce
+    rail: int
+    interface: str                      # host interface of the rail (the pods' parent link)
+    cidr: str                           # the rail's subnet
+    pod_pool: str                       # part of the subnet no host block (nor the gateway block) uses
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    name: str
+    version: str
+    group: str                          # inventory group of all the cluster's hosts
+    control_plane: tuple[str, ...]
+    api_endpoint: str                   # management address of the first control-plane host
+    worker_pools: tuple[str, ...]
+    workers: int
+    gpus: int
+    cpus_per_gpu: int                   # hardware threads per GPU across the workers (0 without GPUs)
+    memory_gb_per_gpu: int
+    local_nvme: bool                    # every worker has local NVMe
+    pod_cidr: str
+    service_cidr: str
+    addons: tuple[str, ...]
+    rdma: str
+    rails: tuple[RailPodPool, ...]
+
+
+def pod_pool(rail: RailPlan) -> str:
+    """The largest free part of a rail subnet, highest first: hosts' blocks and the gateway block stay out."""
+    subnet = ipaddress.IPv4Network(rail.cidr)
+    taken = [ipaddress.IPv4Network(b) for b in rail.blocks.values()]
+    taken.append(ipaddress.IPv4Network((int(subnet.network_address), 32 - (min_block(subnet) - 1).bit_length())))
+    free = [subnet]
+    for block in taken:
+        free = [part for net in free for part in (net.address_exclude(block) if block.subnet_of(net) else [net])]
+    best = max(free, key=lambda n: (n.num_addresses, int(n.network_address)))
+    return str(best)
+
+
+def plan_clusters(site: Site, plan: Plan) -> tuple[ClusterPlan, ...]:
+    """One ClusterPlan per ``kubernetes`` entry, in site order."""
+    index = SiteIndex(site)
+    out = []
+    for cluster in site.kubernetes:
+        pools = [index.pools[p] for p in cluster.workers]
+        workers = sum(len(p.hosts) for p in pools)
+        gpus = threads = memory = 0
+        nvme = bool(pools)
+        fabrics: list[str] = []
+        for pool in pools:
+            node_type = index.node_type(pool)
+            n = len(pool.hosts)
+            gpus += n * node_type.gpus
+            threads += n * node_type.cpu.sockets * node_type.cpu.cores_per_socket * node_type.cpu.threads_per_core
+            memory += n * node_type.memory_gb
+            nvme = nvme and node_type.local_nvme_tb > 0
+            fabric = plan.hosts[pool.hosts[0]].fabric
+            if fabric and fabric not in fabrics:
+                fabrics.append(fabric)
+        rails = tuple(
+            RailPodPool(f.name, f.kind, r.rail, r.interface, r.cidr, pod_pool(r))
+            for f in plan.fabrics if f.name in fabrics for r in f.rails
+        )
+        out.append(ClusterPlan(
+            name=cluster.name,
+            version=cluster.version,
+            group=f"k8s_{cluster.name}".replace("-", "_"),
+            control_plane=tuple(cluster.control_plane),
+            api_endpoint=plan.hosts[cluster.control_plane[0]].address("management"),
+            worker_pools=tuple(cluster.workers),
+            workers=workers,
+            gpus=gpus,
+            cpus_per_gpu=threads // gpus if gpus else 0,
+            memory_gb_per_gpu=memory // gpus if gpus else 0,
+            local_nvme=nvme,
+            pod_cidr=cluster.pod_cidr,
+            service_cidr=cluster.service_cidr,
+            addons=tuple(cluster.addons),
+            rdma=cluster.rdma,
+            rails=rails,
+        ))
+    return tuple(out)
