@@ -1,0 +1,359 @@
+"""The Pulumi program under mocks: resource graph, providers, quotas, Kubernetes schemas, secrets, scale.
+
+Pulumi's engine is not available here, so the program runs with ``pulumi.runtime.set_mocks``
+(installed before the program is imported) in one subprocess per site and mode
+(``tests/pulumi_mock_run.py``): mocks are process-wide, so no runtime is shared between cases.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import ipaddress
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import DEMO, RIGA, ROOT, site_data
+from infra.plan import build_plan
+from infra.plan.kubernetes import plan_clusters
+from infra.pulumi.charts import CHARTS
+from infra.site import validate_data
+from infra.site.checks import RESERVED_NAMESPACES
+
+HARNESS = Path(__file__).with_name("pulumi_mock_run.py")
+MIRROR = "http://mirror.small.internal/charts"
+COMPONENTS = {"NodeConfiguration", "KubernetesCluster", "SiteNetwork", "SiteStorage", "Tenants"}
+CRD_GROUPS = ("mellanox.com/", "kueue.x-k8s.io/")
+
+
+def small_site() -> dict:
+    """riga-1 shrunk to 14 GPU nodes with a second, SR-IOV cluster, an NFS allotment and a chart mirror."""
+    d = site_data(RIGA)
+    d["site"]["name"] = "small"
+    d["repositories"]["charts"] = MIRROR
+    d["pools"][0].update(hosts="gpu[0001-0008]", racks="a[01-02]")
+    d["pools"][1].update(hosts="gpu[0009-0012]", racks="a[03]")
+    d["pools"].insert(2, {"name": "lab", "type": "hgx-h200", "hosts": "gpu[0013-0014]", "racks": "a[04]"})
+    d["pools"][3]["hosts"].append("k8s-cp04")
+    d["kubernetes"].append({"name": "lab", "version": "1.31", "control_plane": ["k8s-cp04"], "workers": ["lab"],
+                            "pod_cidr": "10.128.0.0/16", "service_cidr": "10.97.0.0/16",
+                            "addons": ["network-operator", "nfd"], "rdma": "sriov"})
+    d["tenants"][0]["slurm"]["gpus"] = 32
+    d["tenants"][1]["slurm"]["gpus"] = 16
+    d["tenants"][0]["kubernetes"]["gpus"] = 16
+    d["tenants"][2]["kubernetes"]["gpus"] = 8
+    d["tenants"].append({"name": "lab-team", "kubernetes": {"cluster": "lab", "namespace": "lab", "gpus": 12, "group": "lab-admins"},
+                         "storage_tb": {"home": 5, "datasets": 2.5}})
+    return d
+
+
+def big_site() -> dict:
+    """riga-1 at 100,000 GPUs (12,500 eight-GPU nodes): bigger pools, racks and fabric subnet; same clusters and tenants."""
+    d = site_data(RIGA)
+    d["site"]["power"]["facility_kw"] = 250_000
+    d["racks"][0] = {"names": "a[0001-3125]", "power_kw": 45, "units": 48}
+    d["pools"][0].update(hosts="gpu[00001-12000]", racks="a[0001-3000]")
+    d["pools"][1].update(hosts="gpu[12001-12500]", racks="a[3001-3125]")
+    d["fabrics"][0]["ipoib"]["cidr"] = "10.128.0.0/12"
+    return d
+
+
+def bad_site() -> dict:
+    """An inconsistent Kubernetes section: a tenant on an unknown cluster, a pod network over the management network."""
+    d = site_data(RIGA)
+    d["kubernetes"][0]["pod_cidr"] = "10.40.0.0/16"
+    d["tenants"][2]["kubernetes"]["cluster"] = "riga-serve"
+    return d
+
+
+SITES = {"riga-1": lambda: site_data(RIGA), "small": small_site, "big": big_site, "bad": bad_site,
+         "demo": lambda: site_data(DEMO)}
+RUNS = [("riga-1", "preview"), ("riga-1", "up"), ("small", "preview"), ("small", "up"), ("demo", "up"), ("big", "up"),
+        ("bad", "up")]
+
+
+@pytest.fixture(scope="session")
+def site_files(tmp_path_factory) -> dict[str, Path]:
+    out = {"riga-1": RIGA, "demo": DEMO}
+    for name in ("small", "big", "bad"):
+        path = tmp_path_factory.mktemp(name) / "site.yml"
+        path.write_text(yaml.safe_dump(SITES[name]()))
+        out[name] = path
+    return out
+
+
+def _run(path: Path, mode: str) -> dict:
+    result = subprocess.run([sys.executable, str(HARNESS), str(path), mode], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def runs(site_files) -> dict[tuple[str, str], dict]:
+    """Every (site, mode) run, two at a time (the machine has two cores)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(_run, site_files[key[0]], key[1]) for key in RUNS}
+        return {key: future.result() for key, future in futures.items()}
+
+
+@functools.cache
+def site_and_clusters(name: str):
+    site = validate_data(SITES[name]())
+    plan = build_plan(site)
+    return site, plan, {c.name: c for c in plan_clusters(site, plan)}
+
+
+def by_type(run: dict, suffix: str) -> list[dict]:
+    return [r for r in run["resources"] if r["type"].split(":")[-1] == suffix]
+
+
+def kubernetes_objects(run: dict) -> list[dict]:
+    return [r for r in run["resources"] if r["type"].startswith("kubernetes:") and not r["type"].startswith("kubernetes:helm.sh")]
+
+
+def cluster_of(resource: dict, clusters) -> str:
+    matches = [c for c in clusters if resource["name"].startswith(f"{c}-")]
+    assert len(matches) == 1, resource["name"]
+    return matches[0]
+
+
+def quantity_bytes(value: str) -> float:
+    units = {"T": 10**12, "G": 10**9, "Ti": 2**40, "Gi": 2**30}
+    for suffix in sorted(units, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * units[suffix]
+    return float(value)
+
+
+SUCCESSFUL = [key for key in RUNS if key[0] != "bad"]
+WITH_KUBERNETES = [key for key in SUCCESSFUL if key[0] in ("riga-1", "small")]
+
+
+@pytest.mark.parametrize("key", SUCCESSFUL, ids="-".join)
+def test_program_runs_without_error(runs, key):
+    assert runs[key]["error"] is None
+
+
+def test_riga1_resource_graph(runs):
+    run = runs[("riga-1", "up")]
+    counts: dict[str, int] = {}
+    for r in run["resources"]:
+        counts[r["type"].split(":")[-1]] = counts.get(r["type"].split(":")[-1], 0) + 1
+    assert counts == {
+        "NodeConfiguration": 1, "KubernetesCluster": 1, "SiteNetwork": 1, "SiteStorage": 1, "Tenants": 1,
+        "AnsiblePhase": 6,                     # base, rdma, gpu, slurm, health + kubeadm of riga-infer
+        "kubernetes": 1,                       # the cluster's provider
+        "Release": 6,                          # four add-ons, NFS and Lustre CSI drivers
+        "NicClusterPolicy": 1, "IPoIBNetwork": 8,
+        "Namespace": 2, "ResourceQuota": 4, "LimitRange": 2, "NetworkPolicy": 2, "RoleBinding": 2,
+        "ResourceFlavor": 1, "ClusterQueue": 2, "LocalQueue": 2,
+        "StorageClass": 3, "PersistentVolume": 2, "PersistentVolumeClaim": 2,
+    }
+    phases = sorted(r["name"] for r in by_type(run, "AnsiblePhase"))
+    assert phases == ["nodes-base", "nodes-gpu", "nodes-health", "nodes-rdma", "nodes-slurm", "riga-infer-kubeadm"]
+
+
+@pytest.mark.parametrize("key", SUCCESSFUL, ids="-".join)
+def test_components_parent_their_resources(runs, key):
+    run = runs[key]
+    urns = {r["urn"]: r for r in run["resources"]}
+    for r in run["resources"]:
+        kind = r["type"].split(":")[-1]
+        if kind in COMPONENTS:
+            assert r["parent"].split("::")[-2] == "pulumi:pulumi:Stack", r["urn"]
+        else:
+            parent = urns.get(r["parent"])
+            assert parent is not None and parent["type"].split(":")[-1] in COMPONENTS, (r["urn"], r["parent"])
+
+
+@pytest.mark.parametrize("key", WITH_KUBERNETES, ids="-".join)
+def test_every_kubernetes_resource_uses_its_clusters_provider(runs, key):
+    run = runs[key]
+    providers = {r["name"]: r["urn"] for r in by_type(run, "kubernetes") if r["type"] == "pulumi:providers:kubernetes"}
+    _, _, clusters = site_and_clusters(key[0])
+    assert set(providers) == set(clusters)
+    k8s = [r for r in run["resources"] if r["type"].startswith("kubernetes:")]
+    assert k8s
+    for r in k8s:
+        assert r["provider"].rsplit("::", 1)[0] == providers[cluster_of(r, clusters)], r["urn"]
+    assert not any(r["provider"] for r in by_type(run, "AnsiblePhase"))
+
+
+@pytest.mark.parametrize("key", WITH_KUBERNETES, ids="-".join)
+def test_quotas_equal_the_site_file(runs, key):
+    run = runs[key]
+    site, _, _ = site_and_clusters(key[0])
+    tenants = [t for t in site.tenants if t.kubernetes]
+    quotas = {r["inputs"]["metadata"]["namespace"]: r["inputs"]["spec"]["hard"]
+              for r in by_type(run, "ResourceQuota") if r["inputs"]["metadata"]["name"] == "gpu"}
+    queues = {r["inputs"]["metadata"]["name"]: r["inputs"]["spec"] for r in by_type(run, "ClusterQueue")}
+    storage = {r["inputs"]["metadata"]["namespace"]: r["inputs"]["spec"]["hard"]
+               for r in by_type(run, "ResourceQuota") if r["inputs"]["metadata"]["name"] == "storage"}
+    assert set(quotas) == {t.kubernetes.namespace for t in tenants}
+    for t in tenants:
+        assert quotas[t.kubernetes.namespace] == {"requests.nvidia.com/gpu": str(t.kubernetes.gpus)}
+        cluster = next(c for c in site.kubernetes if c.name == t.kubernetes.cluster)
+        if "kueue" in cluster.addons:
+            flavor = queues[t.name]["resourceGroups"][0]["flavors"][0]["resources"]
+            assert {"name": "nvidia.com/gpu", "nominalQuota": str(t.kubernetes.gpus)} in flavor
+        else:
+            assert t.name not in queues
+        expected = {f"{name}.storageclass.storage.k8s.io/requests.storage": tb * 10**12 for name, tb in t.storage_tb.items()}
+        got = {k: quantity_bytes(v) for k, v in storage.get(t.kubernetes.namespace, {}).items()}
+        assert got == expected
+    for pv in by_type(run, "PersistentVolume"):
+        tenant = next(t for t in tenants if pv["inputs"]["spec"]["claimRef"]["namespace"] == t.kubernetes.namespace)
+        assert quantity_bytes(pv["inputs"]["spec"]["capacity"]["storage"]) == tenant.storage_tb["datasets"] * 10**12
+
+
+@pytest.mark.parametrize("key", WITH_KUBERNETES, ids="-".join)
+def test_builtin_objects_validate_against_the_clusters_kubernetes_schema(runs, key):
+    run = runs[key]
+    _, _, clusters = site_and_clusters(key[0])
+    checked = 0
+    for r in kubernetes_objects(run):
+        obj = r["inputs"]
+        if obj["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        version = clusters[cluster_of(r, clusters)].version
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked >= 10
+
+
+def test_schema_validation_can_fail():
+    bad = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpu"}, "spec": {"hardd": {}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.33", strict=True)
+
+
+def test_riga1_rdma_networks(runs):
+    run = runs[("riga-1", "up")]
+    _, plan, clusters = site_and_clusters("riga-1")
+    cluster = clusters["riga-infer"]
+    [policy] = by_type(run, "NicClusterPolicy")
+    assert policy["inputs"]["metadata"]["name"] == "nic-cluster-policy"
+    shared = json.loads(policy["inputs"]["spec"]["rdmaSharedDevicePlugin"]["config"])
+    assert [c["selectors"]["ifNames"] for c in shared["configList"]] == [[f"ib{r}"] for r in range(8)]
+    assert set(policy["inputs"]["spec"]["secondaryNetwork"]) == {"cniPlugins", "multus", "ipamPlugin", "ipoib"}
+    rails = {r.rail: r for f in plan.fabrics for r in f.rails}
+    networks = sorted(by_type(run, "IPoIBNetwork"), key=lambda r: r["name"])
+    assert [n["inputs"]["metadata"]["name"] for n in networks] == [f"compute-rail{r}" for r in range(8)]
+    for n in networks:
+        spec = n["inputs"]["spec"]
+        rail = rails[int(spec["master"][2:])]
+        ipam = json.loads(spec["ipam"])
+        pool = ipaddress.IPv4Network(ipam["range"])
+        assert ipam["type"] == "whereabouts" and spec["networkNamespace"] == "default"
+        assert pool.subnet_of(ipaddress.IPv4Network(rail.cidr))
+        assert not any(pool.overlaps(ipaddress.IPv4Network(b)) for b in rail.blocks.values())
+    assert cluster.rails[0].pod_pool == "10.50.16.0/20"
+    assert runs[("riga-1", "up")]["outputs"]["attachments"] == {"riga-infer": [f"default/compute-rail{r}" for r in range(8)]}
+
+
+def test_small_site_sriov_cluster_uses_host_device_networks(runs):
+    run = runs[("small", "up")]
+    policies = {p["name"]: p["inputs"]["spec"] for p in by_type(run, "NicClusterPolicy")}
+    assert "sriovDevicePlugin" in policies["lab-nic-cluster-policy"] and "ipoib" not in policies["lab-nic-cluster-policy"]["secondaryNetwork"]
+    assert "rdmaSharedDevicePlugin" in policies["riga-infer-nic-cluster-policy"]
+    lab = [r for r in by_type(run, "HostDeviceNetwork")]
+    assert len(lab) == 8 and all(r["inputs"]["spec"]["resourceName"].startswith("nvidia.com/rdma_sriov_compute_rail") for r in lab)
+    assert not any(r["name"].startswith("lab-") for r in by_type(run, "ClusterQueue") + by_type(run, "ResourceFlavor"))
+    [binding] = [r for r in by_type(run, "RoleBinding") if r["name"].startswith("lab-")]
+    assert binding["inputs"]["subjects"][0]["name"] == "lab-admins"
+
+
+@pytest.mark.parametrize("key", WITH_KUBERNETES, ids="-".join)
+def test_addons_are_pinned_helm_releases_from_the_sites_charts(runs, key):
+    run = runs[key]
+    releases = by_type(run, "Release")
+    assert releases
+    pinned = {c.chart: c.version for c in CHARTS.values()}
+    for r in releases:
+        inputs = r["inputs"]
+        chart = inputs["chart"]
+        if key[0] == "small":
+            assert inputs["repositoryOpts"] == {"repo": MIRROR}
+            assert inputs["version"] == pinned[chart]
+        else:
+            assert "repositoryOpts" not in inputs
+            path = Path(chart)
+            assert path.parent == ROOT / "charts" and path.name == f"{path.name.rsplit('-', 1)[0]}-{inputs['version']}.tgz"
+            assert pinned[path.name.rsplit("-", 1)[0]] == inputs["version"]
+        assert "://" not in json.dumps(inputs).replace(MIRROR, "")
+    gpu = next(r for r in releases if r["name"] == "riga-infer-gpu-operator")["inputs"]["values"]
+    assert gpu["driver"]["enabled"] is False and gpu["dcgmExporter"]["enabled"] is True
+
+
+def test_chart_namespaces_are_reserved_from_tenants():
+    assert {c.namespace for c in CHARTS.values()} - {"kube-system"} <= set(RESERVED_NAMESPACES)
+
+
+@pytest.mark.parametrize("mode", ["preview", "up"])
+def test_kubeconfig_is_a_secret(runs, mode):
+    run = runs[("riga-1", mode)]
+    assert run["kubeconfig_secret"] == {"riga-infer": True}
+    assert run["secret_outputs"]["kubeconfigs"] is True
+    [provider] = [r for r in run["resources"] if r["type"] == "pulumi:providers:kubernetes"]
+    secret = provider["inputs"]["kubeconfig"]
+    assert isinstance(secret, dict) and "4dabf18193072939515e22adb298388d" in secret
+    kubeconfig = run["outputs"]["kubeconfigs"]
+    if mode == "preview":
+        assert kubeconfig == "<unknown>" or kubeconfig == {"riga-infer": "<unknown>"}
+    else:
+        assert kubeconfig["riga-infer"].startswith("apiVersion: v1")
+
+
+def test_address_plan_is_a_stack_output(runs):
+    outputs = runs[("riga-1", "up")]["outputs"]
+    assert outputs["pools"]["infer"]["addresses"]["management"] == {"first": "10.40.1.97", "last": "10.40.1.128"}
+    assert outputs["networks"]["storage"]["cidr"] == "10.42.0.0/16"
+    assert outputs["rails"]["compute-rail3"]["cidr"] == "10.50.96.0/19"
+    assert outputs["capacity"] == {"nodes": 139, "gpus": 1024}
+
+
+def _unstacked(resource: dict) -> str:
+    """The URN without its stack name."""
+    return resource["urn"].split("::", 1)[1]
+
+
+def test_resource_count_does_not_grow_with_node_count(runs):
+    riga, big = runs[("riga-1", "up")], runs[("big", "up")]
+    assert big["outputs"]["capacity"]["gpus"] == 100_000
+    assert len(big["resources"]) == len(riga["resources"])
+    assert sorted(map(_unstacked, big["resources"])) == sorted(map(_unstacked, riga["resources"]))
+    assert len(riga["resources"]) < 100
+    hashes = lambda run: {r["name"]: r["inputs"]["inputs_hash"] for r in by_type(run, "AnsiblePhase")}  # noqa: E731
+    assert all(hashes(big)[name] != h for name, h in hashes(riga).items())
+
+
+def test_preview_and_up_declare_the_same_graph(runs):
+    for site in ("riga-1", "small"):
+        preview, up = runs[(site, "preview")], runs[(site, "up")]
+        assert sorted(r["urn"] for r in preview["resources"]) == sorted(r["urn"] for r in up["resources"])
+
+
+def test_demo_site_without_kubernetes_declares_node_phases_only(runs):
+    run = runs[("demo", "up")]
+    kinds = sorted(r["type"].split(":")[-1] for r in run["resources"])
+    assert not [r for r in run["resources"] if r["type"].startswith("kubernetes:")]
+    assert sorted(r["name"] for r in by_type(run, "AnsiblePhase")) == ["nodes-base", "nodes-health", "nodes-rdma", "nodes-slurm"]
+    assert "SiteNetwork" in kinds and "Tenants" in kinds
+
+
+def test_inconsistent_kubernetes_section_fails_before_any_resource(runs):
+    run = runs[("bad", "up")]
+    assert run["resources"] == []
+    assert run["error"]["type"] == "RunError"
+    message = run["error"]["message"]
+    assert "nothing was declared" in message
+    assert "tenants[2].kubernetes.cluster: unknown cluster 'riga-serve'" in message
+    assert "kubernetes[0].pod_cidr: 10.40.0.0/16 overlaps" in message
+    assert "Traceback" not in message
