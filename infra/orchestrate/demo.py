@@ -1,0 +1,73 @@
+"""``gigafactory demo``: the site's hosts as local QEMU VMs (infra.vm), provisioned by ``up``, then the acceptance report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from ..plan import build_plan
+from ..site import load_site
+from .up import REPO_ROOT, UpOptions, up
+
+
+def state_dir(site_name: str) -> Path:
+    """Where the demo's VMs keep pids, ports, keys and logs (gitignored)."""
+    return REPO_ROOT / ".cache" / "demo" / site_name
+
+
+def connection_inventory(vms, user: str = "root") -> dict:
+    """An inventory source with how to reach each running VM; it is given after the site file and so wins."""
+    hosts = {}
+    for vm in vms:
+        hosts[vm.name] = {
+            "ansible_host": vm.ssh_host,
+            "ansible_port": vm.ssh_port,
+            "ansible_user": user,
+            "ansible_ssh_private_key_file": str(vm.key_path),
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={vm.known_hosts} -o StrictHostKeyChecking=yes",
+        }
+    return {"all": {"hosts": hosts}}
+
+
+def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
+    """Boot the site's hosts, write their connection inventory, run ``up``, then ``playbooks/acceptance.yml`` if present."""
+    from ..vm.launcher import Launcher
+    from ..vm.site import specs_for_site   # written alongside infra.vm
+
+    site = load_site(str(site_path))
+    plan = build_plan(site, str(site_path))
+    vm_dir = state_dir(site.site.name)
+    vms = Launcher(vm_dir).up(specs_for_site(site, plan))
+    conn = vm_dir / "connection.yml"
+    conn.write_text(yaml.safe_dump(connection_inventory(vms)), encoding="utf-8")
+    (vm_dir / "vms.json").write_text(json.dumps([dataclasses.asdict(v) for v in vms], default=str, indent=1))
+
+    options = options or UpOptions(site=site_path)
+    options.site = site_path
+    options.inventories = [conn, *options.inventories]
+    outcome = up(options)
+    if outcome.exit_code != 0:
+        return outcome.exit_code
+    return acceptance(site_path, conn, options, outcome.run_dir)
+
+
+def acceptance(site_path: Path, conn: Path, options: UpOptions, run_dir: Path) -> int:
+    """Run ``acceptance.yml`` (if the playbook directory has one) as a last phase of its own and print its report."""
+    from .phases import Phase
+    if not (options.playbook_dir / "acceptance.yml").is_file():
+        print("acceptance: no playbooks/acceptance.yml yet; skipped")
+        return 0
+    report = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
+                                    run_dir=run_dir / "acceptance", inventories=[conn, *options.inventories[1:]]))
+    return report.exit_code
+
+
+def demo_down(site_path: Path) -> None:
+    """Stop the demo's VMs."""
+    from ..vm.launcher import Launcher
+    site = load_site(str(site_path))
+    Launcher(state_dir(site.site.name)).down()
+    print(f"demo {site.site.name}: VMs stopped")

@@ -1,0 +1,233 @@
+"""``gigafactory up``: validate the site, then run each phase in waves, leaving failed hosts out of later phases."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..plan import Plan, build_plan
+from ..render.files import render_all, write_all
+from ..site import Site, load_site
+from ..site.hostlists import HostlistError, expand
+from .phases import PHASES, Phase
+from .progress import Progress, print_summary, progress_for
+from .runner import WaveResult, run_wave
+from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
+                    retry_starts, write_hosts, write_json)
+from .waves import BatchInvalid, waves
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class OrchestrationError(ValueError):
+    """Invalid input to a run (unknown phase or host, bad batch, missing playbook, nothing to retry from)."""
+
+
+@dataclass
+class UpOptions:
+    site: Path
+    phases: tuple[Phase, ...] = PHASES
+    only: list[str] | None = None            # --phase: run only these phases
+    limit: str | None = None
+    check: bool = False
+    max_fail: float | None = None            # percent; default: the site's provisioning.max_fail_percent
+    batch: list[str] | None = None           # wave sizes; default: the site's provisioning.batch
+    retry: bool = False
+    run_dir: Path | None = None
+    runs_root: Path = Path("runs")
+    inventories: list[Path] = field(default_factory=list)
+    playbook_dir: Path = REPO_ROOT / "playbooks"
+    ansible_config: Path = REPO_ROOT / "ansible.cfg"
+    extravars: dict[str, Any] = field(default_factory=dict)
+    out: TextIO | None = None
+    progress: Progress | None = None
+
+
+@dataclass
+class PhaseReport:
+    name: str
+    hosts: list[str]
+    waves: list[list[str]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    changed: int = 0
+    note: str = ""
+    ansible_seconds: float = 0.0
+    task_seconds: float = 0.0
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    hosts: dict[str, HostResult]
+    phases: list[PhaseReport]
+    exit_code: int
+    stopped: str | None = None
+    wall_seconds: float = 0.0
+
+
+def selected_phases(phases: tuple[Phase, ...], only: list[str] | None) -> list[Phase]:
+    if not only:
+        return list(phases)
+    names = [p.name for p in phases]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise OrchestrationError(f"--phase: unknown phase {', '.join(unknown)}; phases are {', '.join(names)}")
+    return [p for p in phases if p.name in only]
+
+
+def selected_hosts(plan: Plan, limit: str | None) -> list[str]:
+    """Hosts named by ``--limit``: comma-separated host names, group names or hostlist expressions."""
+    if not limit:
+        return list(plan.hosts)
+    wanted: set[str] = set()
+    for item in (s.strip() for s in limit.split(",")):
+        if not item:
+            continue
+        if item in plan.groups:
+            wanted.update(plan.groups[item])
+            continue
+        try:
+            names = expand(item)
+        except HostlistError as err:
+            raise OrchestrationError(f"--limit: {item!r}: {err}") from err
+        unknown = [n for n in names if n not in plan.hosts]
+        if unknown:
+            raise OrchestrationError(f"--limit: {', '.join(unknown[:5])} not a host or group of the site")
+        wanted.update(names)
+    return [h for h in plan.hosts if h in wanted]
+
+
+def _record_wave(hosts: dict[str, HostResult], phase: str, result: WaveResult) -> None:
+    for name in result.hosts:
+        r = hosts[name]
+        r.phase = phase
+        r.changed += result.changed.get(name, 0)
+        failure = result.failed.get(name)
+        if failure:
+            r.status = UNREACHABLE if failure.unreachable else FAILED
+            r.failed_task, r.message = failure.task, failure.message
+        else:
+            r.phases_done.append(phase)
+
+
+def _final_status(hosts: dict[str, HostResult], plan_of: dict[str, list[str]]) -> None:
+    """A host that did not fail is ok once every phase planned for it is done; pending otherwise."""
+    for name, r in hosts.items():
+        if r.status in (FAILED, UNREACHABLE):
+            continue
+        r.status = OK if all(p in r.phases_done for p in plan_of[name]) else PENDING
+
+
+def up(options: UpOptions) -> RunOutcome:
+    """Run the site's phases; raises SiteInvalid or OrchestrationError on invalid input, before anything runs."""
+    started_at, t0 = datetime.now(timezone.utc), time.monotonic()
+    site_path = Path(options.site).resolve()
+    site: Site = load_site(str(site_path))
+    plan = build_plan(site, str(site_path))
+    phases = selected_phases(options.phases, options.only)
+    for phase in phases:
+        if not (options.playbook_dir / f"{phase.name}.yml").is_file():
+            raise OrchestrationError(f"phase {phase.name}: no playbook {options.playbook_dir / (phase.name + '.yml')}")
+    for inv in options.inventories:
+        if not Path(inv).exists():
+            raise OrchestrationError(f"--inventory: {inv} does not exist")
+    sizes = options.batch or list(site.provisioning.batch)
+    try:
+        waves(["x"], sizes)
+    except BatchInvalid as err:
+        raise OrchestrationError(str(err)) from err
+    max_fail = site.provisioning.max_fail_percent if options.max_fail is None else options.max_fail
+    if not 0 <= max_fail <= 100:
+        raise OrchestrationError(f"--max-fail: {max_fail} is not a percentage (0-100)")
+    chosen = selected_hosts(plan, options.limit)
+    phase_names = [p.name for p in options.phases]
+    start = {h: 0 for h in chosen}
+    run_dir = Path(options.run_dir) if options.run_dir else None
+    if run_dir is None:
+        run_dir = new_run_dir(options.runs_root / site.site.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if options.retry:
+        previous = previous_run(run_dir, options.check)
+        if previous is None:
+            raise OrchestrationError(f"--retry: no earlier run of this site beside {run_dir}")
+        again = retry_starts(read_hosts(previous), phase_names)
+        start = {h: again[h] for h in chosen if h in again}
+
+    out = options.out or sys.stdout
+    progress = options.progress or progress_for([p.name for p in phases], out)
+    progress.message(f"run directory: {run_dir}")
+    if previous:
+        progress.message(f"retrying {len(start)} host(s) from {previous}")
+    write_all(render_all(site, plan), run_dir / "rendered")
+
+    hosts = {h: HostResult(h) for h in start}
+    plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in p.hosts(plan)]
+               for h in start}
+    inventories = [site_path, *(Path(i).resolve() for i in options.inventories)]
+    reports: list[PhaseReport] = []
+    stopped: str | None = None
+    try:
+        for phase in phases:
+            index = phase_names.index(phase.name)
+            targets = [h for h in phase.hosts(plan)
+                       if h in hosts and start[h] <= index and hosts[h].status not in (FAILED, UNREACHABLE)]
+            report = PhaseReport(phase.name, targets)
+            reports.append(report)
+            if not targets:
+                report.note = "no hosts"
+                progress.phase_end(phase.name, "no hosts")
+                continue
+            report.waves = waves(targets, sizes)
+            progress.phase_start(phase.name, targets, len(report.waves))
+            for k, wave in enumerate(report.waves, 1):
+                progress.wave_start(phase.name, k, wave)
+                result = run_wave(
+                    playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
+                    hosts=wave, private_data_dir=run_dir / "ansible", ident=f"{index + 1:02d}-{phase.name}-w{k}",
+                    ansible_config=options.ansible_config.resolve(), check=options.check,
+                    extravars={**options.extravars, "gf_phase": phase.name},
+                    sink=lambda ev, name=phase.name: progress.event(name, ev))
+                _record_wave(hosts, phase.name, result)
+                write_hosts(run_dir, hosts)
+                report.failed += list(result.failed)
+                report.changed += sum(result.changed.values())
+                report.ansible_seconds += result.ansible_seconds
+                report.task_seconds += result.task_seconds
+                progress.wave_end(phase.name, result.ok, list(result.failed))
+                wave_pct = 100 * len(result.failed) / len(wave)
+                phase_pct = 100 * len(report.failed) / len(targets)
+                if wave_pct > max_fail or phase_pct > max_fail:
+                    which = "wave" if wave_pct > max_fail else "phase"
+                    pct = wave_pct if which == "wave" else phase_pct
+                    stopped = (f"{phase.name}: {pct:.0f}% of the {which}'s hosts failed "
+                               f"(more than --max-fail {max_fail:g}%); later waves and phases not run")
+                    break
+            report.note = "stopped" if stopped else f"done: {len(targets) - len(report.failed)} ok, {len(report.failed)} failed"
+            progress.phase_end(phase.name, report.note)
+            if stopped:
+                break
+    finally:
+        progress.close()
+    _final_status(hosts, plan_of)
+    write_hosts(run_dir, hosts)
+    exit_code = 0 if all(r.status == OK for r in hosts.values()) and not stopped else 1
+    outcome = RunOutcome(run_dir, hosts, reports, exit_code, stopped, time.monotonic() - t0)
+    write_json(run_dir / "summary.json", {
+        "site": site.site.name, "site_file": str(site_path), "started": started_at.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(), "check": options.check,
+        "retry_of": str(previous) if previous else None, "limit": options.limit, "max_fail_percent": max_fail,
+        "batch": sizes, "inventories": [str(i) for i in inventories], "playbook_dir": str(options.playbook_dir),
+        "phases": [asdict(r) for r in reports], "stopped": stopped, "exit_code": exit_code,
+        "wall_seconds": outcome.wall_seconds,
+        "hosts": {s: sum(1 for r in hosts.values() if r.status == s) for s in (OK, FAILED, UNREACHABLE, PENDING)},
+    })
+    if stopped:
+        print(f"stopped: {stopped}", file=out)
+    print_summary(hosts, out)
+    print(f"run directory: {run_dir}", file=out)
+    return outcome

@@ -1,0 +1,226 @@
+"""gigafactory up: phases in order through ansible-runner, failed hosts left out, max-fail, retry, check, waves, run dir.
+
+Every host is ``ansible_connection=local`` with a directory of its own; the phase playbooks are tiny test
+playbooks injected through ``UpOptions.playbook_dir``/``phases``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.orchestrate import Phase, UpOptions, up
+from infra.orchestrate.up import OrchestrationError
+from infra.orchestrate.waves import waves
+from infra.site import SiteInvalid
+
+from conftest import DEMO, site_data
+
+HOSTS = ["ctl01", "node01", "node02"]
+SECRET = "gf-test-secret-8d41c"
+TEST_PHASES = (Phase("one"), Phase("two", ("slurm_compute",)), Phase("three"))
+
+PLAYBOOK = """\
+- name: Phase {phase}
+  hosts: {hosts}
+  gather_facts: false
+  tasks:
+    - name: Look for this phase's failure marker
+      ansible.builtin.stat:
+        path: "{{{{ gf_test_dir }}}}/fail-{phase}"
+      register: marker
+    - name: Fail where the marker says so
+      ansible.builtin.assert:
+        that: not marker.stat.exists
+        fail_msg: "{phase} failed on purpose"
+    - name: Use the secret
+      ansible.builtin.debug:
+        msg: "{{{{ gf_test_secret }}}}"
+      no_log: true
+    - name: Fail with the secret where the marker says so
+      ansible.builtin.fail:
+        msg: "leaking {{{{ gf_test_secret }}}}"
+      when: (gf_test_dir ~ '/secret-fail-{phase}') is exists
+      no_log: true
+    - name: Record the phase
+      ansible.builtin.shell: "echo {phase} >> {{{{ gf_test_dir }}}}/log"
+      changed_when: true
+    - name: Keep a file
+      ansible.builtin.copy:
+        dest: "{{{{ gf_test_dir }}}}/{phase}.txt"
+        content: "{phase}\\n"
+        mode: "0644"
+"""
+
+
+@pytest.fixture
+def bed(tmp_path: Path):
+    """A demo-shaped site, a local-connection inventory with a directory per host, and the test playbooks."""
+    data = site_data(DEMO)
+    data["provisioning"] = {"max_fail_percent": 50, "batch": ["100%"]}
+    (tmp_path / "site").mkdir()
+    site = tmp_path / "site" / "site.yml"
+    site.write_text(yaml.safe_dump(data))
+    hosts = {h: {"gf_test_dir": str(tmp_path / "hosts" / h)} for h in HOSTS}
+    for h in HOSTS:
+        (tmp_path / "hosts" / h).mkdir(parents=True)
+    inv = tmp_path / "local.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": hosts, "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "gf_test_secret": SECRET}}}))
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    for p in TEST_PHASES:
+        (books / f"{p.name}.yml").write_text(PLAYBOOK.format(phase=p.name, hosts=",".join(p.groups) or "all"))
+
+    class Bed:
+        root = tmp_path
+        site_file = site
+
+        @staticmethod
+        def dir(host: str) -> Path:
+            return tmp_path / "hosts" / host
+
+        @staticmethod
+        def log(host: str) -> list[str]:
+            f = tmp_path / "hosts" / host / "log"
+            return f.read_text().split() if f.exists() else []
+
+        @staticmethod
+        def mark(host: str, phase: str, kind: str = "fail") -> Path:
+            f = tmp_path / "hosts" / host / f"{kind}-{phase}"
+            f.touch()
+            return f
+
+        out = io.StringIO()
+
+        @classmethod
+        def output(cls) -> str:
+            return cls.out.getvalue()
+
+        @classmethod
+        def options(cls, run: str = "run1", **kw) -> UpOptions:
+            kw.setdefault("out", cls.out)
+            return UpOptions(site=site, phases=TEST_PHASES, playbook_dir=books, inventories=[inv],
+                             run_dir=tmp_path / "runs" / run, **kw)
+    return Bed
+
+
+def hosts_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "hosts.json").read_text())
+
+
+def test_phases_run_in_order_and_the_run_dir_keeps_everything(bed):
+    outcome = up(bed.options())
+    assert outcome.exit_code == 0, outcome.hosts
+    assert bed.log("ctl01") == ["one", "three"]              # not in slurm_compute
+    assert bed.log("node01") == bed.log("node02") == ["one", "two", "three"]
+    run = outcome.run_dir
+    assert {h: r["status"] for h, r in hosts_json(run).items()} == dict.fromkeys(HOSTS, "ok")
+    assert hosts_json(run)["node01"]["phases_done"] == ["one", "two", "three"]
+    assert hosts_json(run)["node01"]["changed"] == 6         # shell + copy in each of three phases
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["exit_code"] == 0 and [p["name"] for p in summary["phases"]] == ["one", "two", "three"]
+    assert (run / "rendered" / "slurm" / "slurm.conf").is_file()
+    assert list((run / "ansible" / "artifacts" / "01-one-w1" / "job_events").glob("*.json"))
+
+
+def test_a_failed_host_is_left_out_of_later_phases_and_the_others_go_on(bed):
+    bed.mark("node01", "one")
+    outcome = up(bed.options())
+    assert outcome.exit_code == 1 and outcome.stopped is None
+    assert bed.log("node01") == []
+    assert bed.log("node02") == ["one", "two", "three"] and bed.log("ctl01") == ["one", "three"]
+    r = hosts_json(outcome.run_dir)["node01"]
+    assert (r["status"], r["phase"], r["failed_task"]) == ("failed", "one", "Fail where the marker says so")
+    assert r["message"] == "one failed on purpose"
+    assert "one failed on purpose" in bed.output()
+
+
+def test_more_failures_than_max_fail_stop_the_run(bed):
+    bed.mark("node01", "one")
+    outcome = up(bed.options(max_fail=10))        # 1 of 3 hosts = 33% > 10%
+    assert outcome.exit_code == 1 and outcome.stopped and "one" in outcome.stopped
+    assert bed.log("ctl01") == ["one"] and bed.log("node02") == ["one"]
+    statuses = {h: r["status"] for h, r in hosts_json(outcome.run_dir).items()}
+    assert statuses == {"ctl01": "pending", "node01": "failed", "node02": "pending"}
+    assert [p.name for p in outcome.phases] == ["one"]
+
+
+def test_retry_reruns_only_the_failed_hosts_from_their_failed_phase(bed):
+    marker = bed.mark("node02", "two")
+    first = up(bed.options("a"))
+    assert first.exit_code == 1 and bed.log("node02") == ["one"]
+    marker.unlink()
+    again = up(bed.options("b", retry=True))
+    assert again.exit_code == 0
+    assert bed.log("node02") == ["one", "two", "three"]
+    assert bed.log("node01") == ["one", "two", "three"] and bed.log("ctl01") == ["one", "three"]
+    assert list(hosts_json(again.run_dir)) == ["node02"]
+    summary = json.loads((again.run_dir / "summary.json").read_text())
+    assert summary["retry_of"] == str(first.run_dir)
+    assert [p["hosts"] for p in summary["phases"]] == [[], ["node02"], ["node02"]]
+
+
+def test_check_mode_changes_nothing(bed):
+    outcome = up(bed.options(check=True))
+    assert outcome.exit_code == 0
+    for h in HOSTS:
+        assert list(bed.dir(h).iterdir()) == []
+    assert hosts_json(outcome.run_dir)["node01"]["changed"] > 0   # the copies it would have made
+
+
+def test_a_failing_canary_stops_the_later_waves(bed):
+    bed.mark("ctl01", "one")
+    outcome = up(bed.options(batch=["1", "100%"]))
+    assert outcome.exit_code == 1 and "wave" in outcome.stopped
+    assert outcome.phases[0].waves == [["ctl01"], ["node01", "node02"]]
+    assert bed.log("node01") == bed.log("node02") == []
+    assert {h: r["status"] for h, r in hosts_json(outcome.run_dir).items()}["node01"] == "pending"
+
+
+def test_waves_follow_ansible_serial_semantics():
+    hosts = [f"n{i}" for i in range(10)]
+    assert [len(w) for w in waves(hosts, ["1", "25%", "100%"])] == [1, 2, 7]
+    assert [len(w) for w in waves(hosts, ["3"])] == [3, 3, 3, 1]
+    assert sum(waves(hosts, ["1", "10%"]), []) == hosts
+
+
+def test_an_invalid_site_exits_2_and_runs_nothing(bed, monkeypatch, capsys):
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["pools"][0]["type"] = "no-such-type"
+    bed.site_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SiteInvalid):
+        up(bed.options())
+    from infra import cli
+    from infra.orchestrate import cli as ocli
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options())
+    assert cli.main(["up", str(bed.site_file)]) == 2
+    assert not (bed.root / "runs").exists()
+    assert all(list(bed.dir(h).iterdir()) == [] for h in HOSTS)
+
+
+def test_bad_input_is_refused_before_anything_runs(bed):
+    with pytest.raises(OrchestrationError, match="unknown phase"):
+        up(bed.options(only=["nope"]))
+    with pytest.raises(OrchestrationError, match="not a host or group"):
+        up(bed.options(limit="node09"))
+    with pytest.raises(OrchestrationError, match="no earlier run"):
+        up(bed.options(retry=True))
+    assert all(list(bed.dir(h).iterdir()) == [] for h in HOSTS)
+
+
+def test_a_no_log_secret_never_reaches_the_run_dir(bed):
+    bed.mark("node01", "one", kind="secret-fail")
+    outcome = up(bed.options())
+    assert outcome.exit_code == 1
+    assert "no_log" in hosts_json(outcome.run_dir)["node01"]["message"]
+    files = [p for p in outcome.run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    leaked = [str(p) for p in files if SECRET in p.read_text(errors="replace")]
+    assert leaked == []
+    assert "node01: FAILED" in bed.output() and SECRET not in bed.output()
