@@ -1,0 +1,79 @@
+"""The test bed's site mirror: apt-cacher-ng on 127.0.0.1:3142, in front of the host's Debian mirror.
+
+A site file for VMs names its Debian mirror as ``http://10.0.2.2:3142/debian``:
+inside a QEMU guest with user-mode networking, 10.0.2.2 is this machine's
+loopback. So test sites are air-gapped like real ones (they name their own
+mirror, never the internet's), and every package the VMs fetch is cached once
+per machine: later scenarios and CI's repeated installs read it from disk.
+The upstream is read from the host's apt sources at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from .image import cache_root
+from .mirror import host_debian_mirror
+
+PORT = 3142
+GUEST_URL = f"http://10.0.2.2:{PORT}/debian"     # what a test site's repositories.debian says
+HOST_URL = f"http://127.0.0.1:{PORT}/debian"
+
+
+class MirrorCacheError(RuntimeError):
+    """apt-cacher-ng could not be started."""
+
+
+def _answering() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/acng-report.html", timeout=2) as reply:
+            return b"apt-cacher-ng" in reply.read(4096).lower() or reply.status == 200
+    except OSError:
+        return False
+
+
+def _ours(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        return "apt-cacher-ng" in Path(f"/proc/{pid}/cmdline").read_text()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def ensure_mirror_cache() -> str:
+    """Start apt-cacher-ng unless ours already answers; return the URL guests use."""
+    root = cache_root() / "apt-cacher-ng"
+    if _answering():
+        if _ours(root / "acng.pid"):
+            return GUEST_URL
+        raise MirrorCacheError(f"another apt-cacher-ng answers on port {PORT} (the distribution's service?): "
+                               "stop it with 'service apt-cacher-ng stop'")
+    binary = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
+    if not os.path.exists(binary):
+        raise MirrorCacheError("apt-cacher-ng is not installed (see .ci/apt-packages.txt)")
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", PORT)) == 0:
+            raise MirrorCacheError(f"127.0.0.1:{PORT} is taken by something that is not apt-cacher-ng")
+    conf, cache, logs = root / "conf", root / "cache", root / "log"
+    for folder in (conf, cache, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    (conf / "backends_debian").write_text(host_debian_mirror() + "/\n")
+    (conf / "acng.conf").write_text(
+        f"CacheDir: {cache}\nLogDir: {logs}\nSupportDir: /usr/lib/apt-cacher-ng\n"
+        f"Port: {PORT}\nBindAddress: 127.0.0.1\nPidFile: {root / 'acng.pid'}\n"
+        "Remap-debrep: /debian ; file:backends_debian\n"
+        "ReportPage: acng-report.html\nExThreshold: 30\n")
+    subprocess.Popen([binary, "-c", str(conf), "ForeGround=1"], stdout=subprocess.DEVNULL,
+                     stderr=open(logs / "stderr.log", "ab"), start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _answering():
+            return GUEST_URL
+        time.sleep(0.2)
+    raise MirrorCacheError(f"apt-cacher-ng did not answer on 127.0.0.1:{PORT}; see {logs}")
