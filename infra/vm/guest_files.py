@@ -66,6 +66,10 @@ GUEST_FILES: dict[str, tuple[int, str]] = {
         "HostKey /etc/ssh/ssh_host_ed25519_key\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n",
     ),
+    # A small initrd that knows only the virtio disk: unpacking Debian's 36 MB default
+    # (MODULES=most) costs seconds of every TCG boot.
+    "/etc/initramfs-tools/conf.d/gigafactory.conf": (0o644, "MODULES=list\n"),
+    "/etc/initramfs-tools/modules": (0o644, "virtio_pci\nvirtio_blk\next4\n"),
     f"/etc/sudoers.d/{GUEST_USER}": (0o440, f"{GUEST_USER} ALL=(ALL) NOPASSWD:ALL\n"),
     "/etc/hostname": (0o644, "gigafactory\n"),
 }
@@ -78,6 +82,7 @@ rm -f /etc/ssh/ssh_host_*
 systemctl enable gigafactory-init.service systemd-networkd.service
 systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer \\
     fstrim.timer 2>/dev/null || true
+update-initramfs -u -k all
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
