@@ -12,7 +12,7 @@ import pytest
 from infra.vm.launcher import Launcher
 from infra.vm.spec import parse_specs
 
-pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.vm, pytest.mark.root]
 
 TOOLS = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mke2fs", "vde_switch", "ssh")
 

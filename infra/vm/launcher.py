@@ -164,6 +164,7 @@ class Launcher:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if any(s.alive for s in self.status()):
             raise LauncherError(f"VMs of {self.state_dir} are still running: run 'down' first")
+        self.down()  # what a crashed run left: switches, sockets, overlays
         image = self.image or build_image(self.recipe)
         generate_key(self.key_path, "gigafactory-run")
         state = _RunState()
