@@ -81,14 +81,6 @@ async def _resolve(value):
     return inner, secret
 
 
-def _secret_paths(value, secret, path, out):
-    if secret and not isinstance(value, dict):
-        out.append(path)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _secret_paths(v, secret, f"{path}.{k}", out)
-
-
 def main(site: str, mode: str) -> dict:
     preview = mode == "preview"
     mocks = Mocks(preview)

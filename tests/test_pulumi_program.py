@@ -7,7 +7,6 @@ Pulumi's engine is not available here, so the program runs with ``pulumi.runtime
 
 from __future__ import annotations
 
-import copy
 import functools
 import ipaddress
 import json
@@ -357,3 +356,11 @@ def test_inconsistent_kubernetes_section_fails_before_any_resource(runs):
     assert "tenants[2].kubernetes.cluster: unknown cluster 'riga-serve'" in message
     assert "kubernetes[0].pod_cidr: 10.40.0.0/16 overlaps" in message
     assert "Traceback" not in message
+
+
+def test_sdk_is_not_shadowed_when_infra_is_the_working_directory():
+    """Pulumi may start ``python -m pulumi.dynamic`` with infra/ as working directory, where infra/pulumi/ lives."""
+    probe = "import pulumi, pulumi.dynamic, infra.pulumi.node_configuration; print(pulumi.__file__)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT / "infra")
+    assert result.returncode == 0, result.stderr
+    assert not Path(result.stdout.strip()).is_relative_to(ROOT)

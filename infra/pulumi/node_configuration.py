@@ -40,8 +40,8 @@ class Phase:
         return f"playbooks/{self.name}.yml"
 
     def files(self) -> tuple[str, ...]:
-        """Repository paths whose content the phase depends on (playbook, then role folders)."""
-        return (self.playbook,) + tuple(f"playbooks/roles/{role}" for role in self.roles)
+        """Repository paths whose content the phase depends on: its playbook, the shared validation play, its roles."""
+        return (self.playbook, "playbooks/validated.yml") + tuple(f"playbooks/roles/{role}" for role in self.roles)
 
 
 # In the order they run. Slurm only on sites with a slurm section.
