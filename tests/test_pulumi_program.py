@@ -364,3 +364,24 @@ def test_sdk_is_not_shadowed_when_infra_is_the_working_directory():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT / "infra")
     assert result.returncode == 0, result.stderr
     assert not Path(result.stdout.strip()).is_relative_to(ROOT)
+
+
+def test_kueue_queues_tie_each_tenant_namespace_to_its_cluster_queue(runs):
+    run = runs[("riga-1", "up")]
+    site, _, _ = site_and_clusters("riga-1")
+    namespaces = {r["inputs"]["metadata"]["name"]: r["inputs"]["metadata"]["labels"] for r in by_type(run, "Namespace")}
+    [flavor] = by_type(run, "ResourceFlavor")
+    assert flavor["inputs"]["apiVersion"] == "kueue.x-k8s.io/v1beta1"
+    queues = {r["inputs"]["metadata"]["name"]: r["inputs"] for r in by_type(run, "ClusterQueue")}
+    local = {r["inputs"]["metadata"]["namespace"]: r["inputs"] for r in by_type(run, "LocalQueue")}
+    for tenant in (t for t in site.tenants if t.kubernetes):
+        ns = tenant.kubernetes.namespace
+        queue = queues[tenant.name]
+        assert queue["apiVersion"] == "kueue.x-k8s.io/v1beta1" and "namespace" not in queue["metadata"]
+        selector = queue["spec"]["namespaceSelector"]["matchLabels"]
+        assert selector.items() <= namespaces[ns].items()
+        assert not any(selector.items() <= labels.items() for name, labels in namespaces.items() if name != ns)
+        group = queue["spec"]["resourceGroups"][0]
+        assert group["flavors"][0]["name"] == flavor["inputs"]["metadata"]["name"]
+        assert group["coveredResources"] == [r["name"] for r in group["flavors"][0]["resources"]]
+        assert local[ns]["spec"] == {"clusterQueue": tenant.name} and local[ns]["metadata"]["name"] == "default"
