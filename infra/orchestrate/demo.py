@@ -51,17 +51,17 @@ def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
     outcome = up(options)
     if outcome.exit_code != 0:
         return outcome.exit_code
-    return acceptance(site_path, conn, options, outcome.run_dir)
+    return acceptance(options, outcome.run_dir)
 
 
-def acceptance(site_path: Path, conn: Path, options: UpOptions, run_dir: Path) -> int:
+def acceptance(options: UpOptions, run_dir: Path) -> int:
     """Run ``acceptance.yml`` (if the playbook directory has one) as a last phase of its own and print its report."""
     from .phases import Phase
     if not (options.playbook_dir / "acceptance.yml").is_file():
         print("acceptance: no playbooks/acceptance.yml yet; skipped")
         return 0
     report = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
-                                    run_dir=run_dir / "acceptance", inventories=[conn, *options.inventories[1:]]))
+                                    limit=None, run_dir=run_dir / "acceptance"))
     return report.exit_code
 
 

@@ -1,0 +1,49 @@
+"""gigafactory demo's wiring: boot the site's VMs, write their connection inventory, hand it to ``up``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from infra.orchestrate import demo
+from infra.orchestrate.up import RunOutcome
+from infra.vm.launcher import RunningVM
+
+from conftest import DEMO
+
+
+def fake_vm(name: str, port: int, tmp: Path):
+    return RunningVM(name=name, ssh_port=port, user="root", key_path=tmp / "id_ed25519",
+                     known_hosts=tmp / "known_hosts", serial_log=tmp / name)
+
+
+def test_connection_inventory_pins_each_vm_with_strict_host_keys(tmp_path):
+    inv = demo.connection_inventory([fake_vm("ctl01", 2201, tmp_path)])
+    ctl = inv["all"]["hosts"]["ctl01"]
+    assert (ctl["ansible_host"], ctl["ansible_port"], ctl["ansible_user"]) == ("127.0.0.1", 2201, "root")
+    assert ctl["ansible_ssh_private_key_file"] == str(tmp_path / "id_ed25519")
+    assert ctl["ansible_ssh_common_args"] == (f"-o UserKnownHostsFile={tmp_path / 'known_hosts'} "
+                                              "-o StrictHostKeyChecking=yes")
+
+
+def test_demo_up_boots_every_site_host_and_runs_up_with_their_connections(tmp_path, monkeypatch):
+    booted, runs = [], []
+
+    class FakeLauncher:
+        def __init__(self, state_dir):
+            self.state_dir = state_dir
+
+        def up(self, specs):
+            booted.extend(s.name for s in specs)
+            return [fake_vm(s.name, 2200 + i, tmp_path) for i, s in enumerate(specs)]
+
+    monkeypatch.setattr("infra.vm.launcher.Launcher", FakeLauncher)
+    monkeypatch.setattr(demo, "state_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr(demo, "up", lambda options: runs.append(options) or RunOutcome(tmp_path / "run", {}, [], 0))
+    (tmp_path / "demo").mkdir()
+    assert demo.demo_up(DEMO) == 0
+    assert booted == ["ctl01", "node01", "node02"]
+    conn = runs[0].inventories[0]
+    assert set(yaml.safe_load(conn.read_text())["all"]["hosts"]) == {"ctl01", "node01", "node02"}
+    assert runs[0].site == DEMO
