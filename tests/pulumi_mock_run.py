@@ -4,13 +4,13 @@
 
 One process per configuration: ``set_mocks`` configures process-wide state, so the
 tests start this script once for each site and mode instead of sharing a runtime.
-Mocks are installed before the program module (``infra/__main__.py``) is imported.
+Mocks are installed before the program (``infra/__main__.py``) runs.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -23,6 +23,7 @@ from pulumi.runtime.sync_await import _sync_await
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n"
 UNKNOWN = "<unknown>"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class RecordingMonitor(MockMonitor):
@@ -90,7 +91,8 @@ def main(site: str, mode: str) -> dict:
     started = time.monotonic()
     error = None
     try:
-        _sync_await(run_pulumi_func(lambda: importlib.import_module("infra.__main__")))
+        # As Pulumi's Python host runs ``main: infra/``: the folder as a program, infra/ first on sys.path.
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "infra"), run_name="__main__")))
     except pulumi.RunError as err:
         error = {"type": "RunError", "message": str(err)}
     root = pulumi.runtime.settings.get_root_resource()
@@ -116,5 +118,4 @@ def main(site: str, mode: str) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     json.dump(main(sys.argv[1], sys.argv[2]), sys.stdout)

@@ -385,3 +385,19 @@ def test_kueue_queues_tie_each_tenant_namespace_to_its_cluster_queue(runs):
         assert group["flavors"][0]["name"] == flavor["inputs"]["metadata"]["name"]
         assert group["coveredResources"] == [r["name"] for r in group["flavors"][0]["resources"]]
         assert local[ns]["spec"] == {"clusterQueue": tenant.name} and local[ns]["metadata"]["name"] == "default"
+
+
+def test_storage_classes_and_lustre_volumes_follow_the_site(runs):
+    run = runs[("riga-1", "up")]
+    _, plan, _ = site_and_clusters("riga-1")
+    classes = {r["inputs"]["metadata"]["name"]: r["inputs"] for r in by_type(run, "StorageClass")}
+    assert set(classes) == {"home", "datasets", "local-nvme"}
+    assert classes["home"]["provisioner"] == "nfs.csi.k8s.io"
+    assert classes["home"]["parameters"]["server"] == plan.hosts["nfs01"].address("storage") == "10.42.7.1"
+    assert classes["home"]["parameters"]["share"] == "/export/home"
+    assert classes["local-nvme"]["provisioner"] == "kubernetes.io/no-provisioner"
+    assert classes["local-nvme"]["volumeBindingMode"] == "WaitForFirstConsumer"
+    volumes = {r["inputs"]["spec"]["claimRef"]["namespace"]: r["inputs"]["spec"] for r in by_type(run, "PersistentVolume")}
+    assert volumes["acme-ai"]["csi"] == {"driver": "lustre-csi.hpe.com", "fsType": "lustre", "volumeHandle": "10.42.255.10@tcp:/data/acme-ai"}
+    claims = {r["inputs"]["metadata"]["namespace"]: r["inputs"] for r in by_type(run, "PersistentVolumeClaim")}
+    assert claims["gov-lv"]["spec"]["volumeName"] == "datasets-gov-lv" and claims["gov-lv"]["metadata"]["name"] == "datasets"
