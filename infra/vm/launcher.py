@@ -24,7 +24,7 @@ from infra.vm.ssh import generate_key, known_hosts_line, ssh_argv, ssh_banner
 KVM_CONSOLE_TIMEOUT = 15.0
 KVM_SSH_TIMEOUT = 90.0
 # TCG on two host cores, several guests booting at once.
-TCG_SSH_TIMEOUT = 420.0
+TCG_SSH_TIMEOUT = 600.0
 LOGIN_TIMEOUT = 60.0
 
 
