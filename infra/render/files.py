@@ -150,6 +150,30 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
     }
 
 
+def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
+    """Variables of the ``slurm`` group: the rendered Slurm files as data, the layout the roles act on, the tenants."""
+    if plan.slurm is None:
+        return {}
+    s = plan.slurm
+    return {
+        "gf_slurm_files": {name.removeprefix("slurm/"): content
+                           for name, content in slurm_files(plan, health_check_program=HEALTH_CHECK_PROGRAM).items()},
+        "gf_slurm": {
+            "cluster": s.cluster,
+            "controllers": [host for host, _ in s.controllers],
+            "accounting_host": s.accounting[0],
+            "login": list(s.login),
+            "state_save_location": s.state_save_location,
+            "containers": s.containers,
+        },
+        "gf_slurm_tenants": [
+            {"tenant": t.name, "account": t.slurm.account, "fairshare": t.slurm.fairshare,
+             "gpus": t.slurm.gpus, "cpus": t.slurm.cpus, "nodes": t.slurm.nodes}
+            for t in site.tenants if t.slurm is not None
+        ],
+    }
+
+
 def ntp_servers(site: Site) -> list[str]:
     """The site's time sources: as declared, else the Slurm controllers, else the first host."""
     if site.site.ntp_servers:
@@ -167,6 +191,8 @@ def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
     for name in site.node_types:
         if group_name("type", name) in children:
             children[group_name("type", name)]["vars"] = node_type_vars(site, name)
+    if "slurm" in children and plan.slurm is not None:
+        children["slurm"]["vars"] = slurm_vars(site, plan)
     return {"all": {
         "vars": group_vars(site, plan),
         "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},

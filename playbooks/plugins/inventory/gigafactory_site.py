@@ -13,6 +13,8 @@ description:
     C(slurm), C(subnet_manager), C(rdma), C(gpu), C(k8s_control_plane),
     C(k8s_worker), C(nfs_server), ...).
   - Host variables are prefixed C(gf_); C(ansible_host) is the planned management address.
+  - The C(slurm) group carries C(gf_slurm_files) (the rendered slurm.conf, gres.conf, cgroup.conf, topology.conf by name),
+    C(gf_slurm) (cluster, controllers, accounting host, state save location, containers) and C(gf_slurm_tenants).
   - An invalid site file fails inventory parsing with every problem listed.
 options: {}
 """
@@ -47,7 +49,7 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         try:
             from infra.plan import build_plan, group_name
-            from infra.render.files import group_vars, host_vars, node_type_vars
+            from infra.render.files import group_vars, host_vars, node_type_vars, slurm_vars
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}")
@@ -70,6 +72,9 @@ class InventoryModule(BaseInventoryPlugin):
             inventory.add_group(group)
             for name in members:
                 inventory.add_child(group, name)
+        if "slurm" in plan.groups:
+            for key, value in slurm_vars(site, plan).items():
+                inventory.set_variable("slurm", key, value)
         for name in site.node_types:
             group = group_name("type", name)
             if group in plan.groups:
