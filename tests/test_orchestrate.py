@@ -224,3 +224,12 @@ def test_a_no_log_secret_never_reaches_the_run_dir(bed):
     leaked = [str(p) for p in files if SECRET in p.read_text(errors="replace")]
     assert leaked == []
     assert "node01: FAILED" in bed.output() and SECRET not in bed.output()
+
+
+def test_stop_reason_is_strictly_more_than_max_fail_of_the_wave_or_the_phase():
+    from infra.orchestrate.up import stop_reason
+    assert stop_reason("base", 1, 3, 1, 3, 34) is None              # 33% is not more than 34%
+    assert "wave" in stop_reason("base", 1, 1, 1, 10, 34)           # a failed canary
+    assert "phase" in stop_reason("base", 1, 5, 4, 10, 34)          # 40% of the phase so far
+    assert stop_reason("base", 0, 5, 0, 10, 0) is None
+    assert stop_reason("base", 1, 100, 1, 100, 0) is not None

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .runner import failure_message
 from .state import HostResult
 
 HOST_EVENTS = {"runner_on_ok": "ok", "runner_on_failed": "FAILED", "runner_on_unreachable": "UNREACHABLE",
@@ -126,7 +127,6 @@ class LineProgress:
                 state = "failed (ignored)"
             line = f"[{phase}] {data['host']}: {state}: {data.get('task', '')}"
             if kind in ("runner_on_failed", "runner_on_unreachable"):
-                from .runner import failure_message
                 line += f": {failure_message(res)}"
             self._say(line)
 

@@ -57,13 +57,13 @@ def read_hosts(run_dir: Path) -> dict[str, HostResult]:
     return {name: HostResult(**r) for name, r in data.items()}
 
 
-def previous_run(run_dir: Path, check: bool) -> Path | None:
-    """The most recently started sibling of ``run_dir`` with the same check mode and a ``hosts.json``."""
+def previous_run(runs: Path, check: bool, exclude: Path | None = None) -> Path | None:
+    """The most recently started run directory under ``runs`` with the same check mode and a ``hosts.json``."""
     best: tuple[str, Path] | None = None
-    if not run_dir.parent.is_dir():
+    if not runs.is_dir():
         return None
-    for d in run_dir.parent.iterdir():
-        if d == run_dir or not (d / "hosts.json").is_file() or not (d / "summary.json").is_file():
+    for d in runs.iterdir():
+        if d == exclude or not (d / "hosts.json").is_file() or not (d / "summary.json").is_file():
             continue
         try:
             summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))

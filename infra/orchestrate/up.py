@@ -122,6 +122,17 @@ def _final_status(hosts: dict[str, HostResult], plan_of: dict[str, list[str]]) -
         r.status = OK if all(p in r.phases_done for p in plan_of[name]) else PENDING
 
 
+def stop_reason(phase: str, wave_failed: int, wave_hosts: int, phase_failed: int, phase_hosts: int,
+                max_fail: float) -> str | None:
+    """Why the run stops after this wave: more than ``max_fail`` percent of the wave's or the phase's hosts failed."""
+    for which, failed, total in (("wave", wave_failed, wave_hosts), ("phase", phase_failed, phase_hosts)):
+        pct = 100 * failed / total
+        if pct > max_fail:
+            return (f"{phase}: {pct:.0f}% of the {which}'s hosts failed (more than --max-fail {max_fail:g}%); "
+                    "later waves and phases not run")
+    return None
+
+
 def up(options: UpOptions) -> RunOutcome:
     """Run the site's phases; raises SiteInvalid or OrchestrationError on invalid input, before anything runs."""
     started_at, t0 = datetime.now(timezone.utc), time.monotonic()
@@ -146,17 +157,16 @@ def up(options: UpOptions) -> RunOutcome:
     chosen = selected_hosts(plan, options.limit)
     phase_names = [p.name for p in options.phases]
     start = {h: 0 for h in chosen}
-    run_dir = Path(options.run_dir) if options.run_dir else None
-    if run_dir is None:
-        run_dir = new_run_dir(options.runs_root / site.site.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    runs = Path(options.run_dir).parent if options.run_dir else options.runs_root / site.site.name
     previous = None
     if options.retry:
-        previous = previous_run(run_dir, options.check)
+        previous = previous_run(runs, options.check, exclude=options.run_dir and Path(options.run_dir))
         if previous is None:
-            raise OrchestrationError(f"--retry: no earlier run of this site beside {run_dir}")
+            raise OrchestrationError(f"--retry: no earlier {'check ' if options.check else ''}run of this site in {runs}")
         again = retry_starts(read_hosts(previous), phase_names)
         start = {h: again[h] for h in chosen if h in again}
+    run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     out = options.out or sys.stdout
     progress = options.progress or progress_for([p.name for p in phases], out)
@@ -199,13 +209,9 @@ def up(options: UpOptions) -> RunOutcome:
                 report.ansible_seconds += result.ansible_seconds
                 report.task_seconds += result.task_seconds
                 progress.wave_end(phase.name, result.ok, list(result.failed))
-                wave_pct = 100 * len(result.failed) / len(wave)
-                phase_pct = 100 * len(report.failed) / len(targets)
-                if wave_pct > max_fail or phase_pct > max_fail:
-                    which = "wave" if wave_pct > max_fail else "phase"
-                    pct = wave_pct if which == "wave" else phase_pct
-                    stopped = (f"{phase.name}: {pct:.0f}% of the {which}'s hosts failed "
-                               f"(more than --max-fail {max_fail:g}%); later waves and phases not run")
+                stopped = stop_reason(phase.name, len(result.failed), len(wave), len(report.failed), len(targets),
+                                      max_fail)
+                if stopped:
                     break
             report.note = "stopped" if stopped else f"done: {len(targets) - len(report.failed)} ok, {len(report.failed)} failed"
             progress.phase_end(phase.name, report.note)
