@@ -41,7 +41,9 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
 def render_all(site: Site, plan: Plan) -> dict[str, str]:
     """Relative path -> content of every generated file."""
     files = {"plan.json": to_json(plan_as_dict(plan)), "hosts": render_file(plan, "hosts")}
-    files.update(slurm_files(plan))
+    # The health phase runs on every site (infra/orchestrate/phases.py) and installs the
+    # node_health role's gate at HEALTH_CHECK_PROGRAM: slurmd runs it.
+    files.update(slurm_files(plan, health_check_program=HEALTH_CHECK_PROGRAM))
     files["inventory.json"] = to_json(inventory_view(site, plan))
     return files
 
@@ -129,6 +131,7 @@ def node_type_vars(site: Site, name: str) -> dict[str, Any]:
         "gf_nvswitch": bool(nt.gpu and nt.gpu.nvswitch),
         "gf_nvlink_domain": bool(nt.gpu and nt.gpu.nvlink_domain),
         "gf_hcas": nt.hcas,
+        "gf_hca_model": nt.hca.model if nt.hca else None,
         "gf_cpus": nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,
         "gf_memory_gb": nt.memory_gb,
         "gf_hugepages_2m": nt.hugepages_2m,
@@ -147,6 +150,8 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
         "gf_max_fail_percent": site.provisioning.max_fail_percent,
         "gf_ntp_servers": ntp_servers(site),
         "gf_etc_hosts": [[h.address(), h.name] for h in plan.hosts.values()],
+        "gf_fabrics": fabric_vars(site, plan),
+        "gf_health_check_program": HEALTH_CHECK_PROGRAM,
     }
 
 
@@ -172,6 +177,32 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
             for t in site.tenants if t.slurm is not None
         ],
     }
+
+
+def partition_keys(site: Site) -> dict[str, str]:
+    """InfiniBand partition keys: one per tenant with ``fabric_isolation``, from 0x0001 in tenant order."""
+    isolated = [t.name for t in site.tenants if t.fabric_isolation]
+    return {name: f"0x{i:04x}" for i, name in enumerate(isolated, start=1)}
+
+
+def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
+    """Per fabric: what the rdma role configures (rails and their interfaces, IP over the fabric, SMs, partitions)."""
+    declared = {f.name: f for f in site.fabrics}
+    out: dict[str, Any] = {}
+    for f in plan.fabrics:
+        ip = declared[f.name].ipoib
+        sm = declared[f.name].subnet_manager
+        out[f.name] = {
+            "kind": f.kind,
+            "rate": f.rate,
+            "rails": [{"rail": r.rail, "cidr": r.cidr, "interface": r.interface} for r in f.rails],
+            "ip_mode": ip.mode if ip else None,
+            "ip_mtu": ip.mtu if ip else None,
+            "subnet_manager": sm.kind if sm else None,
+            "subnet_managers": list(f.subnet_managers),
+            "partitions": partition_keys(site) if f.kind == "infiniband" else {},
+        }
+    return out
 
 
 def ntp_servers(site: Site) -> list[str]:
