@@ -1,0 +1,60 @@
+"""The node_health role's gate for riga-1's gpu0001, installed by the role into a scratch
+directory on this machine (no GPU, no HCA) and run there: it must fail, name why, and say so in JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import RIGA, ROOT, bin_path
+
+PLAY = """
+- name: Install the gate and its expectations only
+  hosts: gpu0001
+  connection: local
+  gather_facts: false
+  roles:
+    - role: node_health
+      vars:
+        node_health_run: false
+        node_health_program: {out}/gigafactory-node-health
+        node_health_expect_file: {out}/etc/health-expect.json
+        node_health_output: {out}/lib/health.json
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("health")
+    (out / "play.yml").write_text(PLAY.format(out=out))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
+    result = subprocess.run([bin_path("ansible-playbook"), "-i", str(RIGA), "-e", f"ansible_python_interpreter={sys.executable}",
+                             str(out / "play.yml")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return out
+
+
+def test_expectations_come_from_the_node_type_and_the_site(installed):
+    expect = json.loads((installed / "etc" / "health-expect.json").read_text())
+    assert expect["node"] == "gpu0001" and expect["node_type"] == "hgx-h200"
+    assert (expect["gpus"], expect["gpu_model"], expect["driver_branch"]) == (8, "H200", "570")
+    assert expect["cuda"] == {"12.8": "/usr/local/cuda-12.8"}
+    assert (expect["hcas"], expect["fabric_rate"], len(expect["rails"])) == (8, "ndr", 8)
+
+
+def test_the_gate_fails_a_node_without_its_gpus_and_writes_why(installed):
+    result = subprocess.run([sys.executable, str(installed / "gigafactory-node-health"), "--no-slurm",
+                             "--expect", str(installed / "etc" / "health-expect.json"),
+                             "--output", str(installed / "lib" / "health.json")], capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((installed / "lib" / "health.json").read_text())
+    assert not report["passed"] and report["slurm"] == "not asked"
+    assert report["failed"][:2] == ["gpu_count", "cuda_12.8"]
+    assert report["reason"] == "gpu_count: expected 8 GPUs, found 0 (no nvidia-smi)"
+    assert "hca_count" in report["failed"]
+    assert "FAIL gpu_count: expected 8 GPUs, found 0 (no nvidia-smi)" in result.stdout
