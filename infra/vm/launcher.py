@@ -23,8 +23,10 @@ from infra.vm.ssh import generate_key, known_hosts_line, ssh_argv, ssh_banner
 # A KVM guest that stays silent this long on its serial console is taken as hung.
 KVM_CONSOLE_TIMEOUT = 15.0
 KVM_SSH_TIMEOUT = 90.0
-# TCG on two host cores, several guests booting at once.
+# TCG on two host cores, several guests booting at once; a host shared with other
+# heavy work can need more: $GIGAFACTORY_BOOT_TIMEOUT (seconds).
 TCG_SSH_TIMEOUT = 600.0
+BOOT_TIMEOUT_ENV = "GIGAFACTORY_BOOT_TIMEOUT"
 LOGIN_TIMEOUT = 60.0
 
 
@@ -80,6 +82,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _boot_timeout(accel: Accel) -> float:
+    override = os.environ.get(BOOT_TIMEOUT_ENV)
+    if override:
+        try:
+            return float(override)
+        except ValueError:
+            raise LauncherError(f"{BOOT_TIMEOUT_ENV}={override!r}: give seconds") from None
+    return KVM_SSH_TIMEOUT if accel is Accel.KVM else TCG_SSH_TIMEOUT
 
 
 def _read_pid(pidfile: Path) -> int | None:
@@ -197,7 +209,7 @@ class Launcher:
             for spec in specs:
                 if spec.name not in already_up:
                     self._boot(state, spec, files[spec.name], accel)
-            timeout = KVM_SSH_TIMEOUT if accel is Accel.KVM else TCG_SSH_TIMEOUT
+            timeout = _boot_timeout(accel)
             for spec in specs:
                 outcome = self._wait_banner(state.vms[spec.name], timeout, None)
                 if outcome != "ready":
