@@ -329,7 +329,11 @@ class Launcher:
             Path(vm.overlay).unlink(missing_ok=True)
             for key in self._vm_dir(vm.name).glob("ssh_host_*"):
                 key.unlink()
-        for segment, pid in state.switches.items():
+        switches = dict(state.switches)
+        if state.sockets_dir:  # also a switch started but not yet recorded
+            for pidfile in Path(state.sockets_dir).glob("*.pid"):
+                switches.setdefault(pidfile.stem, _read_pid(pidfile) or 0)
+        for segment, pid in switches.items():
             _stop(pid, f"{state.sockets_dir}/{segment}")
         if state.sockets_dir:
             shutil.rmtree(state.sockets_dir, ignore_errors=True)
