@@ -1,4 +1,4 @@
-"""python -m infra.vm up|down|status --spec SPEC.json --state-dir DIR"""
+"""python -m infra.vm up|down|status (--spec SPEC.json | --site SITE [--hosts H,...]) --state-dir DIR"""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from infra.vm.image import ImageBuildError
 from infra.vm.launcher import Launcher, LauncherError
 from infra.vm.mirror import MirrorNotFound
+from infra.vm.mirror_cache import MirrorCacheError, ensure_mirror_cache
+from infra.site import SiteInvalid
 from infra.vm.spec import SpecError, load_specs
 
 
@@ -18,9 +20,26 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.vm", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--spec", type=Path, help="JSON list of VMSpec dicts (for up)")
+    parser.add_argument("--site", type=Path, help="a site file: boot its hosts as the plan describes them (for up)")
+    parser.add_argument("--hosts", help="with --site: comma-separated hosts to boot (default: all)")
     parser.add_argument("--state-dir", type=Path, required=True,
                         help="where the run keeps pids, ports, keys and logs")
     return parser
+
+
+def _specs(args: argparse.Namespace) -> list:
+    if args.site is not None:
+        from infra.cli import load
+        from infra.vm.site import specs_for_site
+        site, plan = load(str(args.site))
+        hosts = [h for h in args.hosts.split(",") if h] if args.hosts else None
+        unknown = sorted(set(hosts or ()) - set(plan.hosts))
+        if unknown:
+            raise SpecError(f"--hosts: {', '.join(unknown)} not among the site's hosts")
+        return specs_for_site(site, plan, hosts)
+    if args.spec is None:
+        raise SpecError("--spec or --site: one is required for 'up'")
+    return load_specs(args.spec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     launcher = Launcher(args.state_dir)
     try:
         if args.command == "up":
-            if args.spec is None:
-                raise SpecError("--spec: required for 'up'")
-            vms = launcher.up(load_specs(args.spec))
+            specs = _specs(args)
+            ensure_mirror_cache()     # the test sites' own Debian mirror, on this machine's loopback
+            vms = launcher.up(specs)
             print(json.dumps([asdict(vm) for vm in vms], indent=2, default=str))
         elif args.command == "down":
             launcher.down()
@@ -39,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (LauncherError, ImageBuildError, MirrorNotFound) as exc:
+    except SiteInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (LauncherError, ImageBuildError, MirrorNotFound, MirrorCacheError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
