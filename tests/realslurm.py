@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import secrets
 import shutil
 import subprocess
@@ -48,26 +49,35 @@ SCRIPT = textwrap.dedent("""\
     {addresses}
     mount -t proc proc "$R/proc"
     mount -t tmpfs tmpfs "$R/run"
+    rm -rf "$R/var/spool/slurmctld" "$R/var/log/slurm"   # fresh controller state and logs per run; the database below is fresh too
     mkdir -p "$R/run/munge" "$R/run/mysqld" "$R/var/log/slurm" "$R/var/spool/slurmctld" "$R/var/lib/slurm"
     chroot "$R" chown munge:munge /run/munge
     chroot "$R" chown mysql:mysql /run/mysqld
     chroot "$R" chown slurm:slurm /var/log/slurm /var/spool/slurmctld /var/lib/slurm
     chroot "$R" /usr/sbin/munged --force
     chroot "$R" /usr/sbin/mariadbd --user=mysql --skip-networking --socket=/run/mysqld/mysqld.sock >"$R/var/log/mariadb.log" 2>&1 &
-    for i in $(seq 60); do chroot "$R" mariadb -e 'select 1' >/dev/null 2>&1 && break; sleep 1; done
-    chroot "$R" mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+    # every wait is bounded in seconds, and every probe by its own timeout, so a daemon that does not
+    # come up fails the run with its log instead of hanging it
+    wait_for() {{ local limit=$1; shift; local end=$((SECONDS + limit))
+      until timeout 10 "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || {{ echo "gave up waiting for: $*" >&2; return 1; }}; sleep 1; done; }}
+    wait_for 90 chroot "$R" mariadb -e 'select 1'
+    # a fresh accounting database per run, created before slurmdbd starts, as the slurm_dbd role does: Debian 13's
+    # slurmdbd 24.11.5 with libmariadb3 11.8.9 dies on a first start that has to create it itself
+    # ("_check_mysql_concat_is_sane: ... exceeds maximum allowed number of columns (=0)")
+    chroot "$R" mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db; CREATE DATABASE slurm_acct_db;"
+    chroot "$R" mariadb -e "CREATE OR REPLACE USER 'slurm'@'localhost' IDENTIFIED BY '$DBPASS'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
     unshare --uts sh -c 'hostname {dbd_host}; exec chroot "$0" /usr/sbin/slurmdbd -D' "$R" >"$R/var/log/slurm/slurmdbd.out" 2>&1 &
-    for i in $(seq 60); do chroot "$R" sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
-    chroot "$R" sacctmgr -i add cluster {cluster} >/dev/null || true
+    wait_for 120 chroot "$R" sacctmgr -n list cluster
+    timeout 60 chroot "$R" sacctmgr -i add cluster {cluster} >/dev/null || true
     unshare --uts sh -c 'hostname {ctld_host}; exec chroot "$0" /usr/sbin/slurmctld -D -i' "$R" >"$R/var/log/slurm/slurmctld.out" 2>&1 &
-    for i in $(seq 60); do chroot "$R" scontrol ping 2>/dev/null | grep -q UP && break; sleep 1; done
+    wait_for 120 sh -c 'chroot "$0" scontrol ping | grep -q UP' "$R"
     echo READY
     {commands}
     """)
 
 
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
-                 cluster: str, commands: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+                 cluster: str, commands: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
 
     Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
@@ -103,7 +113,7 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     subprocess.run(["chroot", str(root), "chown", "slurm:slurm", "/etc/slurm/slurmdbd.conf"], check=True)
     addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1]}))
     script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
-                           commands="\n".join(f'chroot "$R" {c}' for c in commands))
+                           commands="\n".join(f'timeout 60 chroot "$R" {c}' for c in commands))
     return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
                           capture_output=True, text=True, timeout=timeout, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
 

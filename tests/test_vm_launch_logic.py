@@ -124,3 +124,11 @@ def test_accelerator_selects_cpu_model(accel: Accel, cpu: str) -> None:
     argv = qemu_argv(SPEC, FILES, accel, 2222, SOCKETS)
     assert _pairs(argv, "-accel")[0].split(",")[0] == accel.value
     assert _pairs(argv, "-cpu") == [cpu]
+
+
+def test_image_build_commands_write_to_stderr_never_to_stdout(capfd):
+    """``python -m infra.vm up`` prints its JSON on stdout; a cold image build must not mix its log into it."""
+    from infra.vm.image import _run
+    _run(["echo", "building"])
+    out, err = capfd.readouterr()
+    assert out == "" and "building" in err

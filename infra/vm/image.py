@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,9 @@ def cache_root() -> Path:
 
 
 def _run(argv: list[str], **kwargs) -> None:
+    # The build's own output goes to stderr: stdout belongs to the caller (``python -m infra.vm up``
+    # prints its JSON there, which Molecule's create playbook parses).
+    kwargs.setdefault("stdout", sys.stderr)
     try:
         subprocess.run(argv, check=True, **kwargs)
     except FileNotFoundError as exc:
