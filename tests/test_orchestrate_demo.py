@@ -14,21 +14,22 @@ from conftest import DEMO
 
 
 def fake_vm(name: str, port: int, tmp: Path):
-    return RunningVM(name=name, ssh_port=port, user="root", key_path=tmp / "id_ed25519",
+    return RunningVM(name=name, ssh_port=port, user="gigafactory", key_path=tmp / "id_ed25519",
                      known_hosts=tmp / "known_hosts", serial_log=tmp / name)
 
 
 def test_connection_inventory_pins_each_vm_with_strict_host_keys(tmp_path):
     inv = demo.connection_inventory([fake_vm("ctl01", 2201, tmp_path)])
     ctl = inv["all"]["hosts"]["ctl01"]
-    assert (ctl["ansible_host"], ctl["ansible_port"], ctl["ansible_user"]) == ("127.0.0.1", 2201, "root")
+    assert (ctl["ansible_host"], ctl["ansible_port"], ctl["ansible_user"]) == ("127.0.0.1", 2201, "gigafactory")
+    assert ctl["ansible_become"] is True
     assert ctl["ansible_ssh_private_key_file"] == str(tmp_path / "id_ed25519")
     assert ctl["ansible_ssh_common_args"] == (f"-o UserKnownHostsFile={tmp_path / 'known_hosts'} "
                                               "-o StrictHostKeyChecking=yes")
 
 
 def test_demo_up_boots_every_site_host_and_runs_up_with_their_connections(tmp_path, monkeypatch):
-    booted, runs = [], []
+    booted, runs, mirrors = [], [], []
 
     class FakeLauncher:
         def __init__(self, state_dir):
@@ -39,11 +40,22 @@ def test_demo_up_boots_every_site_host_and_runs_up_with_their_connections(tmp_pa
             return [fake_vm(s.name, 2200 + i, tmp_path) for i, s in enumerate(specs)]
 
     monkeypatch.setattr("infra.vm.launcher.Launcher", FakeLauncher)
+    monkeypatch.setattr("infra.vm.mirror_cache.ensure_mirror_cache", lambda: mirrors.append(1))
     monkeypatch.setattr(demo, "state_dir", lambda name: tmp_path / name)
     monkeypatch.setattr(demo, "up", lambda options: runs.append(options) or RunOutcome(tmp_path / "run", {}, [], 0))
     (tmp_path / "demo").mkdir()
     assert demo.demo_up(DEMO) == 0
-    assert booted == ["ctl01", "node01", "node02"]
+    assert booted == ["ctl01", "node01", "node02"] and mirrors == [1]
     conn = runs[0].inventories[0]
     assert set(yaml.safe_load(conn.read_text())["all"]["hosts"]) == {"ctl01", "node01", "node02"}
     assert runs[0].site == DEMO
+
+
+def test_acceptance_report_prints_every_check(tmp_path, capsys):
+    report = {"slurm": {"account": "acme-ai", "ran_on": ["node01", "node02"]},
+              "rdma": {"pair": ["node01", "node02"], "gbits": 0.42, "floor": 0.05},
+              "health": {"node01": True, "node02": False}, "health_reasons": {"node01": None, "node02": "hca_count: 0 of 1"}}
+    demo.print_acceptance(report, tmp_path / "acceptance.json")
+    out = capsys.readouterr().out
+    assert "node01, node02 (account acme-ai)" in out and "0.42 Gb/s" in out
+    assert "FAILED: hca_count: 0 of 1" in out and "passed" in out

@@ -18,14 +18,19 @@ def state_dir(site_name: str) -> Path:
     return REPO_ROOT / ".cache" / "demo" / site_name
 
 
-def connection_inventory(vms, user: str = "root") -> dict:
-    """An inventory source with how to reach each running VM; it is given after the site file and so wins."""
+def connection_inventory(vms) -> dict:
+    """An inventory source with how to reach each running VM; it is given after the site file and so wins.
+
+    The VMs' login user is unprivileged (infra.vm); the phases become root through sudo, as on a real site
+    whose provisioning user is not root.
+    """
     hosts = {}
     for vm in vms:
         hosts[vm.name] = {
             "ansible_host": vm.ssh_host,
             "ansible_port": vm.ssh_port,
-            "ansible_user": user,
+            "ansible_user": vm.user,
+            "ansible_become": True,
             "ansible_ssh_private_key_file": str(vm.key_path),
             "ansible_ssh_common_args": f"-o UserKnownHostsFile={vm.known_hosts} -o StrictHostKeyChecking=yes",
         }
@@ -35,11 +40,13 @@ def connection_inventory(vms, user: str = "root") -> dict:
 def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
     """Boot the site's hosts, write their connection inventory, run ``up``, then ``playbooks/acceptance.yml`` if present."""
     from ..vm.launcher import Launcher
-    from ..vm.site import specs_for_site   # written alongside infra.vm
+    from ..vm.mirror_cache import ensure_mirror_cache
+    from ..vm.site import specs_for_site
 
     site = load_site(str(site_path))
     plan = build_plan(site, str(site_path))
     vm_dir = state_dir(site.site.name)
+    ensure_mirror_cache()      # the demo site's own Debian mirror (repositories.debian), on this machine's loopback
     vms = Launcher(vm_dir).up(specs_for_site(site, plan))
     conn = vm_dir / "connection.yml"
     conn.write_text(yaml.safe_dump(connection_inventory(vms)), encoding="utf-8")
@@ -60,9 +67,33 @@ def acceptance(options: UpOptions, run_dir: Path) -> int:
     if not (options.playbook_dir / "acceptance.yml").is_file():
         print("acceptance: no playbooks/acceptance.yml yet; skipped")
         return 0
-    report = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
-                                    limit=None, run_dir=run_dir / "acceptance"))
-    return report.exit_code
+    report_path = run_dir / "acceptance.json"
+    outcome = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
+                                     limit=None, run_dir=run_dir / "acceptance",
+                                     extravars={**options.extravars, "gf_acceptance_report": str(report_path)}))
+    if report_path.is_file():
+        print_acceptance(json.loads(report_path.read_text()), report_path)
+    return outcome.exit_code
+
+
+def print_acceptance(report: dict, path: Path) -> None:
+    """The acceptance report as a table: Slurm job, RDMA bandwidth, the health gate's verdict per node."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="acceptance", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    slurm, rdma = report.get("slurm"), report.get("rdma")
+    table.add_row("Slurm 2-node job", f"ran on {', '.join(slurm['ran_on'])} (account {slurm['account']})"
+                  if slurm else "not run")
+    table.add_row("RDMA write bandwidth", f"{' -> '.join(reversed(rdma['pair']))}: {float(rdma['gbits']):.2f} Gb/s "
+                  f"(floor {float(rdma['floor']):g})" if rdma else "not run")
+    for host, passed in sorted(report.get("health", {}).items()):
+        reason = (report.get("health_reasons") or {}).get(host) or ""
+        table.add_row(f"health gate {host}", "passed" if passed else f"FAILED: {reason}")
+    Console().print(table)
+    print(f"acceptance report: {path}")
 
 
 def demo_down(site_path: Path) -> None:
