@@ -58,3 +58,28 @@ def test_the_gate_fails_a_node_without_its_gpus_and_writes_why(installed):
     assert report["reason"] == "gpu_count: expected 8 GPUs, found 0 (no nvidia-smi)"
     assert "hca_count" in report["failed"]
     assert "FAIL gpu_count: expected 8 GPUs, found 0 (no nvidia-smi)" in result.stdout
+
+
+@pytest.mark.parametrize(("shown", "expected"), [
+    ("NodeName=gpu0001 State=IDLE+DRAIN Reason=gigafactory-health: gpu_count: x [root@t]", "resumed"),
+    # Slurm 24.11 keeps the reason text on a resumed node: an idle node is not resumed again
+    ("NodeName=gpu0001 State=IDLE Reason=gigafactory-health: gpu_count: x [root@t]", "unchanged"),
+    # an operator's drain stays
+    ("NodeName=gpu0001 State=IDLE+DRAIN Reason=bad DIMM [ops@t]", "unchanged"),
+])
+def test_a_passing_node_is_resumed_only_when_this_gate_drained_it(installed, tmp_path, monkeypatch, shown, expected):
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("gate", str(installed / "gigafactory-node-health"))
+    gate = importlib.util.module_from_spec(importlib.util.spec_from_loader("gate", loader))
+    loader.exec_module(gate)
+    calls = []
+
+    def fake_run(argv, timeout=30):
+        calls.append(argv)
+        return (0, shown) if argv[:2] == ["scontrol", "show"] else (0, "")
+
+    monkeypatch.setattr(gate, "run", fake_run)
+    monkeypatch.setattr(gate.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert gate.slurm_state("gpu0001", []) == expected
+    assert (["scontrol", "update", "nodename=gpu0001", "state=resume"] in calls) == (expected == "resumed")
