@@ -67,7 +67,7 @@ def acceptance(options: UpOptions, run_dir: Path) -> int:
     if not (options.playbook_dir / "acceptance.yml").is_file():
         print("acceptance: no playbooks/acceptance.yml yet; skipped")
         return 0
-    report_path = run_dir / "acceptance.json"
+    report_path = Path(run_dir).resolve() / "acceptance.json"   # ansible-runner runs in its own directory
     outcome = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
                                      limit=None, run_dir=run_dir / "acceptance",
                                      extravars={**options.extravars, "gf_acceptance_report": str(report_path)}))
