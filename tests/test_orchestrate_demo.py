@@ -35,6 +35,9 @@ def test_demo_up_boots_every_site_host_and_runs_up_with_their_connections(tmp_pa
         def __init__(self, state_dir):
             self.state_dir = state_dir
 
+        def status(self):
+            return []
+
         def up(self, specs):
             booted.extend(s.name for s in specs)
             return [fake_vm(s.name, 2200 + i, tmp_path) for i, s in enumerate(specs)]
@@ -59,3 +62,42 @@ def test_acceptance_report_prints_every_check(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "node01, node02 (account acme-ai)" in out and "0.42 Gb/s" in out
     assert "FAILED: hca_count: 0 of 1" in out and "passed" in out
+
+
+def test_a_second_demo_provisions_the_running_vms_again(tmp_path, monkeypatch):
+    from infra.vm.launcher import VMStatus
+    runs = []
+
+    class RunningLauncher:
+        def __init__(self, state_dir):
+            pass
+
+        def status(self):
+            return [VMStatus(n, 100 + i, True, 2200 + i) for i, n in enumerate(["ctl01", "node01", "node02"])]
+
+        def running(self):
+            return [fake_vm(n, 2200 + i, tmp_path) for i, n in enumerate(["ctl01", "node01", "node02"])]
+
+        def up(self, specs):
+            raise AssertionError("must not boot again")
+
+    monkeypatch.setattr("infra.vm.launcher.Launcher", RunningLauncher)
+    monkeypatch.setattr("infra.vm.mirror_cache.ensure_mirror_cache", lambda: None)
+    monkeypatch.setattr(demo, "state_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr(demo, "up", lambda options: runs.append(options) or RunOutcome(tmp_path / "run", {}, [], 0))
+    (tmp_path / "demo").mkdir()
+    assert demo.demo_up(DEMO) == 0
+    assert set(yaml.safe_load(runs[0].inventories[0].read_text())["all"]["hosts"]) == {"ctl01", "node01", "node02"}
+
+
+def test_demo_reports_a_launcher_failure_without_a_traceback(monkeypatch, capsys):
+    from infra.cli import main
+    from infra.vm.launcher import LauncherError
+
+    def fail(site, options):
+        raise LauncherError("VMs of .cache/demo/demo are still running: run 'down' first")
+
+    monkeypatch.setattr(demo, "demo_up", fail)
+    assert main(["demo", str(DEMO)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the demo's VMs: VMs of") and "Traceback" not in err

@@ -63,15 +63,22 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..vm.image import ImageBuildError
+    from ..vm.launcher import LauncherError
+    from ..vm.mirror import MirrorNotFound
+    from ..vm.mirror_cache import MirrorCacheError
     from .demo import demo_down, demo_up
-    if args.down:
-        demo_down(Path(args.site))
-        return 0
     try:
+        if args.down:
+            demo_down(Path(args.site))
+            return 0
         return demo_up(Path(args.site), options_from(args))
     except OrchestrationError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except (LauncherError, ImageBuildError, MirrorNotFound, MirrorCacheError) as err:
+        print(f"error: the demo's VMs: {err}", file=sys.stderr)
+        return 1
 
 
 def add_commands(sub) -> None:

@@ -47,7 +47,13 @@ def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
     plan = build_plan(site, str(site_path))
     vm_dir = state_dir(site.site.name)
     ensure_mirror_cache()      # the demo site's own Debian mirror (repositories.debian), on this machine's loopback
-    vms = Launcher(vm_dir).up(specs_for_site(site, plan))
+    launcher = Launcher(vm_dir)
+    states = launcher.status()
+    if states and all(s.alive for s in states):
+        vms = launcher.running()          # a second `demo` provisions the running VMs again
+        print(f"demo {site.site.name}: VMs already running ({', '.join(v.name for v in vms)}): provisioning them again")
+    else:
+        vms = launcher.up(specs_for_site(site, plan))
     conn = vm_dir / "connection.yml"
     conn.write_text(yaml.safe_dump(connection_inventory(vms)), encoding="utf-8")
     (vm_dir / "vms.json").write_text(json.dumps([dataclasses.asdict(v) for v in vms], default=str, indent=1))
