@@ -63,10 +63,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..vm.image import ImageBuildError
-    from ..vm.launcher import LauncherError
-    from ..vm.mirror import MirrorNotFound
-    from ..vm.mirror_cache import MirrorCacheError
+    from ..vm.errors import TESTBED_ERRORS
     from .demo import demo_down, demo_up
     try:
         if args.down:
@@ -76,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except OrchestrationError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
-    except (LauncherError, ImageBuildError, MirrorNotFound, MirrorCacheError) as err:
+    except TESTBED_ERRORS as err:
         print(f"error: the demo's VMs: {err}", file=sys.stderr)
         return 1
 

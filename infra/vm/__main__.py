@@ -8,10 +8,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from infra.vm.image import ImageBuildError
-from infra.vm.launcher import Launcher, LauncherError
-from infra.vm.mirror import MirrorNotFound
-from infra.vm.mirror_cache import MirrorCacheError, ensure_mirror_cache
+from infra.vm.errors import TESTBED_ERRORS
+from infra.vm.launcher import Launcher
+from infra.vm.mirror_cache import ensure_mirror_cache
 from infra.site import SiteInvalid
 from infra.vm.spec import SpecError, load_specs
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except SiteInvalid as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (LauncherError, ImageBuildError, MirrorNotFound, MirrorCacheError) as exc:
+    except TESTBED_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
