@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .plan import Plan, build_plan
-from .site import Site, SiteInvalid, load_site
+from .site import Site, SiteInvalid, load_site, site_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -24,6 +24,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     c = plan.capacity
     print(f"{args.site}: valid: site {site.site.name}, {c.nodes} hosts, {c.gpus} GPUs, "
           f"{c.facility_kw:g} of {c.facility_budget_kw:g} kW")
+    for warning in site_warnings(site):
+        print(f"  warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -51,6 +51,7 @@ FIRES = {
     "kubernetes_addons_fit_cluster": None,
     "kubernetes_control_plane_dedicated": None,
     "kubernetes_addons_have_chart_mirror": None,
+    "kubernetes_has_package_mirror": None,
 }
 
 EXTRA = {
@@ -67,6 +68,7 @@ EXTRA = {
     "kubernetes_addons_fit_cluster": lambda d: d["kubernetes"][0].update(rdma="sriov", addons=["gpu-operator"]),
     "kubernetes_control_plane_dedicated": lambda d: d["kubernetes"][0].update(control_plane=["k8s-cp01", "gpu0001"]),
     "kubernetes_addons_have_chart_mirror": lambda d: None,    # a warning, and riga-1 has no chart mirror
+    "kubernetes_has_package_mirror": lambda d: None,          # a warning, and riga-1 has no Kubernetes package mirror
 }
 
 

@@ -83,3 +83,23 @@ def test_ansible_inventory_refuses_an_invalid_site(tmp_path, riga):
     result = run([bin_path("ansible-inventory"), "-i", str(tmp_path / "site.yml"), "--list"])
     assert "slurm.controllers: controller 'ctl09' is not a host of any pool" in result.stderr
     assert "ctl01" not in result.stdout
+
+
+def test_validate_says_the_sites_warnings_on_stderr_and_still_passes():
+    result = run([bin_path("gigafactory"), "validate", str(RIGA)])
+    assert result.returncode == 0, result.stderr
+    assert "valid: site riga-1" in result.stdout
+    assert "warning: repositories.kubernetes: cluster(s) 'riga-infer' declared" in result.stderr
+    assert "warning: repositories.charts:" in result.stderr
+    quiet = run([bin_path("gigafactory"), "validate", str(DEMO)])           # the demo has no Kubernetes: nothing to warn of
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_each_kubernetes_cluster_group_carries_its_kubeadm_settings():
+    result = run([bin_path("ansible-inventory"), "-i", str(RIGA), "--host", "gpu0097"])
+    assert result.returncode == 0, result.stderr
+    cluster = unwrap(json.loads(result.stdout))["gf_kubernetes"]
+    assert cluster == {"name": "riga-infer", "version": "1.33", "control_plane": ["k8s-cp01", "k8s-cp02", "k8s-cp03"],
+                       "api_endpoint": "10.40.6.1", "pod_cidr": "10.112.0.0/12", "service_cidr": "10.96.0.0/16"}
+    training = unwrap(json.loads(run([bin_path("ansible-inventory"), "-i", str(RIGA), "--host", "gpu0001"]).stdout))
+    assert "gf_kubernetes" not in training

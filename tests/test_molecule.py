@@ -28,6 +28,9 @@ SCENARIOS = [
     pytest.param("node_health", "default", id="node_health-default"),    # the gate drains and resumes in a one-VM Slurm
     # The DKMS build of the NVIDIA driver under TCG is too slow for every run: -m slow.
     pytest.param("nvidia_driver", "default", id="nvidia_driver-default", marks=pytest.mark.slow),
+    # containerd and kubelet's kernel settings on 1 VM; the role's stop without a Kubernetes mirror (kubeadm is in no
+    # registry reachable here).
+    pytest.param("kubernetes", "default", id="kubernetes-default"),
 ]
 
 

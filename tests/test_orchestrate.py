@@ -233,3 +233,16 @@ def test_stop_reason_is_strictly_more_than_max_fail_of_the_wave_or_the_phase():
     assert "phase" in stop_reason("base", 1, 5, 4, 10, 34)          # 40% of the phase so far
     assert stop_reason("base", 0, 5, 0, 10, 0) is None
     assert stop_reason("base", 1, 100, 1, 100, 0) is not None
+
+
+def test_the_kubernetes_phase_takes_control_planes_before_workers():
+    from infra.orchestrate import PHASES
+    from infra.plan import build_plan
+    from infra.site import load_site
+    from conftest import RIGA
+    plan = build_plan(load_site(RIGA), RIGA)
+    [phase] = [p for p in PHASES if p.name == "kubernetes"]
+    hosts = phase.hosts(plan)
+    assert hosts[:3] == ["k8s-cp01", "k8s-cp02", "k8s-cp03"]
+    assert hosts[3:] == [f"gpu{n:04d}" for n in range(97, 129)]
+    assert waves(hosts, ["1", "100%"])[0] == ["k8s-cp01"]          # the canary is the host that runs kubeadm init

@@ -117,14 +117,29 @@ def test_a_failed_phase_fails_the_update(monkeypatch):
 
 
 def test_phases_match_the_orchestration_layers_where_it_exists():
+    """Same phases in the same order; the kubernetes phase is declared per cluster by KubernetesCluster instead."""
     orchestrate = pytest.importorskip("infra.orchestrate")
-    theirs = [(p.name, p.groups or ("all",)) for p in orchestrate.PHASES]
+    theirs = [(p.name, p.groups or ("all",)) for p in orchestrate.PHASES if p.name != "kubernetes"]
+    assert "kubernetes" in [p.name for p in orchestrate.PHASES]
     assert [(p.name, (p.group,)) for p in nc.PHASES] == theirs
 
 
 def test_chart_mirror_warning_only_without_a_mirror():
     data = site_data(RIGA)
     warnings = [p for p in run_checks(validate_data(data)) if p.severity == "warning"]
-    assert [p.path for p in warnings] == ["repositories.charts"]
+    assert [p.path for p in warnings] == ["repositories.charts", "repositories.kubernetes"]
     data["repositories"]["charts"] = "http://mirror.riga-1.internal/charts"
     assert not [p for p in run_checks(validate_data(data)) if p.path == "repositories.charts"]
+
+
+def test_kubernetes_package_mirror_warning_names_the_clusters_and_goes_with_a_mirror():
+    data = site_data(RIGA)
+    [warning] = [p for p in run_checks(validate_data(data)) if p.path == "repositories.kubernetes"]
+    assert warning.severity == "warning" and "'riga-infer'" in warning.message and "kubeadm" in warning.message
+    data["repositories"]["kubernetes"] = "http://mirror.riga-1.internal/kubernetes"
+    assert not [p for p in run_checks(validate_data(data)) if p.path == "repositories.kubernetes"]
+    data["kubernetes"] = []
+    del data["repositories"]["kubernetes"]
+    for tenant in data["tenants"]:
+        tenant.pop("kubernetes", None)
+    assert not [p for p in run_checks(validate_data(data)) if p.path == "repositories.kubernetes"]

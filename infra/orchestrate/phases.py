@@ -9,7 +9,11 @@ from ..plan import Plan
 
 @dataclass(frozen=True)
 class Phase:
-    """One playbook, ``<playbook_dir>/<name>.yml``, applied to the hosts of ``groups`` (empty: every host)."""
+    """One playbook, ``<playbook_dir>/<name>.yml``, applied to the hosts of ``groups`` (empty: every host).
+
+    Hosts come group by group, in plan order within a group, so a phase's first waves take the
+    first group's hosts (the kubernetes phase: control planes before the workers that join them).
+    """
     name: str
     groups: tuple[str, ...] = ()
 
@@ -17,8 +21,11 @@ class Phase:
         """The site's hosts this phase touches, in plan order."""
         if not self.groups:
             return list(plan.hosts)
-        members = {h for g in self.groups for h in plan.groups.get(g, ())}
-        return [h for h in plan.hosts if h in members]
+        order = {h: i for i, h in enumerate(plan.hosts)}
+        seen: dict[str, None] = {}
+        for group in self.groups:
+            seen.update(dict.fromkeys(sorted(plan.groups.get(group, ()), key=order.__getitem__)))
+        return list(seen)
 
 
 PHASES: tuple[Phase, ...] = (
@@ -26,5 +33,6 @@ PHASES: tuple[Phase, ...] = (
     Phase("rdma", ("rdma",)),
     Phase("gpu", ("gpu",)),
     Phase("slurm", ("slurm",)),
+    Phase("kubernetes", ("k8s_control_plane", "k8s_worker")),
     Phase("health"),
 )

@@ -176,7 +176,8 @@ def up(options: UpOptions) -> RunOutcome:
     write_all(render_all(site, plan), run_dir / "rendered")
 
     hosts = {h: HostResult(h) for h in start}
-    plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in p.hosts(plan)]
+    members = {p.name: set(p.hosts(plan)) for p in phases}
+    plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in members[p.name]]
                for h in start}
     inventories = [site_path, *(Path(i).resolve() for i in options.inventories)]
     reports: list[PhaseReport] = []

@@ -179,6 +179,19 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
     }
 
 
+def kubernetes_vars(site: Site, plan: Plan) -> dict[str, dict[str, Any]]:
+    """Per cluster group (``k8s_<cluster>``): ``gf_kubernetes``, what the kubernetes role bootstraps with kubeadm."""
+    from ..plan.kubernetes import plan_clusters
+    return {c.group: {"gf_kubernetes": {
+        "name": c.name,
+        "version": c.version,
+        "control_plane": list(c.control_plane),
+        "api_endpoint": c.api_endpoint,
+        "pod_cidr": c.pod_cidr,
+        "service_cidr": c.service_cidr,
+    }} for c in plan_clusters(site, plan)}
+
+
 def partition_keys(site: Site) -> dict[str, str]:
     """InfiniBand partition keys: one per tenant with ``fabric_isolation``, from 0x0001 in tenant order."""
     isolated = [t.name for t in site.tenants if t.fabric_isolation]
@@ -224,6 +237,8 @@ def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
             children[group_name("type", name)]["vars"] = node_type_vars(site, name)
     if "slurm" in children and plan.slurm is not None:
         children["slurm"]["vars"] = slurm_vars(site, plan)
+    for group, variables in kubernetes_vars(site, plan).items():
+        children[group]["vars"] = variables
     return {"all": {
         "vars": group_vars(site, plan),
         "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},

@@ -271,6 +271,17 @@ def kubernetes_addons_have_chart_mirror(site: Site, index: SiteIndex) -> Iterato
 
 
 @check
+def kubernetes_has_package_mirror(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A warning: kubeadm and kubelet are not in Debian, so a cluster's bootstrap needs the site's Kubernetes mirror."""
+    if site.repositories.kubernetes is not None or not site.kubernetes:
+        return
+    names = ", ".join(repr(c.name) for c in site.kubernetes)
+    yield Problem("repositories.kubernetes", f"cluster(s) {names} declared but the site names no Kubernetes package mirror; "
+                  "kubeadm, kubelet and kubectl are not in Debian, so the kubernetes phase stops before it touches a host "
+                  "until repositories.kubernetes is set", severity="warning")
+
+
+@check
 def storage_resolves(site: Site, index: SiteIndex) -> Iterator[Problem]:
     counts = Counter(s.name for s in site.storage)
     for i, system in enumerate(site.storage):

@@ -51,6 +51,11 @@ def validate_data(data: Any, source: str = "<site>") -> Site:
     return site
 
 
+def site_warnings(site: Site) -> list[Problem]:
+    """What a valid site should still fix (e.g. a mirror it lacks): said by ``validate``, never fatal."""
+    return [p for p in run_checks(site) if p.severity == "warning"]
+
+
 def _kind(value: Any) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
 

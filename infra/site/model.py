@@ -102,6 +102,10 @@ class Repositories(Strict):
     slurm: str | None = None
     enroot: str | None = None
     charts: str | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
+    kubernetes: str | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
+                                   "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
+    images: str | None = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
+                               "and the pod sandbox image come from it (an air-gapped site's own registry).")
 
 
 # --- software -----------------------------------------------------------------------

@@ -15,6 +15,8 @@ description:
   - Host variables are prefixed C(gf_); C(ansible_host) is the planned management address.
   - The C(slurm) group carries C(gf_slurm_files) (the rendered slurm.conf, gres.conf, cgroup.conf, topology.conf by name),
     C(gf_slurm) (cluster, controllers, accounting host, state save location, containers) and C(gf_slurm_tenants).
+  - Each Kubernetes cluster's group (C(k8s_<cluster>)) carries C(gf_kubernetes) (version, control plane, API endpoint, pod and
+    service CIDRs).
   - An invalid site file fails inventory parsing with every problem listed.
 options: {}
 """
@@ -49,7 +51,7 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         try:
             from infra.plan import build_plan, group_name
-            from infra.render.files import group_vars, host_vars, node_type_vars, slurm_vars
+            from infra.render.files import group_vars, host_vars, kubernetes_vars, node_type_vars, slurm_vars
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}")
@@ -75,6 +77,9 @@ class InventoryModule(BaseInventoryPlugin):
         if "slurm" in plan.groups:
             for key, value in slurm_vars(site, plan).items():
                 inventory.set_variable("slurm", key, value)
+        for group, variables in kubernetes_vars(site, plan).items():
+            for key, value in variables.items():
+                inventory.set_variable(group, key, value)
         for name in site.node_types:
             group = group_name("type", name)
             if group in plan.groups:
