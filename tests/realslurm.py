@@ -77,8 +77,12 @@ SCRIPT = textwrap.dedent("""\
 
 
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
-                 cluster: str, commands: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+                 cluster: str, commands: list[str], timeout: int = 600, host_commands: list[str] = (),
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
+
+    ``host_commands`` run after them outside the chroot but inside the same namespaces (``$R`` is the chroot),
+    with ``env`` added to their environment.
 
     Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
     with the namespace, and the planned addresses exist only on its loopback.
@@ -113,9 +117,11 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     subprocess.run(["chroot", str(root), "chown", "slurm:slurm", "/etc/slurm/slurmdbd.conf"], check=True)
     addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1]}))
     script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
-                           commands="\n".join(f'timeout 60 chroot "$R" {c}' for c in commands))
+                           commands="\n".join([*(f'timeout 60 chroot "$R" {c}' for c in commands),
+                                                *(f"timeout 300 {c}" for c in host_commands)]))
     return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
-                          capture_output=True, text=True, timeout=timeout, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**(env or {}), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
 
 
 def daemon_logs(root: Path) -> str:
