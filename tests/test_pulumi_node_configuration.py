@@ -79,6 +79,7 @@ def fake_orchestration(exit_code: int, seen: list) -> types.ModuleType:
     module = types.ModuleType("fake_orchestration")
     module.Phase = lambda name, groups=(): types.SimpleNamespace(name=name, groups=groups)
     module.UpOptions = lambda **kw: types.SimpleNamespace(**kw)
+    module.PHASES = (module.Phase("base"), module.Phase("kubernetes", ("k8s_control_plane", "k8s_worker")))
 
     def up(options):
         seen.append(options)
@@ -101,7 +102,8 @@ def test_provider_runs_the_phase_through_the_orchestration_interface(monkeypatch
     assert created.outs["kubeconfig"] == "apiVersion: v1\nkind: Config\n" and created.outs["inputs_hash"] == "h"
     options = seen[0]
     assert options.limit == "k8s_riga_infer" and options.site == Path("/repo/s.yml")
-    assert [(p.name, p.groups) for p in options.phases] == [("kubernetes", ("k8s_riga_infer",))]
+    # the orchestration's groups order the hosts (control planes first), the limit keeps to the one cluster
+    assert [(p.name, p.groups) for p in options.phases] == [("kubernetes", ("k8s_control_plane", "k8s_worker"))]
     assert options.extravars["kubernetes_cluster"] == "riga-infer"
     base = {**props, "phase": "base", "limit": "all", "playbook": "playbooks/base.yml"}
     assert nc.AnsiblePhaseProvider().update("id", base, base).outs["kubeconfig"] is None
@@ -114,6 +116,15 @@ def test_a_failed_phase_fails_the_update(monkeypatch):
     props = {"phase": "gpu", "playbook": "playbooks/gpu.yml", "limit": "gpu", "site_file": "s.yml", "root": "/repo", "inputs_hash": "h"}
     with pytest.raises(RuntimeError, match=r"phase 'gpu' on 'gpu' failed \(exit 3\); see runs/riga-1/now"):
         nc.AnsiblePhaseProvider().update("id", props, props)
+
+
+def test_a_phase_the_orchestration_does_not_list_runs_on_its_own_group(monkeypatch):
+    seen: list = []
+    monkeypatch.setitem(sys.modules, "fake_orchestration", fake_orchestration(0, seen))
+    monkeypatch.setattr(nc, "ORCHESTRATION_MODULE", "fake_orchestration")
+    props = {"phase": "gpu", "playbook": "playbooks/gpu.yml", "limit": "gpu", "site_file": "s.yml", "root": "/repo", "inputs_hash": "h"}
+    nc.AnsiblePhaseProvider().create(props)
+    assert seen[0].phases[0].groups == ("gpu",) and seen[0].limit == "gpu"
 
 
 def test_phases_match_the_orchestration_layers_where_it_exists():

@@ -116,8 +116,12 @@ def run_phase(request: PhaseRequest) -> PhaseResult:
         if request.phase == "kubernetes":
             extravars[KUBECONFIG_VAR] = str(kubeconfig_path)
         everyone = request.limit == "all"
+        # The orchestration's own groups for the phase set its host order (the kubernetes phase: control planes
+        # first); the limit keeps the request's group (one cluster's hosts).
+        groups = next((p.groups for p in getattr(module, "PHASES", ()) if p.name == request.phase),
+                      () if everyone else (request.limit,))
         options = module.UpOptions(site=root / request.site_file,
-                                   phases=(module.Phase(request.phase, () if everyone else (request.limit,)),),
+                                   phases=(module.Phase(request.phase, groups),),
                                    limit=None if everyone else request.limit, extravars=extravars,
                                    runs_root=root / "runs", out=sys.stderr)
         outcome = module.up(options)
