@@ -77,12 +77,11 @@ SCRIPT = textwrap.dedent("""\
 
 
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
-                 cluster: str, commands: list[str], timeout: int = 600, host_commands: list[str] = (),
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+                 cluster: str, commands: list[str], timeout: int = 600,
+                 host_commands: list[str] = ()) -> subprocess.CompletedProcess:
     """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
 
-    ``host_commands`` run after them outside the chroot but inside the same namespaces (``$R`` is the chroot),
-    with ``env`` added to their environment.
+    ``host_commands`` run after them outside the chroot, inside the same namespaces (``$R`` is the chroot).
 
     Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
     with the namespace, and the planned addresses exist only on its loopback.
@@ -121,7 +120,7 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
                                                 *(f"timeout 300 {c}" for c in host_commands)]))
     return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
                           capture_output=True, text=True, timeout=timeout,
-                          env={**(env or {}), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
 
 
 def daemon_logs(root: Path) -> str:

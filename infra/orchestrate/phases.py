@@ -18,7 +18,7 @@ class Phase:
     groups: tuple[str, ...] = ()
 
     def hosts(self, plan: Plan) -> list[str]:
-        """The site's hosts this phase touches, in plan order."""
+        """The site's hosts this phase touches: group by group, each in plan order."""
         if not self.groups:
             return list(plan.hosts)
         order = {h: i for i, h in enumerate(plan.hosts)}
