@@ -52,6 +52,7 @@ FIRES = {
     "kubernetes_control_plane_dedicated": None,
     "kubernetes_addons_have_chart_mirror": None,
     "kubernetes_has_package_mirror": None,
+    "slurm_containers_have_a_repository": None,
 }
 
 EXTRA = {
@@ -69,6 +70,7 @@ EXTRA = {
     "kubernetes_control_plane_dedicated": lambda d: d["kubernetes"][0].update(control_plane=["k8s-cp01", "gpu0001"]),
     "kubernetes_addons_have_chart_mirror": lambda d: None,    # a warning, and riga-1 has no chart mirror
     "kubernetes_has_package_mirror": lambda d: None,          # a warning, and riga-1 has no Kubernetes package mirror
+    "slurm_containers_have_a_repository": lambda d: None,     # a warning, and riga-1 asks for pyxis without an enroot mirror
 }
 
 

@@ -138,7 +138,7 @@ def test_phases_match_the_orchestration_layers_where_it_exists():
 def test_chart_mirror_warning_only_without_a_mirror():
     data = site_data(RIGA)
     warnings = [p for p in run_checks(validate_data(data)) if p.severity == "warning"]
-    assert [p.path for p in warnings] == ["repositories.charts", "repositories.kubernetes"]
+    assert [p.path for p in warnings] == ["repositories.charts", "repositories.kubernetes", "repositories.enroot"]
     data["repositories"]["charts"] = "http://mirror.riga-1.internal/charts"
     assert not [p for p in run_checks(validate_data(data)) if p.path == "repositories.charts"]
 

@@ -282,6 +282,15 @@ def kubernetes_has_package_mirror(site: Site, index: SiteIndex) -> Iterator[Prob
 
 
 @check
+def slurm_containers_have_a_repository(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A warning: enroot and pyxis are not in Debian; the Slurm phase stops until the site names their repository."""
+    if site.slurm is not None and site.slurm.containers == "pyxis" and site.repositories.enroot is None:
+        yield Problem("repositories.enroot", "slurm.containers is pyxis but the site names no enroot repository; enroot and "
+                      "pyxis are not in Debian, so the slurm phase stops before it installs them until repositories.enroot "
+                      "is set", severity="warning")
+
+
+@check
 def storage_resolves(site: Site, index: SiteIndex) -> Iterator[Problem]:
     counts = Counter(s.name for s in site.storage)
     for i, system in enumerate(site.storage):
