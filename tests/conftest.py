@@ -6,6 +6,7 @@ import copy
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,14 @@ def bin_path(name: str) -> str:
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, **kwargs)
+
+
+def playbook(tmp_path: Path, site: dict, play: str) -> subprocess.CompletedProcess:
+    """Run ``play`` with ``site`` (site-file data) as inventory, on this machine's Python (plays use connection local)."""
+    site_file = tmp_path / "site.yml"
+    site_file.write_text(yaml.safe_dump(site))
+    path = tmp_path / "play.yml"
+    path.write_text(play)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
+    return subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}",
+                           str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import RIGA, ROOT, bin_path, site_data
+from conftest import RIGA, ROOT, bin_path, playbook, site_data
 
 ROLE = ROOT / "playbooks" / "roles" / "kubernetes"
 TOKEN = "abcdef.0123456789abcdef"
@@ -47,16 +46,6 @@ RENDER = """
         kubernetes_join_ca_hash: {ca_hash}
         kubernetes_certificate_key: "{{{{ '{cert_key}' if inventory_hostname in kubernetes_control_plane else '' }}}}"
 """
-
-
-def playbook(tmp_path: Path, site: dict, play: str) -> subprocess.CompletedProcess:
-    site_file = tmp_path / "site.yml"
-    site_file.write_text(yaml.safe_dump(site))
-    path = tmp_path / "play.yml"
-    path.write_text(play)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
-    return subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}",
-                           str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def render(tmp_path: Path, version: str = "1.33", images: str | None = None) -> dict[str, dict[str, dict]]:

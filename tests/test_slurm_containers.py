@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import RIGA, site_data
-from test_kubernetes_role import playbook
+from conftest import RIGA, playbook, site_data
 
 PLAY = """
 - name: The Slurm roles' container step on a site without an enroot repository
