@@ -8,17 +8,14 @@ accounting host's planned addresses, so no packet ever leaves it.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import secrets
-import shutil
 import subprocess
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
-from infra.vm.image import cache_root, debootstrap
+from chroots import cached_chroot
 
 SUITE = "trixie"
 PACKAGES = ["slurmctld", "slurmdbd", "slurm-client", "munge", "mariadb-server", "iproute2", "procps"]
@@ -26,20 +23,7 @@ PACKAGES = ["slurmctld", "slurmdbd", "slurm-client", "munge", "mariadb-server", 
 
 def slurm_chroot() -> Path:
     """The cached chroot (built once per package list; needs root and debootstrap)."""
-    key = hashlib.sha256(" ".join([SUITE, *PACKAGES]).encode()).hexdigest()[:12]
-    root = cache_root() / "chroots"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"slurm-{SUITE}-{key}"
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / ".complete").exists():
-            shutil.rmtree(target, ignore_errors=True)
-            partial = root / f"{target.name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            debootstrap(partial, SUITE, PACKAGES, variant="minbase")
-            (partial / ".complete").write_text("ok\n")
-            partial.rename(target)
-    return target
+    return cached_chroot("slurm", SUITE, PACKAGES)
 
 
 SCRIPT = textwrap.dedent("""\

@@ -103,9 +103,10 @@ def debootstrap(
     packages: list[str],
     variant: str | None = None,
     mirror: str | None = None,
+    components: tuple[str, ...] = ("main",),
 ) -> None:
     """Bootstrap Debian `suite` into `target` from the host's mirror (needs root)."""
-    argv = ["debootstrap", "--components=main"]
+    argv = ["debootstrap", "--components=" + ",".join(components)]
     if variant:
         argv.append(f"--variant={variant}")
     if packages:
