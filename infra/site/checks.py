@@ -493,6 +493,15 @@ def software_available(site: Site, index: SiteIndex) -> Iterator[Problem]:
                           "use that branch or source: repository")
         if drv.source == "repository":
             yield from _needs_repository(site, "software.nvidia_driver.source", "the NVIDIA driver", "cuda")
+        else:
+            # Debian packages neither Fabric Manager (NVSwitch systems) nor IMEX (multi-node NVLink domains)
+            for name, nt in site.node_types.items():
+                needs = [what for what, wanted in (("Fabric Manager", nt.gpu and nt.gpu.nvswitch),
+                                                   ("IMEX", nt.gpu and nt.gpu.nvlink_domain)) if wanted]
+                if needs:
+                    yield Problem("software.nvidia_driver.source",
+                                  f"node type {name!r} needs NVIDIA {' and '.join(needs)}, which Debian does not ship; "
+                                  "use source: repository (NVIDIA's CUDA repository as mirrored by the site)")
         if drv.flavor == "proprietary":
             for name, nt in site.node_types.items():
                 if nt.gpu and nt.gpu.model.upper() in OPEN_ONLY_GPUS:

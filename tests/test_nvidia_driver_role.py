@@ -1,0 +1,70 @@
+"""The nvidia_driver role's decisions, from the node type: packages, Fabric Manager, IMEX, peermem, the branch pin.
+
+Ansible itself resolves the role's defaults and vars for riga-1's hosts (inventory from the site file) and renders
+the role's APT files; the role's install on a VM is the Molecule scenario (distribution source, slow).
+"""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ROOT, playbook, site_data, RIGA
+
+ROLE = ROOT / "playbooks" / "roles" / "nvidia_driver"
+
+PLAY = f"""
+- name: Resolve the nvidia_driver role's variables and render its APT files per host
+  hosts: gpu0001
+  connection: local
+  gather_facts: false
+  vars_files:
+    - {ROLE}/defaults/main.yml
+    - {ROLE}/vars/main.yml
+  tasks:
+    - name: Write what the role would do
+      ansible.builtin.copy:
+        dest: "{{{{ out }}}}/decision.json"
+        content: "{{{{ {{'packages': _nvidia_driver_packages, 'extra': _nvidia_driver_extra_packages,
+                        'peermem': nvidia_driver_peermem | bool, 'module': _nvidia_driver_module_file}} | to_json }}}}"
+        mode: "0644"
+    - name: Render the role's APT files
+      ansible.builtin.template:
+        src: "{ROLE}/templates/{{{{ item }}}}.j2"
+        dest: "{{{{ out }}}}/{{{{ item }}}}"
+        mode: "0644"
+      loop: [preferences, cuda.sources]
+"""
+
+
+def decide(tmp_path, site: dict) -> tuple[dict, str, str]:
+    out = tmp_path / "out"
+    out.mkdir()
+    result = playbook(tmp_path, site, PLAY.replace("{{ out }}", str(out)))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return (json.loads((out / "decision.json").read_text()), (out / "preferences").read_text(),
+            (out / "cuda.sources").read_text())
+
+
+def test_nvswitch_node_gets_fabric_manager_and_peermem_from_the_sites_mirror(tmp_path):
+    decision, preferences, sources = decide(tmp_path, site_data(RIGA))     # H200 HGX, 8 HCAs, branch 570 open
+    assert decision == {"packages": ["nvidia-open"], "extra": ["nvidia-fabricmanager-570"], "peermem": True, "module": "nvidia"}
+    assert "Pin: version 570.*\nPin-Priority: 1001" in preferences
+    assert "URIs: http://mirror.riga-1.internal/cuda/debian13/x86_64\nSuites: /\n" in sources
+
+
+def test_nvlink_domain_node_gets_imex_not_fabric_manager(tmp_path):
+    site = site_data(RIGA)
+    site["node_types"]["hgx-h200"]["gpu"].update(model="GB200", nvswitch=False, nvlink_domain=True)
+    decision, _, _ = decide(tmp_path, site)
+    assert decision["extra"] == ["nvidia-imex-570"]
+
+
+def test_proprietary_flavor_and_a_node_without_hcas(tmp_path):
+    site = site_data(RIGA)
+    site["software"]["nvidia_driver"]["flavor"] = "proprietary"
+    site["node_types"]["hgx-h200"].pop("hca")
+    site["fabrics"] = []
+    for pool in site["pools"]:
+        pool.pop("fabric", None)
+    decision, _, _ = decide(tmp_path, site)
+    assert decision["packages"] == ["cuda-drivers"] and decision["peermem"] is False
