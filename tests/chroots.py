@@ -32,3 +32,32 @@ def cached_chroot(prefix: str, suite: str, packages: list[str], components: tupl
             (partial / ".complete").write_text("ok\n")
             partial.rename(target)
     return target
+
+
+OVERLAY = """\
+set -u
+R={merged}
+mount -t overlay overlay -o lowerdir={base},upperdir={upper},workdir={work} "$R" || exit 90
+mount -t proc proc "$R/proc"
+mount --bind /dev "$R/dev"
+mkdir -p "$R{tmp}" && mount --bind {tmp} "$R{tmp}"
+cp /etc/resolv.conf "$R/etc/resolv.conf"
+printf '#!/bin/sh\\nexit 101\\n' > "$R/usr/sbin/policy-rc.d"; chmod 0755 "$R/usr/sbin/policy-rc.d"
+"""
+
+
+def overlay_script(base: Path, layers: Path, tmp: Path, body: str) -> str:
+    """A bash script (run it under ``unshare --mount --fork``) that mounts a throw-away overlay of ``base`` at
+    ``$R`` with /proc, /dev and ``tmp`` (same path inside and out, for Ansible's module files), no service starts
+    (policy-rc.d), then runs ``body``. The mounts die with the namespace; ``layers`` holds what was written."""
+    dirs = {name: layers / name for name in ("upper", "work", "merged")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return OVERLAY.format(merged=dirs["merged"], base=base, upper=dirs["upper"], work=dirs["work"], tmp=tmp) + body
+
+
+def chroot_python(path: Path, layers: Path) -> Path:
+    """An interpreter for Ansible that runs the chroot's own python3: modules then act on the chroot."""
+    path.write_text(f'#!/bin/sh\nexec chroot {layers / "merged"} /usr/bin/python3 "$@"\n')
+    path.chmod(0o755)
+    return path

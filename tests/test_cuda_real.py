@@ -54,16 +54,8 @@ PROGRAM = textwrap.dedent("""\
     }
     """)
 
-# Every step writes its own log beside the others; the mounts die with the namespace.
-SCRIPT = textwrap.dedent("""\
-    set -u
-    R={merged}
-    mount -t overlay overlay -o lowerdir={base},upperdir={upper},workdir={work} "$R" || exit 90
-    mount -t proc proc "$R/proc"
-    mount --bind /dev "$R/dev"
-    mkdir -p "$R{tmp}" && mount --bind {tmp} "$R{tmp}"
-    cp /etc/resolv.conf "$R/etc/resolv.conf"
-    printf '#!/bin/sh\\nexit 101\\n' > "$R/usr/sbin/policy-rc.d"; chmod 0755 "$R/usr/sbin/policy-rc.d"
+# Every step writes its own log beside the others (after chroots.OVERLAY has mounted the chroot at $R).
+BODY = textwrap.dedent("""\
     for run in 1 2; do
       "$ANSIBLE_PLAYBOOK" -i {site} -e ansible_python_interpreter={python} -e ansible_remote_tmp={tmp} {play} \\
           > {logs}/converge$run.log 2>&1
@@ -80,7 +72,7 @@ SCRIPT = textwrap.dedent("""\
 
 
 def test_distribution_toolkit_installs_and_compiles_for_the_sites_gpus(tmp_path):
-    from chroots import cached_chroot
+    from chroots import cached_chroot, chroot_python, overlay_script
     base = cached_chroot("cuda", "trixie", ["python3", "python3-apt"], components=("main", "contrib", "non-free"))
 
     site = site_data(RIGA)
@@ -92,18 +84,13 @@ def test_distribution_toolkit_installs_and_compiles_for_the_sites_gpus(tmp_path)
     program = tmp_path / "add.cu"
     program.write_text(PROGRAM)
     layers = tmp_path / "layers"        # several GB once the toolkit is in: removed below whatever happens
-    dirs = {name: layers / name for name in ("upper", "work", "merged")}
-    for path in dirs.values():
-        path.mkdir(parents=True)
     logs = tmp_path / "logs"
     logs.mkdir()
     remote_tmp = tmp_path / "ansible-tmp"
     remote_tmp.mkdir()
-    python = tmp_path / "python3-in-chroot"
-    python.write_text(f'#!/bin/sh\nexec chroot {dirs["merged"]} /usr/bin/python3 "$@"\n')
-    python.chmod(0o755)
-    script = SCRIPT.format(merged=dirs["merged"], base=base, upper=dirs["upper"], work=dirs["work"], tmp=remote_tmp,
-                           site=site_file, python=python, play=play, logs=logs, program=program)
+    python = chroot_python(tmp_path / "python3-in-chroot", layers)
+    script = overlay_script(base, layers, remote_tmp, BODY.format(tmp=remote_tmp, site=site_file, python=python, play=play,
+                                                                  logs=logs, program=program))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
                ANSIBLE_PLAYBOOK=bin_path("ansible-playbook"))
     try:
