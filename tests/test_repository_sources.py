@@ -1,11 +1,12 @@
-"""The repository source, with a real APT: the nvidia_driver role's APT side and the cuda role, for riga-1's gpu0001,
-installing from "the site's CUDA mirror" into a Debian 13 chroot.
+"""The roles' repository sources, with a real APT, for riga-1's gpu0001 in a Debian 13 chroot: the nvidia_driver
+role's APT side and the cuda role from "the site's CUDA mirror", the rdma role's DOCA-OFED from "the site's DOCA mirror".
 
-The mirror is a signed flat repository on loopback (tests/aptrepo.py) holding packages with NVIDIA's names and
+Each mirror is a signed flat repository on loopback (tests/aptrepo.py) holding packages with the vendor's names and
 versions but no content (no registry these machines reach carries NVIDIA's): two driver branches, Fabric Manager,
-two CUDA toolkits whose nvcc only prints its version. What is real is everything the roles ask of APT: the signed
+two CUDA toolkits whose nvcc only prints its version, the doca-ofed metapackage. What is real is everything the roles ask of APT: the signed
 source, the branch pin, the holds, which versions get installed, what an upgrade would do after the mirror syncs a
-new branch, and the login shell's CUDA. The DKMS build and modinfo check are the Molecule scenario's (distribution).
+new branch, and the login shell's CUDA. The DKMS build and modinfo check are the Molecule scenario's (distribution); DOCA's own
+kernel modules are not in the stand-in (Soft-RoCE on the rdma scenario's VMs carries RDMA).
 """
 
 from __future__ import annotations
@@ -130,3 +131,62 @@ def test_the_branch_is_pinned_and_held_and_toolkits_sit_side_by_side(tmp_path):
     assert "Inst nvidia-open" not in log["upgrade-held"], log["upgrade-held"]        # the hold keeps the version
     assert re.search(r"Inst nvidia-open \[570\.100-1\] \(570\.120-1 ", log["upgrade-unheld"]), log["upgrade-unheld"]
 
+
+
+PLAY_DOCA = """
+- name: The RDMA stack from the site's DOCA mirror
+  hosts: gpu0001
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: The rdma role's DOCA-OFED stack
+      ansible.builtin.include_role:
+        name: rdma
+        tasks_from: stack-doca-ofed
+"""
+
+
+def test_doca_ofed_comes_from_the_sites_doca_mirror_and_the_rest_from_debian(tmp_path):
+    from aptrepo import Repository
+    from chroots import cached_chroot, chroot_python, overlay_script
+    base = cached_chroot("cuda", "trixie", ["python3", "python3-apt"], components=("main", "contrib", "non-free"))
+    repo = Repository(tmp_path / "mirror" / "doca", tmp_path / "gnupg")
+    repo.add("doca-ofed", "2.9.1-1", depends="rdma-core")
+    repo.publish()
+    keyring = tmp_path / "mirror.gpg"
+    keyring.write_bytes(repo.keyring())
+    site = site_data(RIGA)               # software.rdma: doca-ofed
+    site["repositories"]["doca"] = repo.url
+    site_file = tmp_path / "site.yml"
+    site_file.write_text(yaml.safe_dump(site))
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY_DOCA)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    remote_tmp = tmp_path / "ansible-tmp"
+    remote_tmp.mkdir()
+    layers = tmp_path / "layers"
+    python = chroot_python(tmp_path / "python3-in-chroot", layers)
+    common = dict(site=site_file, python=python, tmp=remote_tmp, play=play, logs=logs)
+    body = (f'install -D -m 0644 {keyring} "$R/usr/share/keyrings/gigafactory-doca.gpg"\n'
+            + CONVERGE.format(name="converge1", **common) + CONVERGE.format(name="converge2", **common)
+            + "chroot \"$R\" dpkg-query -W -f '${Package} ${Version}\\n' doca-ofed rdma-core infiniband-diags perftest"
+            + f" > {logs}/installed 2>&1\n"
+            + f'chroot "$R" sh -c "command -v ibstat; command -v ib_write_bw" > {logs}/tools 2>&1\n')
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
+               ANSIBLE_PLAYBOOK=bin_path("ansible-playbook"))
+    try:
+        result = subprocess.run(["unshare", "--mount", "--fork", "bash", "-c", overlay_script(base, layers, remote_tmp, body)],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        log = {p.name: p.read_text() for p in logs.iterdir()}
+    finally:
+        repo.close()
+        shutil.rmtree(layers, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    for run, changed in (("converge1", "[1-9]\\d*"), ("converge2", "0")):
+        assert log[f"{run}.rc"].strip() == "0", log[f"{run}.log"][-4000:]
+        assert re.search(rf"gpu0001\s*:\s*ok=\d+\s+changed={changed}\s", log[f"{run}.log"]), log[f"{run}.log"][-2000:]
+    installed = dict(line.split(" ", 1) for line in log["installed"].splitlines())
+    assert installed["doca-ofed"] == "2.9.1-1", log["installed"]                     # from the DOCA mirror
+    assert {"rdma-core", "infiniband-diags", "perftest"} <= installed.keys(), log["installed"]   # Debian's, real
+    assert log["tools"].split() == ["/usr/sbin/ibstat", "/usr/bin/ib_write_bw"], log["tools"]
