@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 from infra.vm.image import cache_root, debootstrap
 
@@ -56,8 +62,62 @@ def overlay_script(base: Path, layers: Path, tmp: Path, body: str) -> str:
     return OVERLAY.format(merged=dirs["merged"], base=base, upper=dirs["upper"], work=dirs["work"], tmp=tmp) + body
 
 
-def chroot_python(path: Path, layers: Path) -> Path:
-    """An interpreter for Ansible that runs the chroot's own python3: modules then act on the chroot."""
-    path.write_text(f'#!/bin/sh\nexec chroot {layers / "merged"} /usr/bin/python3 "$@"\n')
-    path.chmod(0o755)
-    return path
+class RoleRun:
+    """Ansible on this machine, modules in a throw-away overlay of a cached chroot: the plays' host is the chroot.
+
+    The interpreter Ansible is given is the chroot's own python3 (``chroot <root> python3``), so APT, dpkg and every
+    file a module writes act on the chroot; ``run`` mounts the overlay in a private mount namespace for one shell
+    body (state carries over in the overlay's upper layer), and every step logs to ``logs/<name>``.
+    """
+
+    TRIXIE_NONFREE = ("cuda", "trixie", ["python3", "python3-apt"], ("main", "contrib", "non-free"))
+
+    def __init__(self, tmp_path: Path, site: dict, play: str, base: Path | None = None):
+        self.base = base or cached_chroot(*self.TRIXIE_NONFREE[:3], components=self.TRIXIE_NONFREE[3])
+        self.site = tmp_path / "site.yml"
+        self.site.write_text(yaml.safe_dump(site))
+        self.play = tmp_path / "play.yml"
+        self.play.write_text(play)
+        self.logs = tmp_path / "logs"
+        self.tmp = tmp_path / "ansible-tmp"
+        self.layers = tmp_path / "layers"
+        for path in (self.logs, self.tmp, self.layers):
+            path.mkdir(exist_ok=True)
+        self.python = tmp_path / "python3-in-chroot"
+        self.python.write_text(f'#!/bin/sh\nexec chroot {self.layers / "merged"} /usr/bin/python3 "$@"\n')
+        self.python.chmod(0o755)
+        root = Path(__file__).resolve().parent.parent
+        self.env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(root / "playbooks" / "roles"))
+        self.cwd = root
+        self.ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+
+    def converge(self, name: str) -> str:
+        """Shell lines: the play once, its output in logs/<name>.log and its exit status in logs/<name>.rc."""
+        return (f"{self.ansible_playbook} -i {self.site} -e ansible_python_interpreter={self.python} "
+                f"-e ansible_remote_tmp={self.tmp} {self.play} > {self.logs}/{name}.log 2>&1\n"
+                f"echo $? > {self.logs}/{name}.rc\n")
+
+    def chroot(self, name: str, command: str) -> str:
+        """Shell line: ``command`` (a shell string) run in the chroot, its output in logs/<name>."""
+        quoted = command.replace("'", "'\\''")
+        return f"chroot \"$R\" /bin/bash -c '{quoted}' > {self.logs}/{name} 2>&1\n"
+
+    def run(self, body: str, timeout: int = 900) -> None:
+        result = subprocess.run(["unshare", "--mount", "--fork", "bash", "-c", overlay_script(self.base, self.layers, self.tmp, body)],
+                                cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, result.stderr
+
+    def changed(self, name: str, host: str) -> int:
+        """How many tasks the converge ``name`` changed on ``host`` (it must have succeeded)."""
+        log = (self.logs / f"{name}.log").read_text()
+        assert (self.logs / f"{name}.rc").read_text().strip() == "0", log[-4000:]
+        recap = re.search(rf"{re.escape(host)}\s*:\s*ok=\d+\s+changed=(\d+)\s", log)
+        assert recap, log[-2000:]
+        return int(recap.group(1))
+
+    def log(self) -> dict[str, str]:
+        return {p.name: p.read_text() for p in self.logs.iterdir()}
+
+    def clean(self) -> None:
+        """Drop the overlay's layers (gigabytes after a toolkit install)."""
+        shutil.rmtree(self.layers, ignore_errors=True)

@@ -8,11 +8,9 @@ accounting host's planned addresses, so no packet ever leaves it.
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 from chroots import cached_chroot

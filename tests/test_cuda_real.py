@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import textwrap
 
 import pytest
-import yaml
 
-from conftest import ROOT, RIGA, bin_path, site_data
+from conftest import RIGA, site_data
 
 pytestmark = [
     pytest.mark.root,
@@ -54,69 +52,36 @@ PROGRAM = textwrap.dedent("""\
     }
     """)
 
-# Every step writes its own log beside the others (after chroots.OVERLAY has mounted the chroot at $R).
-BODY = textwrap.dedent("""\
-    for run in 1 2; do
-      "$ANSIBLE_PLAYBOOK" -i {site} -e ansible_python_interpreter={python} -e ansible_remote_tmp={tmp} {play} \\
-          > {logs}/converge$run.log 2>&1
-      echo $? > {logs}/converge$run.rc
-    done
-    cp {program} "$R/root/add.cu"
-    chroot "$R" /bin/bash -lc 'echo "CUDA_HOME=$CUDA_HOME"; command -v nvcc; nvcc --version' > {logs}/shell.log 2>&1
-    chroot "$R" /bin/bash -lc 'cd /root && nvcc -arch=sm_90 -o add add.cu && cuobjdump --list-elf add' > {logs}/build.log 2>&1
-    echo $? > {logs}/build.rc
-    chroot "$R" /root/add > {logs}/program.log 2>&1
-    echo $? > {logs}/program.rc
-    chroot "$R" dpkg-query -W -f '${{Package}} ${{Version}}\\n' nvidia-cuda-toolkit > {logs}/dpkg.log 2>&1
-    """)
-
 
 def test_distribution_toolkit_installs_and_compiles_for_the_sites_gpus(tmp_path):
-    from chroots import cached_chroot, chroot_python, overlay_script
-    base = cached_chroot("cuda", "trixie", ["python3", "python3-apt"], components=("main", "contrib", "non-free"))
-
+    from chroots import RoleRun
     site = site_data(RIGA)
     site["software"]["cuda"] = {"versions": ["12.4"], "source": "distribution"}
-    site_file = tmp_path / "site.yml"
-    site_file.write_text(yaml.safe_dump(site))
-    play = tmp_path / "play.yml"
-    play.write_text(PLAY)
+    run = RoleRun(tmp_path, site, PLAY)
     program = tmp_path / "add.cu"
     program.write_text(PROGRAM)
-    layers = tmp_path / "layers"        # several GB once the toolkit is in: removed below whatever happens
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    remote_tmp = tmp_path / "ansible-tmp"
-    remote_tmp.mkdir()
-    python = chroot_python(tmp_path / "python3-in-chroot", layers)
-    script = overlay_script(base, layers, remote_tmp, BODY.format(tmp=remote_tmp, site=site_file, python=python, play=play,
-                                                                  logs=logs, program=program))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
-               ANSIBLE_PLAYBOOK=bin_path("ansible-playbook"))
     try:
-        result = subprocess.run(["unshare", "--mount", "--fork", "bash", "-c", script], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=1800)
-        log = {p.name: p.read_text() for p in logs.iterdir()}
+        run.run(run.converge("converge1") + run.converge("converge2")
+                + f'cp {program} "$R/root/add.cu"\n'
+                + run.chroot("shell", 'bash -lc \'echo "CUDA_HOME=$CUDA_HOME"; command -v nvcc; nvcc --version\'')
+                + run.chroot("build", "bash -lc 'cd /root && nvcc -arch=sm_90 -o add add.cu && cuobjdump --list-elf add'; echo rc=$?")
+                + run.chroot("program", "/root/add; echo rc=$?")
+                + run.chroot("dpkg", "dpkg-query -W -f '${Package} ${Version}\\n' nvidia-cuda-toolkit"), timeout=1800)
+        log = run.log()
     finally:
-        shutil.rmtree(layers, ignore_errors=True)
-    assert result.returncode == 0, result.stderr
+        run.clean()                     # several GB once the toolkit is in
 
-    first, second = log["converge1.log"], log["converge2.log"]
-    assert log["converge1.rc"].strip() == "0", first[-4000:]
-    assert re.search(r"gpu0001\s*:\s*ok=\d+\s+changed=[1-9]", first), first[-2000:]
-    assert log["converge2.rc"].strip() == "0", second[-4000:]
-    assert re.search(r"gpu0001\s*:\s*ok=\d+\s+changed=0\s", second), second[-2000:]   # idempotent
-
-    assert log["dpkg.log"].startswith("nvidia-cuda-toolkit 12.4."), log["dpkg.log"]
-    shell = log["shell.log"]
+    assert run.changed("converge1", "gpu0001") > 0
+    assert run.changed("converge2", "gpu0001") == 0             # idempotent
+    assert log["dpkg"].startswith("nvidia-cuda-toolkit 12.4."), log["dpkg"]
+    shell = log["shell"]
     assert "CUDA_HOME=/usr/lib/nvidia-cuda-toolkit" in shell, shell
-    assert "release 12.4" in shell, shell                                 # nvcc --version from the login shell
+    assert "release 12.4" in shell, shell                       # nvcc --version from the login shell
 
-    assert log["build.rc"].strip() == "0", log["build.log"][-4000:]
-    assert re.search(r"ELF file\s+1: add\.\d+\.sm_90\.cubin", log["build.log"]), log["build.log"]
+    assert log["build"].rstrip().endswith("rc=0"), log["build"][-4000:]
+    assert re.search(r"ELF file\s+1: add\.\d+\.sm_90\.cubin", log["build"]), log["build"]
 
     # The real runtime, with no driver and no GPU here: it must load, report version 12.4 and refuse.
-    program_out = log["program.log"]
-    assert log["program.rc"].strip() == "3", program_out
+    program_out = log["program"]
     assert program_out.startswith("runtime 12040: "), program_out
-    assert "(0 devices)" in program_out, program_out
+    assert "(0 devices)" in program_out and program_out.rstrip().endswith("rc=3"), program_out
