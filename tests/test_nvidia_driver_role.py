@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import ROOT, playbook, site_data, RIGA
 
 ROLE = ROOT / "playbooks" / "roles" / "nvidia_driver"
@@ -68,3 +70,41 @@ def test_proprietary_flavor_and_a_node_without_hcas(tmp_path):
         pool.pop("fabric", None)
     decision, _, _ = decide(tmp_path, site)
     assert decision["packages"] == ["cuda-drivers"] and decision["peermem"] is False
+
+
+REBOOT_PLAY = f"""
+- name: The reboot decision from what this run found on the node
+  hosts: gpu0001
+  connection: local
+  gather_facts: false
+  vars_files:
+    - {ROLE}/defaults/main.yml
+    - {ROLE}/vars/main.yml
+  vars:
+    _nvidia_driver_installed: {{{{ changed: {{installed}} }}}}
+    _nvidia_driver_nouveau: {{{{ stat: {{{{ exists: {{nouveau}} }}}} }}}}
+    _nvidia_driver_loaded: {{loaded}}
+    _nvidia_driver_built: {{{{ stdout: "570.172.08" }}}}
+  tasks:
+    - name: Write it
+      ansible.builtin.copy:
+        dest: "{{{{{{{{ out }}}}}}}}/reboot"
+        content: "{{{{{{{{ _nvidia_driver_needs_reboot | bool }}}}}}}}"
+        mode: "0644"
+"""
+
+
+@pytest.mark.parametrize(("installed", "nouveau", "loaded", "reboot"), [
+    ("true", "true", "{}", True),                                          # nouveau holds the GPUs
+    ("true", "false", '{content: "NTcwLjEzMy4yMAo="}', True),              # 570.133.20 loaded, 570.172.08 built
+    ("true", "false", '{content: "NTcwLjE3Mi4wOAo="}', False),             # the built one is already loaded
+    ("true", "false", "{}", False),                                        # nothing loaded: no GPU, or first load
+    ("false", "true", '{content: "NTcwLjEzMy4yMAo="}', False),             # this run installed nothing
+], ids=["nouveau-loaded", "older-loaded", "same-loaded", "nothing-loaded", "nothing-installed"])
+def test_a_reboot_only_when_an_install_changed_the_module_under_a_loaded_one(tmp_path, installed, nouveau, loaded, reboot):
+    out = tmp_path / "out"
+    out.mkdir()
+    play = REBOOT_PLAY.format(installed=installed, nouveau=nouveau, loaded=loaded).replace("{{ out }}", str(out))
+    result = playbook(tmp_path, site_data(RIGA), play)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert (out / "reboot").read_text() == str(reboot)
