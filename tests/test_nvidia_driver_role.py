@@ -13,16 +13,18 @@ import pytest
 from conftest import ROOT, playbook, site_data, RIGA
 
 ROLE = ROOT / "playbooks" / "roles" / "nvidia_driver"
-
-PLAY = f"""
-- name: Resolve the nvidia_driver role's variables and render its APT files per host
-  hosts: gpu0001
+# The role's own defaults and vars, resolved by Ansible for riga-1's gpu0001 on this machine.
+ON_GPU0001 = f"""  hosts: gpu0001
   connection: local
   gather_facts: false
   vars_files:
     - {ROLE}/defaults/main.yml
     - {ROLE}/vars/main.yml
-  tasks:
+"""
+
+PLAY = f"""
+- name: Resolve the nvidia_driver role's variables and render its APT files per host
+{ON_GPU0001}  tasks:
     - name: Write what the role would do
       ansible.builtin.copy:
         dest: "{{{{ out }}}}/decision.json"
@@ -74,13 +76,7 @@ def test_proprietary_flavor_and_a_node_without_hcas(tmp_path):
 
 REBOOT_PLAY = f"""
 - name: The reboot decision from what this run found on the node
-  hosts: gpu0001
-  connection: local
-  gather_facts: false
-  vars_files:
-    - {ROLE}/defaults/main.yml
-    - {ROLE}/vars/main.yml
-  vars:
+{ON_GPU0001}  vars:
     _nvidia_driver_installed: {{{{ changed: {{installed}} }}}}
     _nvidia_driver_nouveau: {{{{ stat: {{{{ exists: {{nouveau}} }}}} }}}}
     _nvidia_driver_loaded: {{loaded}}
