@@ -70,10 +70,9 @@ class RoleRun:
     body (state carries over in the overlay's upper layer), and every step logs to ``logs/<name>``.
     """
 
-    TRIXIE_NONFREE = ("cuda", "trixie", ["python3", "python3-apt"], ("main", "contrib", "non-free"))
-
     def __init__(self, tmp_path: Path, site: dict, play: str, base: Path | None = None):
-        self.base = base or cached_chroot(*self.TRIXIE_NONFREE[:3], components=self.TRIXIE_NONFREE[3])
+        # by default a Debian 13 node as the roles expect one: Python with APT's bindings, non-free reachable
+        self.base = base or cached_chroot("node", "trixie", ["python3", "python3-apt"], components=("main", "contrib", "non-free"))
         self.site = tmp_path / "site.yml"
         self.site.write_text(yaml.safe_dump(site))
         self.play = tmp_path / "play.yml"
@@ -89,7 +88,7 @@ class RoleRun:
         root = Path(__file__).resolve().parent.parent
         self.env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(root / "playbooks" / "roles"))
         self.cwd = root
-        self.ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+        self.ansible_playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) or "ansible-playbook"
 
     def converge(self, name: str) -> str:
         """Shell lines: the play once, its output in logs/<name>.log and its exit status in logs/<name>.rc."""
