@@ -14,7 +14,7 @@ import pytest
 
 from conftest import site_data, RIGA
 from infra.plan import build_plan
-from infra.pulumi import node_configuration as nc
+from infra.stack import node_configuration as nc
 from infra.site import validate_data
 from infra.site.checks import run_checks
 

@@ -22,7 +22,7 @@ import yaml
 from conftest import DEMO, RIGA, ROOT, site_data
 from infra.plan import build_plan
 from infra.plan.kubernetes import plan_clusters
-from infra.pulumi.charts import CHARTS
+from infra.stack.charts import CHARTS
 from infra.site import validate_data
 from infra.site.checks import RESERVED_NAMESPACES
 
@@ -359,13 +359,14 @@ def test_inconsistent_kubernetes_section_fails_before_any_resource(runs):
 
 
 def test_sdk_is_not_shadowed_when_infra_is_the_working_directory():
-    """Pulumi may start ``python -m pulumi.dynamic`` with infra/ as working directory, where infra/pulumi/ lives."""
-    probe = "import pulumi, pulumi.dynamic, infra.pulumi.node_configuration; print(pulumi.__file__)"
+    """Pulumi runs ``main: infra/`` with infra/ first on sys.path (and may start ``python -m pulumi.dynamic``
+    there): no folder of infra/ may take the SDK's name, and no sys.path workaround hides one."""
+    probe = "import pulumi, pulumi.dynamic, infra.stack.node_configuration; print(pulumi.__file__)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT / "infra")
     assert result.returncode == 0, result.stderr
-    # the SDK, wherever it is installed (CI's .venv sits inside the checkout), never infra/pulumi/
-    assert Path(result.stdout.strip()).parent != ROOT / "infra" / "pulumi"
+    # the SDK, wherever it is installed (CI's .venv sits inside the checkout), never a folder of infra/
     assert not Path(result.stdout.strip()).is_relative_to(ROOT / "infra")
+    assert "sys.path" not in (ROOT / "infra" / "__main__.py").read_text()
 
 
 def test_kueue_queues_tie_each_tenant_namespace_to_its_cluster_queue(runs):
