@@ -69,7 +69,7 @@ def main() -> int:
         static = Path(tmp) / "static.yml"
         subprocess.run([sys.executable, "-c", (
             "import sys, yaml; from infra.site import load_site; from infra.plan import build_plan;"
-            "from infra.render.files import inventory_view; s = load_site(sys.argv[1]);"
+            "from infra.render.inventory import inventory_view; s = load_site(sys.argv[1]);"
             "open(sys.argv[2], 'w').write(yaml.safe_dump(inventory_view(s, build_plan(s)), sort_keys=False))"),
             str(site_file), str(static)], check=True, env=env, cwd=ROOT)
         inventory = str(Path(sys.executable).parent / "ansible-inventory")

@@ -6,7 +6,8 @@ import importlib.util
 from pathlib import Path
 
 from infra.plan import build_plan
-from infra.render.files import HEALTH_CHECK_PROGRAM, slurm_files, slurm_vars
+from infra.render.files import HEALTH_CHECK_PROGRAM, slurm_files
+from infra.render.inventory import slurm_vars
 from infra.site import load_site
 from conftest import DEMO, RIGA
 

@@ -51,7 +51,7 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         try:
             from infra.plan import build_plan, group_name
-            from infra.render.files import group_vars, host_vars, kubernetes_vars, node_type_vars, slurm_vars
+            from infra.render.inventory import group_vars, host_vars, kubernetes_vars, node_type_vars, slurm_vars
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}")
