@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from infra.plan import build_plan
 from infra.site import validate_data
 
@@ -121,3 +123,24 @@ def test_compress_fast_path_matches_python_hostlist():
         cases.append([f"{prefix}{n:0{width}d}" for n in rng.sample(range(min(10 ** width, 200)), rng.randint(1, 9))])
     for names in cases:
         assert compress(names) == hostlist.collect_hostlist(names), names
+
+
+def test_the_kubernetes_plan_and_time_sources_are_planned_once_and_read_by_the_inventory(riga, monkeypatch):
+    import dataclasses
+
+    import infra.plan.kubernetes
+    from infra.render.inventory import group_vars, kubernetes_vars
+
+    plan = plan_of(riga)
+    assert [c.name for c in plan.kubernetes] == [k["name"] for k in riga["kubernetes"]]
+    assert plan.ntp_servers == ("ctl01", "ctl02")                  # riga-1 declares none: its Slurm controllers
+    riga["site"]["ntp_servers"] = ["ntp1.riga-1.internal"]
+    assert plan_of(riga).ntp_servers == ("ntp1.riga-1.internal",)
+    # the inventory reads the plan's decisions, it does not plan again
+    site = validate_data(riga)
+    monkeypatch.setattr(infra.plan.kubernetes, "plan_clusters", lambda *a: pytest.fail("planned again"))
+    [first, *rest] = plan.kubernetes
+    moved = dataclasses.replace(plan, kubernetes=(dataclasses.replace(first, api_endpoint="10.40.99.99"), *rest),
+                                ntp_servers=("elsewhere",))
+    assert kubernetes_vars(site, moved)[first.group]["gf_kubernetes"]["api_endpoint"] == "10.40.99.99"
+    assert group_vars(site, moved)["gf_ntp_servers"] == ["elsewhere"]

@@ -21,7 +21,6 @@ import yaml
 
 from conftest import DEMO, RIGA, ROOT, site_data
 from infra.plan import build_plan
-from infra.plan.kubernetes import plan_clusters
 from infra.stack.charts import CHARTS
 from infra.site import validate_data
 from infra.site.checks import RESERVED_NAMESPACES
@@ -106,7 +105,7 @@ def runs(site_files) -> dict[tuple[str, str], dict]:
 def site_and_clusters(name: str):
     site = validate_data(SITES[name]())
     plan = build_plan(site)
-    return site, plan, {c.name: c for c in plan_clusters(site, plan)}
+    return site, plan, {c.name: c for c in plan.kubernetes}
 
 
 def by_type(run: dict, suffix: str) -> list[dict]:

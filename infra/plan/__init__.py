@@ -14,6 +14,7 @@ from ..site.model import NfsStorage, Site
 from ..site.problems import Problem, SiteInvalid, field_path as fp
 from .addresses import allocate
 from .fabric import plan_fabric
+from .kubernetes import plan_clusters
 from .model import Capacity, FabricPlan, HostPlan, NetworkPlan, Plan, RailPlan, SlurmPlan
 from .placement import place_hosts
 from .slurm import plan_slurm
@@ -72,13 +73,23 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
 
     fabric_plans = tuple(fabrics)
     slurm = plan_slurm(index, hosts, fabric_plans) if not problems else None
+    clusters = plan_clusters(index, hosts, fabric_plans) if not problems else ()
     capacity = _capacity(site, index, hosts, fabric_plans)
     if capacity.facility_kw > capacity.facility_budget_kw:
         problems.append(Problem("site.power.facility_kw", f"the site needs {capacity.facility_kw:g} kW (IT load {capacity.it_kw:g} kW "
                                 f"x PUE {site.site.power.pue:g}), more than the contracted {capacity.facility_budget_kw:g} kW"))
     if problems:
         raise SiteInvalid(source, problems)
-    return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups)
+    return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site))
+
+
+def ntp_servers(site: Site) -> tuple[str, ...]:
+    """The site's time sources: as declared, else the Slurm controllers, else the first host."""
+    if site.site.ntp_servers:
+        return tuple(site.site.ntp_servers)
+    if site.slurm is not None:
+        return tuple(site.slurm.controllers)
+    return (site.pools[0].hosts[0],)
 
 
 def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str, ...]]:

@@ -1,48 +1,17 @@
 """The Kubernetes view of the plan: per cluster, its hosts, GPU capacity and pod address pools.
 
-Pure functions of the site and its plan, so the Pulumi layer reads these values
-and never does address arithmetic of its own.
+Pure functions of the site and its planned hosts and fabrics, computed once by
+``build_plan`` (``Plan.kubernetes``): render and the Pulumi layer read these values
+and never do address arithmetic of their own.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from ..site.index import SiteIndex
-from ..site.model import Site
 from .addresses import min_block
-from .model import Plan, RailPlan
-
-
-@dataclass(frozen=True, slots=True)
-class RailPodPool:
-    fabric: str
-    fabric_kind: str                    # infiniband or roce
-    rail: int
-    interface: str                      # host interface of the rail (the pods' parent link)
-    cidr: str                           # the rail's subnet
-    pod_pool: str                       # part of the subnet no host block (nor the gateway block) uses
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterPlan:
-    name: str
-    version: str
-    group: str                          # inventory group of all the cluster's hosts
-    control_plane: tuple[str, ...]
-    api_endpoint: str                   # management address of the first control-plane host
-    worker_pools: tuple[str, ...]
-    workers: int
-    gpus: int
-    cpus_per_gpu: int                   # hardware threads per GPU across the workers (0 without GPUs)
-    memory_gb_per_gpu: int
-    local_nvme: bool                    # every worker has local NVMe
-    pod_cidr: str
-    service_cidr: str
-    addons: tuple[str, ...]
-    rdma: str
-    rails: tuple[RailPodPool, ...]
+from .model import ClusterPlan, FabricPlan, HostPlan, RailPlan, RailPodPool
 
 
 def pod_pool(rail: RailPlan) -> str:
@@ -57,11 +26,10 @@ def pod_pool(rail: RailPlan) -> str:
     return str(best)
 
 
-def plan_clusters(site: Site, plan: Plan) -> tuple[ClusterPlan, ...]:
-    """One ClusterPlan per ``kubernetes`` entry, in site order."""
-    index = SiteIndex(site)
+def plan_clusters(index: SiteIndex, hosts: dict[str, HostPlan], fabric_plans: tuple[FabricPlan, ...]) -> tuple[ClusterPlan, ...]:
+    """One ClusterPlan per ``kubernetes`` entry, in site order (``Plan.kubernetes``)."""
     out = []
-    for cluster in site.kubernetes:
+    for cluster in index.site.kubernetes:
         pools = [index.pools[p] for p in cluster.workers]
         workers = sum(len(p.hosts) for p in pools)
         gpus = threads = memory = 0
@@ -74,19 +42,19 @@ def plan_clusters(site: Site, plan: Plan) -> tuple[ClusterPlan, ...]:
             threads += n * node_type.cpu.sockets * node_type.cpu.cores_per_socket * node_type.cpu.threads_per_core
             memory += n * node_type.memory_gb
             nvme = nvme and node_type.local_nvme_tb > 0
-            fabric = plan.hosts[pool.hosts[0]].fabric
+            fabric = hosts[pool.hosts[0]].fabric
             if fabric and fabric not in fabrics:
                 fabrics.append(fabric)
         rails = tuple(
             RailPodPool(f.name, f.kind, r.rail, r.interface, r.cidr, pod_pool(r))
-            for f in plan.fabrics if f.name in fabrics for r in f.rails
+            for f in fabric_plans if f.name in fabrics for r in f.rails
         )
         out.append(ClusterPlan(
             name=cluster.name,
             version=cluster.version,
             group=f"k8s_{cluster.name}".replace("-", "_"),
             control_plane=tuple(cluster.control_plane),
-            api_endpoint=plan.hosts[cluster.control_plane[0]].address("management"),
+            api_endpoint=hosts[cluster.control_plane[0]].address("management"),
             worker_pools=tuple(cluster.workers),
             workers=workers,
             gpus=gpus,

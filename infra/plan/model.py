@@ -94,6 +94,36 @@ class SlurmPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class RailPodPool:
+    fabric: str
+    fabric_kind: str                    # infiniband or roce
+    rail: int
+    interface: str                      # host interface of the rail (the pods' parent link)
+    cidr: str                           # the rail's subnet
+    pod_pool: str                       # part of the subnet no host block (nor the gateway block) uses
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    name: str
+    version: str
+    group: str                          # inventory group of all the cluster's hosts
+    control_plane: tuple[str, ...]
+    api_endpoint: str                   # management address of the first control-plane host
+    worker_pools: tuple[str, ...]
+    workers: int
+    gpus: int
+    cpus_per_gpu: int                   # hardware threads per GPU across the workers (0 without GPUs)
+    memory_gb_per_gpu: int
+    local_nvme: bool                    # every worker has local NVMe
+    pod_cidr: str
+    service_cidr: str
+    addons: tuple[str, ...]
+    rdma: str
+    rails: tuple[RailPodPool, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Capacity:
     nodes: int
     gpus: int
@@ -119,3 +149,5 @@ class Plan:
     slurm: SlurmPlan | None
     capacity: Capacity
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)   # group -> hosts, in host order
+    kubernetes: tuple[ClusterPlan, ...] = ()                            # per ``kubernetes`` entry, in site order
+    ntp_servers: tuple[str, ...] = ()                                   # the hosts' time sources

@@ -59,7 +59,7 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
         "gf_software": site.software.model_dump(mode="json"),
         "gf_networks": {n.name: {"cidr": n.cidr, "mtu": n.mtu, "vlan": n.vlan, "interface": n.interface} for n in plan.networks.values()},
         "gf_max_fail_percent": site.provisioning.max_fail_percent,
-        "gf_ntp_servers": ntp_servers(site),
+        "gf_ntp_servers": list(plan.ntp_servers),
         "gf_etc_hosts": [[h.address(), h.name] for h in plan.hosts.values()],
         "gf_fabrics": fabric_vars(site, plan),
         "gf_health_check_program": HEALTH_CHECK_PROGRAM,
@@ -92,7 +92,6 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
 
 def kubernetes_vars(site: Site, plan: Plan) -> dict[str, dict[str, Any]]:
     """Per cluster group (``k8s_<cluster>``): ``gf_kubernetes``, what the kubernetes role bootstraps with kubeadm."""
-    from ..plan.kubernetes import plan_clusters
     return {c.group: {"gf_kubernetes": {
         "name": c.name,
         "version": c.version,
@@ -100,7 +99,7 @@ def kubernetes_vars(site: Site, plan: Plan) -> dict[str, dict[str, Any]]:
         "api_endpoint": c.api_endpoint,
         "pod_cidr": c.pod_cidr,
         "service_cidr": c.service_cidr,
-    }} for c in plan_clusters(site, plan)}
+    }} for c in plan.kubernetes}
 
 
 def partition_keys(site: Site) -> dict[str, str]:
@@ -127,15 +126,6 @@ def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
             "partitions": partition_keys(site) if f.kind == "infiniband" else {},
         }
     return out
-
-
-def ntp_servers(site: Site) -> list[str]:
-    """The site's time sources: as declared, else the Slurm controllers, else the first host."""
-    if site.site.ntp_servers:
-        return list(site.site.ntp_servers)
-    if site.slurm is not None:
-        return list(site.slurm.controllers)
-    return [site.pools[0].hosts[0]]
 
 
 def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import Any
 import pulumi
 
 from ..plan import Plan, build_plan
-from ..plan.kubernetes import plan_clusters
 from ..site import Site, SiteInvalid, load_site
 from ..site.checks import run_checks
 from .charts import chart_source
@@ -50,7 +49,7 @@ def load(path: Path) -> tuple[Site, Plan]:
 def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT) -> dict[str, Any]:
     """Every component of the site; returns the stack outputs."""
     charts = chart_source(site.repositories.charts, root)
-    clusters = {c.name: c for c in plan_clusters(site, plan)}
+    clusters = {c.name: c for c in plan.kubernetes}
     nodes = NodeConfiguration("nodes", NodeConfigurationArgs(plan, site_rel, root, site.slurm is not None))
     before_kubernetes = [nodes.phases[p] for p in ("base", "rdma", "gpu") if p in nodes.phases]
     kubernetes = {
