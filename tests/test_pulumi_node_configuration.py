@@ -6,58 +6,190 @@ Nothing here runs Ansible: the orchestration module is replaced by a stand-in.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import site_data, RIGA
+from conftest import ROOT, site_data, RIGA
 from infra.plan import build_plan
 from infra.stack import node_configuration as nc
 from infra.site import validate_data
 from infra.site.checks import run_checks
 
 
-@pytest.fixture(scope="module")
-def plan():
-    return build_plan(validate_data(site_data(RIGA)))
+SITE_FILE = "inventories/riga-1/site.yml"
+OTHERS = ("base", "rdma", "gpu", "slurm", "health", "kubernetes")
 
 
-def phase_hash(plan, root, phase: str) -> str:
-    spec = next(p for p in nc.PHASES if p.name == phase)
-    return nc.inputs_hash(nc.hosts_view(plan, spec.group), root, spec.files())
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A copy of the repository's playbooks and roles, to edit (what a run never reads is left behind)."""
+    shutil.copytree(ROOT / "playbooks", tmp_path / "playbooks", ignore=shutil.ignore_patterns("molecule", "__pycache__"))
+    return tmp_path
 
 
-def test_hash_is_stable_and_follows_the_playbook_and_its_role(plan, tmp_path):
-    first = phase_hash(plan, tmp_path, "gpu")
-    assert phase_hash(plan, tmp_path, "gpu") == first
-    (tmp_path / "playbooks" / "roles" / "gpu" / "tasks").mkdir(parents=True)
-    role_file = tmp_path / "playbooks" / "roles" / "gpu" / "tasks" / "main.yml"
-    role_file.write_text("- ansible.builtin.debug: {msg: one}\n")
-    with_role = phase_hash(plan, tmp_path, "gpu")
-    assert with_role != first
-    role_file.write_text("- ansible.builtin.debug: {msg: two}\n")
-    assert phase_hash(plan, tmp_path, "gpu") != with_role
-    before = phase_hash(plan, tmp_path, "gpu")
-    (tmp_path / "playbooks" / "slurm.yml").write_text("- hosts: slurm\n")    # another phase's files
-    (tmp_path / "playbooks" / "roles" / "slurm").mkdir()
-    (tmp_path / "playbooks" / "roles" / "slurm" / "x.yml").write_text("x\n")
-    assert phase_hash(plan, tmp_path, "gpu") == before
-    (tmp_path / "playbooks" / "gpu.yml").write_text("- hosts: gpu\n")
-    assert phase_hash(plan, tmp_path, "gpu") != before
+def hashes(root: Path, data: dict) -> dict[str, str]:
+    """Every phase's inputs hash for the site ``data`` with the playbooks under ``root`` (riga-infer's bootstrap too)."""
+    site = validate_data(data)
+    inputs = nc.PhaseInputs.of(site, build_plan(site), root, SITE_FILE)
+    out = {p.name: inputs.digest(p) for p in nc.node_phases()}
+    out["kubernetes"] = inputs.digest(nc.kubernetes_phase("k8s_riga_infer"), {"kubernetes_cluster": "riga-infer"})
+    return out
 
 
-def test_hash_follows_the_plans_view_of_the_phases_hosts_only(plan, tmp_path):
-    gpu = phase_hash(plan, tmp_path, "gpu")
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before if before[name] != after[name]}
+
+
+def edit(path: Path, line: str = "# edited") -> None:
+    path.write_text(path.read_text() + f"\n{line}\n")
+
+
+def test_editing_a_role_re_runs_exactly_the_phases_that_apply_it(repo, riga):
+    before = hashes(repo, riga)
+    assert hashes(repo, riga) == before and set(before) == set(OTHERS)
+    roles = repo / "playbooks" / "roles"
+    edit(roles / "nvidia_driver" / "tasks" / "main.yml")
+    after_driver = hashes(repo, riga)
+    assert changed(before, after_driver) == {"gpu"}
+    # slurm_common is applied by no playbook: slurm_dbd, slurm_controller, slurm_login import it
+    edit(roles / "slurm_common" / "defaults" / "main.yml", "slurm_common_edited: true")
+    after_common = hashes(repo, riga)
+    assert changed(after_driver, after_common) == {"slurm"}
+    edit(repo / "playbooks" / "validated.yml")               # imported by every phase's playbook
+    assert changed(after_common, hashes(repo, riga)) == set(OTHERS)
+
+
+def test_what_a_run_never_reads_does_not_count(repo, riga):
+    before = hashes(repo, riga)
+    edit(repo / "playbooks" / "roles" / "nvidia_driver" / "README.md")
+    (repo / "playbooks" / "roles" / "slurm_common" / "molecule").mkdir()
+    (repo / "playbooks" / "roles" / "slurm_common" / "molecule" / "verify.yml").write_text("[]\n")
+    (repo / "playbooks" / "roles" / "base" / "__pycache__").mkdir()
+    (repo / "playbooks" / "roles" / "base" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    edit(repo / "playbooks" / "acceptance.yml")               # no phase's playbook
+    assert hashes(repo, riga) == before
+
+
+def test_a_role_brought_in_by_meta_dependencies_counts(repo, riga):
+    roles = repo / "playbooks" / "roles"
+    edit(roles / "munge" / "defaults" / "main.yml")
+    before = hashes(repo, riga)
+    meta = roles / "cuda" / "meta" / "main.yml"
+    data = yaml.safe_load(meta.read_text())
+    meta.write_text(yaml.safe_dump({**data, "dependencies": [{"role": "munge"}]}))
+    with_dependency = hashes(repo, riga)
+    assert changed(before, with_dependency) == {"gpu"}
+    edit(roles / "munge" / "tasks" / "main.yml")
+    assert changed(with_dependency, hashes(repo, riga)) == {"gpu", "slurm"}
+
+
+def test_the_site_fields_a_phase_reads_change_its_hash(riga):
+    before = hashes(ROOT, riga)
+    riga["software"]["nvidia_driver"]["branch"] = "580"
+    assert "gpu" in changed(before, hashes(ROOT, riga))
+    riga = site_data(RIGA)
+    riga["tenants"][0]["slurm"]["gpus"] = 256
+    assert "slurm" in changed(before, hashes(ROOT, riga))
+    # what only the Pulumi program's Kubernetes objects read re-runs no phase: a namespace's GPU quota
+    riga = site_data(RIGA)
+    riga["tenants"][0]["kubernetes"]["gpus"] = 96
+    assert changed(before, hashes(ROOT, riga)) == set()
+
+
+def test_the_plans_view_of_a_phases_hosts_counts_for_that_phase_only(riga):
+    before = hashes(ROOT, riga)
+    site = validate_data(riga)
+    plan = build_plan(site)
     moved = dict(plan.hosts)
-    moved["gpu0001"] = dataclasses.replace(plan.hosts["gpu0001"], addresses={**plan.hosts["gpu0001"].addresses, "management": "10.40.9.1/16"})
-    changed = dataclasses.replace(plan, hosts=moved)
-    assert phase_hash(changed, tmp_path, "gpu") != gpu
-    ctl = dict(plan.hosts)
-    ctl["ctl01"] = dataclasses.replace(plan.hosts["ctl01"], rack="b02")
-    assert phase_hash(dataclasses.replace(plan, hosts=ctl), tmp_path, "gpu") == gpu   # ctl01 is no GPU host
-    assert phase_hash(dataclasses.replace(plan, hosts=ctl), tmp_path, "base") != phase_hash(plan, tmp_path, "base")
+    moved["ctl01"] = dataclasses.replace(plan.hosts["ctl01"], rack="b99")
+    inputs = nc.PhaseInputs.of(site, dataclasses.replace(plan, hosts=moved), ROOT, SITE_FILE)
+    assert inputs.digest(nc.Phase("gpu", "gpu")) == before["gpu"]        # ctl01 is no GPU host
+    assert inputs.digest(nc.Phase("base", "all")) != before["base"]
+    assert inputs.digest(nc.Phase("slurm", "slurm")) != before["slurm"]
+
+
+def test_a_missing_role_or_playbook_fails_with_its_name(repo, riga):
+    shutil.rmtree(repo / "playbooks" / "roles" / "slurm_common")
+    with pytest.raises(nc.PhaseInputError, match=r"^phase 'slurm': .*role 'slurm_common' is missing \(playbooks/roles/slurm_common\)"):
+        hashes(repo, riga)
+    shutil.copytree(ROOT / "playbooks" / "roles" / "slurm_common", repo / "playbooks" / "roles" / "slurm_common")
+    (repo / "playbooks" / "gpu.yml").unlink()
+    with pytest.raises(nc.PhaseInputError, match=r"^phase 'gpu': phase playbook playbooks/gpu.yml: playbooks/gpu.yml is missing"):
+        hashes(repo, riga)
+    (repo / "playbooks" / "gpu.yml").write_text(
+        "- hosts: gpu\n  tasks:\n    - ansible.builtin.include_role: {name: '{{ driver_role }}'}\n")
+    with pytest.raises(nc.PhaseInputError, match=r"^phase 'gpu': playbooks/gpu.yml \(ansible.builtin.include_role\): "
+                                                 r"'\{\{ driver_role \}\}' is not a literal name"):
+        hashes(repo, riga)
+
+
+MOCK_PROGRAM = r"""
+import json, sys
+from pathlib import Path
+import pulumi
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.hashes, self.declared = {}, []
+    def new_resource(self, args):
+        self.declared.append(args.name)
+        if args.typ.endswith(":AnsiblePhase"):
+            self.hashes[args.name] = args.inputs["inputs_hash"]
+        return f"{args.name}-id", dict(args.inputs)
+    def call(self, args):
+        return {}, None
+
+mocks = Mocks()
+pulumi.runtime.set_mocks(mocks, project="gigafactory", stack="test", preview=False)
+from infra.plan import build_plan
+from infra.site import load_site
+from infra.stack.program import declare_site
+
+root, site_file = Path(sys.argv[1]), sys.argv[2]
+def program():
+    site = load_site(root / site_file)
+    declare_site(site, build_plan(site), site_file, root)
+error = None
+try:
+    _sync_await(run_pulumi_func(program))
+except pulumi.RunError as err:
+    error = str(err)
+json.dump({"hashes": mocks.hashes, "declared": mocks.declared, "error": error}, sys.stdout)
+"""
+
+
+def declared(root: Path) -> dict:
+    """The program's components for riga-1 under Pulumi's mocks (one process: mocks are process-wide), with the
+    playbooks under ``root``: the phases' hashes, every resource declared, the program's error."""
+    result = subprocess.run([sys.executable, "-c", MOCK_PROGRAM, str(root), SITE_FILE], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_under_mocks_an_edited_role_changes_its_phase_resource_and_a_missing_one_stops_the_program(repo):
+    (repo / SITE_FILE).parent.mkdir(parents=True)
+    shutil.copy(RIGA, repo / SITE_FILE)
+    before = declared(repo)
+    phases = {f"nodes-{p}" for p in OTHERS if p != "kubernetes"} | {"riga-infer-kubeadm"}
+    assert before["error"] is None and set(before["hashes"]) == phases
+    edit(repo / "playbooks" / "roles" / "slurm_common" / "tasks" / "main.yml")
+    after = declared(repo)
+    assert changed(before["hashes"], after["hashes"]) == {"nodes-slurm"}
+    shutil.rmtree(repo / "playbooks" / "roles" / "nvidia_driver")
+    missing = declared(repo)
+    assert missing["error"] == ("phase 'gpu': playbooks/gpu.yml: role 'nvidia_driver' is missing "
+                                "(playbooks/roles/nvidia_driver); nothing was declared")
+    assert missing["declared"] == []
 
 
 def test_provider_diff_looks_at_the_hash_alone():
@@ -127,12 +259,13 @@ def test_a_phase_the_orchestration_does_not_list_runs_on_its_own_group(monkeypat
     assert seen[0].phases[0].groups == ("gpu",) and seen[0].limit == "gpu"
 
 
-def test_phases_match_the_orchestration_layers_where_it_exists():
-    """Same phases in the same order; the kubernetes phase is declared per cluster by KubernetesCluster instead."""
-    orchestrate = pytest.importorskip("infra.orchestrate")
-    theirs = [(p.name, p.groups or ("all",)) for p in orchestrate.PHASES if p.name != "kubernetes"]
-    assert "kubernetes" in [p.name for p in orchestrate.PHASES]
-    assert [(p.name, (p.group,)) for p in nc.PHASES] == theirs
+def test_phases_are_the_orchestrations(monkeypatch):
+    """In the orchestration's order, each limited to its groups; its kubernetes phase is declared per cluster instead."""
+    from infra.orchestrate import PHASES, Phase
+    assert [p.name for p in nc.node_phases()] == [p.name for p in PHASES if p.name != nc.CLUSTER_PHASE]
+    assert nc.CLUSTER_PHASE in [p.name for p in PHASES]
+    monkeypatch.setattr(nc, "ORCHESTRATION_PHASES", PHASES + (Phase("firmware", ("gpu", "rdma")),))
+    assert nc.node_phases()[-1] == nc.Phase("firmware", "gpu:rdma")
 
 
 def test_chart_mirror_warning_only_without_a_mirror():

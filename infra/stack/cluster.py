@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from ..plan import Plan
 from ..plan.kubernetes import ClusterPlan
 from .charts import ChartSource, helm_release
-from .node_configuration import AnsiblePhase, hosts_view, inputs_hash, kubernetes_phase
+from .node_configuration import AnsiblePhase, PhaseInputs, kubernetes_phase
 
 
 def addon_values(cluster: ClusterPlan) -> dict[str, dict[str, Any]]:
@@ -49,6 +49,7 @@ class KubernetesClusterArgs:
     charts: ChartSource
     site_file: str
     root: Path
+    inputs: PhaseInputs                 # what the bootstrap reads, hashed
     after: Sequence[pulumi.Resource] = field(default_factory=tuple)   # node phases the bootstrap waits for
 
 
@@ -63,12 +64,11 @@ class KubernetesCluster(pulumi.ComponentResource):
         super().__init__("gigafactory:infra:KubernetesCluster", name, None, opts)
         c = args.cluster
         phase = kubernetes_phase(c.group)
-        settings = {"version": c.version, "pod_cidr": c.pod_cidr, "service_cidr": c.service_cidr,
-                    "api_endpoint": c.api_endpoint, "control_plane": list(c.control_plane)}
-        digest = inputs_hash({"cluster": settings, "hosts": hosts_view(args.plan, c.group)}, args.root, phase.files())
+        extra_vars = {"kubernetes_cluster": c.name}
+        digest = args.inputs.digest(phase, extra_vars)
         self.bootstrap = AnsiblePhase(
             f"{name}-kubeadm", phase,
-            {"site_file": args.site_file, "root": str(args.root), "extra_vars": {"kubernetes_cluster": c.name}},
+            {"site_file": args.site_file, "root": str(args.root), "extra_vars": extra_vars},
             digest, pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
         self.kubeconfig = pulumi.Output.secret(self.bootstrap.kubeconfig)
         self.provider = k8s.Provider(name, kubeconfig=self.kubeconfig, enable_server_side_apply=True,

@@ -1,9 +1,11 @@
 """NodeConfiguration: the Ansible phases on the site's hosts, as Pulumi dynamic resources.
 
-A phase is one playbook run against one inventory group. Its resource carries only
-a hash of what the phase reads (the plan's view of its hosts and the playbook and
-role files it uses); ``diff`` compares hashes, so a phase re-runs exactly when one
-of those changed. One resource per phase, whatever the number of hosts.
+A phase is one of the orchestration's phases (infra/orchestrate/phases.py): one playbook
+run against its inventory groups. Its resource carries only a hash of what the phase
+reads (the inventory variables its hosts receive, its playbooks, and every role it
+applies, depends on or includes, found by reading the playbooks); ``diff`` compares
+hashes, so a phase re-runs exactly when one of those changed. One resource per phase,
+whatever the number of hosts.
 
 The run itself goes through the project's orchestration layer, reached through
 the narrow interface below (``PhaseRequest`` in, ``PhaseResult`` out).
@@ -16,47 +18,47 @@ import importlib
 import json
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import pulumi
+import yaml
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
+from ..orchestrate.phases import PHASES as ORCHESTRATION_PHASES
 from ..plan import Plan
+from ..render.inventory import inventory_view
+from ..site.model import Site
 
 ORCHESTRATION_MODULE = "infra.orchestrate"
 KUBECONFIG_VAR = "kubernetes_kubeconfig_dest"   # where the kubernetes role writes the admin kubeconfig
 
 
+PLAYBOOK_DIR = "playbooks"              # <name>.yml per phase, as the orchestration runs them
+ROLES_DIR = "playbooks/roles"           # roles_path in ansible.cfg
+CLUSTER_PHASE = "kubernetes"            # declared once per cluster by KubernetesCluster, limited to its group
+
+
 @dataclass(frozen=True)
 class Phase:
+    """One of the orchestration's phases (infra/orchestrate/phases.py) as a resource runs it."""
     name: str
-    group: str                          # inventory group the playbook is limited to
-    roles: tuple[str, ...]              # roles under playbooks/roles/ the playbook applies
+    group: str                          # Ansible --limit: the phase's groups, or ``all``
 
     @property
     def playbook(self) -> str:
-        return f"playbooks/{self.name}.yml"
-
-    def files(self) -> tuple[str, ...]:
-        """Repository paths whose content the phase depends on: its playbook, the shared validation play, its roles."""
-        return (self.playbook, "playbooks/validated.yml") + tuple(f"playbooks/roles/{role}" for role in self.roles)
+        return f"{PLAYBOOK_DIR}/{self.name}.yml"
 
 
-# In the order they run. Slurm only on sites with a slurm section.
-PHASES: tuple[Phase, ...] = (
-    Phase("base", "all", ("base",)),
-    Phase("rdma", "rdma", ("rdma",)),
-    Phase("gpu", "gpu", ("gpu",)),
-    Phase("slurm", "slurm", ("slurm",)),
-    Phase("health", "all", ("health",)),
-)
+def node_phases() -> tuple[Phase, ...]:
+    """The orchestration's phases in their order, but the per-cluster one, each limited to its groups."""
+    return tuple(Phase(p.name, ":".join(p.groups) or "all") for p in ORCHESTRATION_PHASES if p.name != CLUSTER_PHASE)
 
 
 def kubernetes_phase(group: str) -> Phase:
-    """The kubeadm bootstrap of one cluster: the ``kubernetes`` role on the cluster's group."""
-    return Phase("kubernetes", group, ("kubernetes",))
+    """The kubeadm bootstrap of one cluster: the orchestration's kubernetes phase, limited to the cluster's group."""
+    return Phase(CLUSTER_PHASE, group)
 
 
 # --- the interface to the orchestration layer -----------------------------------------
@@ -134,32 +136,188 @@ def run_phase(request: PhaseRequest) -> PhaseResult:
     return PhaseResult(ok=True, summary=f"{len(outcome.hosts)} host(s); run {outcome.run_dir}", kubeconfig=kubeconfig)
 
 
-# --- hashing ------------------------------------------------------------------------
+# --- what a phase reads -------------------------------------------------------------
 
 
-def hosts_view(plan: Plan, group: str) -> list[dict[str, Any]]:
-    """The plan's view of a group's hosts, as plain data (``all``: every host)."""
-    names = plan.hosts if group == "all" else plan.groups.get(group, ())
-    return [asdict(plan.hosts[name]) for name in names]
+class PhaseInputError(ValueError):
+    """A file a phase reads is missing or cannot be read, so its inputs cannot be hashed."""
+
+
+ROLE_KEYS = {f"{prefix}{verb}_role" for prefix in ("", "ansible.builtin.", "ansible.legacy.") for verb in ("include", "import")}
+TASKS_KEYS = {f"{prefix}{verb}_tasks" for prefix in ("", "ansible.builtin.", "ansible.legacy.") for verb in ("include", "import")}
+PLAYBOOK_KEYS = {"import_playbook", "ansible.builtin.import_playbook", "ansible.legacy.import_playbook"}
+TASK_LISTS = ("pre_tasks", "roles", "tasks", "post_tasks", "handlers", "block", "rescue", "always")
+NOT_READ = {"molecule", "__pycache__", "README.md"}     # in a role's folder, never read by a run
+
+
+def _yaml(root: Path, rel: str, why: str) -> Any:
+    path = root / rel
+    if not path.is_file():
+        raise PhaseInputError(f"{why}: {rel} is missing")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise PhaseInputError(f"{why}: {rel} cannot be read: {err}") from None
+
+
+def _literal(value: Any, where: str) -> str:
+    """A role or file name as written; a templated one cannot be followed before the run."""
+    if isinstance(value, str) and "=" in value and not value.startswith("{{"):   # k=v form: name=base
+        value = dict(part.split("=", 1) for part in value.split()).get("name", value)
+    if not isinstance(value, str) or not value or "{{" in value or "{%" in value:
+        raise PhaseInputError(f"{where}: {value!r} is not a literal name, so the phase's inputs cannot be known")
+    return value
+
+
+def _references(items: Any, where: str, files: bool = True) -> tuple[list[str], list[str], list[str]]:
+    """(roles, task files, playbooks) a list of plays, tasks or role entries names, blocks included.
+
+    ``files=False`` (in a role, whose whole folder is hashed): roles only; task files may be templated.
+    """
+    roles: list[str] = []
+    tasks: list[str] = []
+    playbooks: list[str] = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, str):                       # a role entry of a play's roles:
+            roles.append(_literal(item, where))
+            continue
+        if not isinstance(item, dict):
+            continue
+        for key, value in item.items():
+            if key in ROLE_KEYS:
+                roles.append(_literal(value.get("name") if isinstance(value, dict) else value, f"{where} ({key})"))
+            elif key in TASKS_KEYS and files:
+                tasks.append(_literal(value.get("file") if isinstance(value, dict) else value, f"{where} ({key})"))
+            elif key in PLAYBOOK_KEYS:
+                playbooks.append(_literal(value, f"{where} ({key})"))
+            elif key in TASK_LISTS:
+                r, t, p = _references(value, where, files)
+                roles += r
+                tasks += t
+                playbooks += p
+        if "role" in item and not any(k in item for k in ROLE_KEYS):   # {role: x, vars: ...} in roles:
+            roles.append(_literal(item["role"], where))
+    return roles, tasks, playbooks
+
+
+def _role_references(root: Path, role: str) -> list[str]:
+    """The roles a role brings in: meta/main.yml dependencies and include_role/import_role in its task files."""
+    folder = root / ROLES_DIR / role
+    out: list[str] = []
+    meta = folder / "meta" / "main.yml"
+    if meta.is_file():
+        data = _yaml(root, meta.relative_to(root).as_posix(), f"role {role!r}") or {}
+        for dep in data.get("dependencies") or ():
+            out.append(_literal(dep.get("role", dep.get("name")) if isinstance(dep, dict) else dep, f"{ROLES_DIR}/{role}/meta/main.yml"))
+    for sub in ("tasks", "handlers"):
+        for file in sorted((folder / sub).rglob("*.y*ml")) if (folder / sub).is_dir() else ():
+            rel = file.relative_to(root).as_posix()
+            out += _references(_yaml(root, rel, f"role {role!r}"), rel, files=False)[0]
+    return out
+
+
+def phase_files(root: Path, playbook: str) -> tuple[str, ...]:
+    """Every repository path a phase's playbook reads: itself, the playbooks and task files it imports, and the
+    folder of each role it applies, with the roles those depend on or include, recursively. A missing one is an error."""
+    files: dict[str, None] = {}
+    roles: dict[str, None] = {}
+    pending_roles: list[str] = []
+    pending = [(playbook, f"phase playbook {playbook}")]
+    while pending:
+        rel, why = pending.pop(0)
+        if rel in files:
+            continue
+        files[rel] = None
+        r, t, p = _references(_yaml(root, rel, why), rel)
+        here = Path(rel).parent
+        pending += [((here / name).as_posix(), f"imported by {rel}") for name in p + t]
+        pending_roles += [(name, rel) for name in r]
+    while pending_roles:
+        role, by = pending_roles.pop(0)
+        if role in roles:
+            continue
+        if not (root / ROLES_DIR / role).is_dir():
+            raise PhaseInputError(f"{by}: role {role!r} is missing ({ROLES_DIR}/{role})")
+        roles[role] = None
+        pending_roles += [(name, f"role {role!r}") for name in _role_references(root, role)]
+    return tuple(files) + tuple(f"{ROLES_DIR}/{role}" for role in roles)
+
+
+def site_inventory_files(root: Path, site_file: str) -> tuple[str, ...]:
+    """The group_vars/ and host_vars/ folders beside the site file, which Ansible reads with it (when present)."""
+    here = Path(site_file).parent
+    return tuple((here / name).as_posix() for name in ("group_vars", "host_vars") if (root / here / name).is_dir())
+
+
+def phase_hosts(plan: Plan, phase: Phase) -> list[str]:
+    """The hosts the phase touches: the orchestration's hosts of the phase, within its limit."""
+    [spec] = [p for p in ORCHESTRATION_PHASES if p.name == phase.name]
+    hosts = spec.hosts(plan)
+    if phase.group == "all":
+        return hosts
+    allowed = {h for group in phase.group.split(":") for h in plan.groups.get(group, ())}
+    return [h for h in hosts if h in allowed]
+
+
+def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str]) -> dict[str, Any]:
+    """What Ansible gives the phase's hosts from the site: the shared variables, each host's own, the variables of
+    every group one of them is in, and every group's members (plays address groups and other hosts' variables)."""
+    everyone = inventory["all"]
+    wanted = set(hosts)
+    children = everyone["children"]
+    return {
+        "all": everyone["vars"],
+        "hosts": {h: everyone["hosts"][h] for h in hosts},
+        "group_vars": {g: c["vars"] for g, c in children.items() if "vars" in c and wanted.intersection(c["hosts"])},
+        "groups": {g: list(c["hosts"]) for g, c in children.items()},
+    }
 
 
 def files_digest(root: Path, paths: Iterable[str]) -> str:
-    """Digest of the files at (or under) ``paths``; a missing path counts as absent, not as an error."""
+    """Digest of the files at (or under) ``paths``; a missing path is an error, what a run never reads is left out."""
     digest = hashlib.sha256()
     for rel in paths:
         path = root / rel
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not NOT_READ.intersection(p.relative_to(path).parts))
+        elif path.is_file():
+            files = [path]
+        else:
+            raise PhaseInputError(f"{rel} is missing")
         digest.update(f"{rel}:{len(files)}\0".encode())
         for file in files:
             digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def inputs_hash(view: Any, root: Path, paths: Sequence[str]) -> str:
-    """Hash of a phase's inputs: the plan's view (any JSON data) and the files it uses."""
-    digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
-    digest.update(files_digest(root, paths).encode())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class PhaseInputs:
+    """Everything the phases of one site read: the inventory Ansible builds from the site, and per phase the digest
+    of its playbooks and roles (and the group_vars/, host_vars/ beside the site file)."""
+    root: Path
+    site_file: str                      # relative to root
+    plan: Plan
+    inventory: Mapping[str, Any]        # infra.render.inventory.inventory_view: what the inventory plugin gives Ansible
+    files: Mapping[str, str]            # phase name -> digest of the files it reads
+
+    @classmethod
+    def of(cls, site: Site, plan: Plan, root: Path, site_file: str) -> "PhaseInputs":
+        """Reads every phase's files now: a missing one raises PhaseInputError before anything is declared."""
+        beside = site_inventory_files(root, site_file)
+        files: dict[str, str] = {}
+        for spec in ORCHESTRATION_PHASES:
+            try:
+                files[spec.name] = files_digest(root, phase_files(root, Phase(spec.name, "all").playbook) + beside)
+            except PhaseInputError as err:
+                raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
+        return cls(root, site_file, plan, inventory_view(site, plan), files)
+
+    def digest(self, phase: Phase, extra_vars: Optional[Mapping[str, Any]] = None) -> str:
+        """The phase's inputs hash: the variables its hosts receive, its extra variables, its files."""
+        view = {"variables": phase_variables(self.inventory, phase_hosts(self.plan, phase)), "extra_vars": dict(extra_vars or {})}
+        digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
+        digest.update(self.files[phase.name].encode())
+        return digest.hexdigest()
 
 
 # --- the dynamic resource -----------------------------------------------------------
@@ -214,28 +372,28 @@ class AnsiblePhase(pulumi.dynamic.Resource, module="gigafactory", name="AnsibleP
 
 @dataclass(frozen=True)
 class NodeConfigurationArgs:
-    plan: Plan
-    site_file: str                      # relative to root
-    root: Path
-    has_slurm: bool
+    inputs: PhaseInputs                 # the site's plan, inventory and phase files (PhaseInputs.of)
 
 
 class NodeConfiguration(pulumi.ComponentResource):
-    """The Ansible phases in order (base, rdma, gpu, slurm, health), one dynamic resource each."""
+    """The orchestration's phases in order (but the per-cluster kubernetes one), one dynamic resource each."""
 
     def __init__(self, name: str, args: NodeConfigurationArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gigafactory:infra:NodeConfiguration", name, None, opts)
+        inputs = args.inputs
         self.phases: dict[str, AnsiblePhase] = {}
-        request = {"site_file": args.site_file, "root": str(args.root)}
+        request = {"site_file": inputs.site_file, "root": str(inputs.root)}
         previous: list[pulumi.Resource] = []
-        for phase in PHASES:
-            if phase.name == "slurm" and not args.has_slurm:
+        for phase in node_phases():
+            if not phase_hosts(inputs.plan, phase):
                 continue
-            if phase.group != "all" and not args.plan.groups.get(phase.group):
-                continue
-            digest = inputs_hash(hosts_view(args.plan, phase.group), args.root, phase.files())
-            resource = AnsiblePhase(f"{name}-{phase.name}", phase, request, digest,
+            resource = AnsiblePhase(f"{name}-{phase.name}", phase, request, inputs.digest(phase),
                                     pulumi.ResourceOptions(parent=self, depends_on=previous))
             self.phases[phase.name] = resource
             previous = [resource]
         self.register_outputs({"phases": {n: p.inputs_hash for n, p in self.phases.items()}})
+
+    def before(self, phase: str) -> list[AnsiblePhase]:
+        """The declared phases the orchestration runs before ``phase``."""
+        names = [p.name for p in ORCHESTRATION_PHASES]
+        return [self.phases[n] for n in names[:names.index(phase)] if n in self.phases]

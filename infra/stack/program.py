@@ -17,7 +17,7 @@ from ..site.checks import run_checks
 from .charts import chart_source
 from .cluster import KubernetesCluster, KubernetesClusterArgs
 from .network import SiteNetwork, SiteNetworkArgs
-from .node_configuration import NodeConfiguration, NodeConfigurationArgs
+from .node_configuration import CLUSTER_PHASE, NodeConfiguration, NodeConfigurationArgs, PhaseInputError, PhaseInputs
 from .storage import SiteStorage, SiteStorageArgs
 from .tenants import Tenants, TenantsArgs
 
@@ -48,12 +48,16 @@ def load(path: Path) -> tuple[Site, Plan]:
 
 def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT) -> dict[str, Any]:
     """Every component of the site; returns the stack outputs."""
+    try:
+        inputs = PhaseInputs.of(site, plan, root, site_rel)
+    except PhaseInputError as err:
+        raise pulumi.RunError(f"{err}; nothing was declared") from None
     charts = chart_source(site.repositories.charts, root)
     clusters = {c.name: c for c in plan.kubernetes}
-    nodes = NodeConfiguration("nodes", NodeConfigurationArgs(plan, site_rel, root, site.slurm is not None))
-    before_kubernetes = [nodes.phases[p] for p in ("base", "rdma", "gpu") if p in nodes.phases]
+    nodes = NodeConfiguration("nodes", NodeConfigurationArgs(inputs))
+    before_kubernetes = nodes.before(CLUSTER_PHASE)
     kubernetes = {
-        name: KubernetesCluster(name, KubernetesClusterArgs(cluster, plan, charts, site_rel, root, before_kubernetes))
+        name: KubernetesCluster(name, KubernetesClusterArgs(cluster, plan, charts, site_rel, root, inputs, before_kubernetes))
         for name, cluster in clusters.items()
     }
     network = SiteNetwork("network", SiteNetworkArgs(plan, clusters, kubernetes))
