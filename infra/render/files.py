@@ -44,7 +44,8 @@ def render_all(site: Site, plan: Plan) -> dict[str, str]:
     # The health phase runs on every site (infra/orchestrate/phases.py) and installs the
     # node_health role's gate at HEALTH_CHECK_PROGRAM: slurmd runs it.
     files.update(slurm_files(plan, health_check_program=HEALTH_CHECK_PROGRAM))
-    from .inventory import inventory_view   # inventory shaping reads the rendered Slurm files: imported here, not at the top
+    # imported here, not at the top: the inventory variables carry the rendered Slurm files
+    from .inventory import inventory_view
     files["inventory.json"] = to_json(inventory_view(site, plan))
     return files
 

@@ -301,7 +301,7 @@ class PhaseInputs:
     files: Mapping[str, str]            # phase name -> digest of the files it reads
 
     @classmethod
-    def of(cls, site: Site, plan: Plan, root: Path, site_file: str) -> "PhaseInputs":
+    def of(cls, site: Site, plan: Plan, root: Path, site_file: str) -> PhaseInputs:
         """Reads every phase's files now: a missing one raises PhaseInputError before anything is declared."""
         beside = site_inventory_files(root, site_file)
         files: dict[str, str] = {}
