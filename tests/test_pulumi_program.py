@@ -158,6 +158,21 @@ def test_riga1_resource_graph(runs):
     assert phases == ["nodes-base", "nodes-gpu", "nodes-health", "nodes-rdma", "nodes-slurm", "riga-infer-kubeadm"]
 
 
+@pytest.mark.parametrize("key", [("riga-1", "up"), ("demo", "up")], ids="-".join)
+def test_phase_resources_wait_for_each_other_in_the_orchestrations_order(runs, key):
+    """Each phase resource depends on the one the orchestration runs before it; every cluster's bootstrap stands in
+    for the kubernetes phase, and the phase after it waits for all of them."""
+    from infra.orchestrate import PHASES
+    run = runs[key]
+    phases = {r["urn"]: r for r in by_type(run, "AnsiblePhase")}
+    name = {urn: r["inputs"]["phase"] for urn, r in phases.items()}
+    waits = {urn: sorted(name[d] for d in r["dependencies"] if d in phases) for urn, r in phases.items()}
+    declared = [p.name for p in PHASES if p.name in name.values()]
+    for urn, phase in name.items():
+        i = declared.index(phase)
+        assert waits[urn] == ([declared[i - 1]] * list(name.values()).count(declared[i - 1]) if i else []), (phase, waits[urn])
+
+
 @pytest.mark.parametrize("key", SUCCESSFUL, ids="-".join)
 def test_components_parent_their_resources(runs, key):
     run = runs[key]

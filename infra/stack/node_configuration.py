@@ -376,24 +376,37 @@ class NodeConfigurationArgs:
 
 
 class NodeConfiguration(pulumi.ComponentResource):
-    """The orchestration's phases in order (but the per-cluster kubernetes one), one dynamic resource each."""
+    """The orchestration's phases in its order, one dynamic resource each; the per-cluster kubernetes phase is
+    KubernetesCluster's, so the phases after it are declared by ``after_clusters`` once the clusters exist."""
 
     def __init__(self, name: str, args: NodeConfigurationArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gigafactory:infra:NodeConfiguration", name, None, opts)
-        inputs = args.inputs
+        self.name = name
+        self.inputs = args.inputs
         self.phases: dict[str, AnsiblePhase] = {}
-        request = {"site_file": inputs.site_file, "root": str(inputs.root)}
-        previous: list[pulumi.Resource] = []
-        for phase in node_phases():
-            if not phase_hosts(inputs.plan, phase):
-                continue
-            resource = AnsiblePhase(f"{name}-{phase.name}", phase, request, inputs.digest(phase),
-                                    pulumi.ResourceOptions(parent=self, depends_on=previous))
-            self.phases[phase.name] = resource
-            previous = [resource]
-        self.register_outputs({"phases": {n: p.inputs_hash for n, p in self.phases.items()}})
+        self._previous: list[pulumi.Resource] = []
+        self._declare(self._order(p.name) < self._order(CLUSTER_PHASE) for p in node_phases())
 
-    def before(self, phase: str) -> list[AnsiblePhase]:
-        """The declared phases the orchestration runs before ``phase``."""
-        names = [p.name for p in ORCHESTRATION_PHASES]
-        return [self.phases[n] for n in names[:names.index(phase)] if n in self.phases]
+    @staticmethod
+    def _order(phase: str) -> int:
+        return [p.name for p in ORCHESTRATION_PHASES].index(phase)
+
+    def _declare(self, wanted: Iterable[bool]) -> None:
+        request = {"site_file": self.inputs.site_file, "root": str(self.inputs.root)}
+        for phase, want in zip(node_phases(), wanted):
+            if not want or not phase_hosts(self.inputs.plan, phase):
+                continue
+            resource = AnsiblePhase(f"{self.name}-{phase.name}", phase, request, self.inputs.digest(phase),
+                                    pulumi.ResourceOptions(parent=self, depends_on=self._previous))
+            self.phases[phase.name] = resource
+            self._previous = [resource]
+
+    def before_clusters(self) -> list[pulumi.Resource]:
+        """What a cluster's bootstrap waits for: the last phase the orchestration runs before it."""
+        return list(self._previous)
+
+    def after_clusters(self, bootstraps: Sequence[pulumi.Resource]) -> None:
+        """Declares the phases the orchestration runs after the clusters' bootstraps, waiting for them; then the outputs."""
+        self._previous = list(bootstraps) or self._previous      # each bootstrap waits for the phases before it
+        self._declare(self._order(p.name) > self._order(CLUSTER_PHASE) for p in node_phases())
+        self.register_outputs({"phases": {n: p.inputs_hash for n, p in self.phases.items()}})

@@ -17,7 +17,7 @@ from ..site.checks import run_checks
 from .charts import chart_source
 from .cluster import KubernetesCluster, KubernetesClusterArgs
 from .network import SiteNetwork, SiteNetworkArgs
-from .node_configuration import CLUSTER_PHASE, NodeConfiguration, NodeConfigurationArgs, PhaseInputError, PhaseInputs
+from .node_configuration import NodeConfiguration, NodeConfigurationArgs, PhaseInputError, PhaseInputs
 from .storage import SiteStorage, SiteStorageArgs
 from .tenants import Tenants, TenantsArgs
 
@@ -55,11 +55,12 @@ def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT) -> di
     charts = chart_source(site.repositories.charts, root)
     clusters = {c.name: c for c in plan.kubernetes}
     nodes = NodeConfiguration("nodes", NodeConfigurationArgs(inputs))
-    before_kubernetes = nodes.before(CLUSTER_PHASE)
     kubernetes = {
-        name: KubernetesCluster(name, KubernetesClusterArgs(cluster, plan, charts, site_rel, root, inputs, before_kubernetes))
+        name: KubernetesCluster(name, KubernetesClusterArgs(cluster, plan, charts, site_rel, root, inputs,
+                                                            nodes.before_clusters()))
         for name, cluster in clusters.items()
     }
+    nodes.after_clusters([k.bootstrap for k in kubernetes.values()])
     network = SiteNetwork("network", SiteNetworkArgs(plan, clusters, kubernetes))
     tenants = Tenants("tenants", TenantsArgs(site.tenants, clusters, kubernetes))
     storage = SiteStorage("storage", SiteStorageArgs(plan, site.storage, site.tenants, clusters, kubernetes, charts,
