@@ -77,6 +77,13 @@ def test_what_a_run_never_reads_does_not_count(repo, riga):
     assert hashes(repo, riga) == before
 
 
+def test_group_vars_beside_the_site_file_count_for_every_phase(repo, riga):
+    before = hashes(repo, riga)
+    (repo / SITE_FILE).parent.joinpath("group_vars").mkdir(parents=True)
+    (repo / SITE_FILE).parent.joinpath("group_vars", "all.yml").write_text("nvidia_driver_reboot_throttle: 2\n")
+    assert changed(before, hashes(repo, riga)) == set(OTHERS)
+
+
 def test_a_role_brought_in_by_meta_dependencies_counts(repo, riga):
     roles = repo / "playbooks" / "roles"
     edit(roles / "munge" / "defaults" / "main.yml")

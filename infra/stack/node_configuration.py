@@ -163,7 +163,7 @@ def _yaml(root: Path, rel: str, why: str) -> Any:
 def _literal(value: Any, where: str) -> str:
     """A role or file name as written; a templated one cannot be followed before the run."""
     if isinstance(value, str) and "=" in value and not value.startswith("{{"):   # k=v form: name=base
-        value = dict(part.split("=", 1) for part in value.split()).get("name", value)
+        value = dict(part.split("=", 1) for part in value.split() if "=" in part).get("name", value)
     if not isinstance(value, str) or not value or "{{" in value or "{%" in value:
         raise PhaseInputError(f"{where}: {value!r} is not a literal name, so the phase's inputs cannot be known")
     return value
@@ -221,7 +221,7 @@ def phase_files(root: Path, playbook: str) -> tuple[str, ...]:
     folder of each role it applies, with the roles those depend on or include, recursively. A missing one is an error."""
     files: dict[str, None] = {}
     roles: dict[str, None] = {}
-    pending_roles: list[str] = []
+    pending_roles: list[tuple[str, str]] = []
     pending = [(playbook, f"phase playbook {playbook}")]
     while pending:
         rel, why = pending.pop(0)
