@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .hostlists import Hostlist
+from .types import ImageRegistry, KeyFile, KeyFingerprint, Url
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -92,20 +93,49 @@ class Policy(Strict):
 class OperatingSystem(Strict):
     distribution: Literal["debian"] = "debian"
     release: Literal["12", "13"] = "13"
+    security_updates: bool = Field(default=True, description="Include Debian's security suite in the APT sources "
+                                   "(from repositories.debian_security, else <repositories.debian>-security).")
+
+
+class Repository(Strict):
+    """A package mirror: its URL and, for APT repositories, the OpenPGP key that signs it."""
+    url: Url
+    signed_by: KeyFile | None = Field(default=None, description="OpenPGP public key file that signs the repository, "
+                                      "relative to the site file's directory (held as its absolute path once loaded).")
+    fingerprint: KeyFingerprint | None = Field(default=None, description="Fingerprint of the signing key; spaces are dropped.")
+
+
+def _repository_mapping(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+MirrorRepository = Annotated[Repository, BeforeValidator(_repository_mapping, json_schema_input_type=Union[str, Repository])]
+"""A repository written as its URL alone, or as ``{url, signed_by, fingerprint}``."""
 
 
 class Repositories(Strict):
     """The site's own mirrors. An absent entry keeps the distribution's default sources."""
-    debian: str | None = None
-    cuda: str | None = None
-    doca: str | None = None
-    slurm: str | None = None
-    enroot: str | None = None
-    charts: str | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
-    kubernetes: str | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
-                                   "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
-    images: str | None = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
-                               "and the pod sandbox image come from it (an air-gapped site's own registry).")
+    debian: MirrorRepository | None = None
+    debian_security: MirrorRepository | None = Field(default=None, description="Mirror of Debian's security suite; "
+                                                     "default: <repositories.debian>-security.")
+    cuda: MirrorRepository | None = None
+    doca: MirrorRepository | None = None
+    slurm: MirrorRepository | None = None
+    enroot: MirrorRepository | None = None
+    charts: MirrorRepository | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
+    kubernetes: MirrorRepository | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
+                                                "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
+    images: ImageRegistry | None = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
+                                         "and the pod sandbox image come from it (an air-gapped site's own registry).")
+
+    def urls(self) -> dict[str, str]:
+        """Each declared mirror's URL (the image registry as written), by name."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value if isinstance(value, str) else value.url
+        return out
 
 
 # --- software -----------------------------------------------------------------------
