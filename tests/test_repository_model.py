@@ -62,7 +62,7 @@ def test_a_key_file_is_resolved_beside_the_site_file_and_the_fingerprint_normali
     ("site.yml", "is not an OpenPGP public key"),
     ("../outside.asc", "inside it"),
     ("/etc/passwd", "relative to the site file's directory"),
-    ("keys/a\nb.asc", "control character"),
+    ("keys/a\nb.asc", "U+000A"),
 ])
 def test_a_bad_key_file_is_named_by_its_field(tmp_path, signed_by, fragment):
     (tmp_path / "keys").mkdir()

@@ -38,7 +38,7 @@ def _invisible(value: str) -> str | None:
     """The first control, formatting or line-separating character in ``value``, described; else None."""
     for ch in value:
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            return f"it contains the control character U+{ord(ch):04X}"
+            return f"it contains the control or formatting character U+{ord(ch):04X}"
     return None
 
 
@@ -52,7 +52,9 @@ def _typed(what: str, check: Callable[[str], str | None], schema: dict[str, Any]
         if why is not None:
             raise _refusal(value, what, why if why else "")
         return value
-    extra = {"description": what, **(schema or {})}
+    def extra(json_schema: dict[str, Any]) -> None:
+        json_schema.setdefault("description", what)
+        json_schema.update(schema or {})
     return (Constrained(what), AfterValidator(validate), Field(json_schema_extra=extra))
 
 
