@@ -105,6 +105,8 @@ HOSTILE = {
     "tenants differing only in case": (lambda d: d["tenants"][1].update(name="ACME-AI"), "tenants[1].name", "lower-case"),
     "accounts differing only in case": (lambda d: d["tenants"][1]["slurm"].update(account="Acme-AI"), "tenants[1].slurm.account", "lower-case"),
     "NUL in a vendor": (lambda d: d["node_types"]["cpu-1u"].update(vendor="dell\x00"), "node_types.cpu-1u.vendor", "U+0000"),
+    "gpu1 next to gpu0001": (lambda d: d["pools"][2]["hosts"].append("gpu1"), "pools[2].hosts", "gpu1 ~ gpu0001"),
+    "node1 next to node01": (lambda d: d["pools"][2]["hosts"].extend(["node01", "node1"]), "pools[2].hosts", "node1 ~ node01"),
 }
 
 
@@ -150,3 +152,20 @@ def test_legitimate_values_pass():
     data["provisioning"] = {"user": "gf_admin"}
     data["repositories"]["images"] = "registry.riga-1.internal:5000/k8s"
     assert problems_of(data) == []
+
+
+def test_checks_and_the_plan_report_every_problem_at_once(riga):
+    riga["tenants"][0]["kubernetes"]["cluster"] = "riga-x"             # a reference check
+    riga["pools"][0]["racks"] = "a[01-20]"                             # the plan's rack placement
+    riga["networks"]["bmc"]["cidr"] = "10.41.0.0/24"                   # the plan's address allocation
+    riga["fabrics"][0]["scalable_unit"] = 48                           # the plan's fabric sizing
+    riga["site"]["power"]["facility_kw"] = 1500                        # the plan's power total
+    paths = {p.split(":")[0] for p in problems_of(riga)}
+    assert {"tenants[0].kubernetes.cluster", "pools[0].racks", "networks.bmc.cidr", "fabrics[0].scalable_unit",
+            "site.power.facility_kw"} <= paths, paths
+
+
+def test_a_rack_that_is_unknown_is_not_also_reported_as_full(riga):
+    riga["pools"][1]["racks"] = "a[31-40]"           # a31 and a32 exist, but hold only 8 of its 32 hosts
+    found = [p for p in problems_of(riga) if p.startswith("pools[1].racks:")]
+    assert len(found) == 1 and "unknown rack(s) a33" in found[0] and "hold only" not in found[0], found
