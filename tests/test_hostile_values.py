@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import types
-import typing
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import pytest
 import yaml
+from conftest import DEMO, RIGA, bin_path, run, site_data
 from pydantic import BaseModel
+from test_site_validation import problems_of
 
 from infra.site.model import Site
 from infra.site.types import Constrained
-from conftest import DEMO, RIGA, bin_path, run, site_data
-from test_site_validation import problems_of
 
 
 def unconstrained_strings(tp, path: str, seen: set) -> list[str]:
@@ -57,7 +56,7 @@ def test_the_walker_finds_a_bare_string():
     class Sneaky(BaseModel):
         ok: Annotated[str, Constrained("x")]
         name: str | None = None
-        tags: dict[str, list[typing.Optional[str]]] = {}
+        tags: dict[str, list[str | None]] = {}
     assert unconstrained_strings(Sneaky, "Sneaky", set()) == ["Sneaky.name", "Sneaky.tags.<key>", "Sneaky.tags.<value>[]"]
 
 

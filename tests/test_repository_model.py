@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import RIGA, site_data
 
 from infra.plan import build_plan
 from infra.render.files import group_vars
 from infra.site import SiteInvalid, load_site, validate_data
 from infra.site.model import Repository
-from conftest import RIGA, site_data
 
 KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ0000BYJKwYBBAHaRw8BAQdA\n-----END PGP PUBLIC KEY BLOCK-----\n"
 FINGERPRINT = "0123 4567 89AB CDEF 0123  4567 89ab cdef 0123 4567"

@@ -105,7 +105,7 @@ def _repository_mapping(value: Any) -> Any:
     return {"url": value} if isinstance(value, str) else value
 
 
-MirrorRepository = Annotated[Repository, BeforeValidator(_repository_mapping, json_schema_input_type=Union[str, Repository])]
+MirrorRepository = Annotated[Repository, BeforeValidator(_repository_mapping, json_schema_input_type=str | Repository)]
 """A repository written as its URL alone, or as ``{url, signed_by, fingerprint}``."""
 
 
