@@ -53,6 +53,11 @@ FIRES = {
     "kubernetes_addons_have_chart_mirror": None,
     "kubernetes_has_package_mirror": None,
     "slurm_containers_have_a_repository": None,
+    "host_names_plan_distinct_addresses": None,
+    "hosts_fit_their_racks": "rack power",
+    "networks_hold_their_hosts": "network too small",
+    "fabrics_fit_their_switches": None,
+    "facility_power_within_contract": "facility power",
 }
 
 EXTRA = {
@@ -71,6 +76,8 @@ EXTRA = {
     "kubernetes_addons_have_chart_mirror": lambda d: None,    # a warning, and riga-1 has no chart mirror
     "kubernetes_has_package_mirror": lambda d: None,          # a warning, and riga-1 has no Kubernetes package mirror
     "slurm_containers_have_a_repository": lambda d: None,     # a warning, and riga-1 asks for pyxis without an enroot mirror
+    "host_names_plan_distinct_addresses": lambda d: d["pools"][2]["hosts"].append("ctl1"),
+    "fabrics_fit_their_switches": lambda d: d["fabrics"][0].update(scalable_unit=48),
 }
 
 

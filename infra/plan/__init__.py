@@ -7,16 +7,15 @@ never re-derives an address or re-reads the YAML.
 
 from __future__ import annotations
 
-import ipaddress
-
 from ..site.index import SiteIndex
 from ..site.model import NfsStorage, Site
-from ..site.problems import Problem, SiteInvalid, field_path as fp
-from .addresses import allocate
+from ..site.problems import Problem, SiteInvalid
+from .addresses import allocate_networks
 from .fabric import plan_fabric
 from .kubernetes import plan_clusters
 from .model import Capacity, FabricPlan, HostPlan, NetworkPlan, Plan, RailPlan, SlurmPlan
 from .placement import place_hosts
+from .power import site_power_kw
 from .slurm import plan_slurm
 
 __all__ = ["Capacity", "FabricPlan", "HostPlan", "NetworkPlan", "Plan", "RailPlan", "SlurmPlan", "build_plan", "group_name"]
@@ -28,7 +27,10 @@ def group_name(*parts: str) -> str:
 
 
 def build_plan(site: Site, source: str = "<site>") -> Plan:
-    """The site's plan; raises SiteInvalid with every problem the plan finds (room, addresses, power)."""
+    """The plan of a validated site (``load_site``'s checks already ran placement, addresses and power).
+
+    Raises SiteInvalid if a site that skipped validation has no room for its hosts or their addresses.
+    """
     index = SiteIndex(site)
     problems: list[Problem] = []
     placed = place_hosts(index, problems)
@@ -36,13 +38,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
 
     networks: dict[str, NetworkPlan] = {}
     addresses: dict[str, dict[str, str]] = {h: {} for h in order}
-    for name in ("management", "bmc", "storage"):
-        net = getattr(site.networks, name)
-        if net is None:
-            continue
-        cidr = ipaddress.IPv4Network(net.cidr)
-        reserved = [ipaddress.IPv4Network(r) for r in net.reserved]
-        assigned, blocks = allocate(cidr, order, reserved, fp("networks", name, "cidr"), problems)
+    for name, (net, assigned, blocks) in allocate_networks(site, problems).items():
         for host, address in assigned.items():
             addresses[host][name] = address
         networks[name] = NetworkPlan(name, net.cidr, net.vlan, net.mtu, net.interface, blocks)
@@ -75,9 +71,6 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
     slurm = plan_slurm(index, hosts, fabric_plans) if not problems else None
     clusters = plan_clusters(index, hosts, fabric_plans) if not problems else ()
     capacity = _capacity(site, index, hosts, fabric_plans)
-    if capacity.facility_kw > capacity.facility_budget_kw:
-        problems.append(Problem("site.power.facility_kw", f"the site needs {capacity.facility_kw:g} kW (IT load {capacity.it_kw:g} kW "
-                                f"x PUE {site.site.power.pue:g}), more than the contracted {capacity.facility_budget_kw:g} kW"))
     if problems:
         raise SiteInvalid(source, problems)
     return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site))
@@ -133,9 +126,7 @@ def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str
 
 
 def _capacity(site: Site, index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...]) -> Capacity:
-    node_kw = sum(site.node_types[h.node_type].power_kw for h in hosts.values())
-    switch_kw = sum(f.power_kw for f in fabrics)
-    it_kw = round(node_kw + switch_kw, 3)
+    it_kw, facility_kw = site_power_kw(site, {h.name: h.node_type for h in hosts.values()}, fabrics)
     return Capacity(
         nodes=len(hosts),
         gpus=sum(site.node_types[h.node_type].gpus for h in hosts.values()),
@@ -143,7 +134,7 @@ def _capacity(site: Site, index: SiteIndex, hosts: dict[str, HostPlan], fabrics:
         racks_declared=len(index.racks),
         switches=sum(sum(f.switches.values()) for f in fabrics),
         it_kw=it_kw,
-        facility_kw=round(it_kw * site.site.power.pue, 3),
+        facility_kw=facility_kw,
         facility_budget_kw=site.site.power.facility_kw,
         renewable_share=site.site.power.renewable_share,
     )

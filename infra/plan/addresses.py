@@ -17,7 +17,10 @@ import ipaddress
 from typing import Iterable
 
 from ..site.hostlists import split_name
-from ..site.problems import Problem
+from ..site.model import Network, Site
+from ..site.problems import Problem, field_path as fp
+
+SITE_NETWORKS = ("management", "bmc", "storage")
 
 
 def min_block(network: ipaddress.IPv4Network) -> int:
@@ -63,6 +66,20 @@ def allocate(network: ipaddress.IPv4Network, hosts: Iterable[str], reserved: Ite
             out[host] = f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}/{plen}"
         cursor += block
     return out, blocks
+
+
+def allocate_networks(site: Site, problems: list[Problem]) -> dict[str, tuple[Network, dict[str, str], dict[str, str]]]:
+    """Each declared site network (management, bmc, storage): (network, host -> address, prefix -> block)."""
+    hosts = [h for pool in site.pools for h in pool.hosts]
+    out = {}
+    for name in SITE_NETWORKS:
+        net = getattr(site.networks, name)
+        if net is None:
+            continue
+        reserved = [ipaddress.IPv4Network(r) for r in net.reserved]
+        assigned, blocks = allocate(ipaddress.IPv4Network(net.cidr), hosts, reserved, fp("networks", name, "cidr"), problems)
+        out[name] = (net, assigned, blocks)
+    return out
 
 
 def split_rails(network: ipaddress.IPv4Network, rails: int) -> list[ipaddress.IPv4Network]:

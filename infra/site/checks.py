@@ -10,6 +10,7 @@ import ipaddress
 from collections import Counter
 from typing import Callable, Iterator
 
+from .hostlists import split_name
 from .index import SiteIndex
 from .model import LustreStorage, NfsStorage, Site
 from .problems import Problem, field_path as fp
@@ -303,6 +304,70 @@ def storage_resolves(site: Site, index: SiteIndex) -> Iterator[Problem]:
         for name in tenant.storage_tb:
             if name not in counts:
                 yield Problem(fp("tenants", i, "storage_tb", name), f"unknown storage {name!r}; declared storage: {_choices(names)}")
+
+
+# --- names that map to one thing ---------------------------------------------------
+
+
+@check
+def host_names_plan_distinct_addresses(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A host's address comes from its name's prefix and number, so ``gpu1`` and ``gpu0001`` would share one."""
+    first: dict[tuple[str, int], str] = {}
+    for i, pool in enumerate(site.pools):
+        clashes: list[str] = []
+        for host in pool.hosts:
+            owner = first.setdefault(split_name(host), host)
+            if owner != host:
+                clashes.append(f"{host} ~ {owner}")
+        if clashes:
+            yield Problem(fp("pools", i, "hosts"), f"host names that differ only in their number's zero padding plan to the "
+                          f"same address ({_choices(clashes)}): addresses come from a name's prefix and number; rename one of each pair")
+
+
+# --- room, addresses and power: the plan's own computations, run as checks ---------
+
+
+@check
+def hosts_fit_their_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Every pool's hosts find power and space in its racks (pools naming unknown racks are reported elsewhere)."""
+    from ..plan.placement import place_hosts
+    problems: list[Problem] = []
+    place_hosts(index, problems)
+    unknown = {fp("pools", i, "racks") for i, pool in enumerate(site.pools) if any(r not in index.racks for r in pool.racks)}
+    yield from (p for p in problems if p.path not in unknown)
+
+
+@check
+def networks_hold_their_hosts(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """The management, BMC and storage networks have an address block for every host name prefix."""
+    from ..plan.addresses import allocate_networks
+    problems: list[Problem] = []
+    allocate_networks(site, problems)
+    yield from problems
+
+
+@check
+def fabrics_fit_their_switches(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Each fabric's rail subnets hold its hosts, and a scalable unit fits a leaf switch's down ports."""
+    from ..plan.fabric import plan_fabric
+    problems: list[Problem] = []
+    for i in range(len(site.fabrics)):
+        plan_fabric(index, i, problems)
+    yield from problems
+
+
+@check
+def facility_power_within_contract(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """The site's IT load times its PUE stays within the contracted facility power."""
+    from ..plan.fabric import plan_fabric
+    from ..plan.power import site_power_kw
+    host_types = {host: pool.type for pool in site.pools for host in pool.hosts}
+    fabrics = [plan_fabric(index, i, [])[0] for i in range(len(site.fabrics))]
+    it_kw, facility_kw = site_power_kw(site, host_types, fabrics)
+    budget = site.site.power.facility_kw
+    if facility_kw > budget:
+        yield Problem("site.power.facility_kw", f"the site needs {facility_kw:g} kW (IT load {it_kw:g} kW "
+                      f"x PUE {site.site.power.pue:g}), more than the contracted {budget:g} kW")
 
 
 # --- networks -----------------------------------------------------------------------

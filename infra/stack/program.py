@@ -52,7 +52,7 @@ def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT) -> di
         inputs = PhaseInputs.of(site, plan, root, site_rel)
     except PhaseInputError as err:
         raise pulumi.RunError(f"{err}; nothing was declared") from None
-    charts = chart_source(site.repositories.charts, root)
+    charts = chart_source(site.repositories.charts.url if site.repositories.charts else None, root)
     clusters = {c.name: c for c in plan.kubernetes}
     nodes = NodeConfiguration("nodes", NodeConfigurationArgs(inputs))
     kubernetes = {
