@@ -9,7 +9,7 @@ import yaml
 from conftest import RIGA, site_data
 
 from infra.plan import build_plan
-from infra.render.files import group_vars
+from infra.render.inventory import group_vars
 from infra.site import SiteInvalid, load_site, validate_data
 from infra.site.model import Repository
 
