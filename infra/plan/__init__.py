@@ -15,6 +15,7 @@ from ..site.problems import Problem, SiteInvalid, field_path as fp
 from .addresses import allocate
 from .fabric import plan_fabric
 from .model import Capacity, FabricPlan, HostPlan, NetworkPlan, Plan, RailPlan, SlurmPlan
+from .partitions import plan_partitions
 from .placement import place_hosts
 from .slurm import plan_slurm
 
@@ -78,7 +79,8 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
                                 f"x PUE {site.site.power.pue:g}), more than the contracted {capacity.facility_budget_kw:g} kW"))
     if problems:
         raise SiteInvalid(source, problems)
-    return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups)
+    partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
+    return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, partitions=partitions)
 
 
 def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str, ...]]:
