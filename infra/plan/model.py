@@ -66,7 +66,7 @@ class PartitionPlan:
     limited: tuple[str, ...]
     tenant: str | None = None
     default: bool = False               # the default partition: every other port limited, switches and the SM full
-    index0: bool = False                # at P_Key index 0 of its full members: their IPoIB and verbs default to it
+    index0: bool = False                # at P_Key index 0 of its full members (not its limited ones): their default P_Key
 
 
 @dataclass(frozen=True, slots=True)

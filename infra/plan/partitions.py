@@ -10,7 +10,9 @@ The design (docs/fabric-partitions.md):
 - one partition per fabric-isolated tenant: its dedicated hosts full.
 
 The services are limited members of the compute partitions as well: a node's traffic in its own
-partition (P_Key index 0, where ``indx0`` puts it) reaches them, but they join no two nodes.
+partition reaches them, but they join no two nodes. Each partition is at P_Key index 0 of its full
+members (opensm's ``indx0``), where IPoIB and verbs applications take their P_Key by default: a
+node's own partition, a service's the default one.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def plan_partitions(index: SiteIndex, fabric: Fabric) -> tuple[PartitionPlan, ..
     # opensm's SELF=full makes a subnet manager a full member wherever it runs (checks keep it off tenants' hosts).
     default_full = tuple(services) + tuple(subnet_managers)
     out = [PartitionPlan(DEFAULT_PARTITION, f"0x{DEFAULT_PARTITION_KEY:04x}", default_full,
-                         tuple(h for h in compute if h not in subnet_managers), default=True)]
+                         tuple(h for h in compute if h not in subnet_managers), default=True, index0=True)]
     if shared:
         out.append(PartitionPlan(SHARED_PARTITION, f"0x{SHARED_PARTITION_KEY:04x}", tuple(shared), tuple(services), index0=True))
     for tenant in index.site.tenants:
