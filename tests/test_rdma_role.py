@@ -56,22 +56,26 @@ def fake_sysfs(root: Path, host: str, hcas: int) -> None:
     (eth / "gids" / "0").write_text("fe80:0000:0000:0000:b2ff:fffe:0000:0001\n")
 
 
-def render(tmp: Path, site: dict, hosts: str = "gpu0001,sm01,sm02", skip_sysfs: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """The role applied to ``hosts``; every fabric host has a fake sysfs the subnet manager reads by delegation."""
+def render(tmp: Path, site: dict, hosts: str = "gpu0001,sm01,sm02", skip_sysfs: tuple[str, ...] = (),
+           unreachable: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The role applied to ``hosts``; every fabric host has a fake sysfs the subnet manager reads by delegation
+    (connection local), but ``unreachable`` hosts, which are given a closed port on loopback."""
     plan = build_plan(validate_data(site))
     (tmp / "site.yml").write_text(yaml.safe_dump(site))
     sysfs = {}
     for name, host in plan.hosts.items():
         if host.fabric and name not in skip_sysfs:
             fake_sysfs(tmp / name / "sys", name, len(host.rails))
-        sysfs[name] = {"rdma_sysfs_infiniband": str(tmp / name / "sys")}
+        sysfs[name] = {"rdma_sysfs_infiniband": str(tmp / name / "sys"), "ansible_connection": "local"}
+        if name in unreachable:
+            sysfs[name].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=9)
     (tmp / "sysfs.yml").write_text(yaml.safe_dump({"all": {"hosts": sysfs}}))
     for host in hosts.split(","):
         (tmp / host / "network").mkdir(parents=True, exist_ok=True)     # as /etc/systemd/network is on a node
     (tmp / "play.yml").write_text(PLAY.format(hosts=hosts, out=tmp))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
     return subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp / "site.yml"), "-i", str(tmp / "sysfs.yml"),
-                           "-e", f"ansible_python_interpreter={sys.executable}", "-e", "ansible_connection=local",
+                           "-e", f"ansible_python_interpreter={sys.executable}",
                            str(tmp / "play.yml")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -211,10 +215,10 @@ def test_each_port_gets_its_own_partition_at_pkey_index_0(rendered):
     assert {own[h] for h in SERVICES} == {"0x7fff"} and own["gpu0001"] == "0x7ffe"
 
 
-def test_the_subnet_manager_fails_naming_a_host_that_reports_no_guid(tmp_path):
+def test_the_subnet_manager_fails_naming_hosts_that_report_no_guid_or_are_unreachable(tmp_path):
     if shutil.which("opensm") is None:
         pytest.skip("opensm is not installed (.ci/apt-packages.txt)")
-    result = render(tmp_path, riga_ib(True), hosts="sm01", skip_sysfs=("gpu0100", "nfs01"))
+    result = render(tmp_path, riga_ib(True), hosts="sm01", skip_sysfs=("gpu0100", "nfs01"), unreachable=("gpu0090",))
     assert result.returncode != 0
-    assert "No InfiniBand port GUID from nfs01, gpu0100" in result.stdout, result.stdout[-3000:]
+    assert "No InfiniBand port GUID from nfs01, gpu0090, gpu0100" in result.stdout, result.stdout[-3000:]
     assert not (tmp_path / "sm01" / "opensm" / "partitions.conf").exists()
