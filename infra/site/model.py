@@ -332,7 +332,7 @@ def _partition_key(value: Any) -> Any:
     return value
 
 
-PartitionKey = Annotated[str, BeforeValidator(_partition_key), Field(pattern=r"^0x[0-9a-fA-F]{1,4}$")]
+PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=Union[str, int]), Field(pattern=r"^0x[0-9a-fA-F]{1,4}$")]
 
 
 class Tenant(Strict):
