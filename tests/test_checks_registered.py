@@ -58,6 +58,14 @@ FIRES = {
     "networks_hold_their_hosts": "network too small",
     "fabrics_fit_their_switches": None,
     "facility_power_within_contract": "facility power",
+    "isolated_tenants_have_dedicated_pools": None,
+    "tenant_pools_exist": None,
+    "pools_dedicated_to_one_tenant": None,
+    "dedicated_pools_are_compute_pools": None,
+    "isolated_tenant_pools_on_infiniband": None,
+    "subnet_managers_not_dedicated": None,
+    "partition_keys_in_range": None,
+    "partition_keys_unique": None,
 }
 
 EXTRA = {
@@ -78,6 +86,16 @@ EXTRA = {
     "slurm_containers_have_a_repository": lambda d: None,     # a warning, and riga-1 asks for pyxis without an enroot mirror
     "host_names_plan_distinct_addresses": lambda d: d["pools"][2]["hosts"].append("ctl1"),
     "fabrics_fit_their_switches": lambda d: d["fabrics"][0].update(scalable_unit=48),
+    "isolated_tenants_have_dedicated_pools": lambda d: d["tenants"][0].update(fabric_isolation=True),
+    "tenant_pools_exist": lambda d: d["tenants"][0].update(pools=["trian"]),
+    "pools_dedicated_to_one_tenant": lambda d: (d["tenants"][0].update(pools=["train"]), d["tenants"][1].update(pools=["train"])),
+    "dedicated_pools_are_compute_pools": lambda d: d["tenants"][0].update(pools=["control"]),
+    "isolated_tenant_pools_on_infiniband": lambda d: (d["fabrics"][0].update(kind="roce"),
+                                                      d["tenants"][0].update(fabric_isolation=True, pools=["train"])),
+    "subnet_managers_not_dedicated": lambda d: (d["tenants"][0].update(fabric_isolation=True, pools=["train"]),
+                                                d["fabrics"][0]["subnet_manager"].update(hosts=["sm01", "gpu0001"])),
+    "partition_keys_in_range": lambda d: d["tenants"][0].update(partition_key="0x7fff"),
+    "partition_keys_unique": lambda d: (d["tenants"][0].update(partition_key="0x0100"), d["tenants"][1].update(partition_key="0x0100")),
 }
 
 

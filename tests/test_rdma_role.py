@@ -3,7 +3,9 @@ needed): IPoIB files per rail, opensm.conf read back by opensm's own parser, par
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.plan import build_plan
+from infra.plan.partitions import reachable
+from infra.site import validate_data
 from conftest import RIGA, ROOT, bin_path, site_data
+from test_fabric_partitions import SERVICES, hosts, isolated_variant
 
 PLAY = """
 - name: Render the rdma role's configuration only
@@ -25,29 +31,71 @@ PLAY = """
         rdma_install: false
         rdma_network_dir: {out}/{{{{ inventory_hostname }}}}/network
         rdma_opensm_config_dir: {out}/{{{{ inventory_hostname }}}}/opensm
+        rdma_libexec_dir: {out}/{{{{ inventory_hostname }}}}/libexec
 """
+CHECK = ROOT / "playbooks" / "roles" / "rdma" / "files" / "opensm-check-partitions"
+RAILS = 8
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    """riga-1 with two tenants fabric-isolated; the role applied to a GPU node and both subnet managers."""
+def port_guid(host: str, rail: int) -> str:
+    """The GUID the fake sysfs gives ``host``'s HCA of ``rail``: unique, and readable back to its host."""
+    return f"0x{hashlib.sha256(host.encode()).hexdigest()[:12]}{rail:04x}"
+
+
+def fake_sysfs(root: Path, host: str, hcas: int) -> None:
+    """/sys/class/infiniband as a host with ``hcas`` InfiniBand HCAs (and one Ethernet port) shows it."""
+    for rail in range(hcas):
+        port = root / f"mlx5_{rail}" / "ports" / "1"
+        (port / "gids").mkdir(parents=True)
+        (port / "link_layer").write_text("InfiniBand\n")
+        guid = port_guid(host, rail)[2:]
+        (port / "gids" / "0").write_text("fe80:0000:0000:0000:" + ":".join(guid[i:i + 4] for i in range(0, 16, 4)) + "\n")
+    eth = root / "mlx5_eth" / "ports" / "1"
+    (eth / "gids").mkdir(parents=True)
+    (eth / "link_layer").write_text("Ethernet\n")
+    (eth / "gids" / "0").write_text("fe80:0000:0000:0000:b2ff:fffe:0000:0001\n")
+
+
+def render(tmp: Path, site: dict, hosts: str = "gpu0001,sm01,sm02", skip_sysfs: tuple[str, ...] = (),
+           unreachable: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The role applied to ``hosts``; every fabric host has a fake sysfs the subnet manager reads by delegation
+    (connection local), but ``unreachable`` hosts, which are given a closed port on loopback."""
+    plan = build_plan(validate_data(site))
+    (tmp / "site.yml").write_text(yaml.safe_dump(site))
+    sysfs = {}
+    for name, host in plan.hosts.items():
+        if host.fabric and name not in skip_sysfs:
+            fake_sysfs(tmp / name / "sys", name, len(host.rails))
+        sysfs[name] = {"rdma_sysfs_infiniband": str(tmp / name / "sys"), "ansible_connection": "local"}
+        if name in unreachable:
+            sysfs[name].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=9)
+    (tmp / "sysfs.yml").write_text(yaml.safe_dump({"all": {"hosts": sysfs}}))
+    for host in hosts.split(","):
+        (tmp / host / "network").mkdir(parents=True, exist_ok=True)     # as /etc/systemd/network is on a node
+    (tmp / "play.yml").write_text(PLAY.format(hosts=hosts, out=tmp))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
+    return subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp / "site.yml"), "-i", str(tmp / "sysfs.yml"),
+                           "-e", f"ansible_python_interpreter={sys.executable}",
+                           str(tmp / "play.yml")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def riga_ib(isolated: bool) -> dict:
+    site = site_data(RIGA)
+    if isolated:
+        site = isolated_variant(site)
+    site["fabrics"][0]["ipoib"].update(mode="connected", mtu=65520)
+    return site
+
+
+@pytest.fixture(scope="module", params=["riga-1", "two-isolated-tenants"])
+def rendered(request, tmp_path_factory) -> Path:
+    """riga-1, and riga-1 with two tenants fabric-isolated; the role applied to a GPU node and both subnet managers."""
     if shutil.which("opensm") is None:
         pytest.skip("opensm is not installed (.ci/apt-packages.txt)")
-    tmp = tmp_path_factory.mktemp("rdma")
-    site = site_data(RIGA)
-    for tenant in site["tenants"]:
-        if tenant["name"] in ("acme-ai", "gov-lv"):
-            tenant["fabric_isolation"] = True
-    site["fabrics"][0]["ipoib"].update(mode="connected", mtu=65520)
-    (tmp / "site.yml").write_text(yaml.safe_dump(site))
-    for host in ("gpu0001", "sm01", "sm02"):
-        (tmp / host / "network").mkdir(parents=True)     # as /etc/systemd/network is on a node
-    (tmp / "play.yml").write_text(PLAY.format(hosts="gpu0001,sm01,sm02", out=tmp))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
-    result = subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp / "site.yml"), "-e",
-                             f"ansible_python_interpreter={sys.executable}", str(tmp / "play.yml")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tmp = tmp_path_factory.mktemp(request.param)
+    result = render(tmp, riga_ib(request.param != "riga-1"))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    tmp.joinpath("variant").write_text(request.param)
     return tmp
 
 
@@ -79,12 +127,98 @@ def test_opensm_reads_the_priority_from_the_order_of_subnet_managers(rendered, h
     assert dump["no_partition_enforcement"] == "FALSE"
 
 
-def test_each_isolated_tenant_gets_its_own_partition_key(rendered):
-    lines = [line for line in (rendered / "sm01" / "opensm" / "partitions.conf").read_text().splitlines()
-             if line and not line.startswith("#")]
-    assert lines == [
-        "Default=0x7fff, ipoib : ALL=limited, SELF=full ;",
-        "acme-ai=0x0001, ipoib : SELF=full ;",
-        "gov-lv=0x0002, ipoib : SELF=full ;",
-    ]
-    assert (rendered / "sm02" / "opensm" / "partitions.conf").read_text() == (rendered / "sm01" / "opensm" / "partitions.conf").read_text()
+def read_partitions(path: Path, every_ca: set[str]) -> dict[str, tuple[set[str], set[str]]]:
+    """partitions.conf as opensm's documentation defines it: P_Key -> (full, limited) port GUIDs.
+
+    ALL_CAS stands for ``every_ca``; SELF, ALL_SWITCHES and flags do not name host ports."""
+    text = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+    out: dict[str, tuple[set[str], set[str]]] = {}
+    for statement in filter(str.strip, text.split(";")):
+        header, members = statement.split(":", 1)
+        key = header.split(",")[0].split("=")[1].strip()
+        full, limited = out.setdefault(key, (set(), set()))
+        for member in filter(None, (m.strip() for m in members.split(","))):
+            name, _, flag = member.partition("=")
+            ports = every_ca if name == "ALL_CAS" else set() if name in ("SELF", "ALL_SWITCHES", "NONE") else {name}
+            full.difference_update(ports)               # opensm: a later entry overwrites an earlier one
+            limited.difference_update(ports)
+            (full if flag == "full" else limited).update(ports)
+    return out
+
+
+def guids_of(rendered: Path) -> dict[str, str]:
+    """GUID -> host, for every InfiniBand port the fake sysfs gave a fabric host."""
+    plan = build_plan(validate_data(yaml.safe_load((rendered / "site.yml").read_text())))
+    return {port_guid(name, rail): name for name, h in plan.hosts.items() if h.fabric for rail in range(len(h.rails))}
+
+
+def test_opensm_reads_the_rendered_partitions_conf_with_its_own_parser(rendered, tmp_path):
+    conf = rendered / "sm01" / "opensm" / "partitions.conf"
+    result = subprocess.run([str(CHECK), str(conf)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "partitions.conf"
+    broken.write_text(conf.read_text().replace("=full,", "=full, 0xnot-a-guid,", 1))
+    result = subprocess.run([str(CHECK), str(broken)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "bad PortGUID" in result.stderr, result.stdout + result.stderr
+
+
+def test_partitions_conf_lists_every_fabric_port_by_the_guid_its_host_reported(rendered):
+    text = (rendered / "sm01" / "opensm" / "partitions.conf").read_text()
+    guids = guids_of(rendered)
+    listed = set(re.findall(r"\b0x[0-9a-f]{16}\b", text))
+    assert listed == set(guids) and len(guids) == 128 * RAILS + 11   # every port, no Ethernet port
+    assert "0xb2fffffe00000001" not in text                      # the Ethernet port's
+    assert f"{port_guid('gpu0097', 7)}=full,  # gpu0097" in text
+    assert (rendered / "sm02" / "opensm" / "partitions.conf").read_text() == text
+
+
+def test_the_rendered_partitions_conf_means_the_planned_membership_table(rendered):
+    guids = guids_of(rendered)
+    partitions = read_partitions(rendered / "sm01" / "opensm" / "partitions.conf", set(guids))
+    assert partitions["0x7fff"][0] == {g for g, h in guids.items() if h in SERVICES}
+    talk: dict[str, set[str]] = {h: set() for h in guids.values()}
+    for full, limited in partitions.values():
+        for a in full:
+            for b in full | limited:
+                if guids[a] != guids[b]:
+                    talk[guids[a]].add(guids[b])
+                    talk[guids[b]].add(guids[a])
+    shared, acme, gov = hosts("gpu[0001-0064]"), hosts("gpu[0065-0096]"), hosts("gpu[0097-0128]")
+    if (rendered / "variant").read_text() == "riga-1":
+        groups = [shared | acme | gov]
+    else:
+        groups = [shared, acme, gov]
+    for group in groups:
+        for host in group:
+            assert talk[host] == (group | SERVICES) - {host}, host
+    for service in SERVICES:
+        assert talk[service] == (shared | acme | gov | SERVICES) - {service}
+    site = yaml.safe_load((rendered / "site.yml").read_text())
+    assert talk == {h: set(peers) for h, peers in reachable(build_plan(validate_data(site)).partitions["compute"]).items()}
+
+
+def test_each_port_gets_its_own_partition_at_pkey_index_0(rendered):
+    """indx0 claims: a node's is its compute partition, a service's the default one; one claim per port."""
+    text = "\n".join(line.split("#", 1)[0] for line in (rendered / "sm01" / "opensm" / "partitions.conf").read_text().splitlines())
+    claims: dict[str, list[str]] = {}
+    for statement in filter(str.strip, text.split(";")):
+        header, members = statement.split(":", 1)
+        if "indx0" in [flag.strip() for flag in header.split(",")]:
+            for member in filter(None, (m.strip() for m in members.split(","))):
+                if member != "NONE":
+                    assert member.endswith("=full"), member            # never a limited member's index 0
+                    claims.setdefault(member.removesuffix("=full"), []).append(header.split(",")[0].split("=")[1].strip())
+    guids = guids_of(rendered)
+    site = yaml.safe_load((rendered / "site.yml").read_text())
+    own = {h: p.key for p in build_plan(validate_data(site)).partitions["compute"] for h in p.full}
+    assert claims == {g: [own[h]] for g, h in guids.items()}
+    assert {own[h] for h in SERVICES} == {"0x7fff"} and own["gpu0001"] == "0x7ffe"
+
+
+def test_the_subnet_manager_fails_naming_hosts_that_report_no_guid_or_are_unreachable(tmp_path):
+    if shutil.which("opensm") is None:
+        pytest.skip("opensm is not installed (.ci/apt-packages.txt)")
+    result = render(tmp_path, riga_ib(True), hosts="sm01", skip_sysfs=("gpu0100", "nfs01"), unreachable=("gpu0090",))
+    assert result.returncode != 0
+    assert "No InfiniBand port GUID from nfs01, gpu0090, gpu0100" in result.stdout, result.stdout[-3000:]
+    assert not (tmp_path / "sm01" / "opensm" / "partitions.conf").exists()

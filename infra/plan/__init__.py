@@ -14,6 +14,7 @@ from .addresses import allocate_networks
 from .fabric import plan_fabric
 from .kubernetes import plan_clusters
 from .model import Capacity, FabricPlan, HostPlan, NetworkPlan, Plan, RailPlan, SlurmPlan
+from .partitions import plan_partitions
 from .placement import place_hosts
 from .power import site_power_kw
 from .slurm import plan_slurm
@@ -73,7 +74,9 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
     capacity = _capacity(site, index, hosts, fabric_plans)
     if problems:
         raise SiteInvalid(source, problems)
-    return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site))
+    partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
+    return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site),
+                partitions=partitions)
 
 
 def ntp_servers(site: Site) -> tuple[str, ...]:

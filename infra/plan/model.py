@@ -58,6 +58,18 @@ class FabricPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionPlan:
+    """One InfiniBand partition: its P_Key and its members by host (the rdma role maps hosts to port GUIDs)."""
+    name: str
+    key: str                            # "0x7fff"
+    full: tuple[str, ...]
+    limited: tuple[str, ...]
+    tenant: str | None = None
+    default: bool = False               # the default partition: every other port limited, switches and the SM full
+    index0: bool = False                # at P_Key index 0 of its full members (not its limited ones): their default P_Key
+
+
+@dataclass(frozen=True, slots=True)
 class SlurmNodeGroup:
     hostlist: str
     pool: str
@@ -151,3 +163,4 @@ class Plan:
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)   # group -> hosts, in host order
     kubernetes: tuple[ClusterPlan, ...] = ()                            # per ``kubernetes`` entry, in site order
     ntp_servers: tuple[str, ...] = ()                                   # the hosts' time sources
+    partitions: dict[str, tuple[PartitionPlan, ...]] = field(default_factory=dict)   # InfiniBand fabric -> partitions

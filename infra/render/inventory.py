@@ -102,12 +102,6 @@ def kubernetes_vars(site: Site, plan: Plan) -> dict[str, dict[str, Any]]:
     }} for c in plan.kubernetes}
 
 
-def partition_keys(site: Site) -> dict[str, str]:
-    """InfiniBand partition keys: one per tenant with ``fabric_isolation``, from 0x0001 in tenant order."""
-    isolated = [t.name for t in site.tenants if t.fabric_isolation]
-    return {name: f"0x{i:04x}" for i, name in enumerate(isolated, start=1)}
-
-
 def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
     """Per fabric: what the rdma role configures (rails and their interfaces, IP over the fabric, SMs, partitions)."""
     declared = {f.name: f for f in site.fabrics}
@@ -123,7 +117,8 @@ def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
             "ip_mtu": ip.mtu if ip else None,
             "subnet_manager": sm.kind if sm else None,
             "subnet_managers": list(f.subnet_managers),
-            "partitions": partition_keys(site) if f.kind == "infiniband" else {},
+            "partitions": [{"name": p.name, "key": p.key, "tenant": p.tenant, "full": list(p.full), "limited": list(p.limited),
+                            "default": p.default, "index0": p.index0} for p in plan.partitions.get(f.name, ())],
         }
     return out
 

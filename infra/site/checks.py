@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Callable, Iterator
 
 from .hostlists import split_name
-from .index import SiteIndex
+from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
 from .model import LustreStorage, NfsStorage, Site
 from .problems import Problem, field_path as fp
 
@@ -588,3 +588,104 @@ def software_available(site: Site, index: SiteIndex) -> Iterator[Problem]:
             yield from _needs_repository(site, "software.slurm", "Slurm", "slurm")
     if site.slurm is not None and sw.slurm is None:
         yield Problem("software.slurm", "a site with a slurm section must say which Slurm version to install")
+
+
+# --- fabric partitions (docs/fabric-partitions.md) -----------------------------------
+
+
+@check
+def isolated_tenants_have_dedicated_pools(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """fabric_isolation partitions whole hosts: the tenant must say which pools are its own."""
+    for i, tenant in enumerate(site.tenants):
+        if tenant.fabric_isolation and not tenant.pools:
+            yield Problem(fp("tenants", i, "pools"), f"tenant {tenant.name!r} asks for fabric_isolation but has no dedicated pools; "
+                          "list the pools whose hosts are its own (whole hosts) under pools")
+
+
+@check
+def tenant_pools_exist(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, tenant in enumerate(site.tenants):
+        for pool in tenant.pools:
+            if pool not in index.pools:
+                yield Problem(fp("tenants", i, "pools"), f"unknown pool {pool!r}; declared pools: {_choices(index.pools)}")
+
+
+@check
+def pools_dedicated_to_one_tenant(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    owner: dict[str, str] = {}
+    for i, tenant in enumerate(site.tenants):
+        for pool in tenant.pools:
+            if owner.get(pool, tenant.name) != tenant.name:
+                yield Problem(fp("tenants", i, "pools"), f"pool {pool!r} is already dedicated to tenant {owner[pool]!r}; "
+                              "a pool is dedicated to at most one tenant")
+            owner.setdefault(pool, tenant.name)
+
+
+@check
+def dedicated_pools_are_compute_pools(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Hosts in no compute pool are the shared services (controllers, storage, subnet managers): nobody's own."""
+    for i, tenant in enumerate(site.tenants):
+        for pool in tenant.pools:
+            if pool in index.pools and pool not in index.compute_pools:
+                yield Problem(fp("tenants", i, "pools"), f"pool {pool!r} runs no workloads (no GPUs, no Slurm partition, no "
+                              "Kubernetes workers): its hosts are shared services every tenant reaches, not a tenant's own")
+
+
+@check
+def isolated_tenant_pools_on_infiniband(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Isolation is an InfiniBand partition: the tenant's hosts need an HCA on an InfiniBand fabric."""
+    for i, tenant in enumerate(site.tenants):
+        if not tenant.fabric_isolation:
+            continue
+        for pool in tenant.pools:
+            if pool not in index.pools:
+                continue
+            fabric = index.pool_fabric(index.pools[pool])
+            if fabric is None or fabric.kind != "infiniband":
+                where = f"fabric {fabric.name!r} is {fabric.kind}" if fabric else "its hosts attach to no fabric"
+                yield Problem(fp("tenants", i, "pools"), f"pool {pool!r} cannot be fabric-isolated: {where}; isolation is an "
+                              "InfiniBand partition")
+
+
+@check
+def subnet_managers_not_dedicated(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """opensm makes its own port a full member of the default partition: on a tenant's host it would reach every node."""
+    dedicated = {pool: tenant.name for tenant in site.tenants if tenant.fabric_isolation for pool in tenant.pools}
+    for i, fabric in enumerate(site.fabrics):
+        for host in (fabric.subnet_manager.hosts if fabric.subnet_manager else []):
+            pool = index.pool_of(host)
+            if pool is not None and pool.name in dedicated:
+                yield Problem(fp("fabrics", i, "subnet_manager", "hosts"), f"subnet manager {host!r} is in pool {pool.name!r}, "
+                              f"dedicated to fabric-isolated tenant {dedicated[pool.name]!r}; run it on a shared service host")
+
+
+@check
+def partition_keys_in_range(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, tenant in enumerate(site.tenants):
+        if tenant.partition_key is None:
+            continue
+        key = int(tenant.partition_key, 16)
+        if key == DEFAULT_PARTITION_KEY:
+            yield Problem(fp("tenants", i, "partition_key"), f"0x{key:04x} is the default partition's key; choose one in "
+                          f"0x{TENANT_PARTITION_KEYS.start:04x}-0x{TENANT_PARTITION_KEYS.stop - 1:04x}")
+        elif key == SHARED_PARTITION_KEY:
+            yield Problem(fp("tenants", i, "partition_key"), f"0x{key:04x} is the shared compute partition's key; choose one in "
+                          f"0x{TENANT_PARTITION_KEYS.start:04x}-0x{TENANT_PARTITION_KEYS.stop - 1:04x}")
+        elif key not in TENANT_PARTITION_KEYS:
+            yield Problem(fp("tenants", i, "partition_key"), f"{tenant.partition_key} is not a partition key a tenant may use "
+                          f"(0x{TENANT_PARTITION_KEYS.start:04x}-0x{TENANT_PARTITION_KEYS.stop - 1:04x})")
+
+
+@check
+def partition_keys_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Isolated tenants' keys, declared or derived from their names, differ (a declared key is reserved even when not isolated)."""
+    seen: dict[int, str] = {}
+    for i, tenant in enumerate(site.tenants):
+        if not tenant.fabric_isolation and tenant.partition_key is None:
+            continue
+        key = tenant_partition_key(tenant)
+        if key in seen and seen[key] != tenant.name:
+            how = "declared" if tenant.partition_key is not None else "derived from its name"
+            yield Problem(fp("tenants", i, "partition_key"), f"tenant {tenant.name!r}'s partition key 0x{key:04x} ({how}) is "
+                          f"already tenant {seen[key]!r}'s; declare partition_key for one of them")
+        seen.setdefault(key, tenant.name)

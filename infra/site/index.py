@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .model import Fabric, NodeType, Pool, Site
+from .model import Fabric, NodeType, Pool, Site, Tenant
+
+# InfiniBand P_Keys (15 bits; the top bit of a P_Key table entry says full or limited membership).
+DEFAULT_PARTITION_KEY = 0x7FFF          # the default partition, by the InfiniBand specification
+SHARED_PARTITION_KEY = 0x7FFE           # gigafactory's partition of the compute hosts no tenant has isolated
+TENANT_PARTITION_KEYS = range(0x0001, 0x7FFE)   # what a tenant's partition may use: 0x0001-0x7ffd
+
+
+def derived_partition_key(name: str) -> int:
+    """A tenant's P_Key from its name alone (SHA-256 into 0x0001-0x7ffd): no other tenant's presence or order changes it."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    return TENANT_PARTITION_KEYS.start + digest % len(TENANT_PARTITION_KEYS)
+
+
+def tenant_partition_key(tenant: Tenant) -> int:
+    """The P_Key the tenant declares, else the one derived from its name."""
+    return int(tenant.partition_key, 16) if tenant.partition_key is not None else derived_partition_key(tenant.name)
 
 
 @dataclass

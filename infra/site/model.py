@@ -351,12 +351,26 @@ class TenantKubernetes(Strict):
     group: IdentityGroup | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
 
 
+def _partition_key(value: Any) -> Any:
+    """``0x12`` written unquoted reaches us as the integer 18: keep it as the hex string it was."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"0x{value:04x}"
+    return value
+
+
+PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=Union[str, int]), Field(pattern=r"^0x[0-9a-fA-F]{1,4}$")]
+
+
 class Tenant(Strict):
     name: Name
     slurm: TenantSlurm | None = None
     kubernetes: TenantKubernetes | None = None
     storage_tb: dict[Name, float] = Field(default_factory=dict)
     fabric_isolation: bool = Field(default=False, description="Own InfiniBand partition key.")
+    pools: list[Name] = Field(default_factory=list, description="Pools whose hosts are dedicated to the tenant (whole hosts); "
+                             "fabric_isolation needs them.")
+    partition_key: PartitionKey | None = Field(default=None, description="InfiniBand P_Key of the tenant's partition, "
+                                               "0x0001-0x7ffd; default: derived from the tenant's name.")
 
 
 # --- provisioning and the local test bed --------------------------------------------
