@@ -15,7 +15,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, C
 
 from .hostlists import Hostlist
 from .types import (AbsolutePath, Constrained, CountryCode, DriverBranch, HostName, IdentityGroup, ImageRegistry,
-                    InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer,
+                    InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
                     PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -349,16 +349,6 @@ class TenantKubernetes(Strict):
     namespace: Name
     gpus: int = Field(ge=0)
     group: IdentityGroup | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
-
-
-def _partition_key(value: Any) -> Any:
-    """``0x12`` written unquoted reaches us as the integer 18: keep it as the hex string it was."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"0x{value:04x}"
-    return value
-
-
-PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=Union[str, int]), Field(pattern=r"^0x[0-9a-fA-F]{1,4}$")]
 
 
 class Tenant(Strict):

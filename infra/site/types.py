@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -314,3 +314,15 @@ def _key_file(path: Path) -> Path:
 KeyFile = Annotated[Path, Constrained(_KEY_WHAT), BeforeValidator(_key_path, json_schema_input_type=str),
                     AfterValidator(_key_file)]
 """An OpenPGP key file named relative to the site file, held as its absolute path once validated."""
+
+
+def _partition_key(value: Any) -> Any:
+    """``0x12`` written unquoted reaches us as the integer 18: keep it as the hex string it was."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"0x{value:04x}"
+    return value
+
+
+PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=Union[str, int]), *_typed(
+    "an InfiniBand partition key: '0x' and 1-4 hexadecimal digits such as '0x0100'",
+    _pattern(r"0x[0-9a-fA-F]{1,4}", 6), {"pattern": "^0x[0-9a-fA-F]{1,4}$"})]
