@@ -147,8 +147,8 @@ BAD = {
     "shared key": (lambda d: d["tenants"][0].update(partition_key="0x7FFE"), "tenants[0].partition_key", "shared compute partition"),
     "zero key": (lambda d: d["tenants"][0].update(partition_key="0x0"), "tenants[0].partition_key", "not a partition key a tenant may use"),
     "key with the full bit": (lambda d: d["tenants"][0].update(partition_key="0x8001"), "tenants[0].partition_key", "not a partition key"),
-    "key not hex": (lambda d: d["tenants"][0].update(partition_key="0x12; rm -rf /"), "tenants[0].partition_key", "should match pattern"),
-    "key too large": (lambda d: d["tenants"][0].update(partition_key=0x10000), "tenants[0].partition_key", "should match pattern"),
+    "key not hex": (lambda d: d["tenants"][0].update(partition_key="0x12; rm -rf /"), "tenants[0].partition_key", "InfiniBand partition key"),
+    "key too large": (lambda d: d["tenants"][0].update(partition_key=0x10000), "tenants[0].partition_key", "InfiniBand partition key"),
     "key collision": (lambda d: d["tenants"][1].update(partition_key=d["tenants"][0].setdefault("partition_key", "0x0100")),
                       "tenants[1].partition_key", "already tenant 'acme-ai'"),
 }

@@ -178,7 +178,7 @@ def declared(root: Path) -> dict:
     """The program's components for riga-1 under Pulumi's mocks (one process: mocks are process-wide), with the
     playbooks under ``root``: the phases' hashes, every resource declared, the program's error."""
     result = subprocess.run([sys.executable, "-c", MOCK_PROGRAM, str(root), SITE_FILE], capture_output=True, text=True,
-                            cwd=ROOT, timeout=120)
+                            cwd=ROOT, timeout=900)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     return json.loads(result.stdout)
 
