@@ -36,8 +36,8 @@ def render_profile(tmp_path: Path, cuda, *extra: str) -> str:
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(out=out))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
-    result = subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}", *extra, str(play)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}", *extra, str(play)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return (out / "gigafactory-cuda.sh").read_text()
 

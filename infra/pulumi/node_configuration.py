@@ -18,7 +18,8 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
@@ -78,7 +79,7 @@ class PhaseResult:
     """What a phase hands back; ``kubeconfig`` only from the ``kubernetes`` phase."""
     ok: bool
     summary: str = ""
-    kubeconfig: Optional[str] = None
+    kubeconfig: str | None = None
 
 
 class OrchestrationMissing(NotImplementedError):
@@ -190,10 +191,10 @@ class AnsiblePhase(pulumi.dynamic.Resource, module="gigafactory", name="AnsibleP
     """One phase, run by the orchestration layer; ``kubeconfig`` is set by the kubernetes phase."""
 
     inputs_hash: pulumi.Output[str]
-    kubeconfig: pulumi.Output[Optional[str]]
+    kubeconfig: pulumi.Output[str | None]
 
     def __init__(self, name: str, phase: Phase, request: Mapping[str, Any], digest: str,
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 opts: pulumi.ResourceOptions | None = None):
         props = {
             "phase": phase.name,
             "playbook": phase.playbook,
@@ -223,7 +224,7 @@ class NodeConfigurationArgs:
 class NodeConfiguration(pulumi.ComponentResource):
     """The Ansible phases in order (base, rdma, gpu, slurm, health), one dynamic resource each."""
 
-    def __init__(self, name: str, args: NodeConfigurationArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: NodeConfigurationArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:NodeConfiguration", name, None, opts)
         self.phases: dict[str, AnsiblePhase] = {}
         request = {"site_file": args.site_file, "root": str(args.root)}
