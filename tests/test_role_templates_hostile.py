@@ -24,6 +24,9 @@ MOUNT = {"slurm_controller_state_server": "db01", "slurm_controller_state_export
          "slurm_controller_state_save_location": "/var/spool/slurmctld", "slurm_controller_mount_options": "rw,hard,_netdev"}
 SOURCES = {"base_apt_debian_mirror": "http://10.40.0.5/debian", "_base_suite": "trixie", "base_apt_components": ["main"]}
 CHRONY = {"base_ntp_servers": ["ntp01"], "_base_serves_time": False, "base_networks": {"management": {"cidr": "10.40.0.0/16"}}}
+NETWORK = {"item": {"key": "management", "value": {"cidr": "10.40.0.0/16", "interface": "enp0s3", "mtu": 1500}},
+           "base_addresses": {"management": "10.40.0.1/16"}}
+PIN = {"nvidia_driver_branch": "570", "nvidia_driver_flavor": "open", "nvidia_driver_source": "repository"}
 # A name the kernel accepts for an interface (no '/', ':' or blank) and a shell would run as commands.
 SHELL_IFACE = "e;touch${IFS}pwned;$(touch${IFS}pwned2)`touch${IFS}pwned3`"
 
@@ -73,6 +76,15 @@ CASES = {
     "doca sources newline in the mirror": ("rdma/templates/doca.sources.j2",
                                            {"rdma_doca_repository": "http://10.40.0.5/doca\nTrusted: yes", "rdma_doca_suite": "/",
                                             "rdma_doca_signed_by": "/usr/share/keyrings/gigafactory-doca.gpg"}, "U+000A"),
+    "network ordinary": ("base/templates/network.j2", NETWORK, None),
+    "network newline in the interface": ("base/templates/network.j2",
+                                         dict(NETWORK, item={"key": "management", "value": dict(NETWORK["item"]["value"], interface="eth0\n[Route]")}),
+                                         "U+000A"),
+    "network blank in the address": ("base/templates/network.j2", dict(NETWORK, base_addresses={"management": "10.40.0.1/16 Gateway=1.1.1.1"}),
+                                     "network address"),
+    "hosts newline in a name": ("base/templates/hosts.j2", {"base_etc_hosts": [["10.40.0.1", "ctl01\n6.6.6.6\tmirror"]]}, "U+000A"),
+    "driver pin ordinary": ("nvidia_driver/templates/preferences.j2", PIN, None),
+    "driver pin newline in the branch": ("nvidia_driver/templates/preferences.j2", dict(PIN, nvidia_driver_branch="570\nPin-Priority: -1"), "U+000A"),
     "chrony ordinary": ("base/templates/chrony.conf.j2", CHRONY, None),
     "chrony newline in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 iburst\nallow all"]), "U+000A"),
     "chrony blank in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 key 1"]), "NTP server"),
