@@ -27,6 +27,9 @@ CHRONY = {"base_ntp_servers": ["ntp01"], "_base_serves_time": False, "base_netwo
 NETWORK = {"item": {"key": "management", "value": {"cidr": "10.40.0.0/16", "interface": "enp0s3", "mtu": 1500}},
            "base_addresses": {"management": "10.40.0.1/16"}}
 PIN = {"nvidia_driver_branch": "570", "nvidia_driver_flavor": "open", "nvidia_driver_source": "repository"}
+KUBEADM = {"kubernetes_version": "1.33", "kubernetes_release": "v1.33.4", "kubernetes_api_port": 6443, "kubernetes_image_repository": "",
+           "kubernetes_name": "riga: {imageRepository: evil} # x", "kubernetes_node_address": "10.40.3.1\" ,x: [1]",
+           "kubernetes_api_endpoint": "10.40.3.1", "kubernetes_pod_cidr": "10.112.0.0/12\n---", "kubernetes_service_cidr": "10.96.0.0/16"}
 # A name the kernel accepts for an interface (no '/', ':' or blank) and a shell would run as commands.
 SHELL_IFACE = "e;touch${IFS}pwned;$(touch${IFS}pwned2)`touch${IFS}pwned3`"
 
@@ -85,6 +88,9 @@ CASES = {
     "hosts newline in a name": ("base/templates/hosts.j2", {"base_etc_hosts": [["10.40.0.1", "ctl01\n6.6.6.6\tmirror"]]}, "U+000A"),
     "driver pin ordinary": ("nvidia_driver/templates/preferences.j2", PIN, None),
     "driver pin newline in the branch": ("nvidia_driver/templates/preferences.j2", dict(PIN, nvidia_driver_branch="570\nPin-Priority: -1"), "U+000A"),
+    "kubeadm YAML syntax in site values": ("kubernetes/templates/kubeadm.yaml.j2", KUBEADM, None),
+    "kubeadm newline in the cluster name": ("kubernetes/templates/kubeadm.yaml.j2", dict(KUBEADM, kubernetes_name="riga\nimageRepository: evil"),
+                                            "U+000A"),
     "chrony ordinary": ("base/templates/chrony.conf.j2", CHRONY, None),
     "chrony newline in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 iburst\nallow all"]), "U+000A"),
     "chrony blank in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 key 1"]), "NTP server"),
@@ -183,3 +189,13 @@ def test_systemd_parses_the_soft_roce_unit_with_shell_metacharacters_cleanly(ren
     said = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (said.stdout + said.stderr).splitlines() if "is not executable" not in line]   # no rdma here
     assert problems == [], problems
+
+
+def test_kubeadm_yaml_keeps_each_site_value_one_scalar(rendered):
+    out, _ = rendered
+    docs = [d for d in yaml.safe_load_all((out / case_file("kubeadm YAML syntax in site values")).read_text()) if d]
+    assert [d["kind"] for d in docs] == ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"]
+    cluster = docs[1]
+    assert cluster["clusterName"] == KUBEADM["kubernetes_name"] and "imageRepository" not in cluster
+    assert cluster["networking"]["podSubnet"] == KUBEADM["kubernetes_pod_cidr"]
+    assert docs[0]["localAPIEndpoint"]["advertiseAddress"] == KUBEADM["kubernetes_node_address"]
