@@ -16,6 +16,9 @@ _ESCAPE = Path(__file__).resolve().parents[3] / "infra" / "render" / "escape.py"
 
 
 def _load_escape():
+    if not _ESCAPE.is_file():        # the playbooks without their checkout: the installed package's copy
+        import infra.render.escape
+        return infra.render.escape
     spec = importlib.util.spec_from_file_location("gigafactory_render_escape", _ESCAPE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
