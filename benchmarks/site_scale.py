@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ def main() -> int:
             out = subprocess.run([sys.executable, "-c", PIPELINE, str(site_file)], check=True, capture_output=True,
                                  text=True, env=env, cwd=ROOT).stdout.split()
             runs.append([float(x) for x in out])
-        imports, load, plan, render, rss, lines, hosts = (statistics.median(col) for col in zip(*runs))
+        imports, load, plan, render, rss, lines, hosts = (statistics.median(col) for col in zip(*runs, strict=True))
 
         # The same hosts and variables as a static YAML inventory, for ansible-inventory side by side.
         static = Path(tmp) / "static.yml"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .plan import Plan, build_plan
+from .render.escape import UnsafeValue
 from .site import Site, SiteInvalid, load_site, site_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -79,12 +80,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class CommandsUnavailable(Exception):
+    """A module that adds commands could not be imported: the installation is broken."""
+
+
 def _add_later_commands(sub) -> None:
-    """Commands whose modules are optional (orchestration, demo)."""
+    """Commands of the orchestration (up, demo, ...), in their own modules so that validate, plan and render
+    do not import them; a module that fails to import stops the command line rather than dropping commands."""
     try:
         from .orchestrate.cli import add_commands
-    except ImportError:
-        return
+    except ImportError as err:
+        raise CommandsUnavailable(f"the orchestration commands could not be loaded ({err}); "
+                                  "reinstall gigafactory with its dependencies (scripts/setup)") from err
     add_commands(sub)
 
 
@@ -96,11 +103,19 @@ def report_invalid(err: SiteInvalid) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except CommandsUnavailable as err:
+        print(f"gigafactory: {err}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         return args.func(args)
     except SiteInvalid as err:
         report_invalid(err)
+        return EXIT_INVALID
+    except UnsafeValue as err:
+        # The model's types should have refused it; the templates refuse it all the same (render/escape.py).
+        print(f"{getattr(args, 'site', 'site')}: a value cannot be written safely: {err}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -107,7 +107,7 @@ def main(site: str, mode: str) -> dict:
         for cluster, value in root.outputs["kubeconfigs"].items():
             kubeconfig_secret[cluster] = _sync_await(pulumi.Output.from_input(value).is_secret())
     resources = []
-    for urn, registration in monitor.resources.items():
+    for urn in monitor.resources:
         extra = monitor.requests.get(urn, {})
         created = next((c for c in mocks.created if urn.endswith("::" + c["name"]) and urn.split("::")[2].endswith(c["type"])), {})
         resources.append({"urn": urn, "type": urn.split("::")[2].split("$")[-1], "name": urn.split("::")[-1],

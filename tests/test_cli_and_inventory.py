@@ -103,3 +103,15 @@ def test_each_kubernetes_cluster_group_carries_its_kubeadm_settings():
                        "api_endpoint": "10.40.6.1", "pod_cidr": "10.112.0.0/12", "service_cidr": "10.96.0.0/16"}
     training = unwrap(json.loads(run([bin_path("ansible-inventory"), "-i", str(RIGA), "--host", "gpu0001"]).stdout))
     assert "gf_kubernetes" not in training
+
+
+def test_a_command_module_that_fails_to_import_stops_the_cli_loudly(monkeypatch, capsys):
+    """A broken orchestration module is an error with its cause, not a command line quietly missing `up`."""
+    import sys
+
+    from infra.cli import main
+    monkeypatch.setitem(sys.modules, "infra.orchestrate.cli", None)        # `import` of it now raises ImportError
+    assert main(["validate", str(RIGA)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gigafactory: the orchestration commands could not be loaded") and "infra.orchestrate.cli" in err
+    assert "Traceback" not in err

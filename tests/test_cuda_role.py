@@ -36,8 +36,8 @@ def render_profile(tmp_path: Path, cuda, *extra: str) -> str:
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(out=out))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
-    result = subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}", *extra, str(play)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}", *extra, str(play)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return (out / "gigafactory-cuda.sh").read_text()
 
@@ -82,3 +82,19 @@ def test_distribution_toolkit_home(tmp_path):
 def test_a_default_outside_the_versions_fails_the_role(tmp_path):
     with pytest.raises(AssertionError, match="default 11.8"):
         render_profile(tmp_path, ["12.4"], "-e", "cuda_default=11.8")
+
+
+def test_a_hostile_version_stays_data_in_every_login_shell(tmp_path):
+    """Bypassing the site model (extra vars): shell text in a version reaches CUDA_HOME as a string, and runs nothing."""
+    import json
+    hostile = f"12.4$(touch {tmp_path}/pwned)`touch {tmp_path}/pwned2`'\"x"
+    script = render_profile(tmp_path, ["12.4"], "-e", json.dumps({"cuda_versions": [hostile], "cuda_default": hostile}))
+    home, path, _ = shell_view(script, tmp_path)
+    assert home == f"/usr/local/cuda-{hostile}"
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_a_newline_in_a_version_is_refused(tmp_path):
+    import json
+    with pytest.raises(AssertionError, match="CUDA version '12.4\\\\\\\\nexport X=1' holds the control character U\\+000A"):
+        render_profile(tmp_path, ["12.4"], "-e", json.dumps({"cuda_versions": ["12.4\nexport X=1"], "cuda_default": "12.4\nexport X=1"}))

@@ -11,7 +11,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import RIGA, ROOT, bin_path, playbook, site_data

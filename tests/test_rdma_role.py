@@ -222,3 +222,30 @@ def test_the_subnet_manager_fails_naming_hosts_that_report_no_guid_or_are_unreac
     assert result.returncode != 0
     assert "No InfiniBand port GUID from nfs01, gpu0090, gpu0100" in result.stdout, result.stdout[-3000:]
     assert not (tmp_path / "sm01" / "opensm" / "partitions.conf").exists()
+
+
+def test_loading_the_modules_reports_changed_only_when_modprobe_loads_one(tmp_path):
+    """The role's own task, run twice against a stand-in modprobe that loads the modules the first time only."""
+    tasks = yaml.safe_load((ROOT / "playbooks/roles/rdma/tasks/main.yml").read_text())
+    task = next(t for t in tasks if t["name"] == "Load the RDMA kernel modules now")
+    task = {k: v for k, v in task.items() if k != "when"}
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    # kmod's modprobe --verbose: an "insmod <file>" line per module it inserts, nothing for one already loaded.
+    (stub / "modprobe").write_text('#!/bin/sh\necho "$@" >> "$STATE/argv"\n[ -e "$STATE/loaded" ] && exit 0\ntouch "$STATE/loaded"\n'
+                                   'echo "insmod /lib/modules/6.12.0/kernel/drivers/infiniband/sw/rxe/rdma_rxe.ko.xz"\n')
+    (stub / "modprobe").chmod(0o755)
+    record = {"ansible.builtin.set_fact": {"changed_runs": "{{ changed_runs + [_rdma_modprobe is changed] }}"}, "name": "Keep it"}
+    play = [{"name": "modprobe twice", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "environment": {"PATH": f"{stub}:/usr/bin:/bin", "STATE": str(tmp_path)},
+             "vars": {"_rdma_modules": ["ib_core", "rdma_rxe"], "changed_runs": []},
+             "tasks": [task, record, task, record,
+                       {"name": "Write", "ansible.builtin.copy": {"content": "{{ changed_runs | to_json }}", "dest": str(tmp_path / "changed.json"),
+                                                                  "mode": "0644"}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    result = subprocess.run([bin_path("ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
+                             str(tmp_path / "play.yml")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert (tmp_path / "changed.json").read_text() == "[true, false]"
+    assert (tmp_path / "argv").read_text().splitlines() == ["--all --verbose ib_core rdma_rxe"] * 2

@@ -36,6 +36,6 @@ def test_render_matches_golden(site_path):
 def test_slurm_conf_groups_nodes_never_one_line_per_node():
     site = load_site(RIGA)
     conf = render_all(site, build_plan(site))["slurm/slurm.conf"]
-    node_lines = [l for l in conf.splitlines() if l.startswith("NodeName=")]
-    assert node_lines == [l for l in node_lines if "[" in l] and len(node_lines) == 1
+    node_lines = [line for line in conf.splitlines() if line.startswith("NodeName=")]
+    assert node_lines == [line for line in node_lines if "[" in line] and len(node_lines) == 1
     assert "SlurmctldHost=ctl01(10.40.2.1)\nSlurmctldHost=ctl02(10.40.2.2)" in conf

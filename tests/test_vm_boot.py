@@ -48,7 +48,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
 
 def test_ssh_with_strict_host_key_checking_reaches_each_named_vm(booted) -> None:
     _, specs, vms = booted
-    for spec, vm in zip(specs, vms):
+    for spec, vm in zip(specs, vms, strict=True):
         result = _run(vm.ssh("hostname"))
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == spec.name
@@ -70,7 +70,7 @@ def test_a_wrong_host_key_is_refused(booted, tmp_path: Path) -> None:
 
 def test_vms_ping_each_other_over_the_private_segment(booted) -> None:
     _, specs, vms = booted
-    for spec, vm in zip(specs, vms):
+    for spec, vm in zip(specs, vms, strict=True):
         nic = spec.nics[0]
         result = _run(vm.ssh("sudo", "ip", "addr", "add", str(nic.address), "dev", nic.interface))
         assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -135,7 +135,7 @@ def stop_reason(phase: str, wave_failed: int, wave_hosts: int, phase_failed: int
 
 def up(options: UpOptions) -> RunOutcome:
     """Run the site's phases; raises SiteInvalid or OrchestrationError on invalid input, before anything runs."""
-    started_at, t0 = datetime.now(timezone.utc), time.monotonic()
+    started_at, t0 = datetime.now(UTC), time.monotonic()
     site_path = Path(options.site).resolve()
     site: Site = load_site(str(site_path))
     plan = build_plan(site, str(site_path))
@@ -226,7 +226,7 @@ def up(options: UpOptions) -> RunOutcome:
     outcome = RunOutcome(run_dir, hosts, reports, exit_code, stopped, time.monotonic() - t0)
     write_json(run_dir / "summary.json", {
         "site": site.site.name, "site_file": str(site_path), "started": started_at.isoformat(),
-        "finished": datetime.now(timezone.utc).isoformat(), "check": options.check,
+        "finished": datetime.now(UTC).isoformat(), "check": options.check,
         "retry_of": str(previous) if previous else None, "limit": options.limit, "max_fail_percent": max_fail,
         "batch": sizes, "inventories": [str(i) for i in inventories], "playbook_dir": str(options.playbook_dir),
         "phases": [asdict(r) for r in reports], "stopped": stopped, "exit_code": exit_code,

@@ -14,7 +14,7 @@ as a prefix's numbers stay inside its block (``gpu`` below 256 in riga-1).
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..site.hostlists import split_name
 from ..site.model import Network, Site

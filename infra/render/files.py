@@ -10,13 +10,17 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..plan import Plan
 from ..site.model import Site
+from .escape import FILTERS, refuse_breaking
 
 HEALTH_CHECK_PROGRAM = "/usr/local/sbin/gigafactory-node-health"
 
 
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("infra.render", "templates"), undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    # finalize: no printed string may break its line; the filters check words and GRES (escape.py).
+    env = Environment(loader=PackageLoader("infra.render", "templates"), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=refuse_breaking)
+    env.filters.update(FILTERS)
+    return env
 
 
 def render_file(plan: Plan, name: str, **extra: Any) -> str:

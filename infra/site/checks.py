@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
@@ -263,7 +263,7 @@ def kubernetes_addons_have_chart_mirror(site: Site, index: SiteIndex) -> Iterato
     """A warning: without a chart mirror, add-ons come from chart archives kept in the repository's charts/ folder."""
     if site.repositories.charts is not None:
         return
-    for i, cluster in enumerate(site.kubernetes):
+    for cluster in site.kubernetes:
         if cluster.addons:
             yield Problem("repositories.charts", f"cluster {cluster.name!r} asks for add-ons ({', '.join(cluster.addons)}) but the site "
                           "names no Helm chart mirror; set repositories.charts, or keep the pinned chart archives in charts/",
@@ -487,7 +487,7 @@ def node_types_fit_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 @check
 def gpu_nodes_have_an_hca_per_rail(site: Site, index: SiteIndex) -> Iterator[Problem]:
-    for i, pool in enumerate(site.pools):
+    for pool in site.pools:
         node_type = index.node_type(pool)
         if node_type is None or node_type.gpus == 0:
             continue
@@ -552,7 +552,8 @@ def software_available(site: Site, index: SiteIndex) -> Iterator[Problem]:
     if sw.nvidia_driver is not None:
         drv = sw.nvidia_driver
         if drv.branch not in KNOWN_DRIVER_BRANCHES:
-            yield Problem("software.nvidia_driver.branch", f"no NVIDIA driver branch {drv.branch!r}; known branches: {', '.join(sorted(KNOWN_DRIVER_BRANCHES))}")
+            yield Problem("software.nvidia_driver.branch",
+                          f"no NVIDIA driver branch {drv.branch!r}; known branches: {', '.join(sorted(KNOWN_DRIVER_BRANCHES))}")
         if drv.source == "distribution" and drv.branch != ships["nvidia_driver"]:
             yield Problem("software.nvidia_driver.branch", f"Debian {site.os.release} ships driver branch {ships['nvidia_driver']}, not {drv.branch}; "
                           "use that branch or source: repository")

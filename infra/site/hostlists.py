@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Iterable
+from typing import Annotated
+from collections.abc import Iterable
 
 import hostlist
 from pydantic import BeforeValidator

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -31,7 +31,7 @@ def _slurm_time(value: str) -> str:
 
 
 def _version(parts: int):
-    pattern = re.compile(r"^\d+(\.\d+){%d}$" % (parts - 1))
+    pattern = re.compile(r"^\d+(\.\d+){" + str(parts - 1) + "}$")
 
     def check(value: Any) -> str:
         value = str(value)
@@ -166,9 +166,9 @@ class SlurmSoftware(Strict):
 
 class Software(Strict):
     nvidia_driver: NvidiaDriver | None = None
-    cuda: Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=Union[list[str], Cuda])] | None = None
+    cuda: Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=list[str] | Cuda)] | None = None
     rdma: Literal["doca-ofed", "inbox"] = "inbox"
-    slurm: Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=Union[str, SlurmSoftware])] | None = None
+    slurm: Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=str | SlurmSoftware)] | None = None
 
 
 # --- networks and fabrics -----------------------------------------------------------
@@ -333,7 +333,7 @@ class LustreStorage(Strict):
     capacity_tb: float = Field(gt=0)
 
 
-Storage = Annotated[Union[NfsStorage, LustreStorage], Field(discriminator="kind")]
+Storage = Annotated[NfsStorage | LustreStorage, Field(discriminator="kind")]
 
 
 class TenantSlurm(Strict):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -323,6 +323,6 @@ def _partition_key(value: Any) -> Any:
     return value
 
 
-PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=Union[str, int]), *_typed(
+PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=str | int), *_typed(
     "an InfiniBand partition key: '0x' and 1-4 hexadecimal digits such as '0x0100'",
     _pattern(r"0x[0-9a-fA-F]{1,4}", 6), {"pattern": "^0x[0-9a-fA-F]{1,4}$"})]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -45,7 +45,7 @@ NETWORK_OPERATOR_IMAGE_TAG = "network-operator-v25.4.0"
 @dataclass(frozen=True)
 class ChartSource:
     """A chart mirror URL, or the repository's local chart folder."""
-    mirror: Optional[str]
+    mirror: str | None
     local: Path
 
     def release_args(self, chart: Chart) -> dict[str, Any]:
@@ -55,7 +55,7 @@ class ChartSource:
         return {"chart": str(self.local / f"{chart.chart}-{chart.version}.tgz"), "version": chart.version}
 
 
-def chart_source(mirror: Optional[str], root: Path) -> ChartSource:
+def chart_source(mirror: str | None, root: Path) -> ChartSource:
     return ChartSource(mirror.rstrip("/") if mirror else None, root / LOCAL_CHARTS)
 
 

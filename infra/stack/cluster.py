@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -60,7 +61,7 @@ class KubernetesCluster(pulumi.ComponentResource):
     provider: k8s.Provider
     addons: dict[str, k8s.helm.v3.Release]
 
-    def __init__(self, name: str, args: KubernetesClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: KubernetesClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:KubernetesCluster", name, None, opts)
         c = args.cluster
         phase = kubernetes_phase(c.group)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 import pulumi
 
@@ -99,7 +100,7 @@ class SiteNetworkArgs:
 class SiteNetwork(pulumi.ComponentResource):
     """Address plan outputs; per cluster with the Network Operator: NicClusterPolicy and one network per rail."""
 
-    def __init__(self, name: str, args: SiteNetworkArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: SiteNetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:SiteNetwork", name, None, opts)
         self.addresses = address_outputs(args.plan)
         self.attachments: dict[str, list[str]] = {}

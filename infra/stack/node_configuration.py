@@ -20,7 +20,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import pulumi
 import yaml
@@ -80,7 +81,7 @@ class PhaseResult:
     """What a phase hands back; ``kubeconfig`` only from the ``kubernetes`` phase."""
     ok: bool
     summary: str = ""
-    kubeconfig: Optional[str] = None
+    kubeconfig: str | None = None
 
 
 class OrchestrationMissing(NotImplementedError):
@@ -312,7 +313,7 @@ class PhaseInputs:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
         return cls(root, site_file, plan, inventory_view(site, plan), files)
 
-    def digest(self, phase: Phase, extra_vars: Optional[Mapping[str, Any]] = None) -> str:
+    def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None) -> str:
         """The phase's inputs hash: the variables its hosts receive, its extra variables, its files."""
         view = {"variables": phase_variables(self.inventory, phase_hosts(self.plan, phase)), "extra_vars": dict(extra_vars or {})}
         digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
@@ -348,10 +349,10 @@ class AnsiblePhase(pulumi.dynamic.Resource, module="gigafactory", name="AnsibleP
     """One phase, run by the orchestration layer; ``kubeconfig`` is set by the kubernetes phase."""
 
     inputs_hash: pulumi.Output[str]
-    kubeconfig: pulumi.Output[Optional[str]]
+    kubeconfig: pulumi.Output[str | None]
 
     def __init__(self, name: str, phase: Phase, request: Mapping[str, Any], digest: str,
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 opts: pulumi.ResourceOptions | None = None):
         props = {
             "phase": phase.name,
             "playbook": phase.playbook,
@@ -379,7 +380,7 @@ class NodeConfiguration(pulumi.ComponentResource):
     """The orchestration's phases in its order, one dynamic resource each; the per-cluster kubernetes phase is
     KubernetesCluster's, so the phases after it are declared by ``after_clusters`` once the clusters exist."""
 
-    def __init__(self, name: str, args: NodeConfigurationArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: NodeConfigurationArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:NodeConfiguration", name, None, opts)
         self.name = name
         self.inputs = args.inputs
@@ -393,7 +394,7 @@ class NodeConfiguration(pulumi.ComponentResource):
 
     def _declare(self, wanted: Iterable[bool]) -> None:
         request = {"site_file": self.inputs.site_file, "root": str(self.inputs.root)}
-        for phase, want in zip(node_phases(), wanted):
+        for phase, want in zip(node_phases(), wanted, strict=True):
             if not want or not phase_hosts(self.inputs.plan, phase):
                 continue
             resource = AnsiblePhase(f"{self.name}-{phase.name}", phase, request, self.inputs.digest(phase),

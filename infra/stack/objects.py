@@ -7,7 +7,7 @@ kinds become typed pulumi-kubernetes resources, anything else a CustomResource.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -28,8 +28,8 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-def manifest(api_version: str, kind: str, name: str, namespace: Optional[str] = None,
-             labels: Optional[dict[str, str]] = None, **body: Any) -> dict[str, Any]:
+def manifest(api_version: str, kind: str, name: str, namespace: str | None = None,
+             labels: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
     """A manifest with gigafactory's label on it."""
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/managed-by": "gigafactory", **(labels or {})}}
     if namespace is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import pulumi
 
@@ -82,7 +83,7 @@ class SiteStorageArgs:
 class SiteStorage(pulumi.ComponentResource):
     """Per cluster: NFS home (CSI), Lustre datasets (static volumes), local NVMe, tenants' storage quotas."""
 
-    def __init__(self, name: str, args: SiteStorageArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: SiteStorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:SiteStorage", name, None, opts)
         systems = {s.name: s for s in args.storage}
         nfs = [s for s in args.storage if isinstance(s, NfsStorage)]

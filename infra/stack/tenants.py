@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import pulumi
 
@@ -89,7 +90,7 @@ class TenantsArgs:
 class Tenants(pulumi.ComponentResource):
     """Every tenant with a ``kubernetes`` entry, in its cluster; Kueue queues where the cluster runs Kueue."""
 
-    def __init__(self, name: str, args: TenantsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: TenantsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:Tenants", name, None, opts)
         self.namespaces: dict[str, pulumi.Resource] = {}
         flavors: dict[str, pulumi.Resource] = {}

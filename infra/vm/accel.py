@@ -10,7 +10,7 @@ from pathlib import Path
 ACCEL_ENV = "GIGAFACTORY_ACCEL"
 
 
-class Accel(str, Enum):
+class Accel(str, Enum):  # noqa: UP042  (StrEnum would change what str() of a member says)
     KVM = "kvm"
     TCG = "tcg"
 

@@ -54,7 +54,7 @@ class InventoryModule(BaseInventoryPlugin):
             from infra.render.inventory import group_vars, host_vars, kubernetes_vars, node_type_vars, slurm_vars
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
-            raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}")
+            raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}") from err
         try:
             site = load_site(path)
             plan = build_plan(site, path)
@@ -62,7 +62,7 @@ class InventoryModule(BaseInventoryPlugin):
             # Said here as well as raised: Ansible would otherwise try the next
             # plugin (yaml), which reads a site file as an empty inventory.
             Display().error(f"gigafactory_site: {err}", wrap_text=False)
-            raise AnsibleParserError(str(err))
+            raise AnsibleParserError(str(err)) from err
         for key, value in group_vars(site, plan).items():
             inventory.set_variable("all", key, value)
         inventory.set_variable("all", "ansible_user", site.provisioning.user)

@@ -1,0 +1,201 @@
+"""Defence in depth in the roles: each template that inserts a site value, rendered by ansible.builtin.template on this
+machine with hostile values put straight into its variables (bypassing the site model), either refuses, naming the
+value, and writes nothing, or writes a file that cannot gain a line or a command. The Soft-RoCE unit's ExecStart is
+then run the way systemd would run it, against a stand-in `rdma`, to show the interface reaches the shell as data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, bin_path
+
+ROLES = ROOT / "playbooks" / "roles"
+RAIL = {"rail": 0, "interface": "enp0s5", "cidr": "10.50.0.0/19"}
+FABRIC = {"kind": "ethernet", "rate": "100g", "ip_mtu": None, "ip_mode": None}
+MOUNT = {"slurm_controller_state_server": "db01", "slurm_controller_state_export_path": "/srv/slurmctld-state",
+         "slurm_controller_state_save_location": "/var/spool/slurmctld", "slurm_controller_mount_options": "rw,hard,_netdev"}
+SOURCES = {"base_apt_debian_mirror": "http://10.40.0.5/debian", "_base_suite": "trixie", "base_apt_components": ["main"]}
+CHRONY = {"base_ntp_servers": ["ntp01"], "_base_serves_time": False, "base_networks": {"management": {"cidr": "10.40.0.0/16"}}}
+NETWORK = {"item": {"key": "management", "value": {"cidr": "10.40.0.0/16", "interface": "enp0s3", "mtu": 1500}},
+           "base_addresses": {"management": "10.40.0.1/16"}}
+PIN = {"nvidia_driver_branch": "570", "nvidia_driver_flavor": "open", "nvidia_driver_source": "repository"}
+KUBEADM = {"kubernetes_version": "1.33", "kubernetes_release": "v1.33.4", "kubernetes_api_port": 6443, "kubernetes_image_repository": "",
+           "kubernetes_name": "riga: {imageRepository: evil} # x", "kubernetes_node_address": "10.40.3.1\" ,x: [1]",
+           "kubernetes_api_endpoint": "10.40.3.1", "kubernetes_pod_cidr": "10.112.0.0/12\n---", "kubernetes_service_cidr": "10.96.0.0/16"}
+# A name the kernel accepts for an interface (no '/', ':' or blank) and a shell would run as commands.
+SHELL_IFACE = "e;touch${IFS}pwned;$(touch${IFS}pwned2)`touch${IFS}pwned3`"
+
+# name: (template under playbooks/roles, its variables, None if it must render, else what the refusal says)
+CASES = {
+    "rxe ordinary": ("rdma/templates/gigafactory-rxe.service.j2", {"item": [RAIL, "10.50.0.1/19"], "rdma_fabric_name": "compute"}, None),
+    "rxe shell metacharacters": ("rdma/templates/gigafactory-rxe.service.j2",
+                                 {"item": [dict(RAIL, interface=SHELL_IFACE), "10.50.0.1/19"], "rdma_fabric_name": "compute"}, None),
+    "rxe newline in the interface": ("rdma/templates/gigafactory-rxe.service.j2",
+                                     {"item": [dict(RAIL, interface="eth0\nExecStartPre=/bin/touch /pwned"), "10.50.0.1/19"],
+                                      "rdma_fabric_name": "compute"}, "U+000A"),
+    "rxe blank in the interface": ("rdma/templates/gigafactory-rxe.service.j2",
+                                   {"item": [dict(RAIL, interface="eth0 /bin/touch"), "10.50.0.1/19"], "rdma_fabric_name": "compute"},
+                                   "rail interface 'eth0 /bin/touch' holds ' '"),
+    "rxe specifier in the interface": ("rdma/templates/gigafactory-rxe.service.j2",
+                                       {"item": [dict(RAIL, interface="eth%h"), "10.50.0.1/19"], "rdma_fabric_name": "compute"},
+                                       "a systemd specifier"),
+    "rxe newline in the fabric name": ("rdma/templates/gigafactory-rxe.service.j2",
+                                       {"item": [RAIL, "10.50.0.1/19"], "rdma_fabric_name": "compute\nExecStartPre=/bin/true"}, "U+000A"),
+    "rail.network ordinary": ("rdma/templates/rail.network.j2",
+                              {"item": [RAIL, "10.50.0.1/19"], "rdma_fabric_name": "compute", "rdma_fabric": FABRIC}, None),
+    "rail.network newline in the interface": ("rdma/templates/rail.network.j2",
+                                              {"item": [dict(RAIL, interface="eth0\n[Route]"), "10.50.0.1/19"],
+                                               "rdma_fabric_name": "compute", "rdma_fabric": FABRIC}, "U+000A"),
+    "rail.network blank in the address": ("rdma/templates/rail.network.j2",
+                                          {"item": [RAIL, "10.50.0.1/19 DNS=1.1.1.1"], "rdma_fabric_name": "compute", "rdma_fabric": FABRIC},
+                                          "rail address"),
+    "mount ordinary": ("slurm_controller/templates/state.mount.j2", MOUNT, None),
+    "mount newline in StateSaveLocation": ("slurm_controller/templates/state.mount.j2",
+                                           dict(MOUNT, slurm_controller_state_save_location="/var/x\n[Service]\nExecStartPre=/bin/true"),
+                                           "U+000A"),
+    "mount specifier in StateSaveLocation": ("slurm_controller/templates/state.mount.j2",
+                                             dict(MOUNT, slurm_controller_state_save_location="/var/%h"), "a systemd specifier"),
+    "mount continuation in the options": ("slurm_controller/templates/state.mount.j2",
+                                          dict(MOUNT, slurm_controller_mount_options="rw\\"), "holds '\\\\'"),
+    "override newline in StateSaveLocation": ("slurm_controller/templates/slurmctld-override.conf.j2",
+                                              dict(MOUNT, slurm_controller_state_save_location="/var/x\nExecStartPre=/bin/true"), "U+000A"),
+    "debian sources ordinary": ("base/templates/debian.sources.j2", SOURCES, None),
+    "debian sources newline in the mirror": ("base/templates/debian.sources.j2",
+                                             dict(SOURCES, base_apt_debian_mirror="http://10.40.0.5/debian\nTrusted: yes"), "U+000A"),
+    "debian sources second URI": ("base/templates/debian.sources.j2",
+                                  dict(SOURCES, base_apt_debian_mirror="http://10.40.0.5/debian http://evil.example/debian"),
+                                  "repositories.debian"),
+    "cuda sources newline in the mirror": ("nvidia_driver/templates/cuda.sources.j2",
+                                           {"nvidia_driver_repository": "http://10.40.0.5/cuda\nTrusted: yes", "nvidia_driver_repository_suite": "/",
+                                            "nvidia_driver_repository_signed_by": "/usr/share/keyrings/gigafactory-cuda.gpg"}, "U+000A"),
+    "doca sources newline in the mirror": ("rdma/templates/doca.sources.j2",
+                                           {"rdma_doca_repository": "http://10.40.0.5/doca\nTrusted: yes", "rdma_doca_suite": "/",
+                                            "rdma_doca_signed_by": "/usr/share/keyrings/gigafactory-doca.gpg"}, "U+000A"),
+    "network ordinary": ("base/templates/network.j2", NETWORK, None),
+    "network newline in the interface": ("base/templates/network.j2",
+                                         dict(NETWORK, item={"key": "management", "value": dict(NETWORK["item"]["value"], interface="eth0\n[Route]")}),
+                                         "U+000A"),
+    "network blank in the address": ("base/templates/network.j2", dict(NETWORK, base_addresses={"management": "10.40.0.1/16 Gateway=1.1.1.1"}),
+                                     "network address"),
+    "hosts newline in a name": ("base/templates/hosts.j2", {"base_etc_hosts": [["10.40.0.1", "ctl01\n6.6.6.6\tmirror"]]}, "U+000A"),
+    "driver pin ordinary": ("nvidia_driver/templates/preferences.j2", PIN, None),
+    "driver pin newline in the branch": ("nvidia_driver/templates/preferences.j2", dict(PIN, nvidia_driver_branch="570\nPin-Priority: -1"), "U+000A"),
+    "kubeadm YAML syntax in site values": ("kubernetes/templates/kubeadm.yaml.j2", KUBEADM, None),
+    "kubeadm newline in the cluster name": ("kubernetes/templates/kubeadm.yaml.j2", dict(KUBEADM, kubernetes_name="riga\nimageRepository: evil"),
+                                            "U+000A"),
+    "chrony ordinary": ("base/templates/chrony.conf.j2", CHRONY, None),
+    "chrony newline in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 iburst\nallow all"]), "U+000A"),
+    "chrony blank in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 key 1"]), "NTP server"),
+}
+
+
+def case_file(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[Path, dict]:
+    """Every case in one ansible-playbook run: a block per case, its refusal (if any) kept by the rescue."""
+    out = tmp_path_factory.mktemp("templates")
+    tasks = []
+    for name, (src, variables, _) in CASES.items():
+        tasks.append({
+            "name": f"Case {name}",
+            "block": [{"name": "Render", "ansible.builtin.template": {"src": str(ROLES / src), "dest": str(out / case_file(name)),
+                                                                       "mode": "0644"}, "vars": variables}],
+            "rescue": [{"name": "Keep the refusal",
+                        "ansible.builtin.set_fact": {"refused": "{{ refused | combine({" + json.dumps(name) + ": ansible_failed_result.msg}) }}"}}],
+        })
+    tasks.append({"name": "The mount unit's name, as the role's vars/main.yml derives it",
+                  "ansible.builtin.copy": {"content": "{{ _slurm_controller_mount_unit }}", "dest": str(out / "mount_unit"), "mode": "0644"},
+                  "vars": {"slurm_controller_state_save_location": "/var/spool/slurm-state.d/ctl"}})
+    tasks.append({"name": "Write the refusals", "ansible.builtin.copy": {"content": "{{ refused | to_json }}", "dest": str(out / "refused.json"),
+                                                                         "mode": "0644"}})
+    play = [{"name": "Templates with hostile values", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"refused": {}}, "vars_files": [str(ROLES / "slurm_controller" / "vars" / "main.yml")], "tasks": tasks}]
+    (out / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    result = subprocess.run([bin_path("ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
+                             str(out / "play.yml")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return out, json.loads((out / "refused.json").read_text())
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c[2] is not None])
+def test_a_hostile_value_is_refused_naming_it_and_nothing_is_written(rendered, name):
+    out, refused = rendered
+    assert name in refused, f"{name}: rendered, not refused:\n{(out / case_file(name)).read_text()}"
+    assert CASES[name][2] in refused[name]
+    assert not (out / case_file(name)).exists()
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c[2] is None])
+def test_an_ordinary_value_renders(rendered, name):
+    out, refused = rendered
+    assert name not in refused, refused.get(name)
+    assert (out / case_file(name)).read_text().strip()
+
+
+def test_the_mount_unit_is_named_as_systemd_escape_path_names_it(rendered):
+    out, _ = rendered
+    want = "var-spool-slurm\\x2dstate.d-ctl.mount"
+    if shutil.which("systemd-escape"):
+        want = subprocess.run(["systemd-escape", "--path", "--suffix=mount", "/var/spool/slurm-state.d/ctl"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert (out / "mount_unit").read_text() == want
+
+
+def systemd_exec_argv(line: str) -> list[str]:
+    """ExecStart='s words as systemd hands them to exec: quotes and C escapes removed, then '%%' and '$$' as '%' and '$'
+    (this unit uses no other specifier or variable)."""
+    words = shlex.split(line.split("=", 1)[1], posix=True)
+    assert all("%" not in w.replace("%%", "") and "$" not in w.replace("$$", "") for w in words), words
+    return [w.replace("%%", "%").replace("$$", "$") for w in words]
+
+
+def test_the_soft_roce_unit_hands_the_interface_to_the_shell_as_data(rendered, tmp_path):
+    out, _ = rendered
+    unit = (out / case_file("rxe shell metacharacters")).read_text()
+    assert unit.count("\nExecStart=") == 1 and "\nExecStartPre" not in unit
+    argv = systemd_exec_argv(next(line for line in unit.splitlines() if line.startswith("ExecStart=")))
+    assert argv[0] == "/bin/sh" and argv[-1] == SHELL_IFACE
+    assert "BindsTo=sys-subsystem-net-devices-e\\x3btouch\\x24\\x7bIFS" in unit          # the device unit's escaped name
+    # Run it as systemd would, with a stand-in rdma that records its arguments and says no link exists yet.
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "rdma").write_text('#!/bin/sh\n[ "$2" = show ] && exit 1\nprintf "%s\\n" "$@" > "$RDMA_ARGS"\n')
+    (stub / "rdma").chmod(0o755)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = {"PATH": f"{stub}:/usr/bin:/bin", "RDMA_ARGS": str(tmp_path / "args")}
+    subprocess.run(argv, cwd=work, env=env, check=True, timeout=30)
+    assert (tmp_path / "args").read_text().splitlines() == ["link", "add", "rxe0", "type", "rxe", "netdev", SHELL_IFACE]
+    assert list(work.iterdir()) == []                                                   # nothing touched
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_parses_the_soft_roce_unit_with_shell_metacharacters_cleanly(rendered, tmp_path):
+    out, _ = rendered
+    unit = tmp_path / "gigafactory-rxe0.service"
+    unit.write_text((out / case_file("rxe shell metacharacters")).read_text())
+    said = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (said.stdout + said.stderr).splitlines() if "is not executable" not in line]   # no rdma here
+    assert problems == [], problems
+
+
+def test_kubeadm_yaml_keeps_each_site_value_one_scalar(rendered):
+    out, _ = rendered
+    docs = [d for d in yaml.safe_load_all((out / case_file("kubeadm YAML syntax in site values")).read_text()) if d]
+    assert [d["kind"] for d in docs] == ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"]
+    cluster = docs[1]
+    assert cluster["clusterName"] == KUBEADM["kubernetes_name"] and "imageRepository" not in cluster
+    assert cluster["networking"]["podSubnet"] == KUBEADM["kubernetes_pod_cidr"]
+    assert docs[0]["localAPIEndpoint"]["advertiseAddress"] == KUBEADM["kubernetes_node_address"]
