@@ -52,7 +52,9 @@ def _typed(what: str, check: Callable[[str], str | None], schema: dict[str, Any]
         if why is not None:
             raise _refusal(value, what, why if why else "")
         return value
-    extra = {"description": what, **(schema or {})}
+    def extra(json_schema: dict[str, Any]) -> None:
+        json_schema.setdefault("description", what)
+        json_schema.update(schema or {})
     return (Constrained(what), AfterValidator(validate), Field(json_schema_extra=extra))
 
 
