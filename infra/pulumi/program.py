@@ -49,7 +49,7 @@ def load(path: Path) -> tuple[Site, Plan]:
 
 def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT) -> dict[str, Any]:
     """Every component of the site; returns the stack outputs."""
-    charts = chart_source(site.repositories.charts, root)
+    charts = chart_source(site.repositories.charts.url if site.repositories.charts else None, root)
     clusters = {c.name: c for c in plan_clusters(site, plan)}
     nodes = NodeConfiguration("nodes", NodeConfigurationArgs(plan, site_rel, root, site.slurm is not None))
     before_kubernetes = [nodes.phases[p] for p in ("base", "rdma", "gpu") if p in nodes.phases]

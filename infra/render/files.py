@@ -144,7 +144,7 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
         "gf_site": plan.site,
         "gf_timezone": site.site.timezone,
         "gf_os_release": site.os.release,
-        "gf_repositories": site.repositories.model_dump(exclude_none=True),
+        "gf_repositories": site.repositories.urls(),
         "gf_software": site.software.model_dump(mode="json"),
         "gf_networks": {n.name: {"cidr": n.cidr, "mtu": n.mtu, "vlan": n.vlan, "interface": n.interface} for n in plan.networks.values()},
         "gf_max_fail_percent": site.provisioning.max_fail_percent,

@@ -9,7 +9,9 @@ from typing import Annotated, Iterable
 import hostlist
 from pydantic import BeforeValidator
 
-_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+from .types import HostName
+
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class HostlistError(ValueError):
@@ -29,7 +31,7 @@ def expand(expression: str | Iterable[str]) -> list[str]:
             raise HostlistError(f"{part!r} is not a valid hostlist expression ({err}); "
                                 "write e.g. 'gpu[0001-0096]' or 'a[01-32]'") from None
     for name in names:
-        if not _HOSTNAME.match(name):
+        if not _HOSTNAME.fullmatch(name):
             raise HostlistError(f"{name!r} is not a valid host name: lower-case letters, digits "
                                 "and '-', at most 63 characters, not starting or ending with '-'")
     return names
@@ -78,7 +80,7 @@ def _as_hostlist(value: object) -> tuple[str, ...]:
 
 
 Hostlist = Annotated[
-    tuple[str, ...],
+    tuple[HostName, ...],
     BeforeValidator(_as_hostlist, json_schema_input_type=str | list[str]),
 ]
 """A field written as a hostlist expression or a list of them, held expanded."""

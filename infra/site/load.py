@@ -22,10 +22,11 @@ def load_site(path: str | Path) -> Site:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise SiteInvalid(str(path), [Problem("", f"cannot read the site file: {err}")]) from None
-    return parse_site(text, str(path))
+    return parse_site(text, str(path), path.parent)
 
 
-def parse_site(text: str, source: str = "<site>") -> Site:
+def parse_site(text: str, source: str = "<site>", directory: str | Path | None = None) -> Site:
+    """The validated site in ``text``; files it names (repository keys) are relative to ``directory``, else the current one."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -33,16 +34,16 @@ def parse_site(text: str, source: str = "<site>") -> Site:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         reason = getattr(err, "problem", None) or str(err)
         raise SiteInvalid(source, [Problem("", f"not valid YAML{at}: {reason}")]) from None
-    return validate_data(data, source)
+    return validate_data(data, source, directory)
 
 
-def validate_data(data: Any, source: str = "<site>") -> Site:
+def validate_data(data: Any, source: str = "<site>", directory: str | Path | None = None) -> Site:
     if data is None:
         raise SiteInvalid(source, [Problem("", "the site file is empty; it needs at least: site, networks, node_types, racks, pools")])
     if not isinstance(data, dict):
         raise SiteInvalid(source, [Problem("", f"the site file must be a mapping of sections (site, networks, ...), got a {_kind(data)}")])
     try:
-        site = Site.model_validate(data)
+        site = Site.model_validate(data, context={"directory": Path(directory or ".")})
     except ValidationError as err:
         raise SiteInvalid(source, [_problem(e) for e in err.errors(include_url=False)]) from None
     problems = [p for p in run_checks(site) if p.severity == "error"]

@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .hostlists import Hostlist
+from .types import (AbsolutePath, Constrained, CountryCode, DriverBranch, HostName, IdentityGroup, ImageRegistry,
+                    InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer,
+                    PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -22,7 +25,7 @@ def _slurm_time(value: str) -> str:
     """Slurm time limits: ``minutes``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``, ``UNLIMITED``."""
     if value.upper() in ("UNLIMITED", "INFINITE"):
         return "UNLIMITED"
-    if not _TIME.match(value):
+    if not _TIME.fullmatch(value):
         raise ValueError(f"{value!r} is not a Slurm time limit; write e.g. '04:00:00', '2-00:00:00' or 'UNLIMITED'")
     return value
 
@@ -32,7 +35,7 @@ def _version(parts: int):
 
     def check(value: Any) -> str:
         value = str(value)
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             example = ".".join(["1", "33", "0"][:parts])
             raise ValueError(f"{value!r} is not a version of the form {example!r}")
         return value
@@ -47,15 +50,9 @@ def _network(value: Any) -> str:
         raise ValueError(f"{value!r} is not an IPv4 network in CIDR notation such as '10.40.0.0/16' ({err})") from None
 
 
-def _lower(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
-Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-Cidr = Annotated[str, BeforeValidator(_network)]
-SlurmTime = Annotated[str, AfterValidator(_slurm_time)]
-MajorMinor = Annotated[str, BeforeValidator(_version(2))]
-Vendor = Annotated[str, BeforeValidator(_lower)]
+Cidr = Annotated[str, Constrained("an IPv4 network in CIDR notation"), BeforeValidator(_network)]
+SlurmTime = Annotated[str, Constrained("a Slurm time limit"), AfterValidator(_slurm_time)]
+MajorMinor = Annotated[str, Constrained("a version of the form '1.33'"), BeforeValidator(_version(2))]
 
 
 class Strict(BaseModel):
@@ -73,11 +70,11 @@ class Power(Strict):
 
 class SiteInfo(Strict):
     name: Name
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code.")
-    timezone: str = "UTC"
-    operator: str = ""
+    country: CountryCode = Field(description="ISO 3166-1 alpha-2 country code.")
+    timezone: TimeZone = "UTC"
+    operator: Text = ""
     power: Power
-    ntp_servers: list[str] = Field(
+    ntp_servers: list[NtpServer] = Field(
         default_factory=list,
         description="Time sources: hosts of the site (they serve the management network) or external addresses. "
                     "Default: the Slurm controllers, else the first host.")
@@ -92,20 +89,49 @@ class Policy(Strict):
 class OperatingSystem(Strict):
     distribution: Literal["debian"] = "debian"
     release: Literal["12", "13"] = "13"
+    security_updates: bool = Field(default=True, description="Include Debian's security suite in the APT sources "
+                                   "(from repositories.debian_security, else <repositories.debian>-security).")
+
+
+class Repository(Strict):
+    """A package mirror: its URL and, for APT repositories, the OpenPGP key that signs it."""
+    url: Url
+    signed_by: KeyFile | None = Field(default=None, description="OpenPGP public key file that signs the repository, "
+                                      "relative to the site file's directory (held as its absolute path once loaded).")
+    fingerprint: KeyFingerprint | None = Field(default=None, description="Fingerprint of the signing key; spaces are dropped.")
+
+
+def _repository_mapping(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+MirrorRepository = Annotated[Repository, BeforeValidator(_repository_mapping, json_schema_input_type=Union[str, Repository])]
+"""A repository written as its URL alone, or as ``{url, signed_by, fingerprint}``."""
 
 
 class Repositories(Strict):
     """The site's own mirrors. An absent entry keeps the distribution's default sources."""
-    debian: str | None = None
-    cuda: str | None = None
-    doca: str | None = None
-    slurm: str | None = None
-    enroot: str | None = None
-    charts: str | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
-    kubernetes: str | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
-                                   "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
-    images: str | None = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
-                               "and the pod sandbox image come from it (an air-gapped site's own registry).")
+    debian: MirrorRepository | None = None
+    debian_security: MirrorRepository | None = Field(default=None, description="Mirror of Debian's security suite; "
+                                                     "default: <repositories.debian>-security.")
+    cuda: MirrorRepository | None = None
+    doca: MirrorRepository | None = None
+    slurm: MirrorRepository | None = None
+    enroot: MirrorRepository | None = None
+    charts: MirrorRepository | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
+    kubernetes: MirrorRepository | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
+                                                "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
+    images: ImageRegistry | None = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
+                                         "and the pod sandbox image come from it (an air-gapped site's own registry).")
+
+    def urls(self) -> dict[str, str]:
+        """Each declared mirror's URL (the image registry as written), by name."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value if isinstance(value, str) else value.url
+        return out
 
 
 # --- software -----------------------------------------------------------------------
@@ -114,7 +140,7 @@ Source = Literal["repository", "distribution"]
 
 
 class NvidiaDriver(Strict):
-    branch: str = Field(pattern=r"^\d{3}$", description="Driver branch, e.g. '570'.")
+    branch: DriverBranch = Field(description="Driver branch, e.g. '570'.")
     flavor: Literal["open", "proprietary"] = "open"
     source: Source = "repository"
 
@@ -153,7 +179,7 @@ class Network(Strict):
     vlan: int | None = Field(default=None, ge=1, le=4094)
     mtu: int = Field(default=1500, ge=576, le=9216)
     reserved: list[Cidr] = Field(default_factory=list, description="Ranges kept for external systems.")
-    interface: str | None = Field(default=None, description="Host interface carrying this network, if configured by the base role.")
+    interface: InterfaceName | None = Field(default=None, description="Host interface carrying this network, if configured by the base role.")
 
 
 class Networks(Strict):
@@ -164,7 +190,7 @@ class Networks(Strict):
 
 class Switch(Strict):
     vendor: Vendor
-    model: str
+    model: ModelName
     ports: int = Field(ge=4, le=1024)
     power_kw: float = Field(ge=0)
     rack_units: int = Field(default=1, ge=1)
@@ -192,14 +218,14 @@ class Fabric(Strict):
     subnet_manager: SubnetManager | None = None
     ipoib: FabricIp | None = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
                                    description="IP over the fabric (IPoIB, or plain IP on RoCE): one subnet per rail.")
-    interfaces: list[str] | None = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
+    interfaces: list[InterfaceName] | None = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
 
 
 # --- hardware and placement ---------------------------------------------------------
 
 
 class Gpu(Strict):
-    model: str
+    model: ModelName = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
     count: int = Field(ge=0, le=72)
     memory_gb: int = Field(default=0, ge=0)
     nvswitch: bool = False
@@ -213,13 +239,13 @@ class Cpu(Strict):
 
 
 class Hca(Strict):
-    model: str
+    model: ModelName
     count: int = Field(ge=0, le=16)
 
 
 class NodeType(Strict):
     vendor: Vendor
-    model: str
+    model: Text = Field(description="Chassis model, as the vendor writes it (descriptive).")
     gpu: Gpu | None = None
     cpu: Cpu
     memory_gb: int = Field(ge=1)
@@ -246,22 +272,22 @@ class Rack(Strict):
 
 class Pool(Strict):
     name: Name
-    type: str
+    type: Name = Field(description="A key of node_types.")
     hosts: Hostlist = Field(min_length=1)
     racks: Hostlist = Field(min_length=1)
-    fabric: str | None = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
+    fabric: Name | None = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
 
 
 # --- Slurm, Kubernetes, storage, tenants --------------------------------------------
 
 
 class Accounting(Strict):
-    host: str
+    host: HostName
 
 
 class Partition(Strict):
     name: Name
-    pools: list[str] = Field(min_length=1)
+    pools: list[Name] = Field(min_length=1)
     default: bool = False
     max_time: SlurmTime = "UNLIMITED"
     max_nodes: int | None = Field(default=None, ge=1)
@@ -269,20 +295,20 @@ class Partition(Strict):
 
 class Slurm(Strict):
     cluster: Name
-    controllers: list[str] = Field(min_length=1, max_length=2, description="Primary, then backup.")
+    controllers: list[HostName] = Field(min_length=1, max_length=2, description="Primary, then backup.")
     accounting: Accounting
-    login: list[str] = Field(default_factory=list)
+    login: list[HostName] = Field(default_factory=list)
     partitions: list[Partition] = Field(min_length=1)
     topology: Literal["tree", "none"] = "tree"
     containers: Literal["pyxis", "none"] = "none"
-    state_save_location: str = "/var/spool/slurmctld"
+    state_save_location: AbsolutePath = "/var/spool/slurmctld"
 
 
 class Kubernetes(Strict):
     name: Name
     version: MajorMinor
-    control_plane: list[str] = Field(min_length=1)
-    workers: list[str] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
+    control_plane: list[HostName] = Field(min_length=1)
+    workers: list[Name] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
     pod_cidr: Cidr
     service_cidr: Cidr
     addons: list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring"]] = Field(default_factory=list)
@@ -292,18 +318,18 @@ class Kubernetes(Strict):
 class NfsStorage(Strict):
     name: Name
     kind: Literal["nfs"]
-    server: str
-    export: str = Field(pattern=r"^/")
-    mount: str = Field(pattern=r"^/")
+    server: HostName
+    export: AbsolutePath
+    mount: AbsolutePath
     capacity_tb: float = Field(gt=0)
 
 
 class LustreStorage(Strict):
     name: Name
     kind: Literal["lustre"]
-    mgs: str = Field(pattern=r"^\d+\.\d+\.\d+\.\d+@(tcp|o2ib)\d*$", description="MGS NID, e.g. '10.42.255.10@tcp'.")
-    fsname: str = Field(pattern=r"^[a-z0-9_]{1,8}$")
-    mount: str = Field(pattern=r"^/")
+    mgs: LustreNid = Field(description="MGS NID, e.g. '10.42.255.10@tcp'.")
+    fsname: LustreFsName
+    mount: AbsolutePath
     capacity_tb: float = Field(gt=0)
 
 
@@ -319,17 +345,17 @@ class TenantSlurm(Strict):
 
 
 class TenantKubernetes(Strict):
-    cluster: str
+    cluster: Name
     namespace: Name
     gpus: int = Field(ge=0)
-    group: str | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
+    group: IdentityGroup | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
 
 
 class Tenant(Strict):
     name: Name
     slurm: TenantSlurm | None = None
     kubernetes: TenantKubernetes | None = None
-    storage_tb: dict[str, float] = Field(default_factory=dict)
+    storage_tb: dict[Name, float] = Field(default_factory=dict)
     fabric_isolation: bool = Field(default=False, description="Own InfiniBand partition key.")
 
 
@@ -338,9 +364,9 @@ class Tenant(Strict):
 
 class Provisioning(Strict):
     max_fail_percent: float = Field(default=10, ge=0, le=100)
-    batch: list[Annotated[str, Field(pattern=r"^\d+%?$")]] = Field(
+    batch: list[WaveSize] = Field(
         default_factory=lambda: ["1", "25%", "100%"], description="Wave sizes: a canary first, then larger waves.")
-    user: str = "root"
+    user: PosixUser = "root"
 
 
 class Testbed(Strict):
@@ -357,7 +383,7 @@ class Site(Strict):
     software: Software = Software()
     networks: Networks
     fabrics: list[Fabric] = Field(default_factory=list)
-    node_types: dict[str, NodeType] = Field(min_length=1)
+    node_types: dict[Name, NodeType] = Field(min_length=1)
     racks: list[Rack] = Field(min_length=1)
     pools: list[Pool] = Field(min_length=1)
     slurm: Slurm | None = None

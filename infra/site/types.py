@@ -1,0 +1,315 @@
+"""What each string of a site file may hold: one annotated type per kind of value.
+
+Every string reaches a configuration file, a command line or a unit file sooner or
+later, so each is refused where it enters unless its type allows it. Each type
+carries a ``Constrained`` marker saying what it allows; the message of a refusal
+quotes it, and ``tests/test_hostile_values.py`` fails if a model field holds a
+string without one. No type here lets a control character, a line break or an
+invisible formatting character through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+import unicodedata
+import zoneinfo
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Callable
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+
+@dataclass(frozen=True)
+class Constrained:
+    """Marker on an annotated string type: ``what`` it may hold, in words a site engineer reads."""
+    what: str
+
+
+def _refusal(value: str, what: str, why: str = "") -> ValueError:
+    return ValueError(f"{value!r} is not allowed{f' ({why})' if why else ''}: {what}")
+
+
+def _invisible(value: str) -> str | None:
+    """The first control, formatting or line-separating character in ``value``, described; else None."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            return f"it contains the control character U+{ord(ch):04X}"
+    return None
+
+
+def _typed(what: str, check: Callable[[str], str | None], schema: dict[str, Any] | None = None) -> tuple:
+    """Annotated metadata for a string type: the marker, a validator raising ``what`` on refusal, a JSON schema hint.
+
+    ``check`` returns None if the value is fine, else a short reason.
+    """
+    def validate(value: str) -> str:
+        why = _invisible(value) or check(value)
+        if why is not None:
+            raise _refusal(value, what, why if why else "")
+        return value
+    def extra(json_schema: dict[str, Any]) -> None:
+        json_schema.setdefault("description", what)
+        json_schema.update(schema or {})
+    return (Constrained(what), AfterValidator(validate), Field(json_schema_extra=extra))
+
+
+def _pattern(regex: str, max_length: int) -> Callable[[str], str | None]:
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str | None:
+        if len(value) > max_length:
+            return f"longer than {max_length} characters"
+        return None if compiled.fullmatch(value) else ""
+    return check
+
+
+# --- names --------------------------------------------------------------------------
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+LABEL_WHAT = "a DNS label (RFC 1123): 1-63 lower-case letters, digits and '-', not starting or ending with '-'"
+
+Name = Annotated[str, *_typed(LABEL_WHAT, _pattern(_LABEL, 63), {"pattern": f"^{_LABEL}$"})]
+"""A name of something the site declares (pool, fabric, cluster, tenant, account, ...): it becomes group,
+file, unit and Kubernetes names."""
+
+HostName = Annotated[str, *_typed("a host name: " + LABEL_WHAT.removeprefix("a "), _pattern(_LABEL, 63),
+                                  {"pattern": f"^{_LABEL}$"})]
+"""One host of the site, as the plan knows it (a single label; the plan derives its addresses from it)."""
+
+
+def _dns_name(value: str) -> str | None:
+    if len(value) > 253:
+        return "longer than 253 characters"
+    labels = value.rstrip(".").split(".") if value != "." else [""]
+    if not all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label) for label in labels):
+        return ""
+    if all(label.isdigit() for label in labels):
+        return "all-numeric, but not an IPv4 address"
+    return None
+
+
+def _ntp_server(value: str) -> str | None:
+    try:
+        ipaddress.IPv4Address(value)
+        return None
+    except ValueError:
+        return _dns_name(value)
+
+
+NtpServer = Annotated[str, *_typed(
+    "a host name (dot-separated RFC 1123 labels of letters, digits and '-', at most 253 characters) "
+    "or an IPv4 address", _ntp_server)]
+
+# The kernel (net/core/dev.c, dev_valid_name) refuses names longer than 15 bytes (IFNAMSIZ - 1), '.' and '..',
+# and any '/', ':' or white space. The name also lands in systemd unit names, udev rules, NetworkManager/ifupdown
+# stanzas and command lines, so only the portable characters are allowed and the first is a letter or digit
+# (no option-like '-name'). Every name the kernel, udev's predictable naming or an administrator usually gives
+# (eth0, ib0, enp0s4, ens1f0np0, ibp12s0, bond0.40, rxe_ib0) fits.
+_INTERFACE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}"
+InterfaceName = Annotated[str, *_typed(
+    "a network interface name: 1-15 characters of letters, digits, '_', '.' and '-', starting with a letter "
+    "or digit (the kernel's limit; no '/', ':' or white space)", _pattern(_INTERFACE, 15), {"pattern": f"^{_INTERFACE}$"})]
+
+# shadow-utils' default (useradd's NAME_REGEX), without the trailing '$' of Samba machine accounts.
+_USER = r"[a-z_][a-z0-9_-]{0,31}"
+PosixUser = Annotated[str, *_typed(
+    "a POSIX user name: a lower-case letter or '_', then up to 31 lower-case letters, digits, '_' or '-'",
+    _pattern(_USER, 32), {"pattern": f"^{_USER}$"})]
+
+# A Kubernetes label value (at most 63 characters, alphanumeric at both ends, '-', '_' and '.' between), which
+# also stands as a Slurm GRES type or feature (no ':', ',', '=' or spaces).
+_MODEL = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+ModelName = Annotated[str, *_typed(
+    "a model name usable as a Kubernetes label value and a Slurm GRES type: 1-63 letters, digits, '.', '_' "
+    "and '-', starting and ending with a letter or digit (no ':', ',', '=' or spaces)",
+    _pattern(_MODEL, 63), {"pattern": f"^{_MODEL}$"})]
+
+# Identity-provider group names as OIDC group claims carry them: plain names, paths (Keycloak's '/tenants/acme'),
+# e-mail-like names, UUIDs (Entra ID), prefixed names ('oidc:acme'). No spaces, commas or quotes.
+_GROUP = r"[A-Za-z0-9_/][A-Za-z0-9._@:/=+-]{0,254}"
+IdentityGroup = Annotated[str, *_typed(
+    "an identity-provider group name: 1-255 letters, digits and '.', '_', '@', ':', '/', '=', '+', '-', "
+    "starting with a letter, digit, '_' or '/' (no spaces, commas or quotes)", _pattern(_GROUP, 255),
+    {"pattern": f"^{_GROUP}$"})]
+
+_VENDOR = r"[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?"
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Vendor = Annotated[str, BeforeValidator(_lower), *_typed(
+    "a vendor name: 1-64 letters, digits, '.', '_' and '-', starting and ending with a letter or digit "
+    "(compared in lower case)", _pattern(_VENDOR, 64), {"pattern": f"^{_VENDOR}$"})]
+
+# --- text, paths, addresses ---------------------------------------------------------
+
+
+def _single_line(max_length: int) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if len(value) > max_length:
+            return f"longer than {max_length} characters"
+        if value != value.strip():
+            return "it starts or ends with white space"
+        return None
+    return check
+
+
+Text = Annotated[str, *_typed(
+    "one line of text, at most 200 characters, without control characters or surrounding white space",
+    _single_line(200), {"maxLength": 200})]
+"""Free-form description (an operator's name, a chassis model): shown to people, never parsed."""
+
+
+# The POSIX portable filename character set plus '/': what every file format and unit file here
+# (slurm.conf, fstab, exports, systemd units) takes without quoting.
+_PATH = re.compile(r"/|(/[A-Za-z0-9._-]{1,255})+")
+
+
+def _absolute_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "not absolute"
+    if len(value) > 4095:
+        return "longer than 4095 characters"
+    if any(part in (".", "..") for part in value.split("/")):
+        return "it has a '.' or '..' component"
+    if not _PATH.fullmatch(value):
+        return "" if "//" not in value and not value.endswith("/") else "not normalised"
+    if posixpath.normpath(value) != value:
+        return "not normalised"
+    return None
+
+
+AbsolutePath = Annotated[str, *_typed(
+    "an absolute, normalised path of '/'-separated names of letters, digits, '.', '_' and '-' "
+    "(no '.' or '..' components, no trailing '/', no white space or other characters)", _absolute_path)]
+
+_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/@!$&()*+,;=%\[\]-]+")
+
+
+def _url(value: str) -> str | None:
+    if len(value) > 2048:
+        return "longer than 2048 characters"
+    if not _URL_CHARS.fullmatch(value):
+        return "it contains white space, a quote or another character a URL must escape"
+    try:
+        parts = urlsplit(value)
+        parts.port                                  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError as err:
+        return str(err)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "it names no host"
+    if parts.username is not None or parts.password is not None:
+        return "credentials do not belong in a URL that lands in configuration files"
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return "a repository URL has no query or fragment"
+    return None
+
+
+Url = Annotated[str, *_typed(
+    "an http:// or https:// URL naming a host, without credentials, query, fragment, white space or quotes",
+    _url, {"format": "uri"})]
+
+# A container image repository as kubeadm's imageRepository and containerd take it: a registry host
+# (with an optional port) and optional path components, no scheme.
+_REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+ImageRegistry = Annotated[str, *_typed(
+    "a container image registry such as 'registry.example:5000' or 'registry.example/mirror': a host name, "
+    "an optional port and optional lower-case path components, without a scheme", _pattern(_REGISTRY.pattern, 512))]
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _time_zone(value: str) -> str | None:
+    return None if value in _zones() else "not in the time zone database"
+
+
+TimeZone = Annotated[str, *_typed("a time zone of the IANA database, such as 'Europe/Riga' or 'UTC'", _time_zone)]
+
+# --- formats of single fields -------------------------------------------------------
+
+CountryCode = Annotated[str, *_typed("an ISO 3166-1 alpha-2 country code such as 'LV'",
+                                     _pattern(r"[A-Z]{2}", 2), {"pattern": "^[A-Z]{2}$"})]
+DriverBranch = Annotated[str, *_typed("an NVIDIA driver branch: three digits such as '570'",
+                                      _pattern(r"\d{3}", 3), {"pattern": r"^\d{3}$"})]
+WaveSize = Annotated[str, *_typed("a wave size: a number of hosts ('1') or a percentage ('25%')",
+                                  _pattern(r"\d{1,6}%?", 7), {"pattern": r"^\d+%?$"})]
+
+
+def _lustre_nid(value: str) -> str | None:
+    match = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3})@(tcp|o2ib)\d{0,3}", value)
+    if match is None:
+        return ""
+    try:
+        ipaddress.IPv4Address(match[1])
+    except ValueError:
+        return "not an IPv4 address"
+    return None
+
+
+LustreNid = Annotated[str, *_typed("a Lustre NID: an IPv4 address, '@' and a network such as 'tcp' or 'o2ib0' "
+                                   "(e.g. '10.42.255.10@tcp')", _lustre_nid,
+                                   {"pattern": r"^\d+\.\d+\.\d+\.\d+@(tcp|o2ib)\d*$"})]
+LustreFsName = Annotated[str, *_typed("a Lustre file system name: 1-8 lower-case letters, digits or '_'",
+                                      _pattern(r"[a-z0-9_]{1,8}", 8), {"pattern": r"^[a-z0-9_]{1,8}$"})]
+
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}")
+
+
+def _fingerprint(value: Any) -> Any:
+    """An OpenPGP v4 fingerprint without its spaces, upper case: 'ABCD 1234 ...' -> 'ABCD1234...'."""
+    return "".join(value.split(" ")).upper() if isinstance(value, str) else value
+
+
+KeyFingerprint = Annotated[str, BeforeValidator(_fingerprint), *_typed(
+    "an OpenPGP key fingerprint: 40 hexadecimal digits (spaces between groups allowed)",
+    lambda v: None if _FINGERPRINT.fullmatch(v) else "", {"pattern": "^[0-9A-Fa-f ]+$"})]
+
+# --- files beside the site file -----------------------------------------------------
+
+_RELATIVE = re.compile(r"[A-Za-z0-9._-]{1,255}(/[A-Za-z0-9._-]{1,255})*")
+_KEY_WHAT = ("a path relative to the site file's directory, inside it (names of letters, digits, '.', '_' and '-'; "
+             "no '..'), of an OpenPGP public key file (binary, or ASCII-armoured '-----BEGIN PGP PUBLIC KEY BLOCK-----')")
+_ARMOURED = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
+MAX_KEY_BYTES = 1 << 20
+
+
+def _key_path(value: Any, info: Any) -> Any:
+    """The key file's absolute path, from a path relative to the directory named by the validation context."""
+    if not isinstance(value, str):
+        return value
+    why = _invisible(value)
+    if why is None and (value.startswith("/") or not _RELATIVE.fullmatch(value)
+                        or any(part in (".", "..") for part in value.split("/"))):
+        why = ""
+    if why is not None:
+        raise _refusal(value, _KEY_WHAT, why)
+    directory = Path((info.context or {}).get("directory", "."))
+    return (directory / value).absolute()
+
+
+def _key_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"no key file at {str(path)!r}: expected {_KEY_WHAT}")
+    with path.open("rb") as f:
+        head = f.read(MAX_KEY_BYTES + 1)
+    # Binary keys start with a public-key packet (tag 6): old format 0x98-0x9b, new format 0xc6.
+    if len(head) > MAX_KEY_BYTES or not (head.lstrip().startswith(_ARMOURED) or head[:1] in (b"\x98", b"\x99", b"\x9a", b"\x9b", b"\xc6")):
+        raise ValueError(f"{str(path)!r} is not an OpenPGP public key of at most {MAX_KEY_BYTES} bytes: expected {_KEY_WHAT}")
+    return path
+
+
+KeyFile = Annotated[Path, Constrained(_KEY_WHAT), BeforeValidator(_key_path, json_schema_input_type=str),
+                    AfterValidator(_key_file)]
+"""An OpenPGP key file named relative to the site file, held as its absolute path once validated."""
