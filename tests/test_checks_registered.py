@@ -53,6 +53,7 @@ FIRES = {
     "kubernetes_addons_have_chart_mirror": None,
     "kubernetes_has_package_mirror": None,
     "slurm_containers_have_a_repository": None,
+    "site_repositories_name_their_keys": None,
 }
 
 EXTRA = {
@@ -71,6 +72,7 @@ EXTRA = {
     "kubernetes_addons_have_chart_mirror": lambda d: None,    # a warning, and riga-1 has no chart mirror
     "kubernetes_has_package_mirror": lambda d: None,          # a warning, and riga-1 has no Kubernetes package mirror
     "slurm_containers_have_a_repository": lambda d: None,     # a warning, and riga-1 asks for pyxis without an enroot mirror
+    "site_repositories_name_their_keys": lambda d: None,      # a warning, and riga-1's mirrors name no keys
 }
 
 
