@@ -3,8 +3,10 @@ each one that names none (the phase then stops before installing), and the roles
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from infra.plan import build_plan
@@ -62,3 +64,50 @@ def test_only_repositories_a_phase_installs_from_are_asked_for_a_key(tmp_path):
     site = load(tmp_path, data)
     assert keyless(site) == {"repositories.cuda.signed_by", "repositories.slurm.signed_by",
                              "repositories.kubernetes.signed_by", "repositories.enroot.signed_by"}
+
+
+STOP = """
+- name: A phase's repository step on a site whose repository names no key
+  hosts: {host}
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Apply the role's repository tasks
+      ansible.builtin.include_role:
+        name: {role}
+        tasks_from: {tasks}
+"""
+
+
+@pytest.mark.parametrize("repo, host, role, tasks, change", [
+    ("kubernetes", "k8s-cp01", "kubernetes", "packages.yml", {}),
+    ("enroot", "ctl01", "slurm_common", "containers.yml", {"slurm": {"containers": "pyxis"}}),
+    ("doca", "gpu0001", "rdma", "stack-doca-ofed.yml", {}),
+    ("cuda", "gpu0001", "nvidia_driver", "packages.yml", {}),
+])
+def test_a_phase_stops_before_it_installs_from_a_repository_without_a_key(tmp_path, repo, host, role, tasks, change):
+    """The first thing the role does with the repository is ask for its key; --check, so that nothing here changes."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, bin_path
+
+    data = site_data(RIGA)
+    data["repositories"][repo] = f"http://mirror.riga-1.internal/{repo}"
+    for section, values in change.items():
+        data[section].update(values)
+    site = tmp_path / "site.yml"
+    site.write_text(yaml.safe_dump(data))
+    play = tmp_path / "play.yml"
+    play.write_text(STOP.format(host=host, role=role, tasks=tasks))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    result = subprocess.run([bin_path("ansible-playbook"), "--check", "-i", str(site), "-e", f"ansible_python_interpreter={sys.executable}",
+                             str(play)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert f"repositories.{repo} names no signing key: set repositories.{repo}.signed_by" in result.stdout, result.stdout[-3000:]
+    failed_task = result.stdout.split("fatal:")[0].rsplit("TASK [", 1)[1]
+    assert failed_task.startswith(f"site_repository_key : The site names the key that signs repositories.{repo}"), failed_task
+    ran = re.findall(r"^TASK \[([^\]]+)\]", result.stdout.split("fatal:")[0], re.M)
+    assert not [t for t in ran if re.search(r"Write|Install|Point APT|Refresh|Pin |Hold|The APT source|The key file", t)], ran
+    assert re.search(rf"{host}\s*:\s*ok=\d+\s+changed=0\s", result.stdout), result.stdout[-1000:]
