@@ -1,7 +1,8 @@
 """A signed flat APT repository on loopback, for tests of the roles' APT handling against a real APT.
 
 The packages are built with dpkg-deb and indexed with dpkg-scanpackages; the Release file is signed with a key made
-for the test (gpg), so APT checks it exactly as it checks a site's mirror named with Signed-By. Packages carry only
+for the test (gpg), so APT checks it exactly as it checks a site's mirror named with Signed-By (the tests hand the
+key to the roles through the site file's ``signed_by``). Flat (``Suites: /``) or with a suite (``dists/<suite>/main``). Packages carry only
 what a test says (a name, a version, files): they stand in for vendor packages no registry here offers; the APT
 behaviour (candidates, pins, holds, upgrades) is APT's own.
 """
@@ -38,6 +39,15 @@ class Repository:
         """The public key as a binary keyring (what Signed-By names)."""
         return self._gpg("--export").stdout
 
+    def armored(self) -> bytes:
+        """The public key, ASCII-armoured."""
+        return self._gpg("--export", "--armor").stdout
+
+    def fingerprint(self) -> str:
+        """The signing key's fingerprint (40 hex digits)."""
+        out = self._gpg("--with-colons", "--fingerprint").stdout.decode()
+        return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
     def add(self, name: str, version: str, files: dict[str, str] | None = None, depends: str = "") -> None:
         tree = self.root.parent / "build" / f"{name}_{version}"
         (tree / "DEBIAN").mkdir(parents=True)
@@ -52,16 +62,22 @@ class Repository:
         subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(self.root / f"{name}_{version}_all.deb")],
                        check=True, capture_output=True)
 
-    def publish(self) -> None:
-        """Index and sign what was added (call again after adding more: an upstream sync)."""
+    def publish(self, suite: str | None = None) -> None:
+        """Index and sign what was added (call again after adding more: an upstream sync); flat, or as ``suite``
+        with one component, main."""
         packages = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=self.root, check=True,
                                   capture_output=True).stdout
-        (self.root / "Packages").write_bytes(packages)
-        release = ["Origin: gigafactory-test", "Label: gigafactory-test", f"Date: {formatdate(usegmt=True)}", "SHA256:",
-                   f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages"]
-        (self.root / "Release").write_text("\n".join(release) + "\n")
-        (self.root / "InRelease").unlink(missing_ok=True)
-        self._gpg("--clearsign", "--output", str(self.root / "InRelease"), str(self.root / "Release"))
+        top, index, header = self.root, "Packages", []
+        if suite:
+            top, index = self.root / "dists" / suite, "main/binary-amd64/Packages"
+            header = [f"Suite: {suite}", f"Codename: {suite}", "Components: main", "Architectures: amd64"]
+        (top / index).parent.mkdir(parents=True, exist_ok=True)
+        (top / index).write_bytes(packages)
+        release = ["Origin: gigafactory-test", "Label: gigafactory-test", *header, f"Date: {formatdate(usegmt=True)}", "SHA256:",
+                   f" {hashlib.sha256(packages).hexdigest()} {len(packages)} {index}"]
+        (top / "Release").write_text("\n".join(release) + "\n")
+        (top / "InRelease").unlink(missing_ok=True)
+        self._gpg("--clearsign", "--output", str(top / "InRelease"), str(top / "Release"))
 
     def close(self) -> None:
         self.http.shutdown()

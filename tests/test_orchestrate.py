@@ -105,8 +105,8 @@ def bed(tmp_path: Path):
         @classmethod
         def options(cls, run: str = "run1", **kw) -> UpOptions:
             kw.setdefault("out", cls.out)
-            return UpOptions(site=site, phases=TEST_PHASES, playbook_dir=books, inventories=[inv],
-                             run_dir=tmp_path / "runs" / run, **kw)
+            kw.setdefault("run_dir", tmp_path / "runs" / run)
+            return UpOptions(site=site, phases=TEST_PHASES, playbook_dir=books, inventories=[inv], **kw)
     return Bed
 
 
@@ -224,6 +224,26 @@ def test_a_no_log_secret_never_reaches_the_run_dir(bed):
     leaked = [str(p) for p in files if SECRET in p.read_text(errors="replace")]
     assert leaked == []
     assert "node01: FAILED" in bed.output() and SECRET not in bed.output()
+
+
+def test_the_run_dir_and_everything_in_it_are_readable_by_their_owner_only(bed):
+    import os
+    import stat
+
+    bed.root.joinpath("runs").mkdir(mode=0o755)
+    before = os.umask(0o022)      # a usual umask: the run must not depend on the caller's
+    try:
+        outcome = up(bed.options(run_dir=None, runs_root=bed.root / "runs"))
+        assert os.umask(0o022) == 0o022                          # the caller's umask is given back
+    finally:
+        os.umask(before)
+    assert outcome.exit_code == 0, outcome.hosts
+    assert outcome.run_dir.parent.parent == bed.root / "runs"   # runs/<site>/<stamp>, both made by the run
+    paths = [outcome.run_dir.parent, outcome.run_dir, *outcome.run_dir.rglob("*")]
+    assert len(paths) > 20 and any(p.parts[-2] == "job_events" for p in paths)
+    loose = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}" for p in paths
+             if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077]
+    assert loose == []
 
 
 def test_stop_reason_is_strictly_more_than_max_fail_of_the_wave_or_the_phase():

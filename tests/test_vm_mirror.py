@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.vm.mirror import ENV_OVERRIDE, MirrorNotFound, apt_sources, host_debian_mirror
+from infra.vm.mirror import ENV_OVERRIDE, MirrorNotFound, apt_sources, host_debian_mirror, host_debian_security_mirror
 
 MAIN = "http://mirror.example.test/debian"
 SECURITY = "http://mirror.example.test/debian-security"
@@ -83,3 +83,38 @@ def test_environment_override_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(ENV_OVERRIDE, "http://local.example.test/debian/")
     apt = _apt_dir(tmp_path, f"deb {MAIN} trixie main\n")
     assert host_debian_mirror(apt) == "http://local.example.test/debian"
+
+
+def test_the_security_archive_is_the_hosts_security_source(tmp_path: Path) -> None:
+    apt = _apt_dir(tmp_path, parts={"debian.sources": f"""Types: deb
+URIs: {MAIN}
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://security.example.test/debian-security/
+Suites: bookworm-security
+Components: main
+"""})
+    assert host_debian_security_mirror(apt) == "http://security.example.test/debian-security"
+
+
+def test_without_a_security_source_it_is_the_main_archives_sibling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    apt = _apt_dir(tmp_path, f"deb {MAIN} trixie main\ndeb {VENDOR} nodistro-security main\n")
+    assert host_debian_security_mirror(apt) == MAIN + "-security"
+    monkeypatch.setenv(ENV_OVERRIDE, "http://local.example.test/debian/")
+    (tmp_path / "o").mkdir()
+    apt = _apt_dir(tmp_path / "o", f"deb {SECURITY} trixie-security main\n")
+    assert host_debian_security_mirror(apt) == "http://local.example.test/debian-security"
+
+
+def test_the_mirror_cache_maps_the_security_suite_the_base_role_asks_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base role's default security mirror is <repositories.debian>-security: /debian-security on the cache."""
+    from infra.vm import mirror_cache
+    monkeypatch.setattr(mirror_cache, "host_debian_mirror", lambda: MAIN)
+    monkeypatch.setattr(mirror_cache, "host_debian_security_mirror", lambda: SECURITY)
+    conf = mirror_cache._configuration(tmp_path)
+    assert mirror_cache.GUEST_URL.endswith("/debian")
+    assert "Remap-debrep: /debian ; file:backends_debian\n" in conf["acng.conf"]
+    assert "Remap-debsec: /debian-security ; file:backends_debian_security\n" in conf["acng.conf"]
+    assert conf["backends_debian"] == MAIN + "/\n" and conf["backends_debian_security"] == SECURITY + "/\n"

@@ -32,12 +32,12 @@ def utc_stamp(now: datetime | None = None) -> str:
 
 
 def new_run_dir(root: Path) -> Path:
-    """A fresh ``root/<UTC timestamp>`` directory (suffixed if one already exists this second)."""
+    """A fresh ``root/<UTC timestamp>`` directory, 0700 (suffixed if one already exists this second)."""
     base = root / utc_stamp()
     path, n = base, 1
     while True:
         try:
-            path.mkdir(parents=True)
+            path.mkdir(parents=True, mode=0o700)
             return path
         except FileExistsError:
             path = base.with_name(f"{base.name}-{n}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -133,8 +134,23 @@ def stop_reason(phase: str, wave_failed: int, wave_hosts: int, phase_failed: int
     return None
 
 
+RUN_UMASK = 0o077   # run directories 0700, files 0600: ansible-runner's artifacts, events and stdout included
+
+
 def up(options: UpOptions) -> RunOutcome:
-    """Run the site's phases; raises SiteInvalid or OrchestrationError on invalid input, before anything runs."""
+    """Run the site's phases; raises SiteInvalid or OrchestrationError on invalid input, before anything runs.
+
+    Everything the run writes (its directory, ansible-runner's private data directory and artifacts, and whatever
+    ansible-playbook creates on this machine) is readable by its owner only: the umask is 077 for the run.
+    """
+    previous = os.umask(RUN_UMASK)
+    try:
+        return _up(options)
+    finally:
+        os.umask(previous)
+
+
+def _up(options: UpOptions) -> RunOutcome:
     started_at, t0 = datetime.now(UTC), time.monotonic()
     site_path = Path(options.site).resolve()
     site: Site = load_site(str(site_path))
@@ -167,6 +183,7 @@ def up(options: UpOptions) -> RunOutcome:
         start = {h: again[h] for h in chosen if h in again}
     run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)          # also a --run-dir that existed before
 
     out = options.out or sys.stdout
     progress = options.progress or progress_for([p.name for p in phases], out)

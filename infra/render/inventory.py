@@ -11,6 +11,7 @@ from typing import Any
 from ..plan import Plan, group_name
 from ..site.model import Site
 from .files import HEALTH_CHECK_PROGRAM, slurm_files
+from .repositories import repository_keys
 
 
 def host_vars(site: Site, plan: Plan, name: str) -> dict[str, Any]:
@@ -56,6 +57,8 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
         "gf_timezone": site.site.timezone,
         "gf_os_release": site.os.release,
         "gf_repositories": site.repositories.urls(),
+        "gf_repository_keys": repository_keys(site.repositories),
+        "gf_security_updates": site.os.security_updates,
         "gf_software": site.software.model_dump(mode="json"),
         "gf_networks": {n.name: {"cidr": n.cidr, "mtu": n.mtu, "vlan": n.vlan, "interface": n.interface} for n in plan.networks.values()},
         "gf_max_fail_percent": site.provisioning.max_fail_percent,

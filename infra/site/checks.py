@@ -291,6 +291,36 @@ def slurm_containers_have_a_repository(site: Site, index: SiteIndex) -> Iterator
                       "is set", severity="warning")
 
 
+def _repositories_phases_need(site: Site) -> dict[str, tuple[str, str]]:
+    """repositories.<name> -> (the phase that installs from it, what it installs), for the site's choices."""
+    sw, needs = site.software, {}
+    if site.kubernetes:
+        needs["kubernetes"] = ("kubernetes", "kubeadm, kubelet and kubectl")
+    if site.slurm is not None and site.slurm.containers == "pyxis":
+        needs["enroot"] = ("slurm", "enroot and pyxis")
+    if sw.slurm is not None and sw.slurm.source == "repository":
+        needs["slurm"] = ("slurm", "Slurm")
+    if sw.rdma == "doca-ofed":
+        needs["doca"] = ("rdma", "DOCA-OFED")
+    if sw.cuda is not None and sw.cuda.source == "repository":
+        needs["cuda"] = ("gpu", "CUDA")
+    if sw.nvidia_driver is not None and sw.nvidia_driver.source == "repository":
+        needs["cuda"] = ("gpu", "the NVIDIA driver" + (" and CUDA" if "cuda" in needs else ""))
+    return needs
+
+
+@check
+def site_repositories_name_their_keys(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A warning: APT verifies every site repository with the key the site names; without one the phase stops."""
+    for name, (phase, what) in _repositories_phases_need(site).items():
+        repo = getattr(site.repositories, name)
+        if repo is None or repo.signed_by is not None or repo.fingerprint is not None:
+            continue
+        yield Problem(f"repositories.{name}.signed_by", f"repositories.{name} names no signing key; APT verifies every site "
+                      f"repository, so the {phase} phase stops before it installs {what} until repositories.{name}.signed_by "
+                      f"(an OpenPGP key file beside the site file) or repositories.{name}.fingerprint is set", severity="warning")
+
+
 @check
 def storage_resolves(site: Site, index: SiteIndex) -> Iterator[Problem]:
     counts = Counter(s.name for s in site.storage)

@@ -111,3 +111,15 @@ def host_debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
         f"no Debian main archive among the apt sources under {apt_dir}; "
         f"set {ENV_OVERRIDE} to a mirror URI"
     )
+
+
+def host_debian_security_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The URI of the host's Debian security archive (a ``<codename>-security`` suite's source), else the main
+    archive's URI with ``-security`` appended, as Debian lays its mirrors out; $GIGAFACTORY_DEBIAN_MIRROR's
+    ``-security`` sibling when that is set."""
+    if not os.environ.get(ENV_OVERRIDE):
+        for source in apt_sources(apt_dir):
+            if (source.enabled and source.type == "deb" and source.suite.endswith("-security")
+                    and source.suite.removesuffix("-security") in DEBIAN_CODENAMES and "main" in source.components):
+                return source.uri.rstrip("/")
+    return host_debian_mirror(apt_dir) + "-security"

@@ -1,6 +1,7 @@
 """The test bed's site mirror: apt-cacher-ng on 127.0.0.1:3142, in front of the host's Debian mirror.
 
-A site file for VMs names its Debian mirror as ``http://10.0.2.2:3142/debian``:
+A site file for VMs names its Debian mirror as ``http://10.0.2.2:3142/debian`` (its security suite then comes
+from ``http://10.0.2.2:3142/debian-security``, the base role's default, mapped to the host's security archive):
 inside a QEMU guest with user-mode networking, 10.0.2.2 is this machine's
 loopback. So test sites are air-gapped like real ones (they name their own
 mirror, never the internet's), and every package the VMs fetch is cached once
@@ -19,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from .image import cache_root
-from .mirror import host_debian_mirror
+from .mirror import host_debian_mirror, host_debian_security_mirror
 
 PORT = 3142
 GUEST_URL = f"http://10.0.2.2:{PORT}/debian"     # what a test site's repositories.debian says
@@ -46,29 +47,51 @@ def _ours(pidfile: Path) -> bool:
         return False
 
 
+def _configuration(root: Path) -> dict[str, str]:
+    """apt-cacher-ng's configuration files: /debian and /debian-security mapped to the host's archives."""
+    cache, logs = root / "cache", root / "log"
+    return {
+        "backends_debian": host_debian_mirror() + "/\n",
+        "backends_debian_security": host_debian_security_mirror() + "/\n",
+        "acng.conf": (f"CacheDir: {cache}\nLogDir: {logs}\nSupportDir: /usr/lib/apt-cacher-ng\n"
+                      f"Port: {PORT}\nBindAddress: 127.0.0.1\nPidFile: {root / 'acng.pid'}\n"
+                      "Remap-debrep: /debian ; file:backends_debian\n"
+                      "Remap-debsec: /debian-security ; file:backends_debian_security\n"
+                      "ReportPage: acng-report.html\nExThreshold: 30\n"),
+    }
+
+
+def _stop(pidfile: Path) -> None:
+    """Stop our apt-cacher-ng (the pid file's process, checked to be apt-cacher-ng) and wait for the port."""
+    pid = int(pidfile.read_text().split()[0])
+    os.kill(pid, 15)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _answering():
+        time.sleep(0.2)
+
+
 def ensure_mirror_cache() -> str:
-    """Start apt-cacher-ng unless ours already answers; return the URL guests use."""
+    """Start apt-cacher-ng unless ours already answers with this configuration; return the URL guests use."""
     root = cache_root() / "apt-cacher-ng"
+    conf, cache, logs = root / "conf", root / "cache", root / "log"
+    wanted = _configuration(root)
     if _answering():
-        if _ours(root / "acng.pid"):
+        if not _ours(root / "acng.pid"):
+            raise MirrorCacheError(f"another apt-cacher-ng answers on port {PORT} (the distribution's service?): "
+                                   "stop it with 'service apt-cacher-ng stop'")
+        if all((conf / name).is_file() and (conf / name).read_text() == text for name, text in wanted.items()):
             return GUEST_URL
-        raise MirrorCacheError(f"another apt-cacher-ng answers on port {PORT} (the distribution's service?): "
-                               "stop it with 'service apt-cacher-ng stop'")
+        _stop(root / "acng.pid")     # ours, started with an older configuration (before /debian-security, say)
     binary = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
     if not os.path.exists(binary):
         raise MirrorCacheError("apt-cacher-ng is not installed (see .ci/apt-packages.txt)")
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", PORT)) == 0:
             raise MirrorCacheError(f"127.0.0.1:{PORT} is taken by something that is not apt-cacher-ng")
-    conf, cache, logs = root / "conf", root / "cache", root / "log"
     for folder in (conf, cache, logs):
         folder.mkdir(parents=True, exist_ok=True)
-    (conf / "backends_debian").write_text(host_debian_mirror() + "/\n")
-    (conf / "acng.conf").write_text(
-        f"CacheDir: {cache}\nLogDir: {logs}\nSupportDir: /usr/lib/apt-cacher-ng\n"
-        f"Port: {PORT}\nBindAddress: 127.0.0.1\nPidFile: {root / 'acng.pid'}\n"
-        "Remap-debrep: /debian ; file:backends_debian\n"
-        "ReportPage: acng-report.html\nExThreshold: 30\n")
+    for name, text in wanted.items():
+        (conf / name).write_text(text)
     subprocess.Popen([binary, "-c", str(conf), "ForeGround=1"], stdout=subprocess.DEVNULL,
                      stderr=open(logs / "stderr.log", "ab"), start_new_session=True)
     deadline = time.monotonic() + 20
