@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from infra.plan import build_plan
-from infra.render.files import group_vars
+from infra.render.inventory import group_vars
 from infra.site import load_site
 from infra.site.checks import run_checks
 from conftest import RIGA, site_data

@@ -22,7 +22,10 @@ RAIL = {"rail": 0, "interface": "enp0s5", "cidr": "10.50.0.0/19"}
 FABRIC = {"kind": "ethernet", "rate": "100g", "ip_mtu": None, "ip_mode": None}
 MOUNT = {"slurm_controller_state_server": "db01", "slurm_controller_state_export_path": "/srv/slurmctld-state",
          "slurm_controller_state_save_location": "/var/spool/slurmctld", "slurm_controller_mount_options": "rw,hard,_netdev"}
-SOURCES = {"base_apt_debian_mirror": "http://10.40.0.5/debian", "_base_suite": "trixie", "base_apt_components": ["main"]}
+SOURCES = {"base_apt_debian_mirror": "http://10.40.0.5/debian", "_base_suite": "trixie", "base_apt_components": ["main"],
+           "_base_apt_debian_signed_by": "/usr/share/keyrings/debian-archive-keyring.gpg", "base_apt_security_updates": True,
+           "base_apt_security_mirror": "http://10.40.0.5/debian-security",
+           "_base_apt_security_signed_by": "/usr/share/keyrings/debian-archive-keyring.gpg"}
 CHRONY = {"base_ntp_servers": ["ntp01"], "_base_serves_time": False, "base_networks": {"management": {"cidr": "10.40.0.0/16"}}}
 NETWORK = {"item": {"key": "management", "value": {"cidr": "10.40.0.0/16", "interface": "enp0s3", "mtu": 1500}},
            "base_addresses": {"management": "10.40.0.1/16"}}
