@@ -14,16 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.orchestrate import Phase, UpOptions, up
+from infra.orchestrate import PHASES, Phase, UpOptions, up
 from infra.orchestrate.up import OrchestrationError
-from infra.orchestrate.waves import waves
+from infra.orchestrate.waves import phase_waves, waves
+from infra.plan import build_plan
+from infra.site import load_site
 from infra.site import SiteInvalid
 
-from conftest import DEMO, site_data
+from conftest import DEMO, RIGA, site_data
 
 HOSTS = ["ctl01", "node01", "node02"]
 SECRET = "gf-test-secret-8d41c"
-TEST_PHASES = (Phase("one"), Phase("two", ("slurm_compute",)), Phase("three"))
+TEST_PHASES = (Phase("one", first=("slurm_controller",)), Phase("two", ("slurm_compute",)), Phase("three"))
 
 PLAYBOOK = """\
 - name: Phase {phase}
@@ -178,7 +180,8 @@ def test_a_failing_canary_stops_the_later_waves(bed):
     bed.mark("ctl01", "one")
     outcome = up(bed.options(batch=["1", "100%"]))
     assert outcome.exit_code == 1 and "wave" in outcome.stopped
-    assert outcome.phases[0].waves == [["ctl01"], ["node01", "node02"]]
+    # ctl01 (the Slurm controller the nodes depend on) leads, then the canary node01, then the rest.
+    assert outcome.phases[0].waves == [["ctl01"], ["node01"], ["node02"]]
     assert bed.log("node01") == bed.log("node02") == []
     assert {h: r["status"] for h, r in hosts_json(outcome.run_dir).items()}["node01"] == "pending"
 
@@ -239,10 +242,62 @@ def test_the_kubernetes_phase_takes_control_planes_before_workers():
     from infra.orchestrate import PHASES
     from infra.plan import build_plan
     from infra.site import load_site
-    from conftest import RIGA
     plan = build_plan(load_site(RIGA), RIGA)
     [phase] = [p for p in PHASES if p.name == "kubernetes"]
     hosts = phase.hosts(plan)
     assert hosts[:3] == ["k8s-cp01", "k8s-cp02", "k8s-cp03"]
     assert hosts[3:] == [f"gpu{n:04d}" for n in range(97, 129)]
-    assert waves(hosts, ["1", "100%"])[0] == ["k8s-cp01"]          # the canary is the host that runs kubeadm init
+    first, canary, *_ = phase_waves(hosts, ["1", "100%"], phase.providers(plan, hosts))
+    assert first == ["k8s-cp01", "k8s-cp02", "k8s-cp03"] and canary == ["gpu0097"]
+
+
+def riga_waves(name: str, sizes: list[str]) -> list[list[str]]:
+    from infra.orchestrate import PHASES
+    from infra.plan import build_plan
+    from infra.site import load_site
+    plan = build_plan(load_site(RIGA), RIGA)
+    [phase] = [p for p in PHASES if p.name == name]
+    hosts = phase.hosts(plan)
+    return phase_waves(hosts, sizes, phase.providers(plan, hosts))
+
+
+def test_riga_1_slurm_phase_runs_accounting_and_controllers_first_then_a_compute_canary():
+    slurm = riga_waves("slurm", ["1", "25%", "100%"])
+    assert sorted(slurm[0]) == ["ctl01", "ctl02", "db01"]
+    assert slurm[1] == ["gpu0001"]
+    assert [len(w) for w in slurm] == [3, 1, 24, 73]
+    assert not {"ctl01", "ctl02", "db01"} & set(sum(slurm[1:], []))
+    assert sorted(sum(slurm, [])) == sorted(riga_waves("slurm", ["100%"])[0])
+
+
+def test_riga_1_rdma_phase_runs_the_subnet_managers_first():
+    rdma = riga_waves("rdma", ["1", "25%", "100%"])
+    assert rdma[0] == ["sm01", "sm02"] and len(rdma[1]) == 1 and rdma[1] != ["sm01"]
+
+
+def test_a_phase_without_providers_starts_with_its_canary():
+    gpu = riga_waves("gpu", ["1", "25%", "100%"])
+    assert [len(w) for w in gpu] == [1, 32, 95] and gpu[0] == ["gpu0001"]
+
+
+def test_a_small_phase_runs_as_one_wave_and_a_large_one_keeps_its_canary():
+    from infra.orchestrate.waves import is_small
+    demo = build_plan(load_site(DEMO), DEMO)
+    hosts = list(demo.hosts)
+    [slurm] = [p for p in PHASES if p.name == "slurm"]
+    first = slurm.providers(demo, hosts)
+    assert first == ["ctl01"]
+    assert phase_waves(hosts, ["1", "25%", "100%"], first) == [["ctl01", "node01", "node02"]]
+    assert phase_waves(hosts, ["1", "100%"], first, one_wave_when_small=False) == [["ctl01"], ["node01"], ["node02"]]
+    assert is_small(9, ["1", "100%"]) and not is_small(10, ["1", "100%"])   # a canary of 1: fewer than 10 hosts
+    assert is_small(40, ["5", "100%"]) and not is_small(40, ["10%", "100%"])
+    assert len(riga_waves("kubernetes", ["1", "25%", "100%"])) == 4             # 35 hosts: not small
+
+
+def test_the_demo_runs_each_phase_once_with_the_default_batch(bed):
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["batch"] = ["1", "25%", "100%"]
+    bed.site_file.write_text(yaml.safe_dump(data))
+    outcome = up(bed.options())
+    assert outcome.exit_code == 0
+    assert [len(p.waves) for p in outcome.phases] == [1, 1, 1]

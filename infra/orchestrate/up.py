@@ -18,7 +18,7 @@ from .progress import Progress, print_summary, progress_for
 from .runner import WaveResult, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
                     retry_starts, write_hosts, write_json)
-from .waves import BatchInvalid, waves
+from .waves import BatchInvalid, phase_waves, waves
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -193,7 +193,9 @@ def up(options: UpOptions) -> RunOutcome:
                 report.note = "no hosts"
                 progress.phase_end(phase.name, "no hosts")
                 continue
-            report.waves = waves(targets, sizes)
+            # The site's batch gives way to one wave for a small phase; a --batch given on the command line is kept.
+            report.waves = phase_waves(targets, sizes, phase.providers(plan, targets),
+                                       one_wave_when_small=options.batch is None)
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
                 progress.wave_start(phase.name, k, wave)
