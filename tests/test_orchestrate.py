@@ -32,6 +32,10 @@ PLAYBOOK = """\
   hosts: {hosts}
   gather_facts: false
   tasks:
+    - name: Kill the executor whose process group the marker names
+      ansible.builtin.shell: /bin/kill -s KILL -- "-$(cat "$(cat {{{{ gf_test_dir }}}}/kill-executor-{phase})")"
+      when: (gf_test_dir ~ '/kill-executor-{phase}') is exists
+      changed_when: true
     - name: Look for this phase's failure marker
       ansible.builtin.stat:
         path: "{{{{ gf_test_dir }}}}/fail-{phase}"
@@ -301,3 +305,71 @@ def test_the_demo_runs_each_phase_once_with_the_default_batch(bed):
     outcome = up(bed.options())
     assert outcome.exit_code == 0
     assert [len(p.waves) for p in outcome.phases] == [1, 1, 1]
+
+
+def local_executors(root: Path):
+    """Execution hosts as local ``ansible-runner worker`` processes, each the leader of its own process group,
+    whose id it leaves in ``<root>/work/<executor>.pgid`` (so that a task can kill its executor mid-shard)."""
+    (root / "work").mkdir(exist_ok=True)
+
+    def command(executor: str, ident: str) -> tuple[list[str], str]:
+        workdir = str(root / "work" / executor / ident)
+        script = 'echo $$ > "$2"; exec "$0" -m ansible_runner worker --private-data-dir "$1" --delete'
+        return ["sh", "-c", script, sys.executable, workdir, str(root / "work" / f"{executor}.pgid")], workdir
+    return command
+
+
+def sharded_site(bed, hosts=("ctl01", "node01"), split="count") -> None:
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["execution"] = {"hosts": list(hosts), "split": split}
+    bed.site_file.write_text(yaml.safe_dump(data))
+
+
+def test_shards_on_execution_hosts_feed_one_run(bed):
+    sharded_site(bed)
+    bed.mark("node02", "one", kind="secret-fail")
+    outcome = up(bed.options(max_fail=100, worker_command=local_executors(bed.root)))
+    assert outcome.exit_code == 1
+    run = outcome.run_dir
+    statuses = {h: (r["status"], r["phase"]) for h, r in hosts_json(run).items()}
+    assert statuses == {"ctl01": ("ok", "three"), "node01": ("ok", "three"), "node02": ("failed", "one")}
+    assert hosts_json(run)["node01"]["changed"] == 6
+    assert "no_log" in hosts_json(run)["node02"]["message"]
+    # ctl01's shard ran on executor ctl01, node01's and node02's on node01: each with its own artifacts here.
+    arts = run / "ansible" / "artifacts"
+    assert (arts / "01-one-w1-ctl01" / "status").read_text() == "successful"
+    assert (arts / "01-one-w1-node01" / "status").read_text() == "failed"
+    assert (arts / "01-one-w1-node01" / "rc").read_text() == "2"
+    assert list((arts / "01-one-w1-node01" / "job_events").glob("*.json"))
+    assert "node02: FAILED" in bed.output() and "node01: changed" in bed.output()
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert [str(p) for p in files if SECRET in p.read_text(errors="replace")] == []
+    assert bed.log("node01") == ["one", "two", "three"] and bed.log("node02") == []
+
+
+def test_an_executor_killed_mid_shard_fails_only_its_shard_and_retry_completes_it(bed):
+    sharded_site(bed)
+    executors = local_executors(bed.root)
+    kill = bed.mark("node02", "one", kind="kill-executor")
+    kill.write_text(str(bed.root / "work" / "node01.pgid"))    # node02's shard runs on node01
+    first = up(bed.options("a", max_fail=100, worker_command=executors))
+    assert first.exit_code == 1
+    hosts = hosts_json(first.run_dir)
+    assert hosts["ctl01"]["status"] == "ok" and bed.log("ctl01") == ["one", "three"]
+    for h in ("node01", "node02"):                     # the killed executor's shard: both its hosts
+        assert (hosts[h]["status"], hosts[h]["phase"]) == ("unreachable", "one")
+        assert "execution host node01 stopped before the shard finished" in hosts[h]["message"]
+        assert bed.log(h) == []
+    kill.unlink()
+    again = up(bed.options("b", retry=True, worker_command=executors))
+    assert again.exit_code == 0
+    assert sorted(hosts_json(again.run_dir)) == ["node01", "node02"]
+    assert bed.log("node01") == bed.log("node02") == ["one", "two", "three"] and bed.log("ctl01") == ["one", "three"]
+
+
+def test_a_killed_executor_counts_against_max_fail(bed):
+    sharded_site(bed)
+    bed.mark("node02", "one", kind="kill-executor").write_text(str(bed.root / "work" / "node01.pgid"))
+    outcome = up(bed.options(worker_command=local_executors(bed.root)))      # the bed's max-fail: 50%
+    assert outcome.exit_code == 1 and outcome.stopped and "67%" in outcome.stopped
+    assert bed.log("ctl01") == ["one"] and [p.name for p in outcome.phases] == ["one"]   # its shard finished

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from .hostlists import split_name
 from .index import SiteIndex
-from .model import LustreStorage, NfsStorage, Site
+from .model import CONTROLLER, LustreStorage, NfsStorage, Site
 from .problems import Problem, field_path as fp
 
 Check = Callable[[Site, SiteIndex], Iterator[Problem]]
@@ -588,3 +588,20 @@ def software_available(site: Site, index: SiteIndex) -> Iterator[Problem]:
             yield from _needs_repository(site, "software.slurm", "Slurm", "slurm")
     if site.slurm is not None and sw.slurm is None:
         yield Problem("software.slurm", "a site with a slurm section must say which Slurm version to install")
+
+
+@check
+def execution_hosts_known(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Each execution host is a host of the site or the controller, named once; a site host may not be called
+    'controller'."""
+    seen: set[str] = set()
+    for i, host in enumerate(site.provisioning.execution.hosts):
+        where = fp("provisioning", "execution", "hosts", i)
+        if host in seen:
+            yield Problem(where, f"execution host {host!r} is named twice")
+        elif host == CONTROLLER and host in index.host_pools:
+            yield Problem(where, f"{CONTROLLER!r} names both the controller and a host of the site; rename the host")
+        elif host != CONTROLLER and host not in index.host_pools:
+            yield Problem(where, f"execution host {host!r} is not a host of the site (nor {CONTROLLER!r}); "
+                                 f"hosts: {_choices(index.host_pools)}")
+        seen.add(host)
