@@ -345,6 +345,11 @@ def test_shards_on_execution_hosts_feed_one_run(bed):
     files = [p for p in run.rglob("*") if p.is_file()]
     assert [str(p) for p in files if SECRET in p.read_text(errors="replace")] == []
     assert bed.log("node01") == ["one", "two", "three"] and bed.log("node02") == []
+    # Every host's task result of phase one, counted from the events of both shards (for the benchmark's rate).
+    results = [json.loads(f.read_text())["event"] for f in arts.glob("01-one-w1-*/job_events/*.json")]
+    one = json.loads((run / "summary.json").read_text())["phases"][0]
+    assert one["host_tasks"] == sum(e.startswith("runner_on_") and e != "runner_on_start" for e in results) > 0
+    assert one["controller_seconds"] > 0
 
 
 def test_an_executor_killed_mid_shard_fails_only_its_shard_and_retry_completes_it(bed):

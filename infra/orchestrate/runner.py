@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import ansible_runner
 
 EventSink = Callable[[dict[str, Any]], None]
 LIMIT_INLINE_MAX = 100   # more hosts than this go to --limit @file
+HOST_RESULTS = frozenset({"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"})
 
 
 @dataclass
@@ -33,6 +35,8 @@ class WaveResult:
     status: str = ""
     ansible_seconds: float = 0.0     # first event to the play recap
     task_seconds: float = 0.0        # inside tasks: each task start to the next task start or the recap
+    host_tasks: int = 0              # task results (ok, changed, failed, skipped, unreachable), one per host and task
+    controller_seconds: float = 0.0  # sharded: this process's CPU time to send the shards and read their events
 
     @property
     def ok(self) -> list[str]:
@@ -105,6 +109,8 @@ class _Collector:
             self.stats = data
             if self.first and at:
                 self.result.ansible_seconds = (at - self.first).total_seconds()
+        if kind in HOST_RESULTS:
+            self.result.host_tasks += 1
         if event.get("stdout"):
             self.stdout.append(event["stdout"])
         self.sink(event)
@@ -167,6 +173,7 @@ def run_shard(*, executor: str, command: list[str], workdir: str, playbook: Path
     ``private_data_dir/artifacts/<ident>`` here. The outcome is the worker's status and rc from those artifacts;
     without them (the executor died or was unreachable) every host of the shard is unreachable, with the reason.
     """
+    cpu0 = time.thread_time()
     result = WaveResult(hosts=list(hosts))
     collect = _Collector(result, sink)
     job = private_data_dir / "jobs" / ident
@@ -212,6 +219,7 @@ def run_shard(*, executor: str, command: list[str], workdir: str, playbook: Path
         for host in hosts:
             result.failed[host] = HostFailure(None, reason, unreachable=True)
     (artifacts / "stdout").write_text("\n".join(collect.stdout) + "\n", encoding="utf-8")
+    result.controller_seconds = time.thread_time() - cpu0
     return result
 
 

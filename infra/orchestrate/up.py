@@ -61,6 +61,8 @@ class PhaseReport:
     note: str = ""
     ansible_seconds: float = 0.0
     task_seconds: float = 0.0
+    host_tasks: int = 0
+    controller_seconds: float = 0.0     # sharded runs: CPU time here to send shards and read their events
 
 
 @dataclass
@@ -171,6 +173,8 @@ def _run_sharded(plan: Plan, execution: Execution, worker_command: WorkerCommand
         merged.changed.update(r.changed)
         merged.ansible_seconds = max(merged.ansible_seconds, r.ansible_seconds)
         merged.task_seconds += r.task_seconds
+        merged.host_tasks += r.host_tasks
+        merged.controller_seconds += r.controller_seconds
     merged.status = "failed" if merged.failed else "successful"
     return merged
 
@@ -262,6 +266,8 @@ def up(options: UpOptions) -> RunOutcome:
                 report.changed += sum(result.changed.values())
                 report.ansible_seconds += result.ansible_seconds
                 report.task_seconds += result.task_seconds
+                report.host_tasks += result.host_tasks
+                report.controller_seconds += result.controller_seconds
                 progress.wave_end(phase.name, result.ok, list(result.failed))
                 stopped = stop_reason(phase.name, len(result.failed), len(wave), len(report.failed), len(targets),
                                       max_fail)
