@@ -340,13 +340,15 @@ def test_shards_on_execution_hosts_feed_one_run(bed):
     assert (arts / "01-one-w1-ctl01" / "status").read_text() == "successful"
     assert (arts / "01-one-w1-node01" / "status").read_text() == "failed"
     assert (arts / "01-one-w1-node01" / "rc").read_text() == "2"
-    assert list((arts / "01-one-w1-node01" / "job_events").glob("*.json"))
+    events = [json.loads(line) for line in (arts / "01-one-w1-node01" / "job_events.jsonl").read_text().splitlines()]
+    assert {e["event_data"].get("host") for e in events if e["event"] == "runner_on_ok"} == {"node01", "node02"}
     assert "node02: FAILED" in bed.output() and "node01: changed" in bed.output()
     files = [p for p in run.rglob("*") if p.is_file()]
     assert [str(p) for p in files if SECRET in p.read_text(errors="replace")] == []
     assert bed.log("node01") == ["one", "two", "three"] and bed.log("node02") == []
     # Every host's task result of phase one, counted from the events of both shards (for the benchmark's rate).
-    results = [json.loads(f.read_text())["event"] for f in arts.glob("01-one-w1-*/job_events/*.json")]
+    results = [json.loads(line)["event"] for f in arts.glob("01-one-w1-*/job_events.jsonl")
+               for line in f.read_text().splitlines()]
     one = json.loads((run / "summary.json").read_text())["phases"][0]
     assert one["host_tasks"] == sum(e.startswith("runner_on_") and e != "runner_on_start" for e in results) > 0
     assert one["controller_seconds"] > 0
