@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sites import large_site  # noqa: E402  (benchmarks are scripts, not a package)
+from sites import large_site
 
 
 def playbook(tasks: int) -> str:
@@ -46,7 +46,6 @@ def cpu(who: int) -> float:
 def run(tmp: Path, hosts: int, tasks: int, executors: int) -> dict[str, float]:
     from infra.orchestrate import Phase, UpOptions, up
     from infra.plan import build_plan
-    from infra.site import load_site
     data = large_site(max(hosts, 5))
     data["site"]["name"] = "bench"
     site_dir = tmp / f"site-{executors}"

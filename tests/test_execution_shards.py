@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import RIGA
 
 from infra.orchestrate.execution import default_worker_command, shards
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.site.model import Execution
-
-from conftest import RIGA
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def test_by_count_cuts_equal_runs_in_wave_order(riga):
     hosts = list(riga.hosts)[:10]
     parts = shards(riga, hosts, Execution(hosts=["controller", "ctl01", "ctl02"], split="count"))
     assert [len(s.hosts) for s in parts] == [3, 3, 4]
-    assert sum((s.hosts for s in parts), []) == hosts
+    assert [h for s in parts for h in s.hosts] == hosts
     assert [s.executor for s in shards(riga, hosts[:2], Execution(hosts=["controller", "ctl01", "ctl02"]))] \
         == ["ctl01", "ctl02"]           # no empty shard
 
@@ -38,7 +37,7 @@ def test_by_scalable_unit_an_executor_takes_its_own_unit_and_whole_units_stay_to
     units = {e: sorted({riga.hosts[h].scalable_unit for h in hs}) for e, hs in parts.items()}
     assert 2 in units["gpu0040"] and 4 in units["gpu0100"]
     assert sorted(len(hs) for hs in parts.values()) == [64, 64]          # the other two units balance the load
-    assert sorted(sum(parts.values(), [])) == sorted(gpus)
+    assert sorted(h for hs in parts.values() for h in hs) == sorted(gpus)
 
 
 def test_by_rack_keeps_racks_whole(riga):
@@ -47,7 +46,7 @@ def test_by_rack_keeps_racks_whole(riga):
     racks = [{riga.hosts[h].rack for h in s.hosts} for s in parts]
     assert not racks[0] & racks[1]
     assert "b01" in racks[1]                                               # ctl01's own rack
-    assert sorted(sum((s.hosts for s in parts), [])) == sorted(hosts)
+    assert sorted([h for s in parts for h in s.hosts]) == sorted(hosts)
 
 
 def test_a_site_host_is_reached_over_ssh_with_known_host_keys_the_controller_locally(riga, tmp_path):

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import DEMO, RIGA, site_data
 
 from infra.orchestrate import PHASES, Phase, UpOptions, up
 from infra.orchestrate.up import OrchestrationError
 from infra.orchestrate.waves import phase_waves, waves
 from infra.plan import build_plan
-from infra.site import load_site
-from infra.site import SiteInvalid
-
-from conftest import DEMO, RIGA, site_data
+from infra.site import SiteInvalid, load_site
 
 HOSTS = ["ctl01", "node01", "node02"]
 SECRET = "gf-test-secret-8d41c"
@@ -270,8 +268,8 @@ def test_riga_1_slurm_phase_runs_accounting_and_controllers_first_then_a_compute
     assert sorted(slurm[0]) == ["ctl01", "ctl02", "db01"]
     assert slurm[1] == ["gpu0001"]
     assert [len(w) for w in slurm] == [3, 1, 24, 73]
-    assert not {"ctl01", "ctl02", "db01"} & set(sum(slurm[1:], []))
-    assert sorted(sum(slurm, [])) == sorted(riga_waves("slurm", ["100%"])[0])
+    assert not {"ctl01", "ctl02", "db01"} & {h for w in slurm[1:] for h in w}
+    assert sorted(h for w in slurm for h in w) == sorted(riga_waves("slurm", ["100%"])[0])
 
 
 def test_riga_1_rdma_phase_runs_the_subnet_managers_first():

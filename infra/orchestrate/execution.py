@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..plan import Plan
 from ..site.model import CONTROLLER, Execution

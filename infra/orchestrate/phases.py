@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..plan import Plan
 
+
 @dataclass(frozen=True)
 class Phase:
     """One playbook, ``<playbook_dir>/<name>.yml``, applied to the hosts of ``groups`` (empty: every host).
