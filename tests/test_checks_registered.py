@@ -43,6 +43,7 @@ FIRES = {
     "node_types_fit_racks": None,
     "gpu_nodes_have_an_hca_per_rail": "hca per rail",
     "subnet_managers_on_fabric": "sm not on fabric",
+    "execution_hosts_known": "execution host not a host",
     "jurisdiction_respected": "jurisdiction",
     "vendors_approved": "vendor",
     "software_available": "driver branch",

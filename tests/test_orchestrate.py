@@ -13,23 +13,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import DEMO, RIGA, site_data
 
-from infra.orchestrate import Phase, UpOptions, up
+from infra.orchestrate import PHASES, Phase, UpOptions, up
 from infra.orchestrate.up import OrchestrationError
-from infra.orchestrate.waves import waves
-from infra.site import SiteInvalid
-
-from conftest import DEMO, site_data
+from infra.orchestrate.waves import phase_waves, waves
+from infra.plan import build_plan
+from infra.site import SiteInvalid, load_site
 
 HOSTS = ["ctl01", "node01", "node02"]
 SECRET = "gf-test-secret-8d41c"
-TEST_PHASES = (Phase("one"), Phase("two", ("slurm_compute",)), Phase("three"))
+TEST_PHASES = (Phase("one", first=("slurm_controller",)), Phase("two", ("slurm_compute",)), Phase("three"))
 
 PLAYBOOK = """\
 - name: Phase {phase}
   hosts: {hosts}
   gather_facts: false
   tasks:
+    - name: Kill the executor whose process group the marker names
+      ansible.builtin.shell: /bin/kill -s KILL -- "-$(cat "$(cat {{{{ gf_test_dir }}}}/kill-executor-{phase})")"
+      when: (gf_test_dir ~ '/kill-executor-{phase}') is exists
+      changed_when: true
     - name: Look for this phase's failure marker
       ansible.builtin.stat:
         path: "{{{{ gf_test_dir }}}}/fail-{phase}"
@@ -178,7 +182,8 @@ def test_a_failing_canary_stops_the_later_waves(bed):
     bed.mark("ctl01", "one")
     outcome = up(bed.options(batch=["1", "100%"]))
     assert outcome.exit_code == 1 and "wave" in outcome.stopped
-    assert outcome.phases[0].waves == [["ctl01"], ["node01", "node02"]]
+    # ctl01 (the Slurm controller the nodes depend on) leads, then the canary node01, then the rest.
+    assert outcome.phases[0].waves == [["ctl01"], ["node01"], ["node02"]]
     assert bed.log("node01") == bed.log("node02") == []
     assert {h: r["status"] for h, r in hosts_json(outcome.run_dir).items()}["node01"] == "pending"
 
@@ -259,10 +264,137 @@ def test_the_kubernetes_phase_takes_control_planes_before_workers():
     from infra.orchestrate import PHASES
     from infra.plan import build_plan
     from infra.site import load_site
-    from conftest import RIGA
     plan = build_plan(load_site(RIGA), RIGA)
     [phase] = [p for p in PHASES if p.name == "kubernetes"]
     hosts = phase.hosts(plan)
     assert hosts[:3] == ["k8s-cp01", "k8s-cp02", "k8s-cp03"]
     assert hosts[3:] == [f"gpu{n:04d}" for n in range(97, 129)]
-    assert waves(hosts, ["1", "100%"])[0] == ["k8s-cp01"]          # the canary is the host that runs kubeadm init
+    first, canary, *_ = phase_waves(hosts, ["1", "100%"], phase.providers(plan, hosts))
+    assert first == ["k8s-cp01", "k8s-cp02", "k8s-cp03"] and canary == ["gpu0097"]
+
+
+def riga_waves(name: str, sizes: list[str]) -> list[list[str]]:
+    from infra.orchestrate import PHASES
+    from infra.plan import build_plan
+    from infra.site import load_site
+    plan = build_plan(load_site(RIGA), RIGA)
+    [phase] = [p for p in PHASES if p.name == name]
+    hosts = phase.hosts(plan)
+    return phase_waves(hosts, sizes, phase.providers(plan, hosts))
+
+
+def test_riga_1_slurm_phase_runs_accounting_and_controllers_first_then_a_compute_canary():
+    slurm = riga_waves("slurm", ["1", "25%", "100%"])
+    assert sorted(slurm[0]) == ["ctl01", "ctl02", "db01"]
+    assert slurm[1] == ["gpu0001"]
+    assert [len(w) for w in slurm] == [3, 1, 24, 73]
+    assert not {"ctl01", "ctl02", "db01"} & {h for w in slurm[1:] for h in w}
+    assert sorted(h for w in slurm for h in w) == sorted(riga_waves("slurm", ["100%"])[0])
+
+
+def test_riga_1_rdma_phase_runs_the_subnet_managers_first():
+    rdma = riga_waves("rdma", ["1", "25%", "100%"])
+    assert rdma[0] == ["sm01", "sm02"] and len(rdma[1]) == 1 and rdma[1] != ["sm01"]
+
+
+def test_a_phase_without_providers_starts_with_its_canary():
+    gpu = riga_waves("gpu", ["1", "25%", "100%"])
+    assert [len(w) for w in gpu] == [1, 32, 95] and gpu[0] == ["gpu0001"]
+
+
+def test_a_small_phase_runs_as_one_wave_and_a_large_one_keeps_its_canary():
+    from infra.orchestrate.waves import is_small
+    demo = build_plan(load_site(DEMO), DEMO)
+    hosts = list(demo.hosts)
+    [slurm] = [p for p in PHASES if p.name == "slurm"]
+    first = slurm.providers(demo, hosts)
+    assert first == ["ctl01"]
+    assert phase_waves(hosts, ["1", "25%", "100%"], first) == [["ctl01", "node01", "node02"]]
+    assert phase_waves(hosts, ["1", "100%"], first, one_wave_when_small=False) == [["ctl01"], ["node01"], ["node02"]]
+    assert is_small(9, ["1", "100%"]) and not is_small(10, ["1", "100%"])   # a canary of 1: fewer than 10 hosts
+    assert is_small(40, ["5", "100%"]) and not is_small(40, ["10%", "100%"])
+    assert len(riga_waves("kubernetes", ["1", "25%", "100%"])) == 4             # 35 hosts: not small
+
+
+def test_the_demo_runs_each_phase_once_with_the_default_batch(bed):
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["batch"] = ["1", "25%", "100%"]
+    bed.site_file.write_text(yaml.safe_dump(data))
+    outcome = up(bed.options())
+    assert outcome.exit_code == 0
+    assert [len(p.waves) for p in outcome.phases] == [1, 1, 1]
+
+
+def local_executors(root: Path):
+    """Execution hosts as local ``ansible-runner worker`` processes, each the leader of its own process group,
+    whose id it leaves in ``<root>/work/<executor>.pgid`` (so that a task can kill its executor mid-shard)."""
+    (root / "work").mkdir(exist_ok=True)
+
+    def command(executor: str, ident: str) -> tuple[list[str], str]:
+        workdir = str(root / "work" / executor / ident)
+        script = 'echo $$ > "$2"; exec "$0" -m ansible_runner worker --private-data-dir "$1" --delete'
+        return ["sh", "-c", script, sys.executable, workdir, str(root / "work" / f"{executor}.pgid")], workdir
+    return command
+
+
+def sharded_site(bed, hosts=("ctl01", "node01"), split="count") -> None:
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["execution"] = {"hosts": list(hosts), "split": split}
+    bed.site_file.write_text(yaml.safe_dump(data))
+
+
+def test_shards_on_execution_hosts_feed_one_run(bed):
+    sharded_site(bed)
+    bed.mark("node02", "one", kind="secret-fail")
+    outcome = up(bed.options(max_fail=100, worker_command=local_executors(bed.root)))
+    assert outcome.exit_code == 1
+    run = outcome.run_dir
+    statuses = {h: (r["status"], r["phase"]) for h, r in hosts_json(run).items()}
+    assert statuses == {"ctl01": ("ok", "three"), "node01": ("ok", "three"), "node02": ("failed", "one")}
+    assert hosts_json(run)["node01"]["changed"] == 6
+    assert "no_log" in hosts_json(run)["node02"]["message"]
+    # ctl01's shard ran on executor ctl01, node01's and node02's on node01: each with its own artifacts here.
+    arts = run / "ansible" / "artifacts"
+    assert (arts / "01-one-w1-ctl01" / "status").read_text() == "successful"
+    assert (arts / "01-one-w1-node01" / "status").read_text() == "failed"
+    assert (arts / "01-one-w1-node01" / "rc").read_text() == "2"
+    events = [json.loads(line) for line in (arts / "01-one-w1-node01" / "job_events.jsonl").read_text().splitlines()]
+    assert {e["event_data"].get("host") for e in events if e["event"] == "runner_on_ok"} == {"node01", "node02"}
+    assert "node02: FAILED" in bed.output() and "node01: changed" in bed.output()
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert [str(p) for p in files if SECRET in p.read_text(errors="replace")] == []
+    assert bed.log("node01") == ["one", "two", "three"] and bed.log("node02") == []
+    # Every host's task result of phase one, counted from the events of both shards (for the benchmark's rate).
+    results = [json.loads(line)["event"] for f in arts.glob("01-one-w1-*/job_events.jsonl")
+               for line in f.read_text().splitlines()]
+    one = json.loads((run / "summary.json").read_text())["phases"][0]
+    assert one["host_tasks"] == sum(e.startswith("runner_on_") and e != "runner_on_start" for e in results) > 0
+    assert one["controller_seconds"] > 0
+
+
+def test_an_executor_killed_mid_shard_fails_only_its_shard_and_retry_completes_it(bed):
+    sharded_site(bed)
+    executors = local_executors(bed.root)
+    kill = bed.mark("node02", "one", kind="kill-executor")
+    kill.write_text(str(bed.root / "work" / "node01.pgid"))    # node02's shard runs on node01
+    first = up(bed.options("a", max_fail=100, worker_command=executors))
+    assert first.exit_code == 1
+    hosts = hosts_json(first.run_dir)
+    assert hosts["ctl01"]["status"] == "ok" and bed.log("ctl01") == ["one", "three"]
+    for h in ("node01", "node02"):                     # the killed executor's shard: both its hosts
+        assert (hosts[h]["status"], hosts[h]["phase"]) == ("unreachable", "one")
+        assert "execution host node01 stopped before the shard finished" in hosts[h]["message"]
+        assert bed.log(h) == []
+    kill.unlink()
+    again = up(bed.options("b", retry=True, worker_command=executors))
+    assert again.exit_code == 0
+    assert sorted(hosts_json(again.run_dir)) == ["node01", "node02"]
+    assert bed.log("node01") == bed.log("node02") == ["one", "two", "three"] and bed.log("ctl01") == ["one", "three"]
+
+
+def test_a_killed_executor_counts_against_max_fail(bed):
+    sharded_site(bed)
+    bed.mark("node02", "one", kind="kill-executor").write_text(str(bed.root / "work" / "node01.pgid"))
+    outcome = up(bed.options(worker_command=local_executors(bed.root)))      # the bed's max-fail: 50%
+    assert outcome.exit_code == 1 and outcome.stopped and "67%" in outcome.stopped
+    assert bed.log("ctl01") == ["one"] and [p.name for p in outcome.phases] == ["one"]   # its shard finished

@@ -109,6 +109,16 @@ CASES = {
     "tenant on unknown cluster": (lambda d: d["tenants"][0]["kubernetes"].update(cluster="riga-x"),
                                   "tenants[0].kubernetes.cluster", "unknown cluster 'riga-x'"),
     "nfs server": (lambda d: d["storage"][0].update(server="nfs09"), "storage[0].server", "'nfs09' is not a host"),
+    "execution host not a host": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": ["ctl01", "gpu9999"]}),
+                                  "provisioning.execution.hosts[1]", "'gpu9999' is not a host of the site"),
+    "execution host twice": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": ["controller", "controller"]}),
+                             "provisioning.execution.hosts[1]", "named twice"),
+    "execution host not a name": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": ["ctl01 -oProxyCommand=x"]}),
+                                  "provisioning.execution.hosts[0]", "a host name"),
+    "execution split": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": ["ctl01"], "split": "row"}),
+                        "provisioning.execution.split", "'count'"),
+    "no execution host": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": []}),
+                          "provisioning.execution.hosts", "at least 1"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The provisioning phases, in the order they run. Later roles add a phase here."""
+"""The provisioning phases, in the order they run, each with the plan's groups whose hosts the others depend on."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ from ..plan import Plan
 class Phase:
     """One playbook, ``<playbook_dir>/<name>.yml``, applied to the hosts of ``groups`` (empty: every host).
 
-    Hosts come group by group, in plan order within a group, so a phase's first waves take the
-    first group's hosts (the kubernetes phase: control planes before the workers that join them).
+    Hosts come group by group, in plan order within a group. ``first`` names the plan's groups whose hosts the
+    phase's other hosts depend on (Slurm's accounting host and controllers before any slurmd, control planes before
+    the workers that join them, subnet managers before the nodes of their fabric): they form the phase's first
+    wave, and the canary comes from the rest. This table is the one place that says who depends on whom.
     """
     name: str
     groups: tuple[str, ...] = ()
+    first: tuple[str, ...] = ()
+
+    def providers(self, plan: Plan, hosts: list[str]) -> list[str]:
+        """Those of ``hosts`` in a ``first`` group, if others among ``hosts`` depend on them; in ``hosts`` order."""
+        lead = {h for g in self.first for h in plan.groups.get(g, ())} & set(hosts)
+        return [h for h in hosts if h in lead] if len(lead) < len(set(hosts)) else []
 
     def hosts(self, plan: Plan) -> list[str]:
         """The site's hosts this phase touches: group by group, each in plan order."""
@@ -30,9 +38,9 @@ class Phase:
 
 PHASES: tuple[Phase, ...] = (
     Phase("base"),
-    Phase("rdma", ("rdma",)),
+    Phase("rdma", ("rdma",), first=("subnet_manager",)),
     Phase("gpu", ("gpu",)),
-    Phase("slurm", ("slurm",)),
-    Phase("kubernetes", ("k8s_control_plane", "k8s_worker")),
+    Phase("slurm", ("slurm",), first=("slurm_dbd", "slurm_controller")),
+    Phase("kubernetes", ("k8s_control_plane", "k8s_worker"), first=("k8s_control_plane",)),
     Phase("health"),
 )

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from collections.abc import Callable
+from typing import Any, TextIO
 
 import ansible_runner
 
 EventSink = Callable[[dict[str, Any]], None]
 LIMIT_INLINE_MAX = 100   # more hosts than this go to --limit @file
+HOST_RESULTS = frozenset({"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"})
 
 
 @dataclass
@@ -32,6 +37,8 @@ class WaveResult:
     status: str = ""
     ansible_seconds: float = 0.0     # first event to the play recap
     task_seconds: float = 0.0        # inside tasks: each task start to the next task start or the recap
+    host_tasks: int = 0              # task results (ok, changed, failed, skipped, unreachable), one per host and task
+    controller_seconds: float = 0.0  # sharded: this process's CPU time to send the shards and read their events
 
     @property
     def ok(self) -> list[str]:
@@ -73,12 +80,14 @@ def censor_no_log_stdout(event: dict[str, Any]) -> None:
 class _Collector:
     """Feeds every event to the progress display and keeps what the run needs to know."""
 
-    def __init__(self, result: WaveResult, sink: EventSink):
+    def __init__(self, result: WaveResult, sink: EventSink, events: TextIO | None = None):
         self.result, self.sink = result, sink
+        self.events = events    # one JSON line per event here, instead of ansible-runner's file per event
         self.last_failure: dict[str, HostFailure] = {}
         self.stats: dict[str, Any] | None = None
         self.first: datetime | None = None
         self.task_started: datetime | None = None
+        self.stdout: list[str] = []      # the events' display text, censored
 
     def _close_task(self, at: datetime | None) -> None:
         if self.task_started and at:
@@ -103,8 +112,47 @@ class _Collector:
             self.stats = data
             if self.first and at:
                 self.result.ansible_seconds = (at - self.first).total_seconds()
+        if kind in HOST_RESULTS:
+            self.result.host_tasks += 1
+        if event.get("stdout"):
+            self.stdout.append(event["stdout"])
         self.sink(event)
-        return True
+        if self.events is None:
+            return True
+        self.events.write(json.dumps(event) + "\n")
+        return False
+
+
+def _envvars(ansible_config: Path) -> dict[str, str]:
+    return {
+        "ANSIBLE_CONFIG": str(ansible_config),
+        # ansible-playbook and the site inventory plugin must see this interpreter's packages.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        # ansible-runner turns host key checking off unless told; the project's ansible.cfg keeps it on.
+        "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+    }
+
+
+def _job(playbook: Path, inventories: list[Path], limit: str, extravars: dict[str, Any], check: bool,
+         ansible_config: Path) -> dict[str, Any]:
+    """What ansible-runner runs for a wave or a shard, wherever it runs."""
+    return dict(
+        project_dir=str(playbook.parent), playbook=str(playbook), inventory=[str(i) for i in inventories],
+        limit=limit, extravars=extravars, cmdline="--check --diff" if check else None,
+        envvars=_envvars(ansible_config), suppress_env_files=True,
+        # Not "jsonfile": ansible-runner would point the fact cache into this run's artifacts, defeating
+        # ansible.cfg's cross-run cache (gathering = smart).
+        fact_cache_type="ansible.cfg",
+    )
+
+
+def _limit(hosts: list[str], file: Path, path_there: str) -> str:
+    """``--limit``: the hosts inline, or ``@file`` (written to ``file``, read as ``path_there``) past LIMIT_INLINE_MAX."""
+    if len(hosts) <= LIMIT_INLINE_MAX:
+        return ",".join(hosts)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("\n".join(hosts) + "\n", encoding="utf-8")
+    return f"@{path_there}"
 
 
 def run_wave(*, playbook: Path, inventories: list[Path], hosts: list[str], private_data_dir: Path, ident: str,
@@ -113,41 +161,92 @@ def run_wave(*, playbook: Path, inventories: list[Path], hosts: list[str], priva
     result = WaveResult(hosts=list(hosts))
     collect = _Collector(result, sink)
     private_data_dir.mkdir(parents=True, exist_ok=True)
-    limit = ",".join(hosts)
-    if len(hosts) > LIMIT_INLINE_MAX:
-        limit_file = private_data_dir / f"{ident}.limit"
-        limit_file.write_text("\n".join(hosts) + "\n", encoding="utf-8")
-        limit = f"@{limit_file}"
-    envvars = {
-        "ANSIBLE_CONFIG": str(ansible_config),
-        # ansible-playbook and the site inventory plugin must see this interpreter's packages.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        # ansible-runner turns host key checking off unless told; the project's ansible.cfg keeps it on.
-        "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
-    }
+    limit_file = private_data_dir / f"{ident}.limit"
     runner = ansible_runner.run(
-        private_data_dir=str(private_data_dir), ident=ident, project_dir=str(playbook.parent),
-        playbook=str(playbook), inventory=[str(i) for i in inventories], limit=limit,
-        extravars=extravars, cmdline="--check --diff" if check else None, envvars=envvars,
-        event_handler=collect, quiet=True, suppress_env_files=True,
-        # Not "jsonfile": ansible-runner would point the fact cache into this run's artifacts, defeating
-        # ansible.cfg's cross-run cache (gathering = smart).
-        fact_cache_type="ansible.cfg",
-    )
-    result.rc, result.status = runner.rc, runner.status
+        private_data_dir=str(private_data_dir), ident=ident, event_handler=collect, quiet=True,
+        **_job(playbook, inventories, _limit(hosts, limit_file, str(limit_file)), extravars, check, ansible_config))
+    _conclude(result, collect, runner.rc, runner.status, lambda: _stdout_tail(runner))
+    return result
+
+
+def run_shard(*, executor: str, command: list[str], workdir: str, playbook: Path, inventories: list[Path],
+              hosts: list[str], private_data_dir: Path, ident: str, ansible_config: Path,
+              extravars: dict[str, Any], check: bool, sink: EventSink) -> WaveResult:
+    """Run one shard of a wave on an execution host through ansible-runner's streaming interface.
+
+    ``transmit`` packs the job (``private_data_dir/jobs/<ident>``) into ``command``'s stdin, an
+    ``ansible-runner worker`` there runs it in ``workdir``, and ``process`` replays its events and artifacts into
+    ``private_data_dir/artifacts/<ident>`` here, the events as one ``job_events.jsonl`` (a file per event cost the
+    controller ten times the CPU). The outcome is the worker's status and rc from those artifacts;
+    without them (the executor died or was unreachable) every host of the shard is unreachable, with the reason.
+    """
+    cpu0 = time.thread_time()
+    result = WaveResult(hosts=list(hosts))
+    collect = _Collector(result, sink)
+    job = private_data_dir / "jobs" / ident
+    job.mkdir(parents=True, exist_ok=True)
+    artifacts = private_data_dir / "artifacts" / ident
+    stderr_path = private_data_dir / "jobs" / f"{ident}.stderr"
+    limit = _limit(hosts, job / "limit", f"{workdir}/limit")
+    explanation: dict[str, str] = {}
+    streamed = _job(playbook, inventories, limit, extravars, check, ansible_config)
+    # Streaming takes one inventory path; every source goes on the command line instead, in order.
+    streamed["cmdline"] = shlex.join([a for i in streamed.pop("inventory") for a in ("-i", i)]
+                                     + (["--check", "--diff"] if check else []))
+
+    def status(data: dict[str, Any], runner_config: Any = None) -> None:
+        if data.get("job_explanation"):
+            explanation["text"] = str(data["job_explanation"])
+
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                start_new_session=True)
+        try:
+            # suppress_output_file: the worker keeps no stdout file of its own (its display text is uncensored);
+            # the stdout artifact is written here from the censored events.
+            ansible_runner.run(streamer="transmit", _output=proc.stdin, private_data_dir=str(job),
+                               suppress_output_file=True, **streamed)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError) as exc:
+            explanation.setdefault("text", f"the job could not be sent: {exc}")
+        artifacts.mkdir(parents=True, exist_ok=True)
+        with open(artifacts / "job_events.jsonl", "w", encoding="utf-8") as collect.events:
+            ansible_runner.run(streamer="process", _input=proc.stdout, private_data_dir=str(private_data_dir),
+                               ident=ident, event_handler=collect, status_handler=status, quiet=True)
+        proc.stdout.close()
+        code = proc.wait()
+    rc_file, status_file = artifacts / "rc", artifacts / "status"
+    if rc_file.is_file() and status_file.is_file():
+        rc_text = rc_file.read_text().strip()
+        rc = int(rc_text) if rc_text.lstrip("-").isdigit() else None
+        _conclude(result, collect, rc, status_file.read_text().strip(), lambda: "")
+    else:
+        tail = " | ".join(line.strip() for line in stderr_path.read_text(errors="replace").splitlines()[-3:])
+        reason = (f"execution host {executor} stopped before the shard finished (exit {code}): "
+                  f"{explanation.get('text', 'no status')}{' | ' + tail if tail else ''}")
+        result.rc, result.status = code, "error"
+        for host in hosts:
+            result.failed[host] = HostFailure(None, reason, unreachable=True)
+    (artifacts / "stdout").write_text("\n".join(collect.stdout) + "\n", encoding="utf-8")
+    result.controller_seconds = time.thread_time() - cpu0
+    return result
+
+
+def _conclude(result: WaveResult, collect: _Collector, rc: int | None, status: str, tail: Callable[[], str]) -> None:
+    """Per-host outcome from the play recap; every host failed when the playbook never reached it."""
+    result.rc, result.status = rc, status
     stats = collect.stats or {}
-    for host in hosts:
+    for host in result.hosts:
         result.changed[host] = int((stats.get("changed") or {}).get(host, 0))
         counted = host in (stats.get("failures") or {}) or host in (stats.get("dark") or {})
         if counted:
             result.failed[host] = collect.last_failure.get(host) or HostFailure(None, "failed",
-                                                                                 host in (stats.get("dark") or {}))
-    if not collect.stats or (runner.rc not in (0, None) and not result.failed):
+                                                                                host in (stats.get("dark") or {}))
+    if not collect.stats or (rc not in (0, None) and not result.failed):
         # The playbook never reached its recap (syntax error, missing file, inventory error): every host failed.
-        tail = _stdout_tail(runner)
-        for host in hosts:
-            result.failed.setdefault(host, HostFailure(None, f"ansible-playbook {runner.status} (rc {runner.rc}): {tail}"))
-    return result
+        text = tail()
+        for host in result.hosts:
+            result.failed.setdefault(host, HostFailure(None, f"ansible-playbook {status} (rc {rc}): {text}"))
 
 
 def _stdout_tail(runner: Any, lines: int = 3) -> str:

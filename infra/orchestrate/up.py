@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
@@ -13,13 +14,15 @@ from typing import Any, TextIO
 from ..plan import Plan, build_plan
 from ..render.files import render_all, write_all
 from ..site import Site, load_site
+from ..site.model import Execution
 from ..site.hostlists import HostlistError, expand
 from .phases import PHASES, Phase
 from .progress import Progress, print_summary, progress_for
-from .runner import WaveResult, run_wave
+from .execution import WorkerCommand, default_worker_command, shards
+from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
                     retry_starts, write_hosts, write_json)
-from .waves import BatchInvalid, waves
+from .waves import BatchInvalid, phase_waves, waves
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +49,7 @@ class UpOptions:
     extravars: dict[str, Any] = field(default_factory=dict)
     out: TextIO | None = None
     progress: Progress | None = None
+    worker_command: WorkerCommand | None = None  # how a shard reaches its execution host (tests: local processes)
 
 
 @dataclass
@@ -58,6 +62,8 @@ class PhaseReport:
     note: str = ""
     ansible_seconds: float = 0.0
     task_seconds: float = 0.0
+    host_tasks: int = 0
+    controller_seconds: float = 0.0     # sharded runs: CPU time here to send shards and read their events
 
 
 @dataclass
@@ -134,6 +140,46 @@ def stop_reason(phase: str, wave_failed: int, wave_hosts: int, phase_failed: int
     return None
 
 
+def _run_sharded(plan: Plan, execution: Execution, worker_command: WorkerCommand, wave: list[str], ident: str,
+                 sink: EventSink, **job) -> WaveResult:
+    """One wave as shards, one per execution host, run at once; their results merged as one wave's."""
+    lock = threading.Lock()
+
+    def locked(event: dict) -> None:
+        with lock:
+            sink(event)
+
+    parts = shards(plan, wave, execution)
+    results: list[WaveResult | None] = [None] * len(parts)
+
+    def run(i: int) -> None:
+        name = f"{ident}-{parts[i].executor}"
+        command, workdir = worker_command(parts[i].executor, name)
+        try:
+            results[i] = run_shard(executor=parts[i].executor, command=command, workdir=workdir,
+                                   hosts=parts[i].hosts, ident=name, sink=locked, **job)
+        except Exception as exc:  # noqa: BLE001 - a broken executor fails its shard's hosts, never the others'
+            results[i] = WaveResult(parts[i].hosts, {h: HostFailure(None, f"execution host {parts[i].executor}: {exc}",
+                                                                     unreachable=True) for h in parts[i].hosts})
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"shard-{p.executor}") for i, p in enumerate(parts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    merged = WaveResult(hosts=list(wave))
+    for r in results:
+        assert r is not None
+        merged.failed.update(r.failed)
+        merged.changed.update(r.changed)
+        merged.ansible_seconds = max(merged.ansible_seconds, r.ansible_seconds)
+        merged.task_seconds += r.task_seconds
+        merged.host_tasks += r.host_tasks
+        merged.controller_seconds += r.controller_seconds
+    merged.status = "failed" if merged.failed else "successful"
+    return merged
+
+
 RUN_UMASK = 0o077   # run directories 0700, files 0600: ansible-runner's artifacts, events and stdout included
 
 
@@ -197,6 +243,12 @@ def _up(options: UpOptions) -> RunOutcome:
     plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in members[p.name]]
                for h in start}
     inventories = [site_path, *(Path(i).resolve() for i in options.inventories)]
+    # Declared execution hosts (or a test's worker command): each wave runs as shards through ansible-runner's
+    # transmit / worker / process; otherwise ansible-runner runs each wave here, as it always did.
+    execution = site.provisioning.execution
+    sharded = execution != Execution() or options.worker_command is not None
+    worker_command = options.worker_command or default_worker_command(
+        plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve())
     reports: list[PhaseReport] = []
     stopped: str | None = None
     try:
@@ -210,22 +262,29 @@ def _up(options: UpOptions) -> RunOutcome:
                 report.note = "no hosts"
                 progress.phase_end(phase.name, "no hosts")
                 continue
-            report.waves = waves(targets, sizes)
+            # The site's batch gives way to one wave for a small phase; a --batch given on the command line is kept.
+            report.waves = phase_waves(targets, sizes, phase.providers(plan, targets),
+                                       one_wave_when_small=options.batch is None)
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
                 progress.wave_start(phase.name, k, wave)
-                result = run_wave(
+                job = dict(
                     playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
-                    hosts=wave, private_data_dir=run_dir / "ansible", ident=f"{index + 1:02d}-{phase.name}-w{k}",
-                    ansible_config=options.ansible_config.resolve(), check=options.check,
-                    extravars={**options.extravars, "gf_phase": phase.name},
-                    sink=lambda ev, name=phase.name: progress.event(name, ev))
+                    private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
+                    check=options.check, extravars={**options.extravars, "gf_phase": phase.name})
+                ident, sink = f"{index + 1:02d}-{phase.name}-w{k}", (lambda ev, name=phase.name: progress.event(name, ev))
+                if sharded:
+                    result = _run_sharded(plan, execution, worker_command, wave, ident, sink, **job)
+                else:
+                    result = run_wave(hosts=wave, ident=ident, sink=sink, **job)
                 _record_wave(hosts, phase.name, result)
                 write_hosts(run_dir, hosts)
                 report.failed += list(result.failed)
                 report.changed += sum(result.changed.values())
                 report.ansible_seconds += result.ansible_seconds
                 report.task_seconds += result.task_seconds
+                report.host_tasks += result.host_tasks
+                report.controller_seconds += result.controller_seconds
                 progress.wave_end(phase.name, result.ok, list(result.failed))
                 stopped = stop_reason(phase.name, len(result.failed), len(wave), len(report.failed), len(targets),
                                       max_fail)

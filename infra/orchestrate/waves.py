@@ -1,4 +1,12 @@
-"""Rolling waves: a canary first, then larger waves (Ansible's ``serial`` list semantics)."""
+"""Rolling waves: the hosts others depend on, a canary, then larger waves (Ansible's ``serial`` list semantics).
+
+A small phase runs as one wave: when the batch's first wave (the canary) would be more than ``CANARY_SHARE_MAX``
+percent of the phase's hosts (with the default canary of 1 host: a phase of fewer than 10 hosts). A canary pays
+off by sparing the rest of the phase when it fails; each wave is a whole ``ansible-playbook`` run whose fixed
+cost (start, inventory, facts, every task's round trip) does not shrink with its host count, so a canary that is
+a large share of the phase doubles the phase's time to spare few hosts, which max-fail (default 10%) stops after
+one wave all the same. The demo's phases (3 hosts) each run once instead of twice or three times.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +52,22 @@ def waves(hosts: list[str], sizes: list[str]) -> list[list[str]]:
         i += n
         k += 1
     return out
+
+
+CANARY_SHARE_MAX = 10   # percent of a phase's hosts; see the module's docstring
+
+
+def is_small(total: int, sizes: list[str]) -> bool:
+    """A phase of ``total`` hosts whose canary (first wave of ``sizes``) would be more than CANARY_SHARE_MAX%."""
+    return total > 0 and 100 * wave_size(sizes[0] if sizes else "100%", total) > CANARY_SHARE_MAX * total
+
+
+def phase_waves(hosts: list[str], sizes: list[str], first: list[str] = (), *,
+                one_wave_when_small: bool = True) -> list[list[str]]:
+    """The waves of a phase: ``first`` (the hosts others depend on) alone, then ``waves`` of the rest;
+    one wave, ``first`` leading, when the phase is small (``is_small``) and ``one_wave_when_small``."""
+    lead = [h for h in hosts if h in set(first)]
+    rest = [h for h in hosts if h not in set(lead)]
+    if one_wave_when_small and is_small(len(hosts), sizes):
+        return [lead + rest] if hosts else []
+    return ([lead] if lead else []) + waves(rest, sizes)

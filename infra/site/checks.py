@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
-from .model import LustreStorage, NfsStorage, Site
+from .model import CONTROLLER, LustreStorage, NfsStorage, Site
 from .problems import Problem, field_path as fp
 
 Check = Callable[[Site, SiteIndex], Iterator[Problem]]
@@ -720,3 +720,20 @@ def partition_keys_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
             yield Problem(fp("tenants", i, "partition_key"), f"tenant {tenant.name!r}'s partition key 0x{key:04x} ({how}) is "
                           f"already tenant {seen[key]!r}'s; declare partition_key for one of them")
         seen.setdefault(key, tenant.name)
+
+
+@check
+def execution_hosts_known(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Each execution host is a host of the site or the controller, named once; a site host may not be called
+    'controller'."""
+    seen: set[str] = set()
+    for i, host in enumerate(site.provisioning.execution.hosts):
+        where = fp("provisioning", "execution", "hosts", i)
+        if host in seen:
+            yield Problem(where, f"execution host {host!r} is named twice")
+        elif host == CONTROLLER and host in index.host_pools:
+            yield Problem(where, f"{CONTROLLER!r} names both the controller and a host of the site; rename the host")
+        elif host != CONTROLLER and host not in index.host_pools:
+            yield Problem(where, f"execution host {host!r} is not a host of the site (nor {CONTROLLER!r}); "
+                                 f"hosts: {_choices(index.host_pools)}")
+        seen.add(host)

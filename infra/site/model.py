@@ -366,11 +366,25 @@ class Tenant(Strict):
 # --- provisioning and the local test bed --------------------------------------------
 
 
+CONTROLLER = "controller"   # the execution host that is the machine running `gigafactory up`
+
+
+class Execution(Strict):
+    """Where Ansible runs: execution hosts (hosts of the site, or ``controller``) and how a wave's hosts are split
+    among them, one shard per execution host (ansible-runner's transmit, worker, process)."""
+    hosts: list[HostName] = Field(default_factory=lambda: [CONTROLLER], min_length=1, description=(
+        "Execution hosts: host names of the site, or 'controller' for the machine running gigafactory up."))
+    split: Literal["scalable_unit", "rack", "count"] = Field(default="count", description=(
+        "How a wave's hosts are split: by scalable unit or by rack (an execution host takes its own first), "
+        "or in equal runs of hosts in plan order."))
+
+
 class Provisioning(Strict):
     max_fail_percent: float = Field(default=10, ge=0, le=100)
     batch: list[WaveSize] = Field(
         default_factory=lambda: ["1", "25%", "100%"], description="Wave sizes: a canary first, then larger waves.")
     user: PosixUser = "root"
+    execution: Execution = Execution()
 
 
 class Testbed(Strict):
