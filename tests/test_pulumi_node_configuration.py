@@ -171,6 +171,11 @@ try:
 except pulumi.RunError as err:
     error = str(err)
 json.dump({"hashes": mocks.hashes, "declared": mocks.declared, "error": error}, sys.stdout)
+sys.stdout.flush()
+# Leave without interpreter teardown: asyncio's loop, collected then, sometimes prints "Exception ignored" noise
+# (a closed self-pipe) on stderr, which is not the program's.
+import os
+os._exit(0)
 """
 
 
