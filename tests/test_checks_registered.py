@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from infra.site import checks
+from metering_data import with_billing
 from test_site_validation import CASES, problems_of
 
 
@@ -58,6 +59,11 @@ FIRES = {
     "networks_hold_their_hosts": "network too small",
     "fabrics_fit_their_switches": None,
     "facility_power_within_contract": "facility power",
+    "billing_tariffs_resolve": None,
+    "tenant_classes_resolve": None,
+    "prepaid_tenants_have_a_class": None,
+    "money_in_billing_currency": None,
+    "energy_pue_periods_unique": None,
 }
 
 EXTRA = {
@@ -78,6 +84,11 @@ EXTRA = {
     "slurm_containers_have_a_repository": lambda d: None,     # a warning, and riga-1 asks for pyxis without an enroot mirror
     "host_names_plan_distinct_addresses": lambda d: d["pools"][2]["hosts"].append("ctl1"),
     "fabrics_fit_their_switches": lambda d: d["fabrics"][0].update(scalable_unit=48),
+    "billing_tariffs_resolve": lambda d: with_billing(d)["billing"]["tariffs"]["gpu_hour"].update(B200=5.0),
+    "tenant_classes_resolve": lambda d: with_billing(d)["tenants"][0]["billing"].update({"class": "startup"}),
+    "prepaid_tenants_have_a_class": lambda d: with_billing(d)["tenants"][1]["billing"].pop("class"),
+    "money_in_billing_currency": lambda d: with_billing(d)["tenants"][1]["billing"]["prepaid"].update(currency="USD"),
+    "energy_pue_periods_unique": lambda d: with_billing(d)["energy"]["pue"].append({"period": "2026", "pue": 1.3}),
 }
 
 
