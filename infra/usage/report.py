@@ -107,6 +107,14 @@ def _node_type_of(job: Job, by_partition, all_types, line: str) -> tuple[str, No
                              f"{job.gpus} GPU(s) of type {job.gpu_model!r}")
 
 
+def _shape(job: Job, by_partition, all_types) -> tuple[str, str | None, int, float]:
+    """Node type name, GPU model (GRES type) if the job is metered by GPUs, units per node, node power (kW)."""
+    nt_name, nt = _node_type_of(job, by_partition, all_types, f"--sacct job of account {job.account!r}")
+    if job.gpus and nt.gpus:
+        return nt_name, job.gpu_model or gres_name(nt.gpu.model), nt.gpus, nt.power_kw
+    return nt_name, None, nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core, nt.power_kw
+
+
 class _Hourly:
     """A tenant's kWh per hour of the period, spread evenly over each job's time (difference arrays: O(1) a job)."""
 
@@ -164,6 +172,8 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     hours = int(round(period.hours))
     hourly: dict[str, _Hourly] = {}
     p_start, p_end = period.start, period.end
+    # What each (partition, GPU type, GPU job?) runs on: node type, its units (GPUs or CPUs) per node, power.
+    shapes: dict[tuple, tuple[str, str | None, int, float]] = {}
     for job in jobs:
         end = p_end if job.end is None else job.end
         a, b = max(job.start, p_start), min(end, p_end)
@@ -173,16 +183,20 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         if row is None:
             row = by_account[job.account] = rows.setdefault(f"account:{job.account}", TenantUsage(
                 f"account:{job.account}", job.account, known=False))
+        key = (job.partition, job.gpu_model, job.gpus > 0)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _shape(job, by_partition, all_types)
+        nt_name, model, per_node, power_kw = shape
         h = (b - a) / 3600
-        nt_name, nt = _node_type_of(job, by_partition, all_types, f"--sacct job of account {job.account!r}")
-        nodes = max(job.nodes, 1)
-        if job.gpus and nt.gpus:
-            model = job.gpu_model or gres_name(nt.gpu.model)
+        nodes = job.nodes if job.nodes > 0 else 1
+        if model is not None:
             row.gpu_hours[model] = row.gpu_hours.get(model, 0.0) + job.gpus * h
-            units, capacity = job.gpus, nt.gpus * nodes
+            units = job.gpus
         else:
-            units, capacity = job.cpus, nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core * nodes
-        share = min(1.0, units / capacity) if capacity else 1.0
+            units = job.cpus
+        capacity = per_node * nodes
+        share = units / capacity if capacity and units < capacity else 1.0
         used_units[nt_name] = used_units.get(nt_name, 0.0) + units * h
         row.jobs += 1
         row.cpu_hours += job.cpus * h
@@ -192,7 +206,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
             kwh = job.energy_j / 3.6e6 * fraction * share
             flag = "measured" if share >= 0.999 else "apportioned"
         else:
-            kwh = nt.power_kw * nodes * share * h
+            kwh = power_kw * nodes * share * h
             flag = "estimated"
         row.energy_kwh[flag] += kwh
         if supply_share is not None:

@@ -21,6 +21,7 @@ SACCT_COMMAND = ("SLURM_TIME_FORMAT=%s sacct --allusers --allocations --parsable
                  f"--format={','.join(SACCT_FIELDS)}")
 _MEM_UNITS = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
 _NOT_STARTED = ("Unknown", "None", "")
+MAX_SHAPES = 100_000                # distinct AllocTRES strings remembered while reading
 NO_VALUE = 1 << 63                 # sacct prints NO_VAL64 (2^64 - 2) for an energy it did not read
 
 
@@ -99,6 +100,7 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
         raise UsageInvalid(f"{source} line 1", f"the header lacks {', '.join(missing)}; expected the output of: {SACCT_COMMAND}")
     i_id, i_acct, i_part, i_start, i_end, i_tres, i_energy = (header.index(f) for f in SACCT_FIELDS)
     width = len(header)
+    shapes: dict[str, tuple[int, float, int, str | None, int]] = {}    # AllocTRES repeats: parse each once
     for number, line in enumerate(it, start=2):
         fields = line.rstrip("\n").split("|")
         if len(fields) != width:
@@ -114,7 +116,13 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
         end = _time(fields[i_end], zone, f"{where}, End")
         if end is not None and end < start:
             raise UsageInvalid(f"{where}, End", f"ends ({fields[i_end]}) before it starts ({fields[i_start]})")
-        cpus, mem, gpus, model, nodes = _tres(fields[i_tres], f"{where}, AllocTRES")
+        tres = fields[i_tres]
+        parsed = shapes.get(tres)
+        if parsed is None:
+            parsed = _tres(tres, f"{where}, AllocTRES")
+            if len(shapes) < MAX_SHAPES:
+                shapes[tres] = parsed
+        cpus, mem, gpus, model, nodes = parsed
         energy = fields[i_energy]
         if energy in ("", "0"):
             joules = 0
