@@ -111,8 +111,8 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
             continue                                    # a job step: its allocation is counted on its job's line
         where = f"{source} line {number}"
         start = _time(fields[i_start], zone, f"{where}, Start")
-        if start is None:
-            continue                                    # never started: no usage
+        if not start:
+            continue                                    # never started (Unknown, or 0 as epoch seconds): no usage
         end = _time(fields[i_end], zone, f"{where}, End")
         if end is not None and end < start:
             raise UsageInvalid(f"{where}, End", f"ends ({fields[i_end]}) before it starts ({fields[i_start]})")
