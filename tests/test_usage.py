@@ -178,3 +178,17 @@ def test_cli_without_accounting_data_or_with_binary_data_exits_2(riga, tmp_path)
     assert out.returncode == 2 and "not UTF-8" in out.stderr and "Traceback" not in out.stderr
     out = run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11", "--sacct", str(tmp_path / "absent")])
     assert out.returncode == 2 and "--sacct: cannot read" in out.stderr
+
+
+def test_cli_reads_the_supply_file_beside_the_site_file(riga, tmp_path):
+    period = parse_period("2026-11", "Europe/Riga")
+    (tmp_path / "supply.csv").write_text("hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh\n"
+                                         f"{int(period.start)},100,0,0,300\n")
+    data = with_billing(riga)
+    data["energy"]["supply"] = "supply.csv"
+    out = _cli(tmp_path, data, "--period", "2026-11", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["renewable_basis"] == "hourly, gaps declared"
+    (tmp_path / "supply.csv").write_text("hour,grid_kwh\n")
+    out = _cli(tmp_path, data, "--period", "2026-11")
+    assert out.returncode == 2 and "energy.supply line 1: the header lacks" in out.stderr
