@@ -27,7 +27,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from metering_data import with_billing  # noqa: E402  (benchmarks are scripts, not a package)
+from metering_data import with_billing  # benchmarks are scripts, not a package
 
 HEADER = "JobIDRaw|Account|Partition|Start|End|AllocTRES|ConsumedEnergyRaw"
 ACCOUNTS = ("acme-ai", "univ-latvia", "acme-ai", "univ-latvia", "lab-x")
@@ -75,7 +75,7 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         before = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "infra.cli", "usage", str(tmp / "site.yml"), "--period", "2026-11",
-                               "--sacct", str(sacct), "--format", "json"], capture_output=True, text=True, env=env, cwd=ROOT)
+                               "--sacct", str(sacct), "--format", "json"], capture_output=True, text=True, env=env, cwd=ROOT, check=False)
         wall = time.perf_counter() - before
         child = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak_mb = child.ru_maxrss / 1024

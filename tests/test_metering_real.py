@@ -55,7 +55,7 @@ def _for_a_chroot(conf: str) -> str:
     conf = conf.replace("ProctrackType=proctrack/cgroup", "ProctrackType=proctrack/linuxproc")
     conf = conf.replace("TaskPlugin=task/cgroup,task/affinity", "TaskPlugin=task/none")
     conf = conf.replace("JobAcctGatherType=jobacct_gather/cgroup", "JobAcctGatherType=jobacct_gather/linux")
-    conf = re.sub(r"^HealthCheck.*\n", "", conf, flags=re.M)
+    conf = re.sub(r"^HealthCheck.*\n", "", conf, flags=re.MULTILINE)
     return conf + "SlurmdParameters=config_overrides\nSlurmdUser=root\n"
 
 

@@ -48,7 +48,7 @@ def _billing_rate(weights: str, cpus: int, mem_gb: float, gpus: int) -> float:
 
 def test_billing_weights_make_one_billing_unit_one_euro_per_hour(riga):
     conf = _conf(with_billing(riga))
-    partitions = re.findall(r'^PartitionName=(\S+) .*TRESBillingWeights="([^"]+)"', conf, re.M)
+    partitions = re.findall(r'^PartitionName=(\S+) .*TRESBillingWeights="([^"]+)"', conf, re.MULTILINE)
     assert [name for name, _ in partitions] == ["batch", "interactive"]
     for _, weights in partitions:
         # a whole H200 node: 8 GPUs × 2.5 + 224 CPUs × 0.01 + 2048 GB × 0.001 EUR per hour

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from conftest import RIGA, bin_path, run
+from conftest import bin_path, run
 from metering_data import with_billing
 
 from infra.site.load import validate_data

@@ -8,4 +8,4 @@ from .periods import Period, parse_period
 from .report import Report, TenantUsage, usage_report
 from .sacct import SACCT_FIELDS, UsageInvalid, read_sacct
 
-__all__ = ["Period", "parse_period", "Report", "TenantUsage", "usage_report", "SACCT_FIELDS", "UsageInvalid", "read_sacct"]
+__all__ = ["SACCT_FIELDS", "Period", "Report", "TenantUsage", "UsageInvalid", "parse_period", "read_sacct", "usage_report"]

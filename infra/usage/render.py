@@ -83,9 +83,13 @@ def as_table(report: Report) -> str:
                      *([f"{r.total:,.2f}" if r.total is not None else "-",
                         f"{r.budget_share:.1%}" if r.budget_share is not None else "-"] if report.currency else [])])
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-    lines = [f"{report.site} usage {report.period.name} ({report.period.timezone}); PUE {report.pue:g} "
-             f"({report.pue_source}); renewable share: {report.renewable_basis}",
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    title = (f"{report.site} usage {report.period.name} ({report.period.timezone}); PUE {report.pue:g} "
+             f"({report.pue_source}); renewable share: {report.renewable_basis}")
+    lines = [title,
              fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body),
              "energy flags: m measured, a apportioned from node meters by GPU/CPU share, e estimated from power ratings"]
     return "\n".join(lines) + "\n"

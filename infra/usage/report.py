@@ -169,7 +169,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     by_partition, node_counts = _slurm_node_types(site)
     all_types = list(dict.fromkeys(e for entries in by_partition.values() for e in entries))
     used_units: dict[str, float] = {}
-    hours = int(round(period.hours))
+    hours = round(period.hours)
     hourly: dict[str, _Hourly] = {}
     p_start, p_end = period.start, period.end
     # What each (partition, GPU type, GPU job?) runs on: node type, its units (GPUs or CPUs) per node, power.

@@ -21,7 +21,7 @@ SUPPLY_FIELDS = ("hour", "grid_kwh", "onsite_renewable_kwh", "contracted_renewab
 def hourly_renewable_share(lines: Iterable[str], period: Period, source: str = "energy.supply") -> list[float | None]:
     """Per hour of ``period``, the renewable share of what the site consumed (None where the file has no row)."""
     zone = ZoneInfo(period.timezone)
-    hours = int(round(period.hours))
+    hours = round(period.hours)
     share: list[float | None] = [None] * hours
     reader = csv.DictReader(lines)
     missing = [f for f in SUPPLY_FIELDS if f not in (reader.fieldnames or [])]
