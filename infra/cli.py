@@ -60,6 +60,53 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from .usage import UsageInvalid, parse_period, read_sacct, usage_report
+    from .usage.render import as_csv, as_json, as_table, eed_table
+    from .usage.report import eed_inputs
+    from .usage.supply import hourly_renewable_share
+    site = load_site(args.site)
+    timezone = (site.billing.timezone if site.billing else None) or site.site.timezone
+    try:
+        if (args.period is None) == (args.eed is None):
+            raise UsageInvalid("--period", "give either --period YYYY-MM (or YYYY) or --eed YYYY")
+        if args.eed is not None and "-" in args.eed:
+            raise UsageInvalid("--eed", f"{args.eed!r} is not a year: write e.g. 2026")
+        period = parse_period(args.period or args.eed, timezone, "--period" if args.period else "--eed")
+        if args.sacct is None:
+            raise UsageInvalid("--sacct", "no accounting data: pass a file of sacct output (reading the accounting "
+                                          "host over SSH is not implemented yet); see docs/metering.md")
+        share = None
+        if site.energy and site.energy.supply:
+            with _open_input(site.energy.supply, "energy.supply") as supply:
+                try:
+                    share = hourly_renewable_share(supply, period)
+                except UnicodeDecodeError:
+                    raise UsageInvalid("energy.supply", "not UTF-8 text") from None
+        with _open_input(args.sacct, "--sacct") as lines:
+            try:
+                report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant)
+            except UnicodeDecodeError as err:
+                raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
+    except UsageInvalid as err:
+        print(f"gigafactory usage: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.eed is not None:
+        inputs = eed_inputs(report)
+        sys.stdout.write(json.dumps(inputs, indent=1) + "\n" if args.format == "json" else eed_table(inputs))
+        return EXIT_OK
+    sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))
+    return EXIT_OK
+
+
+def _open_input(path, field: str):
+    from .usage import UsageInvalid
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except OSError as err:
+        raise UsageInvalid(field, f"cannot read {str(path)!r}: {err.strerror}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gigafactory", description="Infrastructure as code for AI factories.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,6 +123,14 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_render)
     s = sub.add_parser("schema", help="JSON Schema of the site file, for editors")
     s.set_defaults(func=cmd_schema)
+    u = sub.add_parser("usage", help="per-tenant GPU-hours, CPU-hours, storage, energy and cost of a period")
+    u.add_argument("site")
+    u.add_argument("--period", help="a month (2026-11) or a year (2026), in the billing time zone")
+    u.add_argument("--eed", metavar="YEAR", help="print the EU Energy Efficiency Directive inputs of YEAR instead")
+    u.add_argument("--tenant", help="only this tenant")
+    u.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    u.add_argument("--sacct", metavar="FILE", help="sacct --parsable2 output (fields in docs/metering.md)")
+    u.set_defaults(func=cmd_usage)
     _add_later_commands(sub)
     return p
 

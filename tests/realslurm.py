@@ -19,9 +19,9 @@ SUITE = "trixie"
 PACKAGES = ["slurmctld", "slurmdbd", "slurm-client", "munge", "mariadb-server", "iproute2", "procps"]
 
 
-def slurm_chroot() -> Path:
-    """The cached chroot (built once per package list; needs root and debootstrap)."""
-    return cached_chroot("slurm", SUITE, PACKAGES)
+def slurm_chroot(slurmd: bool = False) -> Path:
+    """The cached chroot (built once per package list; needs root and debootstrap); with ``slurmd`` for real jobs."""
+    return cached_chroot("slurm", SUITE, [*PACKAGES, "slurmd"] if slurmd else PACKAGES)
 
 
 SCRIPT = textwrap.dedent("""\
@@ -53,17 +53,27 @@ SCRIPT = textwrap.dedent("""\
     timeout 60 chroot "$R" sacctmgr -i add cluster {cluster} >/dev/null || true
     unshare --uts sh -c 'hostname {ctld_host}; exec chroot "$0" /usr/sbin/slurmctld -D -i' "$R" >"$R/var/log/slurm/slurmctld.out" 2>&1 &
     wait_for 120 sh -c 'chroot "$0" scontrol ping | grep -q UP' "$R"
+    {slurmd}
     echo READY
     {commands}
     """)
 
 
+SLURMD = textwrap.dedent("""\
+    rm -rf "$R/var/spool/slurmd"; mkdir -p "$R/var/spool/slurmd"
+    unshare --uts sh -c 'hostname {node}; exec chroot "$0" /usr/sbin/slurmd -D -N {node}' "$R" >"$R/var/log/slurm/slurmd.out" 2>&1 &
+    wait_for 120 sh -c 'chroot "$0" sinfo --noheader -n {node} -o %t | grep -q idle' "$R"
+    """)
+
+
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
                  cluster: str, commands: list[str], timeout: int = 600,
-                 host_commands: list[str] = ()) -> subprocess.CompletedProcess:
+                 host_commands: list[str] = (), slurmd: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
     """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
 
     ``host_commands`` run after them outside the chroot, inside the same namespaces (``$R`` is the chroot).
+    ``slurmd`` (node name, address) also starts slurmd as that node (the chroot of ``slurm_chroot(slurmd=True)``)
+    and waits until the controller sees it idle.
 
     Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
     with the namespace, and the planned addresses exist only on its loopback.
@@ -96,8 +106,10 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     dbd_conf.chmod(0o600)
     subprocess.run(["chroot", str(root), "chown", "munge:munge", "/etc/munge/munge.key"], check=True)
     subprocess.run(["chroot", str(root), "chown", "slurm:slurm", "/etc/slurm/slurmdbd.conf"], check=True)
-    addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1]}))
+    addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1], *(slurmd[1:] if slurmd else ())}))
+    start_slurmd = "" if slurmd is None else SLURMD.format(node=slurmd[0])
     script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
+                           slurmd=start_slurmd,
                            commands="\n".join([*(f'timeout 60 chroot "$R" {c}' for c in commands),
                                                 *(f"timeout 300 {c}" for c in host_commands)]))
     return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
@@ -107,7 +119,7 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
 
 def daemon_logs(root: Path) -> str:
     logs = []
-    for name in ("slurmctld.out", "slurmctld.log", "slurmdbd.out", "slurmdbd.log"):
+    for name in ("slurmctld.out", "slurmctld.log", "slurmdbd.out", "slurmdbd.log", "slurmd.out", "slurmd.log"):
         path = root / "var" / "log" / "slurm" / name
         if path.exists():
             logs.append(f"--- {name}\n" + path.read_text()[-3000:])

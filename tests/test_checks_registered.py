@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from infra.site import checks
+from metering_data import with_billing
 from test_site_validation import CASES, problems_of
 
 
@@ -68,6 +69,11 @@ FIRES = {
     "partition_keys_in_range": None,
     "partition_keys_unique": None,
     "site_repositories_name_their_keys": None,
+    "billing_tariffs_resolve": None,
+    "tenant_classes_resolve": None,
+    "prepaid_tenants_have_a_class": None,
+    "money_in_billing_currency": None,
+    "energy_pue_periods_unique": None,
 }
 
 EXTRA = {
@@ -99,6 +105,11 @@ EXTRA = {
     "partition_keys_in_range": lambda d: d["tenants"][0].update(partition_key="0x7fff"),
     "partition_keys_unique": lambda d: (d["tenants"][0].update(partition_key="0x0100"), d["tenants"][1].update(partition_key="0x0100")),
     "site_repositories_name_their_keys": lambda d: None,      # a warning, and riga-1's mirrors name no keys
+    "billing_tariffs_resolve": lambda d: with_billing(d)["billing"]["tariffs"]["gpu_hour"].update(B200=5.0),
+    "tenant_classes_resolve": lambda d: with_billing(d)["tenants"][0]["billing"].update({"class": "startup"}),
+    "prepaid_tenants_have_a_class": lambda d: with_billing(d)["tenants"][1]["billing"].pop("class"),
+    "money_in_billing_currency": lambda d: with_billing(d)["tenants"][1]["billing"]["prepaid"].update(currency="USD"),
+    "energy_pue_periods_unique": lambda d: with_billing(d)["energy"]["pue"].append({"period": "2026", "pue": 1.3}),
 }
 
 

@@ -90,6 +90,7 @@ class SlurmPartition:
     default: bool
     max_time: str
     max_nodes: int | None
+    billing_weights: str | None = None  # TRESBillingWeights: currency per hour of each TRES (billing section)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,11 @@ class SlurmPlan:
     topology: tuple[tuple[str, str], ...]      # (switch, "Nodes=..." or "Switches=...")
     state_save_location: str
     containers: str
+    accounting_tres: str = "gres/gpu"           # AccountingStorageTRES: gres/gpu and gres/gpu:<model>
+    priority_weight_tres: str | None = None     # PriorityWeightTRES, from the tariffs
+    energy_gather: str | None = None            # AcctGatherEnergyType plugin, from energy.node
+    energy_frequency_s: int | None = None       # AcctGatherNodeFreq
+    budget_enforced: bool = False               # a tenant is prepaid: AccountingStorageEnforce gains 'safe'
 
 
 @dataclass(frozen=True, slots=True)

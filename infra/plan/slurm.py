@@ -2,16 +2,63 @@
 
 from __future__ import annotations
 
-from ..site.hostlists import compress
+from ..site.hostlists import compress, expand
 from ..site.index import SiteIndex
 from .model import FabricPlan, HostPlan, SlurmNodeGroup, SlurmPartition, SlurmPlan
 
 MEMORY_RESERVED = 0.05          # share of a node's memory kept back from jobs for the OS and daemons
+PRIORITY_TRES_TOTAL = 1000      # PriorityWeightTRES: the whole cluster, fully allocated, counts this much (as Age does)
+ENERGY_PLUGINS = {"ipmi": "acct_gather_energy/ipmi", "pm_counters": "acct_gather_energy/pm_counters"}
 
 
 def gres_name(model: str) -> str:
     """Slurm's GRES type for a GPU model: ``H200`` -> ``h200``."""
     return model.lower().replace(" ", "-")
+
+
+def _weight(value: float) -> str:
+    """A weight as slurm.conf takes it: six significant digits, no exponent (Slurm parses it as a double)."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "0") else f"{value:.6g}"
+
+
+def billing_weights(tariffs, node_types) -> str | None:
+    """TRESBillingWeights for a partition whose nodes are of ``node_types``: each TRES at its price per hour.
+
+    A job's billing TRES is then its price per hour in the billing currency, so its billing TRES-minutes
+    divided by 60 are its cost in currency units (before the tenant's class factor).
+    """
+    weights: list[str] = []
+    if tariffs.cpu_hour:
+        weights.append(f"CPU={_weight(tariffs.cpu_hour)}")
+    if tariffs.memory_gb_hour:
+        weights.append(f"Mem={_weight(tariffs.memory_gb_hour)}G")
+    for model in dict.fromkeys(nt.gpu.model for nt in node_types if nt.gpu and nt.gpu.count):
+        price = tariffs.gpu_hour.get(model)
+        if price:
+            weights.append(f"GRES/gpu:{gres_name(model)}={_weight(price)}")
+    return ",".join(weights) or None
+
+
+def priority_weights(tariffs, groups, node_types_by_group) -> str | None:
+    """PriorityWeightTRES in proportion to what each TRES of the whole cluster costs per hour (price × count).
+
+    Slurm divides a job's TRES by the partition's total before weighting, so weighting price × total makes
+    a job's TRES priority follow its price per hour; the whole cluster counts ``PRIORITY_TRES_TOTAL``.
+    """
+    costs: dict[str, float] = {}
+    for group, nt in zip(groups, node_types_by_group, strict=True):
+        nodes = len(expand(group.hostlist))
+        costs["CPU"] = costs.get("CPU", 0) + tariffs.cpu_hour * group.cpus * nodes
+        costs["Mem"] = costs.get("Mem", 0) + tariffs.memory_gb_hour * group.real_memory_mb / 1024 * nodes
+        if nt.gpu and nt.gpu.count and tariffs.gpu_hour.get(nt.gpu.model):
+            key = f"GRES/gpu:{gres_name(nt.gpu.model)}"
+            costs[key] = costs.get(key, 0) + tariffs.gpu_hour[nt.gpu.model] * nt.gpu.count * nodes
+    total = sum(costs.values())
+    if not total:
+        return None
+    weights = {k: round(PRIORITY_TRES_TOTAL * v / total) for k, v in costs.items()}
+    return ",".join(f"{k}={w}" for k, w in weights.items() if w) or None
 
 
 def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...]) -> SlurmPlan | None:
@@ -34,10 +81,17 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
             cpus=nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,
             sockets=nt.cpu.sockets, cores_per_socket=nt.cpu.cores_per_socket, threads_per_core=nt.cpu.threads_per_core,
             real_memory_mb=int(nt.memory_gb * 1024 * (1 - MEMORY_RESERVED)), gres=gres, features=features))
+    tariffs = site.billing.tariffs if site.billing else None
     partitions = tuple(
         SlurmPartition(p.name, compress(h for name in p.pools for h in index.pools[name].hosts),
-                       p.default, p.max_time, p.max_nodes)
+                       p.default, p.max_time, p.max_nodes,
+                       billing_weights(tariffs, [index.node_type(index.pools[name]) for name in p.pools]) if tariffs else None)
         for p in s.partitions)
+    models = dict.fromkeys(gres_name(index.node_type(pool).gpu.model) for pool in site.pools
+                           if pool.name in pools_used and index.node_type(pool).gpus)
+    accounting_tres = ",".join(["gres/gpu", *(f"gres/gpu:{m}" for m in models)])
+    energy = site.energy
+    energy_gather = ENERGY_PLUGINS.get(energy.node) if energy else None
     topology: list[tuple[str, str]] = []
     if s.topology == "tree":
         in_slurm = set(compute)
@@ -66,4 +120,9 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         topology=tuple(topology),
         state_save_location=s.state_save_location,
         containers=s.containers,
+        accounting_tres=accounting_tres,
+        priority_weight_tres=priority_weights(tariffs, groups, [site.node_types[g.node_type] for g in groups]) if tariffs else None,
+        energy_gather=energy_gather,
+        energy_frequency_s=energy.node_frequency_s if energy_gather else None,
+        budget_enforced=any(t.billing and t.billing.prepaid and t.slurm for t in site.tenants),
     )

@@ -6,6 +6,7 @@ as ``inventory.json`` (``inventory_view``); the Slurm files among them are rende
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..plan import Plan, group_name
@@ -69,6 +70,18 @@ def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
     }
 
 
+def budget_billing_minutes(site: Site, tenant) -> int | None:
+    """A prepaid tenant's budget in Slurm billing-minutes: billing is currency per hour (TRESBillingWeights from
+    the tariffs), so budget / class factor × 60, rounded down (Slurm never grants more than was paid)."""
+    prepaid = tenant.billing.prepaid if tenant.billing else None
+    if prepaid is None or site.billing is None:
+        return None
+    factor = next((c.price_factor for c in site.billing.classes if c.name == tenant.billing.class_), 1.0)
+    if factor == 0:
+        return None                     # a free class: nothing to spend
+    return math.floor(round(prepaid.amount / factor * 60, 6))
+
+
 def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
     """Variables of the ``slurm`` group: the rendered Slurm files as data, the layout the roles act on, the tenants."""
     if plan.slurm is None:
@@ -87,7 +100,8 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
         },
         "gf_slurm_tenants": [
             {"tenant": t.name, "account": t.slurm.account, "fairshare": t.slurm.fairshare,
-             "gpus": t.slurm.gpus, "cpus": t.slurm.cpus, "nodes": t.slurm.nodes}
+             "gpus": t.slurm.gpus, "cpus": t.slurm.cpus, "nodes": t.slurm.nodes,
+             "budget_billing_minutes": budget_billing_minutes(site, t)}
             for t in site.tenants if t.slurm is not None
         ],
     }

@@ -737,3 +737,77 @@ def execution_hosts_known(site: Site, index: SiteIndex) -> Iterator[Problem]:
             yield Problem(where, f"execution host {host!r} is not a host of the site (nor {CONTROLLER!r}); "
                                  f"hosts: {_choices(index.host_pools)}")
         seen.add(host)
+
+
+# --- billing and energy -------------------------------------------------------------
+
+
+@check
+def billing_tariffs_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Every GPU tariff names a GPU model of a node type, every storage tariff a storage system."""
+    if site.billing is None:
+        return
+    models = sorted({nt.gpu.model for nt in site.node_types.values() if nt.gpu and nt.gpu.count})
+    for model in site.billing.tariffs.gpu_hour:
+        if model not in models:
+            yield Problem(fp("billing", "tariffs", "gpu_hour", model),
+                          f"unknown GPU model {model!r}; GPU models of the node types: {_choices(models)}")
+    storage = [s.name for s in site.storage]
+    for name in site.billing.tariffs.storage_tb_month:
+        if name not in storage:
+            yield Problem(fp("billing", "tariffs", "storage_tb_month", name),
+                          f"unknown storage system {name!r}; declared storage: {_choices(storage)}")
+    for pool in site.pools:
+        nt = site.node_types.get(pool.type)
+        if nt and nt.gpu and nt.gpu.count and nt.gpu.model not in site.billing.tariffs.gpu_hour:
+            yield Problem(fp("billing", "tariffs", "gpu_hour"),
+                          f"pool {pool.name!r} has {nt.gpu.model} GPUs but no tariff names them: their hours are free",
+                          "warning")
+
+
+@check
+def tenant_classes_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A tenant's class is one of billing.classes; tenant billing needs a billing section; class names unique."""
+    classes = [c.name for c in site.billing.classes] if site.billing else []
+    for i, name in enumerate(classes):
+        if name in classes[:i]:
+            yield Problem(fp("billing", "classes", i, "name"), f"tenant class {name!r} is declared twice")
+    for i, tenant in enumerate(site.tenants):
+        if tenant.billing is None:
+            continue
+        if site.billing is None:
+            yield Problem(fp("tenants", i, "billing"), "tenant billing needs a top-level billing section (currency, tariffs)")
+        elif tenant.billing.class_ is not None and tenant.billing.class_ not in classes:
+            yield Problem(fp("tenants", i, "billing", "class"),
+                          f"unknown tenant class {tenant.billing.class_!r}; billing.classes: {_choices(classes)}")
+
+
+@check
+def prepaid_tenants_have_a_class(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    for i, tenant in enumerate(site.tenants):
+        if tenant.billing and tenant.billing.prepaid is not None and tenant.billing.class_ is None:
+            yield Problem(fp("tenants", i, "billing", "class"),
+                          f"tenant {tenant.name!r} has a prepaid budget but no class: its price factor would be a guess")
+
+
+@check
+def money_in_billing_currency(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Units explicit: a budget names its currency, and it is the currency the tariffs are in."""
+    if site.billing is None:
+        return
+    for i, tenant in enumerate(site.tenants):
+        prepaid = tenant.billing.prepaid if tenant.billing else None
+        if prepaid is not None and prepaid.currency != site.billing.currency:
+            yield Problem(fp("tenants", i, "billing", "prepaid", "currency"),
+                          f"budget in {prepaid.currency} but tariffs are in {site.billing.currency} "
+                          "(billing.currency); no exchange rate is assumed")
+
+
+@check
+def energy_pue_periods_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    if site.energy is None:
+        return
+    periods = [p.period for p in site.energy.pue]
+    for i, period in enumerate(periods):
+        if period in periods[:i]:
+            yield Problem(fp("energy", "pue", i, "period"), f"PUE for {period} is declared twice")

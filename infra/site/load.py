@@ -99,7 +99,7 @@ def _valid_keys(loc: tuple) -> list[str]:
             return []
     model = _unwrap(node, None)
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
+        return [field.alias or name for name, field in model.model_fields.items()]
     return []
 
 

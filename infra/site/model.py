@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .hostlists import Hostlist
-from .types import (AbsolutePath, Constrained, CountryCode, DriverBranch, HostName, IdentityGroup, ImageRegistry,
+from .types import (AbsolutePath, BillingPeriod, Constrained, CountryCode, Currency, DataFile, DriverBranch, HostName,
+                    IdentityGroup, ImageRegistry,
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
                     PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
 
@@ -351,6 +352,19 @@ class TenantKubernetes(Strict):
     group: IdentityGroup | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
 
 
+class Money(Strict):
+    """An amount with its currency written out (units explicit)."""
+    amount: float = Field(ge=0)
+    currency: Currency
+
+
+class TenantBilling(Strict):
+    class_: Name | None = Field(default=None, alias="class", description="A class of billing.classes; "
+                                "default: no class (price factor 1).")
+    prepaid: Money | None = Field(default=None, description="Prepaid budget: on Slurm, GrpTRESMins=billing on the "
+                                  "tenant's account; new jobs wait when it is spent.")
+
+
 class Tenant(Strict):
     name: Name
     slurm: TenantSlurm | None = None
@@ -361,6 +375,48 @@ class Tenant(Strict):
                              "fabric_isolation needs them.")
     partition_key: PartitionKey | None = Field(default=None, description="InfiniBand P_Key of the tenant's partition, "
                                                "0x0001-0x7ffd; default: derived from the tenant's name.")
+    billing: TenantBilling | None = None
+
+
+# --- billing and energy -------------------------------------------------------------
+
+
+class Tariffs(Strict):
+    """Prices in billing.currency; each key names its unit."""
+    gpu_hour: dict[ModelName, float] = Field(default_factory=dict, description="Per GPU model (node_types.*.gpu.model).")
+    cpu_hour: float = Field(default=0, ge=0, description="Per hardware thread (Slurm CPU) and hour.")
+    memory_gb_hour: float = Field(default=0, ge=0)
+    storage_tb_month: dict[Name, float] = Field(default_factory=dict, description="Per storage system (storage.*.name).")
+    energy_kwh: float = Field(default=0, ge=0, description="Per facility kWh (IT energy × PUE).")
+
+
+class TenantClass(Strict):
+    name: Name
+    price_factor: float = Field(default=1.0, ge=0, le=100)
+
+
+class Billing(Strict):
+    currency: Currency
+    period: Literal["month"] = "month"
+    timezone: TimeZone | None = Field(default=None, description="Time zone periods are cut in; default: site.timezone.")
+    tariffs: Tariffs
+    classes: list[TenantClass] = Field(default_factory=list)
+
+
+class PueByPeriod(Strict):
+    period: BillingPeriod
+    pue: float = Field(ge=1.0, le=3.0)
+
+
+class Energy(Strict):
+    node: Literal["ipmi", "pm_counters", "none"] = Field(default="none", description="How node energy is measured "
+                                                          "(Slurm's acct_gather_energy plugin).")
+    gpu: Literal["dcgm-job-stats", "dcgm-exporter", "none"] = "none"
+    node_frequency_s: int = Field(default=30, ge=1, le=3600, description="AcctGatherNodeFreq: seconds between node samples.")
+    pue: list[PueByPeriod] = Field(default_factory=list, description="PUE measured per year or month; "
+                                   "default: site.power.pue.")
+    supply: DataFile | None = Field(default=None, description="Hourly supply CSV beside the site file: "
+                                    "hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh.")
 
 
 # --- provisioning and the local test bed --------------------------------------------
@@ -408,5 +464,7 @@ class Site(Strict):
     kubernetes: list[Kubernetes] = Field(default_factory=list)
     storage: list[Storage] = Field(default_factory=list)
     tenants: list[Tenant] = Field(default_factory=list)
+    billing: Billing | None = None
+    energy: Energy | None = None
     provisioning: Provisioning = Provisioning()
     testbed: Testbed | None = None

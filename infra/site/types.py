@@ -326,3 +326,40 @@ def _partition_key(value: Any) -> Any:
 PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_type=str | int), *_typed(
     "an InfiniBand partition key: '0x' and 1-4 hexadecimal digits such as '0x0100'",
     _pattern(r"0x[0-9a-fA-F]{1,4}", 6), {"pattern": "^0x[0-9a-fA-F]{1,4}$"})]
+
+
+# --- billing and energy -------------------------------------------------------------
+
+Currency = Annotated[str, *_typed("an ISO 4217 currency code: three upper-case letters such as 'EUR'",
+                                  _pattern(r"[A-Z]{3}", 3), {"pattern": "^[A-Z]{3}$"})]
+
+_PERIOD = r"\d{4}(-(0[1-9]|1[0-2]))?"
+BillingPeriod = Annotated[str, *_typed("a period: a year ('2026') or a month ('2026-11')",
+                                       _pattern(_PERIOD, 7), {"pattern": f"^{_PERIOD}$"})]
+
+_DATA_WHAT = ("a path relative to the site file's directory, inside it (names of letters, digits, '.', '_' and '-'; "
+              "no '..'), of a file that exists")
+
+
+def _data_path(value: Any, info: Any) -> Any:
+    """A file beside the site file, held as its absolute path (like ``KeyFile``, for data files)."""
+    if not isinstance(value, str):
+        return value
+    why = _invisible(value)
+    if why is None and (value.startswith("/") or not _RELATIVE.fullmatch(value)
+                        or any(part in (".", "..") for part in value.split("/"))):
+        why = ""
+    if why is not None:
+        raise _refusal(value, _DATA_WHAT, why)
+    return (Path((info.context or {}).get("directory", ".")) / value).absolute()
+
+
+def _data_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"no file at {str(path)!r}: expected {_DATA_WHAT}")
+    return path
+
+
+DataFile = Annotated[Path, Constrained(_DATA_WHAT), BeforeValidator(_data_path, json_schema_input_type=str),
+                     AfterValidator(_data_file)]
+"""A data file named relative to the site file (e.g. the hourly energy supply), held as its absolute path."""

@@ -36,6 +36,39 @@ def tenant_grptres_arg(tenant: dict) -> str:
     return ",".join(f"{tres}={tenant[key] if tenant.get(key) is not None else -1}" for tres, key in TRES)
 
 
+def sacctmgr_budgets(text: str) -> dict[str, dict]:
+    """``name|billing=600,cpu=5|NoDecay`` lines (show qos format=name,grptresmins,flags) -> {name: budget}.
+
+    A budget is ``{"billing": minutes or None, "nodecay": bool}``, as ``tenant_budget`` returns it.
+    """
+    out: dict[str, dict] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 3 or not fields[0]:
+            continue
+        mins = dict(item.split("=", 1) for item in fields[1].split(",") if "=" in item)
+        flags = {f.strip().lower() for f in fields[2].split(",") if f.strip()}
+        out[fields[0]] = {"billing": mins.get("billing"), "nodecay": "nodecay" in flags}
+    return out
+
+
+def tenant_budget(tenant: dict) -> dict:
+    """What a tenant's prepaid budget means on its QOS: GrpTRESMins=billing=<minutes> with Flags=NoDecay.
+
+    NoDecay keeps spent billing-minutes spent (PriorityDecayHalfLife would otherwise refill the budget).
+    """
+    minutes = tenant.get("budget_billing_minutes")
+    return {"billing": str(minutes) if minutes is not None else None, "nodecay": minutes is not None}
+
+
+def tenant_budget_args(tenant: dict) -> str:
+    """The sacctmgr ``set`` arguments that make a QOS match ``tenant_budget`` (-1 clears the limit)."""
+    minutes = tenant.get("budget_billing_minutes")
+    if minutes is None:
+        return "GrpTRESMins=billing=-1 Flags-=NoDecay"
+    return f"GrpTRESMins=billing={int(minutes)} Flags+=NoDecay"
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -43,4 +76,7 @@ class FilterModule:
             "sacctmgr_associations": sacctmgr_associations,
             "tenant_grptres": tenant_grptres,
             "tenant_grptres_arg": tenant_grptres_arg,
+            "sacctmgr_budgets": sacctmgr_budgets,
+            "tenant_budget": tenant_budget,
+            "tenant_budget_args": tenant_budget_args,
         }

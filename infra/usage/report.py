@@ -1,0 +1,309 @@
+"""Per-tenant usage of a period: quantities from Slurm's records, energy flagged, priced from the tariffs.
+
+Energy of a job, in order of what was measured:
+- measured: the job's ConsumedEnergyRaw (Slurm sums its nodes' meters over the job) when it had its nodes whole;
+- apportioned: the same meters when the job shared its nodes, times its share of them (GPUs on GPU nodes, CPUs
+  elsewhere), since Slurm's node meters read the whole node;
+- estimated: no meter reading, so the node type's power rating (power_kw) times that share times the hours.
+What no job used is the idle line (GPU-hours, CPU-hours and estimated energy of the unallocated shares of the
+Slurm nodes), so tenants plus idle add up to the capacity of the period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..plan.slurm import gres_name
+from ..site.model import NodeType, Site
+from .periods import Period
+from .sacct import Job, UsageInvalid
+
+FLAGS = ("measured", "apportioned", "estimated")
+IDLE = "(idle)"
+
+
+@dataclass
+class TenantUsage:
+    name: str
+    account: str | None = None
+    tenant_class: str | None = None
+    price_factor: float = 1.0
+    known: bool = True                                  # False: an account that no tenant of the site declares
+    jobs: int = 0
+    gpu_hours: dict[str, float] = field(default_factory=dict)       # by Slurm GRES type ('h200')
+    cpu_hours: float = 0.0
+    memory_gb_hours: float = 0.0
+    storage_tb_months: dict[str, float] = field(default_factory=dict)
+    energy_kwh: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FLAGS, 0.0))
+    facility_kwh: float = 0.0
+    renewable_kwh: float = 0.0
+    costs: dict[str, float] = field(default_factory=dict)
+    total: float | None = None
+    budget: float | None = None
+    budget_share: float | None = None
+
+    @property
+    def it_kwh(self) -> float:
+        return sum(self.energy_kwh.values())
+
+
+@dataclass
+class Report:
+    site: str
+    period: Period
+    currency: str | None
+    pue: float
+    pue_source: str                                     # 'energy.pue' or 'site.site.power.pue'
+    renewable_basis: str                                # 'hourly' (supply file), 'hourly, gaps declared', 'declared'
+    tenants: list[TenantUsage]
+    idle: TenantUsage | None
+    total: TenantUsage | None
+
+
+def pue_for(site: Site, period: Period) -> tuple[float, str]:
+    """The PUE declared for the period (exact, else its year, else the mean of its year's months), else the design PUE."""
+    entries = {e.period: e.pue for e in site.energy.pue} if site.energy else {}
+    year = period.name[:4]
+    if period.name in entries:
+        return entries[period.name], "energy.pue"
+    if year in entries:
+        return entries[year], "energy.pue"
+    months = [v for k, v in entries.items() if k.startswith(year + "-")]
+    if months and "-" not in period.name:
+        return sum(months) / len(months), "energy.pue"
+    return site.site.power.pue, "site.site.power.pue"
+
+
+def _slurm_node_types(site: Site) -> tuple[dict[str, list[tuple[str, NodeType]]], dict[str, int]]:
+    """Per partition its node types (name, type) in pool order; nodes per node type in Slurm."""
+    pools = {p.name: p for p in site.pools}
+    by_partition: dict[str, list[tuple[str, NodeType]]] = {}
+    nodes: dict[str, int] = {}
+    seen_pools: set[str] = set()
+    for part in site.slurm.partitions if site.slurm else ():
+        for pool_name in part.pools:
+            pool = pools.get(pool_name)
+            if pool is None or pool.type not in site.node_types:
+                continue
+            entry = (pool.type, site.node_types[pool.type])
+            if entry not in by_partition.setdefault(part.name, []):
+                by_partition[part.name].append(entry)
+            if pool_name not in seen_pools:
+                seen_pools.add(pool_name)
+                nodes[pool.type] = nodes.get(pool.type, 0) + len(pool.hosts)
+    return by_partition, nodes
+
+
+def _node_type_of(job: Job, by_partition, all_types, line: str) -> tuple[str, NodeType]:
+    candidates = by_partition.get(job.partition) or all_types
+    if job.gpus:
+        for name, nt in candidates:
+            if nt.gpus and (job.gpu_model is None or gres_name(nt.gpu.model) == job.gpu_model):
+                return name, nt
+    elif candidates:
+        return candidates[0]
+    raise UsageInvalid(line, f"no Slurm node type of the site fits partition {job.partition!r} with "
+                             f"{job.gpus} GPU(s) of type {job.gpu_model!r}")
+
+
+def _shape(job: Job, by_partition, all_types) -> tuple[str, str | None, int, float]:
+    """Node type name, GPU model (GRES type) if the job is metered by GPUs, units per node, node power (kW)."""
+    nt_name, nt = _node_type_of(job, by_partition, all_types, f"--sacct job of account {job.account!r}")
+    if job.gpus and nt.gpus:
+        return nt_name, job.gpu_model or gres_name(nt.gpu.model), nt.gpus, nt.power_kw
+    return nt_name, None, nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core, nt.power_kw
+
+
+class _Hourly:
+    """A tenant's kWh per hour of the period, spread evenly over each job's time (difference arrays: O(1) a job)."""
+
+    def __init__(self, hours: int):
+        self.direct = [0.0] * (hours + 1)
+        self.diff = [0.0] * (hours + 1)
+        self.hours = hours
+
+    def add(self, a: float, b: float, kwh: float) -> None:
+        if b <= a:
+            self.direct[min(int(a / 3600), self.hours - 1)] += kwh
+            return
+        rate = kwh / (b - a)
+        i0, i1 = int(a // 3600), min(int(b // 3600), self.hours)
+        if i0 == i1 or (i1 == i0 + 1 and b == i1 * 3600):
+            self.direct[i0] += kwh
+            return
+        self.direct[i0] += rate * ((i0 + 1) * 3600 - a)
+        if i1 < self.hours:
+            self.direct[i1] += rate * (b - i1 * 3600)
+        self.diff[i0 + 1] += rate * 3600
+        self.diff[i1] -= rate * 3600
+
+    def values(self) -> list[float]:
+        out, running = [], 0.0
+        for h in range(self.hours):
+            running += self.diff[h]
+            out.append(self.direct[h] + running)
+        return out
+
+
+def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: list[float | None] | None = None,
+                 tenant: str | None = None) -> Report:
+    """Usage per tenant over ``period`` from ``jobs``; ``supply_share`` is the hourly renewable share, if known."""
+    tenants_by_name = {t.name: t for t in site.tenants}
+    if tenant is not None and tenant not in tenants_by_name:
+        raise UsageInvalid("--tenant", f"unknown tenant {tenant!r}; tenants of {site.site.name}: "
+                                       f"{', '.join(tenants_by_name) or '(none declared)'}")
+    billing = site.billing
+    factors = {c.name: c.price_factor for c in billing.classes} if billing else {}
+    rows: dict[str, TenantUsage] = {}
+    by_account: dict[str, TenantUsage] = {}
+    for t in site.tenants:
+        cls = t.billing.class_ if t.billing else None
+        row = TenantUsage(t.name, t.slurm.account if t.slurm else None, cls, factors.get(cls, 1.0))
+        row.storage_tb_months = {name: tb * period.months for name, tb in t.storage_tb.items()}
+        if t.billing and t.billing.prepaid:
+            row.budget = t.billing.prepaid.amount
+        rows[t.name] = row
+        if row.account:
+            by_account[row.account] = row
+    by_partition, node_counts = _slurm_node_types(site)
+    all_types = list(dict.fromkeys(e for entries in by_partition.values() for e in entries))
+    used_units: dict[str, float] = {}
+    hours = round(period.hours)
+    hourly: dict[str, _Hourly] = {}
+    p_start, p_end = period.start, period.end
+    # What each (partition, GPU type, GPU job?) runs on: node type, its units (GPUs or CPUs) per node, power.
+    shapes: dict[tuple, tuple[str, str | None, int, float]] = {}
+    for job in jobs:
+        end = p_end if job.end is None else job.end
+        a, b = max(job.start, p_start), min(end, p_end)
+        if b <= a:
+            continue                                    # outside the period (or no time in it): nothing used
+        row = by_account.get(job.account)
+        if row is None:
+            row = by_account[job.account] = rows.setdefault(f"account:{job.account}", TenantUsage(
+                f"account:{job.account}", job.account, known=False))
+        key = (job.partition, job.gpu_model, job.gpus > 0)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _shape(job, by_partition, all_types)
+        nt_name, model, per_node, power_kw = shape
+        h = (b - a) / 3600
+        nodes = job.nodes if job.nodes > 0 else 1
+        if model is not None:
+            row.gpu_hours[model] = row.gpu_hours.get(model, 0.0) + job.gpus * h
+            units = job.gpus
+        else:
+            units = job.cpus
+        capacity = per_node * nodes
+        share = units / capacity if capacity and units < capacity else 1.0
+        used_units[nt_name] = used_units.get(nt_name, 0.0) + units * h
+        row.jobs += 1
+        row.cpu_hours += job.cpus * h
+        row.memory_gb_hours += job.mem_gb * h
+        if job.energy_j:
+            fraction = (b - a) / (end - job.start) if end > job.start else 1.0
+            kwh = job.energy_j / 3.6e6 * fraction * share
+            flag = "measured" if share >= 0.999 else "apportioned"
+        else:
+            kwh = power_kw * nodes * share * h
+            flag = "estimated"
+        row.energy_kwh[flag] += kwh
+        if supply_share is not None:
+            spread = hourly.get(row.name)
+            if spread is None:
+                spread = hourly[row.name] = _Hourly(hours)
+            spread.add(a - p_start, b - p_start, kwh)
+
+    pue, pue_source = pue_for(site, period)
+    declared = site.site.power.renewable_share
+    shares = [declared if s is None else s for s in supply_share] if supply_share is not None else None
+    if shares is None:
+        basis = "declared"
+    else:
+        basis = "hourly" if all(s is not None for s in supply_share) else "hourly, gaps declared"
+    mean_share = sum(shares) / len(shares) if shares else declared
+
+    idle = None
+    if site.slurm is not None and tenant is None:
+        idle = TenantUsage(IDLE, known=True)
+        for nt_name, count in node_counts.items():
+            nt = site.node_types[nt_name]
+            cpus = nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core
+            units = nt.gpus if nt.gpus else cpus
+            free = max(0.0, units * count * period.hours - used_units.get(nt_name, 0.0))
+            if nt.gpus:
+                model = gres_name(nt.gpu.model)
+                idle.gpu_hours[model] = idle.gpu_hours.get(model, 0.0) + free
+            idle.energy_kwh["estimated"] += free * nt.power_kw / units
+            idle.cpu_hours += cpus * count * period.hours
+        idle.cpu_hours = max(0.0, idle.cpu_hours - sum(r.cpu_hours for r in rows.values()))
+
+    for row in [*rows.values(), *([idle] if idle else [])]:
+        row.facility_kwh = row.it_kwh * pue
+        spread = hourly.get(row.name)
+        if shares is not None and spread is not None:
+            row.renewable_kwh = sum(k * s for k, s in zip(spread.values(), shares, strict=False)) * pue
+        else:
+            row.renewable_kwh = row.facility_kwh * mean_share
+        if billing is not None and row is not idle:
+            _price(row, billing)
+
+    shown = [rows[tenant]] if tenant is not None else list(rows.values())
+    total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
+    return Report(site.site.name, period, billing.currency if billing else None, pue, pue_source, basis,
+                  shown, idle, total)
+
+
+def _price(row: TenantUsage, billing) -> None:
+    t = billing.tariffs
+    gpu_price = {gres_name(model): price for model, price in t.gpu_hour.items()}
+    f = row.price_factor
+    row.costs = {
+        "gpu": f * sum(hours * gpu_price.get(model, 0.0) for model, hours in row.gpu_hours.items()),
+        "cpu": f * row.cpu_hours * t.cpu_hour,
+        "memory": f * row.memory_gb_hours * t.memory_gb_hour,
+        "storage": f * sum(tbm * t.storage_tb_month.get(name, 0.0) for name, tbm in row.storage_tb_months.items()),
+        "energy": f * row.facility_kwh * t.energy_kwh,
+    }
+    row.total = sum(row.costs.values())
+    if row.budget:
+        row.budget_share = row.total / row.budget
+
+
+def _sum(rows: list[TenantUsage]) -> TenantUsage:
+    total = TenantUsage("(total)")
+    for r in rows:
+        total.jobs += r.jobs
+        for model, hours in r.gpu_hours.items():
+            total.gpu_hours[model] = total.gpu_hours.get(model, 0.0) + hours
+        for name, tbm in r.storage_tb_months.items():
+            total.storage_tb_months[name] = total.storage_tb_months.get(name, 0.0) + tbm
+        total.cpu_hours += r.cpu_hours
+        total.memory_gb_hours += r.memory_gb_hours
+        for flag in FLAGS:
+            total.energy_kwh[flag] += r.energy_kwh[flag]
+        total.facility_kwh += r.facility_kwh
+        total.renewable_kwh += r.renewable_kwh
+        for line, amount in r.costs.items():
+            total.costs[line] = total.costs.get(line, 0.0) + amount
+        if r.total is not None:
+            total.total = (total.total or 0.0) + r.total
+    return total
+
+
+def eed_inputs(report: Report) -> dict[str, float | str]:
+    """What Delegated Regulation (EU) 2024/1364 asks of a data centre that this report can compute, for its period."""
+    it = report.total.it_kwh if report.total else 0.0
+    facility = report.total.facility_kwh if report.total else 0.0
+    renewable = report.total.renewable_kwh if report.total else 0.0
+    return {
+        "period": report.period.name,
+        "it_energy_kwh": it,
+        "total_energy_kwh": facility,
+        "pue": report.pue,
+        "pue_source": report.pue_source,
+        "renewable_energy_kwh": renewable,
+        "renewable_energy_factor": renewable / facility if facility else 0.0,
+        "renewable_basis": report.renewable_basis,
+    }

@@ -1,0 +1,138 @@
+"""Slurm's accounting records as ``sacct`` prints them, parsed strictly: a bad line names its field.
+
+The file is the output of (one line per job allocation, times as epoch seconds):
+
+    SLURM_TIME_FORMAT=%s sacct --allusers --allocations --parsable2 \\
+        --starttime <period start> --endtime <period end> --format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw
+
+The header line is required (fields are found by name, in any order, extra fields ignored). Times may also be
+ISO 8601 as sacct prints them by default; those are read in the billing time zone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+SACCT_FIELDS = ("JobIDRaw", "Account", "Partition", "Start", "End", "AllocTRES", "ConsumedEnergyRaw")
+SACCT_COMMAND = ("SLURM_TIME_FORMAT=%s sacct --allusers --allocations --parsable2 --starttime START --endtime END "
+                 f"--format={','.join(SACCT_FIELDS)}")
+_MEM_UNITS = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
+_NOT_STARTED = ("Unknown", "None", "")
+MAX_SHAPES = 100_000                # distinct AllocTRES strings remembered while reading
+NO_VALUE = 1 << 63                 # sacct prints NO_VAL64 (2^64 - 2) for an energy it did not read
+
+
+class UsageInvalid(Exception):
+    """Bad input to ``gigafactory usage``: ``field`` names where (option, file line and column)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class Job(NamedTuple):
+    account: str
+    partition: str
+    start: float            # epoch seconds
+    end: float | None       # None while the job runs
+    cpus: int
+    mem_gb: float
+    gpus: int
+    gpu_model: str | None   # Slurm's GRES type (e.g. 'h200'), None if the record names none
+    nodes: int
+    energy_j: int           # ConsumedEnergyRaw; 0 when not measured
+
+
+def _time(value: str, zone: ZoneInfo, where: str) -> float | None:
+    if value in _NOT_STARTED:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageInvalid(where, f"{value!r} is not a time (epoch seconds or YYYY-MM-DDTHH:MM:SS)") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp()
+
+
+def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int]:
+    """cpus, memory in GB, GPUs, GPU type, nodes from an AllocTRES string such as
+    ``billing=24,cpu=224,gres/gpu:h200=8,gres/gpu=8,mem=1945.60G,node=1``."""
+    cpus = gpus = nodes = 0
+    mem = 0.0
+    model = None
+    try:
+        for item in value.split(","):
+            if not item:
+                continue
+            key, sep, amount = item.partition("=")
+            if not sep:
+                raise ValueError(item)
+            if key == "cpu":
+                cpus = int(amount)
+            elif key == "mem":
+                unit = amount[-1:]
+                mem = float(amount[:-1]) * _MEM_UNITS[unit] if unit in _MEM_UNITS else float(amount) / 1024
+            elif key == "gres/gpu":
+                gpus = max(gpus, int(amount))
+            elif key.startswith("gres/gpu:"):
+                model = key[9:]
+                gpus = max(gpus, int(amount))
+            elif key == "node":
+                nodes = int(amount)
+    except (ValueError, KeyError):
+        raise UsageInvalid(where, f"{value!r} is not a TRES list such as 'cpu=8,mem=64G,gres/gpu:h200=1,node=1'") from None
+    if cpus < 0 or gpus < 0 or nodes < 0 or mem < 0:
+        raise UsageInvalid(where, f"{value!r} has a negative count")
+    return cpus, mem, gpus, model, nodes
+
+
+def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> Iterator[Job]:
+    """The job allocations in sacct's parsable output; raises UsageInvalid naming the line and field of a bad one."""
+    zone = ZoneInfo(timezone)
+    it = iter(lines)
+    header = next(it, "").rstrip("\n").split("|")
+    missing = [f for f in SACCT_FIELDS if f not in header]
+    if missing:
+        raise UsageInvalid(f"{source} line 1", f"the header lacks {', '.join(missing)}; expected the output of: {SACCT_COMMAND}")
+    i_id, i_acct, i_part, i_start, i_end, i_tres, i_energy = (header.index(f) for f in SACCT_FIELDS)
+    width = len(header)
+    shapes: dict[str, tuple[int, float, int, str | None, int]] = {}    # AllocTRES repeats: parse each once
+    for number, line in enumerate(it, start=2):
+        fields = line.rstrip("\n").split("|")
+        if len(fields) != width:
+            if not line.strip():
+                continue
+            raise UsageInvalid(f"{source} line {number}", f"{len(fields)} fields where the header has {width}")
+        if "." in fields[i_id]:
+            continue                                    # a job step: its allocation is counted on its job's line
+        where = f"{source} line {number}"
+        start = _time(fields[i_start], zone, f"{where}, Start")
+        if not start:
+            continue                                    # never started (Unknown, or 0 as epoch seconds): no usage
+        end = _time(fields[i_end], zone, f"{where}, End")
+        if end is not None and end < start:
+            raise UsageInvalid(f"{where}, End", f"ends ({fields[i_end]}) before it starts ({fields[i_start]})")
+        tres = fields[i_tres]
+        parsed = shapes.get(tres)
+        if parsed is None:
+            parsed = _tres(tres, f"{where}, AllocTRES")
+            if len(shapes) < MAX_SHAPES:
+                shapes[tres] = parsed
+        cpus, mem, gpus, model, nodes = parsed
+        energy = fields[i_energy]
+        if energy in ("", "0"):
+            joules = 0
+        elif energy.isdigit():
+            joules = int(energy)
+            if joules >= NO_VALUE:
+                joules = 0                              # Slurm's NO_VAL64: the node had no reading
+        else:
+            raise UsageInvalid(f"{where}, ConsumedEnergyRaw", f"{energy!r} is not a whole number of joules")
+        account = fields[i_acct]
+        if not account:
+            raise UsageInvalid(f"{where}, Account", "empty: every job runs under a tenant's account")
+        yield Job(account, fields[i_part], start, end, cpus, mem, gpus, model, nodes, joules)

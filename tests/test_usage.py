@@ -1,0 +1,194 @@
+"""gigafactory usage: Slurm's records split by period, priced per tenant, energy flagged, idle reconciling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import bin_path, run
+from metering_data import with_billing
+
+from infra.site.load import validate_data
+from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
+from infra.usage.report import _Hourly
+from infra.usage.supply import hourly_renewable_share
+
+HEADER = "JobIDRaw|Account|Partition|Start|End|AllocTRES|ConsumedEnergyRaw"
+NODE = "cpu=224,gres/gpu:h200=8,gres/gpu=8,mem=1945G,node=1"
+JOBS = [
+    # a whole node for two hours, no meter reading: estimated from the node's 10.2 kW
+    f"1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|billing=48,{NODE}|0",
+    "1.batch|acme-ai||2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=224,mem=1945G,node=1|0",
+    # one GPU of eight across midnight into November (Riga time): one hour counts; the node meter read 36 MJ
+    "2|univ-latvia|batch|2026-10-31T23:00:00|2026-11-01T01:00:00|cpu=8,gres/gpu:h200=1,gres/gpu=1,mem=64G,node=1|36000000",
+    # still running at the end of the month: counted to the end
+    "3|univ-latvia|interactive|2026-11-30T23:00:00|Unknown|cpu=16,gres/gpu=2,mem=128G,node=1|",
+    # never started
+    "4|acme-ai|batch|Unknown|Unknown|cpu=16,mem=128G,node=1|",
+    # a whole node with its meter: measured
+    f"5|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{NODE}|18000000",
+]
+
+
+@pytest.fixture
+def site(riga):
+    return validate_data(with_billing(riga))
+
+
+def _report(site, jobs=JOBS, period="2026-11", **kw):
+    p = parse_period(period, "Europe/Riga")
+    return usage_report(site, p, read_sacct([HEADER, *jobs], "Europe/Riga"), **kw)
+
+
+def test_jobs_are_split_by_the_period_and_steps_ignored(site):
+    rows = {r.name: r for r in _report(site).tenants}
+    assert rows["acme-ai"].jobs == 2 and rows["acme-ai"].gpu_hours == {"h200": 24.0}
+    assert rows["acme-ai"].cpu_hours == 224 * 3
+    assert rows["univ-latvia"].jobs == 2 and rows["univ-latvia"].gpu_hours == {"h200": 1.0 + 2.0}
+    october = {r.name: r for r in _report(site, period="2026-10").tenants}
+    assert october["univ-latvia"].gpu_hours == {"h200": 1.0} and october["acme-ai"].jobs == 0
+
+
+def test_energy_is_flagged_measured_apportioned_or_estimated(site):
+    rows = {r.name: r for r in _report(site).tenants}
+    assert rows["acme-ai"].energy_kwh["measured"] == pytest.approx(5.0)          # 18 MJ
+    assert rows["acme-ai"].energy_kwh["estimated"] == pytest.approx(10.2 * 2)
+    # 36 MJ = 10 kWh over two hours, half in November, one GPU of eight
+    assert rows["univ-latvia"].energy_kwh["apportioned"] == pytest.approx(10 / 2 / 8)
+    assert rows["univ-latvia"].energy_kwh["estimated"] == pytest.approx(10.2 * 2 / 8)
+    assert rows["acme-ai"].facility_kwh == pytest.approx(rows["acme-ai"].it_kwh * 1.15)  # energy.pue for 2026
+
+
+def test_tenants_and_idle_add_up_to_the_capacity_of_the_period(site):
+    report = _report(site)
+    capacity = 96 * 8 * 30 * 24
+    assert report.total.gpu_hours["h200"] == pytest.approx(capacity)
+    assert report.idle.gpu_hours["h200"] == pytest.approx(capacity - 27)
+    assert report.total.it_kwh == pytest.approx(sum(r.it_kwh for r in report.tenants) + report.idle.it_kwh)
+
+
+def test_costs_follow_tariffs_and_class_factor(site):
+    rows = {r.name: r for r in _report(site).tenants}
+    acme, univ = rows["acme-ai"], rows["univ-latvia"]
+    assert acme.costs["gpu"] == pytest.approx(24 * 2.5)
+    assert univ.costs["gpu"] == pytest.approx(3 * 2.5 * 0.5)                     # academic: half price
+    assert univ.costs["storage"] == pytest.approx(400 * 20.0 * 0.5)
+    assert acme.costs["energy"] == pytest.approx(acme.facility_kwh * 0.12)
+    assert acme.total == pytest.approx(sum(acme.costs.values()))
+    assert univ.budget_share == pytest.approx(univ.total / 100000)
+
+
+def test_hourly_supply_matches_renewables_hour_by_hour(site, tmp_path):
+    period = parse_period("2026-11", "Europe/Riga")
+    lines = ["hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh"]
+    for h in range(int(period.hours)):
+        # hours of November 2 from 10:00 Riga time have no renewable energy; every other hour is all renewable
+        dirty = 34 <= h < 36
+        lines.append(f"{int(period.start) + 3600 * h},100,0,{0 if dirty else 100},300")
+    share = hourly_renewable_share(lines, period)
+    rows = {r.name: r for r in _report(site, jobs=JOBS[:1], supply_share=share).tenants}
+    assert rows["acme-ai"].facility_kwh > 0 and rows["acme-ai"].renewable_kwh == pytest.approx(0)
+    rows = {r.name: r for r in _report(site, jobs=JOBS[5:], supply_share=share).tenants}
+    assert rows["acme-ai"].renewable_kwh == pytest.approx(rows["acme-ai"].facility_kwh)
+
+
+def test_a_contracted_surplus_covers_no_other_hour():
+    period = parse_period("2026-11", "UTC")
+    rows = ["hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh",
+            f"{int(period.start)},100,0,500,300", f"{int(period.start) + 3600},100,50,0,300"]
+    share = hourly_renewable_share(rows, period)
+    assert share[:3] == [1.0, pytest.approx(50 / 150), None]
+
+
+@pytest.mark.parametrize("a, b", [(0, 7200), (1800, 9000), (100, 200), (3599, 3601), (0, 720 * 3600)])
+def test_hourly_spread_keeps_every_kwh(a, b):
+    spread = _Hourly(720)
+    spread.add(a, b, 10.0)
+    values = spread.values()
+    assert sum(values) == pytest.approx(10.0)
+    assert values[int(a // 3600)] > 0
+
+
+@pytest.mark.parametrize("line, where", [
+    ("9|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=x|0", "line 2, AllocTRES"),
+    ("9|acme-ai|batch|yesterday|2026-11-02T12:00:00|cpu=1|0", "line 2, Start"),
+    ("9|acme-ai|batch|2026-11-02T12:00:00|2026-11-02T10:00:00|cpu=1|0", "line 2, End"),
+    ("9|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=1|lots", "line 2, ConsumedEnergyRaw"),
+    ("9||batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=1|0", "line 2, Account"),
+    ("9|acme-ai|batch|2026-11-02T10:00:00", "line 2"),
+])
+def test_malformed_accounting_names_line_and_field(site, line, where):
+    with pytest.raises(UsageInvalid) as err:
+        _report(site, jobs=[line])
+    assert err.value.field == f"--sacct {where}"
+
+
+def _cli(tmp_path, data, *args, sacct=None):
+    (tmp_path / "site.yml").write_text(yaml.safe_dump(data))
+    (tmp_path / "sacct.txt").write_text("\n".join([HEADER, *JOBS]) + "\n" if sacct is None else sacct)
+    return run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--sacct", str(tmp_path / "sacct.txt"), *args])
+
+
+def test_cli_prints_json_and_csv(riga, tmp_path):
+    out = _cli(tmp_path, with_billing(riga), "--period", "2026-11", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert [t["tenant"] for t in data["tenants"]] == ["acme-ai", "univ-latvia", "gov-lv"]
+    assert data["tenants"][0]["gpu_hours"] == {"h200": 24.0} and data["currency"] == "EUR"
+    out = _cli(tmp_path, with_billing(riga), "--period", "2026-11", "--format", "csv", "--tenant", "univ-latvia")
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 2 and lines[1].startswith("2026-11,univ-latvia,univ-latvia,academic,2,3.000,")
+
+
+def test_cli_on_riga_without_billing_reports_quantities_only(riga, tmp_path):
+    out = _cli(tmp_path, riga, "--period", "2026-11")
+    assert out.returncode == 0, out.stderr
+    assert "acme-ai" in out.stdout and "(idle)" in out.stdout and "total EUR" not in out.stdout
+
+
+def test_cli_eed_prints_it_energy_pue_and_renewable_factor(riga, tmp_path):
+    out = _cli(tmp_path, with_billing(riga), "--eed", "2026", "--format", "json")
+    data = json.loads(out.stdout)
+    assert data["pue"] == 1.15 and data["total_energy_kwh"] == pytest.approx(data["it_energy_kwh"] * 1.15)
+    assert data["renewable_energy_factor"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, sacct, field", [
+    (["--period", "2026-13"], None, "--period"),
+    (["--period", "november"], None, "--period"),
+    (["--eed", "2026-11"], None, "--eed"),
+    ([], None, "--period"),
+    (["--period", "2026-11", "--tenant", "nobody"], None, "--tenant"),
+    (["--period", "2026-11"], "JobIDRaw|Account\n1|acme-ai\n", "--sacct line 1"),
+    (["--period", "2026-11"], HEADER + "\n1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|mem=1Q|0\n", "--sacct line 2, AllocTRES"),
+])
+def test_cli_bad_input_exits_2_naming_the_field(riga, tmp_path, args, sacct, field):
+    out = _cli(tmp_path, with_billing(riga), *args, sacct=sacct)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"gigafactory usage: {field}:") and "Traceback" not in out.stderr
+
+
+def test_cli_without_accounting_data_or_with_binary_data_exits_2(riga, tmp_path):
+    (tmp_path / "site.yml").write_text(yaml.safe_dump(riga))
+    out = run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11"])
+    assert out.returncode == 2 and "--sacct:" in out.stderr and "not implemented yet" in out.stderr
+    (tmp_path / "bin").write_bytes(HEADER.encode() + b"\n\xff\xfe\n")
+    out = run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11", "--sacct", str(tmp_path / "bin")])
+    assert out.returncode == 2 and "not UTF-8" in out.stderr and "Traceback" not in out.stderr
+    out = run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11", "--sacct", str(tmp_path / "absent")])
+    assert out.returncode == 2 and "--sacct: cannot read" in out.stderr
+
+
+def test_cli_reads_the_supply_file_beside_the_site_file(riga, tmp_path):
+    period = parse_period("2026-11", "Europe/Riga")
+    (tmp_path / "supply.csv").write_text("hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh\n"
+                                         f"{int(period.start)},100,0,0,300\n")
+    data = with_billing(riga)
+    data["energy"]["supply"] = "supply.csv"
+    out = _cli(tmp_path, data, "--period", "2026-11", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["renewable_basis"] == "hourly, gaps declared"
+    (tmp_path / "supply.csv").write_text("hour,grid_kwh\n")
+    out = _cli(tmp_path, data, "--period", "2026-11")
+    assert out.returncode == 2 and "energy.supply line 1: the header lacks" in out.stderr
