@@ -6,7 +6,8 @@ Writes riga-1 with the metering tests' billing section and a month (November 202
 allocations on its 96 H200 nodes: one to eight GPUs or whole nodes, lengths from half a minute to two days
 (eight minutes on average, filling about four fifths of the GPU-hours), some straddling the month's start and
 end, some with node meter readings, job steps beside a fifth of them (as ``sacct`` without ``--allocations``
-prints them). Generation is not timed. Then runs ``gigafactory usage --format json`` in a child process and prints its wall time and peak resident memory (ru_maxrss of the child).
+prints them). Generation is not timed. Then runs ``gigafactory usage --format json`` in a child process and
+prints its wall time and peak resident memory (ru_maxrss of the child).
 Issue target: <= 10 s and <= 500 MB for 1,000,000 jobs. Prints figures; asserts nothing about time.
 """
 
