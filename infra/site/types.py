@@ -286,18 +286,20 @@ _ARMOURED = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 MAX_KEY_BYTES = 1 << 20
 
 
-def _key_path(value: Any, info: Any) -> Any:
-    """The key file's absolute path, from a path relative to the directory named by the validation context."""
-    if not isinstance(value, str):
-        return value
-    why = _invisible(value)
-    if why is None and (value.startswith("/") or not _RELATIVE.fullmatch(value)
-                        or any(part in (".", "..") for part in value.split("/"))):
-        why = ""
-    if why is not None:
-        raise _refusal(value, _KEY_WHAT, why)
-    directory = Path((info.context or {}).get("directory", "."))
-    return (directory / value).absolute()
+def _beside_site_file(what: str) -> Callable[[Any, Any], Any]:
+    """A validator turning a path relative to the site file's directory (the validation context's ``directory``)
+    into its absolute path, refusing one that leaves that directory or holds anything but plain names."""
+    def resolve(value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        why = _invisible(value)
+        if why is None and (value.startswith("/") or not _RELATIVE.fullmatch(value)
+                            or any(part in (".", "..") for part in value.split("/"))):
+            why = ""
+        if why is not None:
+            raise _refusal(value, what, why)
+        return (Path((info.context or {}).get("directory", ".")) / value).absolute()
+    return resolve
 
 
 def _key_file(path: Path) -> Path:
@@ -311,7 +313,7 @@ def _key_file(path: Path) -> Path:
     return path
 
 
-KeyFile = Annotated[Path, Constrained(_KEY_WHAT), BeforeValidator(_key_path, json_schema_input_type=str),
+KeyFile = Annotated[Path, Constrained(_KEY_WHAT), BeforeValidator(_beside_site_file(_KEY_WHAT), json_schema_input_type=str),
                     AfterValidator(_key_file)]
 """An OpenPGP key file named relative to the site file, held as its absolute path once validated."""
 
@@ -341,25 +343,12 @@ _DATA_WHAT = ("a path relative to the site file's directory, inside it (names of
               "no '..'), of a file that exists")
 
 
-def _data_path(value: Any, info: Any) -> Any:
-    """A file beside the site file, held as its absolute path (like ``KeyFile``, for data files)."""
-    if not isinstance(value, str):
-        return value
-    why = _invisible(value)
-    if why is None and (value.startswith("/") or not _RELATIVE.fullmatch(value)
-                        or any(part in (".", "..") for part in value.split("/"))):
-        why = ""
-    if why is not None:
-        raise _refusal(value, _DATA_WHAT, why)
-    return (Path((info.context or {}).get("directory", ".")) / value).absolute()
-
-
 def _data_file(path: Path) -> Path:
     if not path.is_file():
         raise ValueError(f"no file at {str(path)!r}: expected {_DATA_WHAT}")
     return path
 
 
-DataFile = Annotated[Path, Constrained(_DATA_WHAT), BeforeValidator(_data_path, json_schema_input_type=str),
+DataFile = Annotated[Path, Constrained(_DATA_WHAT), BeforeValidator(_beside_site_file(_DATA_WHAT), json_schema_input_type=str),
                      AfterValidator(_data_file)]
 """A data file named relative to the site file (e.g. the hourly energy supply), held as its absolute path."""
