@@ -218,8 +218,14 @@ EOF
       echo "error execution phase preflight: token @TOKEN2@ and key @KEY2@ refused" >&2
       exit 1
     fi
-    grep -q "token: @TOKEN2@$" /etc/kubernetes/kubeadm-join.yaml && echo "join: token ok" >> /var/log/kubeadm-standin.calls
-    grep -q "certificateKey: @KEY2@$" /etc/kubernetes/kubeadm-join.yaml && echo "join: key ok" >> /var/log/kubeadm-standin.calls
+    # The stand-in checks the join configuration with shell built-ins only: a grep with the token in its pattern
+    # would put the token on a command line itself (the process watcher caught exactly that, now and then).
+    while IFS= read -r line; do
+      case "$line" in
+        *"token: @TOKEN2@") echo "join: token ok" >> /var/log/kubeadm-standin.calls ;;
+        *"certificateKey: @KEY2@") echo "join: key ok" >> /var/log/kubeadm-standin.calls ;;
+      esac
+    done < /etc/kubernetes/kubeadm-join.yaml
     echo "apiVersion: v1" > /etc/kubernetes/kubelet.conf
     echo "This node has joined the cluster and a new control plane instance was created" ;;
   *) echo "kubeadm stand-in: unexpected arguments: $*" >&2; exit 2 ;;
