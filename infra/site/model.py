@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .hostlists import Hostlist
+from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Impact
 from .types import (AbsolutePath, BillingPeriod, Constrained, CountryCode, Currency, DataFile, DriverBranch, HostName,
                     IdentityGroup, ImageRegistry,
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
@@ -64,38 +65,41 @@ class Strict(BaseModel):
 
 
 class Power(Strict):
+    IMPACT: ClassVar[Impact] = NONE    # planning: the capacity check and reports
     facility_kw: float = Field(gt=0, description="Contracted power for IT load and cooling together.")
     pue: float = Field(ge=1.0, le=3.0, description="Design power usage effectiveness.")
     renewable_share: float = Field(ge=0.0, le=1.0)
 
 
 class SiteInfo(Strict):
-    name: Name
-    country: CountryCode = Field(description="ISO 3166-1 alpha-2 country code.")
-    timezone: TimeZone = "UTC"
-    operator: Text = ""
-    power: Power
-    ntp_servers: list[NtpServer] = Field(
+    name: Annotated[Name, REPLACE]
+    country: Annotated[CountryCode, NONE] = Field(description="ISO 3166-1 alpha-2 country code.")
+    timezone: Annotated[TimeZone, RESTART] = "UTC"
+    operator: Annotated[Text, NONE] = ""
+    power: Annotated[Power, NONE]
+    ntp_servers: Annotated[list[NtpServer], RESTART] = Field(
         default_factory=list,
         description="Time sources: hosts of the site (they serve the management network) or external addresses. "
                     "Default: the Slurm controllers, else the first host.")
 
 
 class Policy(Strict):
+    IMPACT: ClassVar[Impact] = NONE    # checked when the site validates; nothing on a host
     jurisdiction: Literal["eu", "none"] = "none"
     approved_vendors: list[Vendor] | None = Field(
         default=None, description="When set, every node type and switch vendor must be listed.")
 
 
 class OperatingSystem(Strict):
-    distribution: Literal["debian"] = "debian"
-    release: Literal["12", "13"] = "13"
-    security_updates: bool = Field(default=True, description="Include Debian's security suite in the APT sources "
+    distribution: Annotated[Literal["debian"], REPLACE] = "debian"
+    release: Annotated[Literal["12", "13"], REBOOT] = "13"
+    security_updates: Annotated[bool, LIVE] = Field(default=True, description="Include Debian's security suite in the APT sources "
                                    "(from repositories.debian_security, else <repositories.debian>-security).")
 
 
 class Repository(Strict):
     """A package mirror: its URL and, for APT repositories, the OpenPGP key that signs it."""
+    IMPACT: ClassVar[Impact] = LIVE    # APT sources and keys: the next install reads them
     url: Url
     signed_by: KeyFile | None = Field(default=None, description="OpenPGP public key file that signs the repository, "
                                       "relative to the site file's directory (held as its absolute path once loaded).")
@@ -112,6 +116,7 @@ MirrorRepository = Annotated[Repository, BeforeValidator(_repository_mapping, js
 
 class Repositories(Strict):
     """The site's own mirrors. An absent entry keeps the distribution's default sources."""
+    IMPACT: ClassVar[Impact] = LIVE
     debian: MirrorRepository | None = None
     debian_security: MirrorRepository | None = Field(default=None, description="Mirror of Debian's security suite; "
                                                      "default: <repositories.debian>-security.")
@@ -122,7 +127,7 @@ class Repositories(Strict):
     charts: MirrorRepository | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
     kubernetes: MirrorRepository | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
                                                 "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
-    images: ImageRegistry | None = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
+    images: Annotated[ImageRegistry | None, RESTART] = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
                                          "and the pod sandbox image come from it (an air-gapped site's own registry).")
 
     def urls(self) -> dict[str, str]:
@@ -141,6 +146,7 @@ Source = Literal["repository", "distribution"]
 
 
 class NvidiaDriver(Strict):
+    IMPACT: ClassVar[Impact] = REBOOT  # a new kernel module: the GPUs idle, the node rebooted
     branch: DriverBranch = Field(description="Driver branch, e.g. '570'.")
     flavor: Literal["open", "proprietary"] = "open"
     source: Source = "repository"
@@ -155,106 +161,112 @@ def _version_mapping(value: Any) -> Any:
 
 
 class Cuda(Strict):
+    IMPACT: ClassVar[Impact] = LIVE    # user-space toolkits installed beside each other
     versions: list[MajorMinor] = Field(min_length=1)
     default: MajorMinor | None = None
     source: Source = "repository"
 
 
 class SlurmSoftware(Strict):
+    IMPACT: ClassVar[Impact] = RESTART  # slurmdbd, slurmctld, then slurmd restart; slurmstepd keeps jobs running
     version: MajorMinor
     source: Source = "repository"
 
 
 class Software(Strict):
-    nvidia_driver: NvidiaDriver | None = None
-    cuda: Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=list[str] | Cuda)] | None = None
-    rdma: Literal["doca-ofed", "inbox"] = "inbox"
-    slurm: Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=str | SlurmSoftware)] | None = None
+    nvidia_driver: Annotated[NvidiaDriver | None, REBOOT] = None
+    cuda: Annotated[Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=list[str] | Cuda)] | None, LIVE] = None
+    rdma: Annotated[Literal["doca-ofed", "inbox"], REBOOT] = "inbox"
+    slurm: Annotated[Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=str | SlurmSoftware)] | None, RESTART] = None
 
 
 # --- networks and fabrics -----------------------------------------------------------
 
 
 class Network(Strict):
-    cidr: Cidr
-    vlan: int | None = Field(default=None, ge=1, le=4094)
-    mtu: int = Field(default=1500, ge=576, le=9216)
-    reserved: list[Cidr] = Field(default_factory=list, description="Ranges kept for external systems.")
-    interface: InterfaceName | None = Field(default=None, description="Host interface carrying this network, if configured by the base role.")
+    cidr: Annotated[Cidr, REPLACE]
+    vlan: Annotated[int | None, REBOOT] = Field(default=None, ge=1, le=4094)
+    mtu: Annotated[int, DRAIN] = Field(default=1500, ge=576, le=9216)
+    reserved: Annotated[list[Cidr], REPLACE] = Field(default_factory=list, description="Ranges kept for external systems.")
+    interface: Annotated[InterfaceName | None, REBOOT] = Field(
+        default=None, description="Host interface carrying this network, if configured by the base role.")
 
 
 class Networks(Strict):
-    management: Network
-    bmc: Network | None = None
-    storage: Network | None = None
+    management: Annotated[Network, REPLACE]
+    bmc: Annotated[Network | None, LIVE] = None       # out of band: nothing on the host's OS changes
+    storage: Annotated[Network | None, REBOOT] = None
 
 
 class Switch(Strict):
-    vendor: Vendor
-    model: ModelName
-    ports: int = Field(ge=4, le=1024)
-    power_kw: float = Field(ge=0)
-    rack_units: int = Field(default=1, ge=1)
+    vendor: Annotated[Vendor, NONE]
+    model: Annotated[ModelName, NONE]
+    ports: Annotated[int, LIVE] = Field(ge=4, le=1024)      # the tree's tiers: Slurm's topology.conf
+    power_kw: Annotated[float, NONE] = Field(ge=0)
+    rack_units: Annotated[int, NONE] = Field(default=1, ge=1)
 
 
 class SubnetManager(Strict):
+    IMPACT: ClassVar[Impact] = RESTART  # opensm restarts; the fabric forwards on its programmed routes meanwhile
     kind: Literal["opensm", "ufm"] = "opensm"
     hosts: Hostlist = Field(min_length=1, description="Primary first, then standbys.")
 
 
 class FabricIp(Strict):
+    IMPACT: ClassVar[Impact] = DRAIN   # every host's IPoIB addresses: jobs talking over them lose their peers
     cidr: Cidr
     mode: Literal["datagram", "connected"] = "datagram"
     mtu: int | None = None
 
 
 class Fabric(Strict):
-    name: Name
-    kind: Literal["infiniband", "roce"]
-    rate: Literal["edr", "hdr", "ndr", "xdr", "25g", "100g", "200g", "400g", "800g"]
-    rails: int = Field(default=1, ge=1, le=16)
-    topology: Literal["rail-optimized", "fat-tree"] = "fat-tree"
-    scalable_unit: int = Field(default=32, ge=1, description="Nodes per scalable unit.")
-    switch: Switch
-    subnet_manager: SubnetManager | None = None
-    ipoib: FabricIp | None = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
+    name: Annotated[Name, LIVE]
+    kind: Annotated[Literal["infiniband", "roce"], REBOOT]
+    rate: Annotated[Literal["edr", "hdr", "ndr", "xdr", "25g", "100g", "200g", "400g", "800g"], NONE]
+    rails: Annotated[int, DRAIN] = Field(default=1, ge=1, le=16)
+    topology: Annotated[Literal["rail-optimized", "fat-tree"], LIVE] = "fat-tree"
+    scalable_unit: Annotated[int, LIVE] = Field(default=32, ge=1, description="Nodes per scalable unit.")
+    switch: Annotated[Switch, NONE]
+    subnet_manager: Annotated[SubnetManager | None, RESTART] = None
+    ipoib: Annotated[FabricIp | None, DRAIN] = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
                                    description="IP over the fabric (IPoIB, or plain IP on RoCE): one subnet per rail.")
-    interfaces: list[InterfaceName] | None = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
+    interfaces: Annotated[list[InterfaceName] | None, DRAIN] = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
 
 
 # --- hardware and placement ---------------------------------------------------------
 
 
 class Gpu(Strict):
-    model: ModelName = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
-    count: int = Field(ge=0, le=72)
-    memory_gb: int = Field(default=0, ge=0)
-    nvswitch: bool = False
-    nvlink_domain: bool = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
+    model: Annotated[ModelName, DRAIN] = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
+    count: Annotated[int, DRAIN] = Field(ge=0, le=72)
+    memory_gb: Annotated[int, NONE] = Field(default=0, ge=0)
+    nvswitch: Annotated[bool, DRAIN] = False
+    nvlink_domain: Annotated[bool, DRAIN] = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
 
 
 class Cpu(Strict):
+    IMPACT: ClassVar[Impact] = DRAIN   # the node's Slurm definition (CPUs, sockets, cores, threads)
     sockets: int = Field(ge=1, le=8)
     cores_per_socket: int = Field(ge=1, le=512)
     threads_per_core: int = Field(default=1, ge=1, le=8)
 
 
 class Hca(Strict):
-    model: ModelName
-    count: int = Field(ge=0, le=16)
+    model: Annotated[ModelName, NONE]
+    count: Annotated[int, DRAIN] = Field(ge=0, le=16)
 
 
 class NodeType(Strict):
-    vendor: Vendor
-    model: Text = Field(description="Chassis model, as the vendor writes it (descriptive).")
-    gpu: Gpu | None = None
-    cpu: Cpu
-    memory_gb: int = Field(ge=1)
-    hca: Hca | None = None
-    local_nvme_tb: float = Field(default=0, ge=0)
-    power_kw: float = Field(ge=0)
-    rack_units: int = Field(ge=1, le=48)
-    hugepages_2m: int = Field(default=0, ge=0, description="2 MiB huge pages reserved at boot.")
+    vendor: Annotated[Vendor, NONE]
+    model: Annotated[Text, NONE] = Field(description="Chassis model, as the vendor writes it (descriptive).")
+    gpu: Annotated[Gpu | None, DRAIN] = None
+    cpu: Annotated[Cpu, DRAIN]
+    memory_gb: Annotated[int, DRAIN] = Field(ge=1)
+    hca: Annotated[Hca | None, DRAIN] = None
+    local_nvme_tb: Annotated[float, LIVE] = Field(default=0, ge=0)
+    power_kw: Annotated[float, NONE] = Field(ge=0)
+    rack_units: Annotated[int, NONE] = Field(ge=1, le=48)
+    hugepages_2m: Annotated[int, REBOOT] = Field(default=0, ge=0, description="2 MiB huge pages reserved at boot.")
 
     @property
     def gpus(self) -> int:
@@ -266,27 +278,29 @@ class NodeType(Strict):
 
 
 class Rack(Strict):
+    IMPACT: ClassVar[Impact] = NONE    # placement: where a host is planned, not what runs on it
     names: Hostlist = Field(min_length=1)
     power_kw: float = Field(gt=0)
     units: int = Field(default=42, ge=1, le=60)
 
 
 class Pool(Strict):
-    name: Name
-    type: Name = Field(description="A key of node_types.")
-    hosts: Hostlist = Field(min_length=1)
-    racks: Hostlist = Field(min_length=1)
-    fabric: Name | None = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
+    name: Annotated[Name, LIVE]
+    type: Annotated[Name, DRAIN] = Field(description="A key of node_types.")
+    hosts: Annotated[Hostlist, LIVE] = Field(min_length=1)     # added hosts are new, removed ones removed
+    racks: Annotated[Hostlist, NONE] = Field(min_length=1)
+    fabric: Annotated[Name | None, DRAIN] = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
 
 
 # --- Slurm, Kubernetes, storage, tenants --------------------------------------------
 
 
 class Accounting(Strict):
-    host: HostName
+    host: Annotated[HostName, RESTART]
 
 
 class Partition(Strict):
+    IMPACT: ClassVar[Impact] = LIVE    # scontrol reconfigure: running jobs keep their limits
     name: Name
     pools: list[Name] = Field(min_length=1)
     default: bool = False
@@ -295,49 +309,52 @@ class Partition(Strict):
 
 
 class Slurm(Strict):
-    cluster: Name
-    controllers: list[HostName] = Field(min_length=1, max_length=2, description="Primary, then backup.")
-    accounting: Accounting
-    login: list[HostName] = Field(default_factory=list)
-    partitions: list[Partition] = Field(min_length=1)
-    topology: Literal["tree", "none"] = "tree"
-    containers: Literal["pyxis", "none"] = "none"
-    state_save_location: AbsolutePath = "/var/spool/slurmctld"
+    cluster: Annotated[Name, REPLACE]    # slurmctld refuses a state saved under another ClusterName
+    controllers: Annotated[list[HostName], RESTART] = Field(min_length=1, max_length=2, description="Primary, then backup.")
+    accounting: Annotated[Accounting, RESTART]
+    login: Annotated[list[HostName], LIVE] = Field(default_factory=list)
+    partitions: Annotated[list[Partition], LIVE] = Field(min_length=1)
+    topology: Annotated[Literal["tree", "none"], RESTART] = "tree"
+    containers: Annotated[Literal["pyxis", "none"], RESTART] = "none"
+    state_save_location: Annotated[AbsolutePath, RESTART] = "/var/spool/slurmctld"
 
 
 class Kubernetes(Strict):
-    name: Name
-    version: MajorMinor
-    control_plane: list[HostName] = Field(min_length=1)
-    workers: list[Name] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
-    pod_cidr: Cidr
-    service_cidr: Cidr
-    addons: list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring"]] = Field(default_factory=list)
-    rdma: Literal["shared", "sriov"] = "shared"
+    name: Annotated[Name, REPLACE]
+    version: Annotated[MajorMinor, DRAIN]              # kubeadm upgrade: each node cordoned and drained
+    control_plane: Annotated[list[HostName], RESTART] = Field(min_length=1)
+    workers: Annotated[list[Name], DRAIN] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
+    pod_cidr: Annotated[Cidr, REPLACE]                 # kubeadm cannot move it: the cluster is rebuilt
+    service_cidr: Annotated[Cidr, REPLACE]
+    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring"]], LIVE] = Field(default_factory=list)
+    rdma: Annotated[Literal["shared", "sriov"], REBOOT] = "shared"   # SR-IOV virtual functions are set up at boot
 
 
 class NfsStorage(Strict):
-    name: Name
+    IMPACT: ClassVar[Impact] = DRAIN   # remounted on every host: nothing may hold a file open on it
+    name: Annotated[Name, LIVE]
     kind: Literal["nfs"]
     server: HostName
     export: AbsolutePath
     mount: AbsolutePath
-    capacity_tb: float = Field(gt=0)
+    capacity_tb: Annotated[float, NONE] = Field(gt=0)
 
 
 class LustreStorage(Strict):
-    name: Name
+    IMPACT: ClassVar[Impact] = DRAIN
+    name: Annotated[Name, LIVE]
     kind: Literal["lustre"]
     mgs: LustreNid = Field(description="MGS NID, e.g. '10.42.255.10@tcp'.")
     fsname: LustreFsName
     mount: AbsolutePath
-    capacity_tb: float = Field(gt=0)
+    capacity_tb: Annotated[float, NONE] = Field(gt=0)
 
 
 Storage = Annotated[NfsStorage | LustreStorage, Field(discriminator="kind")]
 
 
 class TenantSlurm(Strict):
+    IMPACT: ClassVar[Impact] = LIVE    # sacctmgr on the accounting host: limits and shares apply to the next job
     account: Name
     gpus: int | None = Field(default=None, ge=0)
     cpus: int | None = Field(default=None, ge=0)
@@ -346,6 +363,7 @@ class TenantSlurm(Strict):
 
 
 class TenantKubernetes(Strict):
+    IMPACT: ClassVar[Impact] = LIVE    # the namespace's objects (ResourceQuota, RoleBinding)
     cluster: Name
     namespace: Name
     gpus: int = Field(ge=0)
@@ -354,11 +372,13 @@ class TenantKubernetes(Strict):
 
 class Money(Strict):
     """An amount with its currency written out (units explicit)."""
+    IMPACT: ClassVar[Impact] = LIVE
     amount: float = Field(ge=0)
     currency: Currency
 
 
 class TenantBilling(Strict):
+    IMPACT: ClassVar[Impact] = LIVE
     class_: Name | None = Field(default=None, alias="class", description="A class of billing.classes; "
                                 "default: no class (price factor 1).")
     prepaid: Money | None = Field(default=None, description="Prepaid budget: on Slurm, GrpTRESMins=billing on the "
@@ -366,14 +386,15 @@ class TenantBilling(Strict):
 
 
 class Tenant(Strict):
+    IMPACT: ClassVar[Impact] = LIVE    # accounts, quotas and namespaces: on the controller and the API
     name: Name
     slurm: TenantSlurm | None = None
     kubernetes: TenantKubernetes | None = None
     storage_tb: dict[Name, float] = Field(default_factory=dict)
-    fabric_isolation: bool = Field(default=False, description="Own InfiniBand partition key.")
-    pools: list[Name] = Field(default_factory=list, description="Pools whose hosts are dedicated to the tenant (whole hosts); "
+    fabric_isolation: Annotated[bool, DRAIN] = Field(default=False, description="Own InfiniBand partition key.")
+    pools: Annotated[list[Name], DRAIN] = Field(default_factory=list, description="Pools whose hosts are dedicated to the tenant (whole hosts); "
                              "fabric_isolation needs them.")
-    partition_key: PartitionKey | None = Field(default=None, description="InfiniBand P_Key of the tenant's partition, "
+    partition_key: Annotated[PartitionKey | None, DRAIN] = Field(default=None, description="InfiniBand P_Key of the tenant's partition, "
                                                "0x0001-0x7ffd; default: derived from the tenant's name.")
     billing: TenantBilling | None = None
 
@@ -383,6 +404,7 @@ class Tenant(Strict):
 
 class Tariffs(Strict):
     """Prices in billing.currency; each key names its unit."""
+    IMPACT: ClassVar[Impact] = LIVE    # TRESBillingWeights and PriorityWeightTRES: scontrol reconfigure
     gpu_hour: dict[ModelName, float] = Field(default_factory=dict, description="Per GPU model (node_types.*.gpu.model).")
     cpu_hour: float = Field(default=0, ge=0, description="Per hardware thread (Slurm CPU) and hour.")
     memory_gb_hour: float = Field(default=0, ge=0)
@@ -391,31 +413,35 @@ class Tariffs(Strict):
 
 
 class TenantClass(Strict):
+    IMPACT: ClassVar[Impact] = LIVE
     name: Name
     price_factor: float = Field(default=1.0, ge=0, le=100)
 
 
 class Billing(Strict):
-    currency: Currency
-    period: Literal["month"] = "month"
-    timezone: TimeZone | None = Field(default=None, description="Time zone periods are cut in; default: site.timezone.")
+    IMPACT: ClassVar[Impact] = LIVE
+    currency: Annotated[Currency, NONE]
+    period: Annotated[Literal["month"], NONE] = "month"
+    timezone: Annotated[TimeZone | None, NONE] = Field(default=None, description="Time zone periods are cut in; default: site.timezone.")
     tariffs: Tariffs
     classes: list[TenantClass] = Field(default_factory=list)
 
 
 class PueByPeriod(Strict):
+    IMPACT: ClassVar[Impact] = NONE    # reports only
     period: BillingPeriod
     pue: float = Field(ge=1.0, le=3.0)
 
 
 class Energy(Strict):
+    IMPACT: ClassVar[Impact] = RESTART  # acct_gather_energy and its frequency: slurmd restarts
     node: Literal["ipmi", "pm_counters", "none"] = Field(default="none", description="How node energy is measured "
                                                           "(Slurm's acct_gather_energy plugin).")
     gpu: Literal["dcgm-job-stats", "dcgm-exporter", "none"] = "none"
     node_frequency_s: int = Field(default=30, ge=1, le=3600, description="AcctGatherNodeFreq: seconds between node samples.")
-    pue: list[PueByPeriod] = Field(default_factory=list, description="PUE measured per year or month; "
+    pue: Annotated[list[PueByPeriod], NONE] = Field(default_factory=list, description="PUE measured per year or month; "
                                    "default: site.power.pue.")
-    supply: DataFile | None = Field(default=None, description="Hourly supply CSV beside the site file: "
+    supply: Annotated[DataFile | None, NONE] = Field(default=None, description="Hourly supply CSV beside the site file: "
                                     "hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh.")
 
 
@@ -428,6 +454,7 @@ CONTROLLER = "controller"   # the execution host that is the machine running `gi
 class Execution(Strict):
     """Where Ansible runs: execution hosts (hosts of the site, or ``controller``) and how a wave's hosts are split
     among them, one shard per execution host (ansible-runner's transmit, worker, process)."""
+    IMPACT: ClassVar[Impact] = NONE    # how `up` runs, not what it applies
     hosts: list[HostName] = Field(default_factory=lambda: [CONTROLLER], min_length=1, description=(
         "Execution hosts: host names of the site, or 'controller' for the machine running gigafactory up."))
     split: Literal["scalable_unit", "rack", "count"] = Field(default="count", description=(
@@ -436,6 +463,7 @@ class Execution(Strict):
 
 
 class Provisioning(Strict):
+    IMPACT: ClassVar[Impact] = NONE
     max_fail_percent: float = Field(default=10, ge=0, le=100)
     batch: list[WaveSize] = Field(
         default_factory=lambda: ["1", "25%", "100%"], description="Wave sizes: a canary first, then larger waves.")
@@ -445,26 +473,28 @@ class Provisioning(Strict):
 
 class Testbed(Strict):
     """Local QEMU virtual machines standing in for the site's hosts (demo and tests)."""
+    IMPACT: ClassVar[Impact] = REBOOT  # the VMs restart with their new size
     memory_mb: int = Field(default=2048, ge=512)
     cpus: int = Field(default=2, ge=1)
 
 
 class Site(Strict):
-    site: SiteInfo
-    policy: Policy = Policy()
-    os: OperatingSystem = OperatingSystem()
-    repositories: Repositories = Repositories()
-    software: Software = Software()
-    networks: Networks
-    fabrics: list[Fabric] = Field(default_factory=list)
-    node_types: dict[Name, NodeType] = Field(min_length=1)
-    racks: list[Rack] = Field(min_length=1)
-    pools: list[Pool] = Field(min_length=1)
-    slurm: Slurm | None = None
-    kubernetes: list[Kubernetes] = Field(default_factory=list)
-    storage: list[Storage] = Field(default_factory=list)
-    tenants: list[Tenant] = Field(default_factory=list)
-    billing: Billing | None = None
-    energy: Energy | None = None
-    provisioning: Provisioning = Provisioning()
-    testbed: Testbed | None = None
+    # A field holding sections or entries: its class is what adding or removing one costs.
+    site: Annotated[SiteInfo, REPLACE]
+    policy: Annotated[Policy, NONE] = Policy()
+    os: Annotated[OperatingSystem, REBOOT] = OperatingSystem()
+    repositories: Annotated[Repositories, LIVE] = Repositories()
+    software: Annotated[Software, REBOOT] = Software()
+    networks: Annotated[Networks, REPLACE]
+    fabrics: Annotated[list[Fabric], DRAIN] = Field(default_factory=list)
+    node_types: Annotated[dict[Name, NodeType], NONE] = Field(min_length=1)   # used only through a pool's type
+    racks: Annotated[list[Rack], NONE] = Field(min_length=1)
+    pools: Annotated[list[Pool], LIVE] = Field(min_length=1)     # its hosts are new, or removed
+    slurm: Annotated[Slurm | None, DRAIN] = None
+    kubernetes: Annotated[list[Kubernetes], DRAIN] = Field(default_factory=list)
+    storage: Annotated[list[Storage], DRAIN] = Field(default_factory=list)
+    tenants: Annotated[list[Tenant], LIVE] = Field(default_factory=list)
+    billing: Annotated[Billing | None, LIVE] = None
+    energy: Annotated[Energy | None, RESTART] = None
+    provisioning: Annotated[Provisioning, NONE] = Provisioning()
+    testbed: Annotated[Testbed | None, REBOOT] = None
