@@ -51,6 +51,24 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .plan.diff import diff_sites
+    from .render.diff import diff_as_json, diff_as_text
+    from .site import parse_site
+    from .site.revision import RevisionInvalid, site_text_at
+    site, plan = load(args.site)
+    try:
+        text, source = site_text_at(Path(args.site), args.against)
+    except RevisionInvalid as err:
+        print(f"gigafactory diff: --against {err}", file=sys.stderr)
+        return EXIT_INVALID
+    # Files the site names (repository keys, the energy supply) are read beside SITE for both sides.
+    old = parse_site(text, source, Path(args.site).parent)
+    diff = diff_sites(old, build_plan(old, source), site, plan)
+    sys.stdout.write((diff_as_json if args.json else diff_as_text)(diff, source))
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     schema = Site.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -121,6 +139,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("site")
     r.add_argument("--out", required=True, help="directory to write into")
     r.set_defaults(func=cmd_render)
+    d = sub.add_parser("diff", help="what a change to the site file does: each change's impact class and hosts; "
+                                    "nothing is touched")
+    d.add_argument("site")
+    d.add_argument("--against", required=True, metavar="REF",
+                   help="the earlier site file: a git revision (of the repository holding SITE), a run directory "
+                        "of gigafactory up, or a site file's path")
+    d.add_argument("--json", action="store_true", help="as JSON, for tools")
+    d.set_defaults(func=cmd_diff)
     s = sub.add_parser("schema", help="JSON Schema of the site file, for editors")
     s.set_defaults(func=cmd_schema)
     u = sub.add_parser("usage", help="per-tenant GPU-hours, CPU-hours, storage, energy and cost of a period")

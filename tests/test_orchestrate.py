@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import DEMO, RIGA, site_data
 
+from infra.cli import main as cli_main
 from infra.orchestrate import PHASES, Phase, UpOptions, up
 from infra.orchestrate.up import OrchestrationError
 from infra.orchestrate.waves import phase_waves, waves
@@ -231,7 +232,7 @@ def test_a_no_log_secret_never_reaches_the_run_dir(bed):
     assert "node01: FAILED" in bed.output() and SECRET not in bed.output()
 
 
-def test_the_run_dir_and_everything_in_it_are_readable_by_their_owner_only(bed):
+def test_the_run_dir_and_everything_in_it_are_readable_by_their_owner_only(bed, capsys):
     import os
     import stat
 
@@ -249,6 +250,12 @@ def test_the_run_dir_and_everything_in_it_are_readable_by_their_owner_only(bed):
     loose = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}" for p in paths
              if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077]
     assert loose == []
+    # The run keeps the site file it validated, for `gigafactory diff --against RUN_DIR`: nothing changed since.
+    recorded = outcome.run_dir / "site.yml"
+    assert recorded.read_text() == Path(bed.options().site).read_text()
+    capsys.readouterr()
+    assert cli_main(["diff", str(bed.options().site), "--against", str(outcome.run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == []
 
 
 def test_stop_reason_is_strictly_more_than_max_fail_of_the_wave_or_the_phase():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
+
+from ..site.revision import RECORDED_SITE_FILE
 
 # Host states: ok (every phase it was in passed), failed, unreachable, pending (the run stopped before it finished).
 OK, FAILED, UNREACHABLE, PENDING = "ok", "failed", "unreachable", "pending"
@@ -46,6 +49,16 @@ def new_run_dir(root: Path) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def record_site_file(run_dir: Path, text: str) -> Path:
+    """The run's copy of the validated site file, 0600 (``gigafactory diff --against RUN_DIR`` reads it)."""
+    path = run_dir / RECORDED_SITE_FILE
+    path.unlink(missing_ok=True)                    # a --run-dir used before: never write through an old file's mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
 
 
 def write_hosts(run_dir: Path, hosts: dict[str, HostResult]) -> None:

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 from ..plan import Plan, build_plan
 from ..render.files import render_all, write_all
-from ..site import Site, load_site
+from ..site import Site, parse_site
+from ..site.load import read_site_text
 from ..site.model import Execution
 from ..site.hostlists import HostlistError, expand
 from .phases import PHASES, Phase
@@ -21,7 +22,7 @@ from .progress import Progress, print_summary, progress_for
 from .execution import WorkerCommand, default_worker_command, shards
 from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
-                    retry_starts, write_hosts, write_json)
+                    record_site_file, retry_starts, write_hosts, write_json)
 from .waves import BatchInvalid, phase_waves, waves
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +200,8 @@ def up(options: UpOptions) -> RunOutcome:
 def _up(options: UpOptions) -> RunOutcome:
     started_at, t0 = datetime.now(UTC), time.monotonic()
     site_path = Path(options.site).resolve()
-    site: Site = load_site(str(site_path))
+    site_text = read_site_text(site_path)         # read once: the copy the run records is the text validated
+    site: Site = parse_site(site_text, str(site_path), site_path.parent)
     plan = build_plan(site, str(site_path))
     phases = selected_phases(options.phases, options.only)
     for phase in phases:
@@ -236,6 +238,7 @@ def _up(options: UpOptions) -> RunOutcome:
     progress.message(f"run directory: {run_dir}")
     if previous:
         progress.message(f"retrying {len(start)} host(s) from {previous}")
+    record_site_file(run_dir, site_text)            # what `gigafactory diff --against RUN_DIR` compares with
     write_all(render_all(site, plan), run_dir / "rendered")
 
     hosts = {h: HostResult(h) for h in start}

@@ -18,11 +18,15 @@ from .problems import Problem, SiteInvalid, field_path
 def load_site(path: str | Path) -> Site:
     """The validated site at ``path``; raises SiteInvalid listing every problem."""
     path = Path(path)
+    return parse_site(read_site_text(path), str(path), path.parent)
+
+
+def read_site_text(path: Path) -> str:
+    """The text of the site file at ``path``; raises SiteInvalid if it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise SiteInvalid(str(path), [Problem("", f"cannot read the site file: {err}")]) from None
-    return parse_site(text, str(path), path.parent)
 
 
 def parse_site(text: str, source: str = "<site>", directory: str | Path | None = None) -> Site:
