@@ -305,8 +305,13 @@ def test_host_impacts_take_strings_or_enums_and_refuse_unknown_classes_and_hosts
     class Impact(enum.Enum):
         DRAIN = "drain"
 
-    got = host_impacts({"node01": (Impact.DRAIN, ["a"]), "node02": ("live", ())}, ["node01", "node02"])
+    class Ordered(enum.IntEnum):          # as day two's infra.site.impact.Impact
+        NONE, LIVE, RESTART, DRAIN, REBOOT, REPLACE = range(6)
+
+    got = host_impacts({"node01": (Impact.DRAIN, ["a"]), "node02": ("live", ()), "node03": (Ordered.REBOOT, ["k"])},
+                       ["node01", "node02", "node03"])
     assert got["node01"] == HostImpact("node01", "drain", ("a",)) and got["node02"].impact == "live"
+    assert got["node03"].impact == "reboot"
     with pytest.raises(RolloutError, match="not one of"):
         host_impacts({"node01": ("melt", [])}, ["node01"])
     with pytest.raises(RolloutError, match="not a host"):

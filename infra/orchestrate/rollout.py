@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,11 +48,13 @@ class HostImpact:
 
 
 def host_impacts(impacts: Mapping[str, tuple[Any, Sequence[str]]], known: Iterable[str]) -> dict[str, HostImpact]:
-    """``host -> (class, reasons)`` as HostImpacts; a class may be a string or an enum whose value is one."""
+    """``host -> (class, reasons)`` as HostImpacts; a class may be a string, an enum whose value is one, or an
+    enum whose member name is one (``infra.site.impact.Impact.DRAIN``, an IntEnum)."""
     known = set(known)
     out: dict[str, HostImpact] = {}
     for host, (impact, reasons) in impacts.items():
-        name = str(getattr(impact, "value", impact))
+        value = getattr(impact, "value", impact)
+        name = value if isinstance(value, str) else impact.name.lower() if isinstance(impact, Enum) else str(impact)
         if name not in IMPACTS:
             raise RolloutError(f"{host}: impact class {name!r} is not one of {', '.join(IMPACTS)}")
         if host not in known:
