@@ -60,20 +60,24 @@ SCRIPT = textwrap.dedent("""\
 
 
 SLURMD = textwrap.dedent("""\
-    rm -rf "$R/var/spool/slurmd"; mkdir -p "$R/var/spool/slurmd"
-    unshare --uts sh -c 'hostname {node}; exec chroot "$0" /usr/sbin/slurmd -D -N {node}' "$R" >"$R/var/log/slurm/slurmd.out" 2>&1 &
-    wait_for 120 sh -c 'chroot "$0" sinfo --noheader -n {node} -o %t | grep -q idle' "$R"
+    mkdir -p "$R/var/spool/slurmd/{node}"
+    unshare --uts sh -c 'hostname {node}; exec chroot "$0" /usr/sbin/slurmd -D -N {node}' "$R" >"$R/var/log/slurm/{out}" 2>&1 &
     """)
+SLURMD_READY = """wait_for 120 sh -c 'chroot "$0" sinfo --noheader -n {node} -o %t | grep -q idle' "$R"\n"""
 
 
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
                  cluster: str, commands: list[str], timeout: int = 600,
-                 host_commands: list[str] = (), slurmd: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
+                 host_commands: list[str] = (), slurmd: tuple[str, str] | list[tuple[str, str]] | None = None,
+                 host_timeout: int = 300) -> subprocess.CompletedProcess:
     """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
 
     ``host_commands`` run after them outside the chroot, inside the same namespaces (``$R`` is the chroot).
     ``slurmd`` (node name, address) also starts slurmd as that node (the chroot of ``slurm_chroot(slurmd=True)``)
-    and waits until the controller sees it idle.
+    and waits until the controller sees it idle; a list of them starts one slurmd per node, each in its own UTS
+    namespace with its own loopback address; slurm.conf then gives each its own ``Port=`` and
+    ``SlurmdSpoolDir=/var/spool/slurmd/%n`` (each node's directory is made here). ``host_commands`` each get
+    ``host_timeout`` seconds.
 
     Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
     with the namespace, and the planned addresses exist only on its loopback.
@@ -106,12 +110,16 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     dbd_conf.chmod(0o600)
     subprocess.run(["chroot", str(root), "chown", "munge:munge", "/etc/munge/munge.key"], check=True)
     subprocess.run(["chroot", str(root), "chown", "slurm:slurm", "/etc/slurm/slurmdbd.conf"], check=True)
-    addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1], *(slurmd[1:] if slurmd else ())}))
-    start_slurmd = "" if slurmd is None else SLURMD.format(node=slurmd[0])
+    nodes = [] if slurmd is None else [slurmd] if isinstance(slurmd, tuple) else list(slurmd)
+    addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1], *(n[1] for n in nodes)}))
+    start_slurmd = "".join(
+        ['rm -rf "$R/var/spool/slurmd"; mkdir -p "$R/var/spool/slurmd"\n' if nodes else "",
+         *(SLURMD.format(node=n, out="slurmd.out" if len(nodes) == 1 else f"slurmd-{n}.out") for n, _ in nodes),
+         *(SLURMD_READY.format(node=n) for n, _ in nodes)])
     script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
                            slurmd=start_slurmd,
                            commands="\n".join([*(f'timeout 60 chroot "$R" {c}' for c in commands),
-                                                *(f"timeout 300 {c}" for c in host_commands)]))
+                                                *(f"timeout {host_timeout} {c}" for c in host_commands)]))
     return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
                           capture_output=True, text=True, timeout=timeout,
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
@@ -119,8 +127,11 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
 
 def daemon_logs(root: Path) -> str:
     logs = []
-    for name in ("slurmctld.out", "slurmctld.log", "slurmdbd.out", "slurmdbd.log", "slurmd.out", "slurmd.log"):
-        path = root / "var" / "log" / "slurm" / name
+    base = root / "var" / "log" / "slurm"
+    names = ["slurmctld.out", "slurmctld.log", "slurmdbd.out", "slurmdbd.log", "slurmd.out", "slurmd.log",
+             *sorted(p.name for p in base.glob("slurmd-*"))] if base.is_dir() else []
+    for name in names:
+        path = base / name
         if path.exists():
             logs.append(f"--- {name}\n" + path.read_text()[-3000:])
     return "\n".join(logs)

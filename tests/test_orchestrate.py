@@ -405,3 +405,54 @@ def test_a_killed_executor_counts_against_max_fail(bed):
     outcome = up(bed.options(worker_command=local_executors(bed.root)))      # the bed's max-fail: 50%
     assert outcome.exit_code == 1 and outcome.stopped and "67%" in outcome.stopped
     assert bed.log("ctl01") == ["one"] and [p.name for p in outcome.phases] == ["one"]   # its shard finished
+
+
+class RecordedSlurm:
+    """scontrol and squeue on the controller, recorded: every node idle, drains and resumes kept."""
+
+    def __init__(self):
+        self.log: list[list[str]] = []
+        self.drained: set[str] = set()
+        self.most = 0
+
+    def run(self, argv):
+        from infra.orchestrate.rollout import CommandResult
+        self.log.append(list(argv))
+        if argv[:2] == ["scontrol", "show"]:
+            return CommandResult(0, "\n".join(f"NodeName={n} State=IDLE" + ("+DRAIN" if n in self.drained else "")
+                                              for n in argv[3].split(",")))
+        if argv[:2] == ["scontrol", "update"]:
+            node = argv[2].split("=", 1)[1]
+            (self.drained.add if argv[3] == "state=drain" else self.drained.discard)(node)
+            self.most = max(self.most, len(self.drained))
+        return CommandResult(0, "")
+
+
+def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_and_reconfigures_after_a_live_change(bed):
+    slurm = RecordedSlurm()
+    asked: list[str] = []
+    impacts = {"ctl01": ("live", ["slurm.partitions.batch.max_time"]),
+               "node01": ("drain", ["node_types.vm-compute.memory_gb"]), "node02": ("drain", ["same"])}
+    outcome = up(bed.options(impacts=impacts, node_control=lambda host: asked.append(host) or slurm, rollout_poll_s=0))
+    assert outcome.exit_code == 0, bed.output()
+    assert bed.log("ctl01") == ["one", "three"] and bed.log("node01") == bed.log("node02") == ["one", "two", "three"]
+    assert set(asked) == {"ctl01"} and slurm.log.count(["scontrol", "reconfigure"]) == 1
+    changes = [a[:4] for a in slurm.log if a[1] == "update"]
+    assert changes == [["scontrol", "update", f"nodename={n}", s] for n in ("node01", "node02")
+                       for s in ("state=drain", "state=resume")]
+    assert slurm.most == 1 and slurm.log.index(["scontrol", "reconfigure"]) < slurm.log.index(changes[0] + [
+        "reason=gigafactory: node_types.vm-compute.memory_gb"])
+    summary = json.loads((outcome.run_dir / "summary.json").read_text())
+    assert summary["rollout"]["node01"]["steps"] == ["drained", "idle", "updated", "resumed"]
+
+
+def test_up_with_impacts_leaves_none_class_hosts_alone_and_refuses_replace(bed):
+    slurm = RecordedSlurm()
+    outcome = up(bed.options(impacts={"node01": ("none", ["docs"]), "node02": ("restart", ["slurm.version"])},
+                             node_control=lambda host: slurm))
+    assert outcome.exit_code == 0 and bed.log("node01") == [] and bed.log("node02") == ["one", "two", "three"]
+    assert slurm.log == []                                  # restart: applied without draining
+    with pytest.raises(OrchestrationError, match="replace-class change"):
+        up(bed.options("run2", impacts={"node01": ("replace", ["pools.compute.hosts"])}))
+    with pytest.raises(OrchestrationError, match="impact class 'melt'"):
+        up(bed.options("run3", impacts={"node01": ("melt", [])}))

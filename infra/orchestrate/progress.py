@@ -24,7 +24,24 @@ class Progress(Protocol):
     def wave_end(self, phase: str, ok: list[str], failed: list[str]) -> None: ...
     def phase_end(self, phase: str, note: str) -> None: ...
     def message(self, text: str) -> None: ...
+    def waiting(self, waits: dict[str, tuple[str, float]]) -> None: ...   # rollout: node -> (what for, seconds)
     def close(self) -> None: ...
+
+
+WAIT_REPEAT_S = 60   # LineProgress repeats an unchanged list of waiting nodes this often
+
+
+def waiting_text(waits: dict[str, tuple[str, float]], most: int = 8) -> str:
+    """``node01 (jobs (MIXED+DRAIN), 1m15s), ...``: the nodes a rollout waits for, longest wait first."""
+    items = sorted(waits.items(), key=lambda kv: -kv[1][1])
+    text = ", ".join(f"{node} ({what}, {_duration(s)})" for node, (what, s) in items[:most])
+    return text + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 @dataclass
@@ -95,6 +112,11 @@ class LiveProgress:
     def message(self, text: str) -> None:
         self.live.console.print(text)
 
+    def waiting(self, waits: dict[str, tuple[str, float]]) -> None:
+        row = self.rows.setdefault("rollout", PhaseRow("rollout"))
+        row.task = f"waiting for {waiting_text(waits)}" if waits else ""
+        self._refresh()
+
     def close(self) -> None:
         self.live.stop()
 
@@ -102,8 +124,11 @@ class LiveProgress:
 class LineProgress:
     """One plain line per event, for CI and logs."""
 
-    def __init__(self, out: TextIO | None = None):
+    def __init__(self, out: TextIO | None = None, clock=None):
+        import time
         self.out = out or sys.stdout
+        self.clock = clock or time.monotonic
+        self._waits: tuple[frozenset, float] = (frozenset(), 0.0)
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -138,6 +163,15 @@ class LineProgress:
 
     def message(self, text: str) -> None:
         self._say(text)
+
+    def waiting(self, waits: dict[str, tuple[str, float]]) -> None:
+        """A line when the waiting nodes (or what they wait for) change, else at most every WAIT_REPEAT_S."""
+        key, now = frozenset((n, what) for n, (what, _) in waits.items()), self.clock()
+        if waits and (key != self._waits[0] or now - self._waits[1] >= WAIT_REPEAT_S):
+            self._say(f"[rollout] waiting for {waiting_text(waits)}")
+            self._waits = (key, now)
+        elif not waits:
+            self._waits = (frozenset(), 0.0)
 
     def close(self) -> None:
         pass

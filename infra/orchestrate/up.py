@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from ..plan import Plan, build_plan
@@ -20,12 +21,15 @@ from ..site.hostlists import HostlistError, expand
 from .phases import PHASES, Phase
 from .progress import Progress, print_summary, progress_for
 from .execution import WorkerCommand, default_worker_command, shards
+from .rollout import (ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
+                      Slurm, ansible_reboot, availability_domains, host_impacts, schedulers_for)
 from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
                     record_site_file, retry_starts, write_hosts, write_json)
 from .waves import BatchInvalid, phase_waves, waves
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+HEALTH_PHASE = "health"   # the rollout's gate before a node goes back into service
 
 
 class OrchestrationError(ValueError):
@@ -51,6 +55,13 @@ class UpOptions:
     out: TextIO | None = None
     progress: Progress | None = None
     worker_command: WorkerCommand | None = None  # how a shard reaches its execution host (tests: local processes)
+    # Day two: host -> (impact class, reasons), e.g. from ``gigafactory diff``. Only these hosts run: none-class
+    # hosts are left alone, live and restart ones run the phases as usual (live: then ``scontrol reconfigure``),
+    # drain and reboot ones go through the rollout (rollout.py); replace is refused.
+    impacts: Mapping[str, tuple[Any, Sequence[str]]] | None = None
+    node_control: Callable[[str], NodeControl] | None = None   # how scontrol/kubectl reach a host (default ansible-runner)
+    rollout_poll_s: float = 10
+    rollout_reboot_timeout_s: float = 1800
 
 
 @dataclass
@@ -181,6 +192,56 @@ def _run_sharded(plan: Plan, execution: Execution, worker_command: WorkerCommand
     return merged
 
 
+def _reconfigure(slurm: Slurm, progress: Progress) -> str | None:
+    """``scontrol reconfigure`` once on the controller after a live-class change; why the run stops if it failed."""
+    try:
+        slurm.reconfigure()
+    except CommandFailed as err:
+        return f"live-class change: {err}"
+    progress.message("live-class change applied: scontrol reconfigure on the Slurm controller")
+    return None
+
+
+def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: float,
+              impacts: dict[str, HostImpact], rolled: list[str], phases: list[Phase], start: dict[str, int],
+              phase_names: list[str], hosts: dict[str, HostResult],
+              run_one: Callable[[Phase, list[str], str], WaveResult], control: Callable[[str], NodeControl],
+              progress: Progress, reboot: Apply) -> tuple[dict[str, Any], str | None]:
+    """The drain- and reboot-class hosts through the rollout: each selected phase but health as the update,
+    the health phase as the gate. Returns the rollout's record for summary.json and why the run stopped."""
+    health = next((p for p in options.phases if p.name == HEALTH_PHASE), None)
+    updates = [p for p in phases if p.name != HEALTH_PHASE]
+    members = {p.name: set(p.hosts(plan)) for p in options.phases}
+    runs = iter(range(1, 10**6))
+
+    def run_phases(which: list[Phase], targets: list[str]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for phase in which:
+            index = phase_names.index(phase.name)
+            wave = [h for h in targets if h in members[phase.name] and start[h] <= index and h not in failed]
+            if not wave:
+                continue
+            progress.wave_start(phase.name, 0, wave)
+            result = run_one(phase, wave, f"rollout-{next(runs):03d}-{phase.name}")
+            progress.wave_end(phase.name, result.ok, list(result.failed))
+            failed.update({h: f"{phase.name}: {f.task or ''}: {f.message}" for h, f in result.failed.items()})
+        return failed
+
+    rollout = Rollout(
+        impacts={h: impacts[h] for h in rolled}, domains=availability_domains(plan),
+        schedulers=schedulers_for(plan, control),
+        apply=lambda targets: run_phases(updates, targets),
+        health=lambda targets: run_phases([health], targets) if health else {},
+        reboot=reboot, max_unavailable_percent=max_unavailable, max_fail=max_fail, progress=progress,
+        poll_s=options.rollout_poll_s, reboot_timeout_s=options.rollout_reboot_timeout_s,
+        stop_reason=lambda failed, started, total: stop_reason("rollout", failed, started, failed, total, max_fail))
+    result = rollout.run()
+    for h, node in result.nodes.items():
+        if node.status == "failed" and hosts[h].status not in (FAILED, UNREACHABLE):
+            hosts[h].status, hosts[h].message = FAILED, node.message
+    return {h: asdict(n) for h, n in result.nodes.items()}, result.stopped
+
+
 RUN_UMASK = 0o077   # run directories 0700, files 0600: ansible-runner's artifacts, events and stdout included
 
 
@@ -219,6 +280,18 @@ def _up(options: UpOptions) -> RunOutcome:
     if not 0 <= max_fail <= 100:
         raise OrchestrationError(f"--max-fail: {max_fail} is not a percentage (0-100)")
     chosen = selected_hosts(plan, options.limit)
+    impacts: dict[str, HostImpact] = {}
+    if options.impacts is not None:
+        try:
+            impacts = host_impacts(options.impacts, plan.hosts)
+        except RolloutError as err:
+            raise OrchestrationError(f"impacts: {err}") from err
+        replaced = [h for h in chosen if h in impacts and impacts[h].impact == "replace"]
+        if replaced:
+            raise OrchestrationError(
+                f"{', '.join(replaced)}: a replace-class change ({'; '.join(impacts[replaced[0]].reasons)}) is "
+                "not rolled out in place; refused")
+        chosen = [h for h in chosen if h in impacts and impacts[h].impact != "none"]
     phase_names = [p.name for p in options.phases]
     start = {h: 0 for h in chosen}
     runs = Path(options.run_dir).parent if options.run_dir else options.runs_root / site.site.name
@@ -242,6 +315,8 @@ def _up(options: UpOptions) -> RunOutcome:
     write_all(render_all(site, plan), run_dir / "rendered")
 
     hosts = {h: HostResult(h) for h in start}
+    # drain- and reboot-class hosts go through the rollout, after the others' phases (not in check mode: it changes nothing)
+    rolled = [h for h in start if h in impacts and impacts[h].impact in ROLLED] if not options.check else []
     members = {p.name: set(p.hosts(plan)) for p in phases}
     plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in members[p.name]]
                for h in start}
@@ -254,11 +329,33 @@ def _up(options: UpOptions) -> RunOutcome:
         plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve())
     reports: list[PhaseReport] = []
     stopped: str | None = None
+
+    def run_one(phase: Phase, wave: list[str], ident: str) -> WaveResult:
+        """One wave of ``phase`` on ``wave``, recorded in ``hosts`` and the run directory."""
+        job = dict(
+            playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
+            private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
+            check=options.check, extravars={**options.extravars, "gf_phase": phase.name})
+
+        def sink(event: dict, name: str = phase.name) -> None:
+            progress.event(name, event)
+
+        if sharded:
+            result = _run_sharded(plan, execution, worker_command, wave, ident, sink, **job)
+        else:
+            result = run_wave(hosts=wave, ident=ident, sink=sink, **job)
+        _record_wave(hosts, phase.name, result)
+        write_hosts(run_dir, hosts)
+        return result
+
+    control = options.node_control or (lambda host: AnsibleCommand(
+        host, inventories, (run_dir / "ansible" / "control").resolve(), options.ansible_config.resolve()))
+    rollout_report: dict[str, Any] | None = None
     try:
         for phase in phases:
             index = phase_names.index(phase.name)
-            targets = [h for h in phase.hosts(plan)
-                       if h in hosts and start[h] <= index and hosts[h].status not in (FAILED, UNREACHABLE)]
+            targets = [h for h in phase.hosts(plan) if h in hosts and h not in rolled and start[h] <= index
+                       and hosts[h].status not in (FAILED, UNREACHABLE)]
             report = PhaseReport(phase.name, targets)
             reports.append(report)
             if not targets:
@@ -271,17 +368,7 @@ def _up(options: UpOptions) -> RunOutcome:
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
                 progress.wave_start(phase.name, k, wave)
-                job = dict(
-                    playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
-                    private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
-                    check=options.check, extravars={**options.extravars, "gf_phase": phase.name})
-                ident, sink = f"{index + 1:02d}-{phase.name}-w{k}", (lambda ev, name=phase.name: progress.event(name, ev))
-                if sharded:
-                    result = _run_sharded(plan, execution, worker_command, wave, ident, sink, **job)
-                else:
-                    result = run_wave(hosts=wave, ident=ident, sink=sink, **job)
-                _record_wave(hosts, phase.name, result)
-                write_hosts(run_dir, hosts)
+                result = run_one(phase, wave, f"{index + 1:02d}-{phase.name}-w{k}")
                 report.failed += list(result.failed)
                 report.changed += sum(result.changed.values())
                 report.ansible_seconds += result.ansible_seconds
@@ -297,6 +384,17 @@ def _up(options: UpOptions) -> RunOutcome:
             progress.phase_end(phase.name, report.note)
             if stopped:
                 break
+        live = [h for h in start if h in impacts and impacts[h].impact == "live"
+                and hosts[h].status not in (FAILED, UNREACHABLE)]
+        if live and plan.slurm is not None and not stopped and not options.check:
+            stopped = _reconfigure(Slurm(control(plan.slurm.controllers[0][0])), progress)
+        if rolled and not stopped:
+            rollout_report, stopped = _roll_out(
+                options, plan, site.provisioning.max_unavailable_percent, max_fail, impacts, rolled, phases,
+                start, phase_names, hosts, run_one, control, progress,
+                reboot=lambda hs: ansible_reboot(hs, inventories, (run_dir / "ansible" / "control").resolve(),
+                                                 options.ansible_config.resolve()))
+            write_hosts(run_dir, hosts)
     finally:
         progress.close()
     _final_status(hosts, plan_of)
@@ -308,7 +406,7 @@ def _up(options: UpOptions) -> RunOutcome:
         "finished": datetime.now(UTC).isoformat(), "check": options.check,
         "retry_of": str(previous) if previous else None, "limit": options.limit, "max_fail_percent": max_fail,
         "batch": sizes, "inventories": [str(i) for i in inventories], "playbook_dir": str(options.playbook_dir),
-        "phases": [asdict(r) for r in reports], "stopped": stopped, "exit_code": exit_code,
+        "phases": [asdict(r) for r in reports], "rollout": rollout_report, "stopped": stopped, "exit_code": exit_code,
         "wall_seconds": outcome.wall_seconds,
         "hosts": {s: sum(1 for r in hosts.values() if r.status == s) for s in (OK, FAILED, UNREACHABLE, PENDING)},
     })

@@ -465,6 +465,11 @@ class Execution(Strict):
 class Provisioning(Strict):
     IMPACT: ClassVar[Impact] = NONE
     max_fail_percent: float = Field(default=10, ge=0, le=100)
+    max_unavailable_percent: float = Field(
+        default=10, gt=0, le=100,
+        description="Day-two rollouts of drain- and reboot-class changes: at most this share of a Slurm partition's "
+                    "nodes (of a Kubernetes cluster's workers, of a pool's hosts) out of service at once; "
+                    "at least one node.")
     batch: list[WaveSize] = Field(
         default_factory=lambda: ["1", "25%", "100%"], description="Wave sizes: a canary first, then larger waves.")
     user: PosixUser = "root"
