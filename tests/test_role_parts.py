@@ -160,7 +160,7 @@ PLAY = """
 IDENTITY_FILES = ["/etc/slurm/slurm.conf", "/etc/slurm/gres.conf", "/etc/munge/munge.key", "/etc/modules-load.d/gigafactory-rdma.conf",
                   "/etc/systemd/network/20-gigafactory-management.network", "/etc/systemd/system/gigafactory-rxe0.service"]
 # The hostname and /etc/hosts as the chroot had them, and no file of the role's in chrony's (the package's own is fine).
-STATE = "cat /etc/hostname; md5sum /etc/hosts; ls -d {files} 2>/dev/null; grep -rl 'Ansible managed' /etc/chrony; true"
+STATE = "cat /etc/hostname; md5sum /etc/hosts; ls -d {files} 2>/dev/null; grep -rl 'Ansible managed' /etc/chrony 2>/dev/null; true"
 
 
 @pytest.fixture(scope="module")
