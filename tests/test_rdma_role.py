@@ -226,7 +226,7 @@ def test_the_subnet_manager_fails_naming_hosts_that_report_no_guid_or_are_unreac
 
 def test_loading_the_modules_reports_changed_only_when_modprobe_loads_one(tmp_path):
     """The role's own task, run twice against a stand-in modprobe that loads the modules the first time only."""
-    tasks = yaml.safe_load((ROOT / "playbooks/roles/rdma/tasks/main.yml").read_text())
+    tasks = yaml.safe_load((ROOT / "playbooks/roles/rdma/tasks/configure.yml").read_text())
     task = next(t for t in tasks if t["name"] == "Load the RDMA kernel modules now")
     task = {k: v for k, v in task.items() if k != "when"}
     stub = tmp_path / "bin"

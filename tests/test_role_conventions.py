@@ -42,5 +42,5 @@ def test_the_cuda_repository_source_has_one_owner():
     writers = [(str(path), task.get("name")) for path, task in all_tasks()
                if any(isinstance(args, dict) and args.get("dest") == CUDA_SOURCE for args in task.values())]
     assert writers == [("playbooks/roles/nvidia_driver/tasks/repository.yml", "Write the CUDA repository source")]
-    cuda = yaml.safe_load((PLAYBOOKS / "roles/cuda/tasks/main.yml").read_text())
+    cuda = yaml.safe_load((PLAYBOOKS / "roles/cuda/tasks/install.yml").read_text())
     assert {"name": "nvidia_driver", "tasks_from": "repository"} in [t.get("ansible.builtin.include_role") for t in cuda]
