@@ -2,23 +2,28 @@
 
 live-boot (``boot=live fetch=<url>``) brings the network up, downloads the squashfs into memory, mounts it
 read-only and puts a tmpfs overlay on it as the root: Debian's own, maintained stateless boot, in the mirror for
-Debian 12 and 13, rather than an initramfs script of ours. Its hook is inert without ``boot=live``, so the disk
-image's initrd, which has it too, boots from the disk as before.
+Debian 12 and 13, rather than an initramfs script of ours. It is installed only to make that initrd and purged
+again: the root file system does not need it once booted, and its hook would triple the disk initrd (network
+drivers, busybox), which every VM boot unpacks.
 """
 
 from __future__ import annotations
 
 import re
 
-# Runs in the tree: a second initrd, with network drivers, squashfs and overlay (MODULES=netboot plus live-boot's
-# hook) beside the disk's small MODULES=list one; from a copy of the tree's initramfs-tools configuration.
+# Runs in the tree: live-boot installed, a second initrd, with network drivers, squashfs and overlay (MODULES=netboot plus live-boot's
+# hook) beside the disk's small MODULES=list one, from a copy of the tree's initramfs-tools configuration;
+# live-boot purged.
+NETBOOT_PACKAGES = ("live-boot",)
 NETBOOT_INITRAMFS = """v=$(ls /boot/vmlinuz-* | sort -V | tail -n 1); v=${v#/boot/vmlinuz-}
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends live-boot >/dev/null
 d=/tmp/gigafactory-netboot-initramfs
 rm -rf "$d"; cp -a /etc/initramfs-tools "$d"
 printf 'MODULES=netboot\\nBUSYBOX=y\\n' > "$d/conf.d/gigafactory.conf"
 printf 'virtio_pci\\nvirtio_net\\nsquashfs\\noverlay\\n' > "$d/modules"
 mkinitramfs -d "$d" -o "/boot/netboot-initrd.img-$v" "$v"
 rm -rf "$d"
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --autoremove live-boot >/dev/null
 """
 
 URL_VARIABLE = "gf-image-url"       # the iPXE setting the script's files are read from

@@ -34,15 +34,14 @@ from ..site.model import Repository, Site
 from ..vm.guest_files import CONFIGURE_SCRIPT
 from ..vm.image import DEFAULT_PACKAGES, DEFAULT_SIZE, _boot_files, _install_guest_files, _unmount_below, cache_root, debootstrap
 from ..vm.mirror import host_debian_mirror
-from .boot import NETBOOT_INITRAMFS, ipxe_script
+from .boot import NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
 from .chroot import Chroot, ChrootError, Relays
 from .manifest import MANIFEST_PROGRAM, summary
 
 IMAGES_DIR = "node-images"              # under the cache root; infra/vm's recipe images are in images/
 PART = "install"                        # the roles' part an image holds (gigafactory_part)
-# The test bed's recipe (a kernel that boots in its VMs, ssh, Python for Ansible), plus live-boot for the
-# network-boot initrd: Debian's own squashfs-over-tmpfs boot (``boot=live fetch=<url>``), in the mirror for 12 and 13.
-IMAGE_PACKAGES = (*DEFAULT_PACKAGES, "live-boot")
+# The test bed's recipe: a kernel that boots in its VMs, ssh, Python with APT's bindings for Ansible.
+IMAGE_PACKAGES = tuple(DEFAULT_PACKAGES)
 CODENAMES = {"12": "bookworm", "13": "trixie"}
 NOT_PROBED = ("images",)                # a container registry: no image build reaches it
 Say = Callable[[str], None]
@@ -92,7 +91,7 @@ def builder_digest() -> str:
     here = Path(__file__).resolve().parent
     for path in sorted(here.glob("*.py")) + [here.parent / "vm" / "guest_files.py"]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(json.dumps(IMAGE_PACKAGES).encode())
+    digest.update(json.dumps([IMAGE_PACKAGES, NETBOOT_PACKAGES]).encode())
     return digest.hexdigest()
 
 
@@ -294,7 +293,7 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
     _tool(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(out / "disk.raw"), str(out / "disk.qcow2")])
     say(f"{image.node_type}: network-boot bundle (squashfs root)")
     _tool(["mksquashfs", str(rootfs), str(net / "root.squashfs"), "-noappend", "-quiet", "-no-progress",
-           "-comp", "zstd"])
+           "-comp", "zstd", "-Xcompression-level", "6"])
     (net / "boot.ipxe").write_text(ipxe_script(None, image.node_type, key))
     shutil.rmtree(rootfs)
     (out / "image.json").write_text(json.dumps({
@@ -322,7 +321,10 @@ def _tool(argv: list[str]) -> None:
 def _annotate(manifest: dict[str, Any], site: Site, mapping: dict[str, str]) -> None:
     """Name each package source by the site's repository it belongs to (``repositories.<name>``), when it does."""
     reverse = {here: guest for guest, here in mapping.items()}
-    urls = sorted(((u.rstrip("/"), n) for n, u in site.repositories.urls().items()), key=lambda x: -len(x[0]))
+    named = site.repositories.urls()
+    if "debian" in named and "debian_security" not in named:       # the base role's default security mirror
+        named["debian_security"] = named["debian"].rstrip("/") + "-security"
+    urls = sorted(((u.rstrip("/"), n) for n, u in named.items()), key=lambda x: -len(x[0]))
     for package in manifest["packages"]:
         for source in package["sources"]:
             uri = _here(source["uri"].rstrip("/"), reverse)
@@ -338,13 +340,16 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
     root = images_root()
     missing = [i for i in images if not (root / keys[i.node_type] / "image.json").is_file()]
     if missing:
-        if mapping:
+        problems = unanswered(site, mapping)
+        if problems and mapping:            # the test bed's mirror cache, started on demand as the demo does
             from ..vm.mirror_cache import ensure_mirror_cache
             ensure_mirror_cache()
-        problems = unanswered(site, mapping)
+            problems = unanswered(site, mapping)
         if problems:
             raise ImageInputError("; ".join(problems))
     out: list[BuiltImage] = []
+    t0, plain = time.monotonic(), say
+    say = lambda text: plain(f"[{time.monotonic() - t0:5.0f} s] {text}")  # noqa: E731 - progress with elapsed time
     for image in images:
         key = keys[image.node_type]
         final = root / key

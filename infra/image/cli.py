@@ -17,6 +17,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..stack.node_configuration import PhaseInputError, PhaseInputs
     from ..vm.image import ImageBuildError
     from ..vm.mirror import MirrorNotFound
+    from ..vm.mirror_cache import MirrorCacheError
     from .boot import ipxe_script
     from .build import ImageBuildFailed, ImageInputError, build, type_images
     try:
@@ -30,7 +31,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     except (ImageInputError, PhaseInputError, ValueError) as err:
         print(f"gigafactory image build: {err}", file=sys.stderr)
         return EXIT_INVALID
-    except (ImageBuildFailed, ImageBuildError, MirrorNotFound) as err:
+    except (ImageBuildFailed, ImageBuildError, MirrorNotFound, MirrorCacheError) as err:
         print(f"gigafactory image build: failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     for image in built:
