@@ -174,6 +174,8 @@ def _add_later_commands(sub) -> None:
         raise CommandsUnavailable(f"the orchestration commands could not be loaded ({err}); "
                                   "reinstall gigafactory with its dependencies (scripts/setup)") from err
     add_commands(sub)
+    from .image.cli import add_commands as add_image_commands
+    add_image_commands(sub)
 
 
 def report_invalid(err: SiteInvalid) -> None:

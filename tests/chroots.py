@@ -11,12 +11,12 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from infra.image.chroot import Chroot
 from infra.vm.image import cache_root, debootstrap
 
 
@@ -40,34 +40,22 @@ def cached_chroot(prefix: str, suite: str, packages: list[str], components: tupl
     return target
 
 
-OVERLAY = """\
-set -u
-R={merged}
-mount -t overlay overlay -o lowerdir={base},upperdir={upper},workdir={work} "$R" || exit 90
-mount -t proc proc "$R/proc"
-mount --bind /dev "$R/dev"
-mkdir -p "$R{tmp}" && mount --bind {tmp} "$R{tmp}"
-cp /etc/resolv.conf "$R/etc/resolv.conf"
-printf '#!/bin/sh\\nexit 101\\n' > "$R/usr/sbin/policy-rc.d"; chmod 0755 "$R/usr/sbin/policy-rc.d"
-"""
-
-
-def overlay_script(base: Path, layers: Path, tmp: Path, body: str) -> str:
-    """A bash script (run it under ``unshare --mount --fork``) that mounts a throw-away overlay of ``base`` at
-    ``$R`` with /proc, /dev and ``tmp`` (same path inside and out, for Ansible's module files), no service starts
-    (policy-rc.d), then runs ``body``. The mounts die with the namespace; ``layers`` holds what was written."""
+def overlay_setup(base: Path, layers: Path) -> str:
+    """Shell lines (for ``Chroot``'s ``setup``) that mount a throw-away overlay of ``base`` at ``layers/merged``;
+    ``layers`` keeps what was written, the mount dies with the namespace."""
     dirs = {name: layers / name for name in ("upper", "work", "merged")}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
-    return OVERLAY.format(merged=dirs["merged"], base=base, upper=dirs["upper"], work=dirs["work"], tmp=tmp) + body
+    return (f"mount -t overlay overlay -o lowerdir={base},upperdir={dirs['upper']},workdir={dirs['work']} "
+            f"{dirs['merged']} || exit 90")
 
 
 class RoleRun:
     """Ansible on this machine, modules in a throw-away overlay of a cached chroot: the plays' host is the chroot.
 
-    The interpreter Ansible is given is the chroot's own python3 (``chroot <root> python3``), so APT, dpkg and every
-    file a module writes act on the chroot; ``run`` mounts the overlay in a private mount namespace for one shell
-    body (state carries over in the overlay's upper layer), and every step logs to ``logs/<name>``.
+    The chroot is the project's chroot runner (infra/image/chroot.py: a private mount namespace, a private /dev,
+    no service starts, the chroot's own python3 as Ansible's interpreter); ``run`` mounts the overlay there for one
+    shell body (state carries over in the overlay's upper layer), and every step logs to ``logs/<name>``.
     """
 
     def __init__(self, tmp_path: Path, site: dict, play: str, base: Path | None = None):
@@ -78,13 +66,12 @@ class RoleRun:
         self.play = tmp_path / "play.yml"
         self.play.write_text(play)
         self.logs = tmp_path / "logs"
-        self.tmp = tmp_path / "ansible-tmp"
         self.layers = tmp_path / "layers"
-        for path in (self.logs, self.tmp, self.layers):
+        for path in (self.logs, self.layers):
             path.mkdir(exist_ok=True)
-        self.python = tmp_path / "python3-in-chroot"
-        self.python.write_text(f'#!/bin/sh\nexec chroot {self.layers / "merged"} /usr/bin/python3 "$@"\n')
-        self.python.chmod(0o755)
+        self.chroot_runner = Chroot(self.layers / "merged", tmp_path / "namespace",
+                                    setup=overlay_setup(self.base, self.layers))
+        self.python, self.tmp = self.chroot_runner.python, self.chroot_runner.tmp
         root = Path(__file__).resolve().parent.parent
         self.env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(root / "playbooks" / "roles"))
         self.cwd = root
@@ -102,9 +89,9 @@ class RoleRun:
         return f"chroot \"$R\" /bin/bash -c '{quoted}' > {self.logs}/{name} 2>&1\n"
 
     def run(self, body: str, timeout: int = 900) -> None:
-        result = subprocess.run(["unshare", "--mount", "--fork", "bash", "-c", overlay_script(self.base, self.layers, self.tmp, body)],
-                                cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout)
-        assert result.returncode == 0, result.stderr
+        with self.chroot_runner as namespace:
+            result = namespace.shell("set +e\n" + body, cwd=self.cwd, env=self.env, timeout=timeout, check=False)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
 
     def changed(self, name: str, host: str) -> int:
         """How many tasks the converge ``name`` changed on ``host`` (it must have succeeded)."""

@@ -1,0 +1,1 @@
+"""Node images: a node type's software installed once into a Debian root (``gigafactory image``), natively."""

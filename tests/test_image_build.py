@@ -1,0 +1,226 @@
+"""``gigafactory image``: bad input leaves the cache empty, the cache key follows what the image depends on, the chroot
+runner's /dev is private, and a real build of a small node type (the roles' install part, natively) gives a manifest,
+a squashfs, raw and qcow2 disks, and is found in the cache the second time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DEMO, ROOT, site_data
+
+from infra.cli import main
+from infra.image.build import image_key, type_images
+from infra.plan import build_plan
+from infra.site import load_site
+from infra.stack.node_configuration import PhaseInputs
+
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "nsenter", "debootstrap")),
+                                reason="needs root, unshare, nsenter and debootstrap")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("GIGAFACTORY_CACHE", str(path))
+    return path
+
+
+def write_site(tmp_path: Path, data: dict, name: str = "site.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cache_files(cache: Path) -> list[Path]:
+    return sorted(cache.rglob("*")) if cache.exists() else []
+
+
+# --- bad input: exit 2, a message naming it, nothing in the cache ----------------------------------------------
+
+
+def test_an_unknown_node_type_is_named_with_the_known_ones_and_leaves_the_cache_empty(cache, capsys):
+    assert main(["image", "build", str(DEMO), "--node-type", "vm-gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "'vm-gpu'" in err and "vm-service, vm-compute" in err
+    assert cache_files(cache) == []
+
+
+def test_a_site_that_fails_validation_exits_2_and_leaves_the_cache_empty(tmp_path, cache, capsys):
+    data = site_data(DEMO)
+    data["os"]["release"] = "11"
+    assert main(["image", "build", str(write_site(tmp_path, data))]) == 2
+    assert "os.release" in capsys.readouterr().err
+    assert cache_files(cache) == []
+
+
+def test_a_repository_that_does_not_answer_is_named_and_leaves_the_cache_empty(tmp_path, cache, capsys):
+    with socket.socket() as s:                  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = site_data(DEMO)
+    data["repositories"] = {"debian": f"http://127.0.0.1:{port}/debian"}
+    del data["testbed"]
+    assert main(["image", "build", str(write_site(tmp_path, data)), "--node-type", "vm-compute"]) == 2
+    err = capsys.readouterr().err
+    assert f"repositories.debian: http://127.0.0.1:{port}/debian does not answer" in err
+    assert "Traceback" not in err
+    assert cache_files(cache) == []
+
+
+# --- the cache key ----------------------------------------------------------------------------------------------
+
+
+def key_of(tmp_path: Path, data: dict, node_type: str = "vm-compute", root: Path = ROOT) -> str:
+    path = write_site(tmp_path, data, f"site-{len(list(tmp_path.glob('site-*.yml')))}.yml")
+    site = load_site(str(path))
+    plan = build_plan(site, str(path))
+    [image] = type_images(site, plan, [node_type])
+    return image_key(site, image, dict(PhaseInputs.of(site, plan, root, str(path)).files))
+
+
+def test_the_key_changes_with_software_os_and_repositories(tmp_path):
+    data = site_data(DEMO)
+    base = key_of(tmp_path, data)
+    assert key_of(tmp_path, data) == base
+    for section, change in (("software", {"nvidia_driver": {"branch": "550", "flavor": "open",
+                                                             "source": "distribution"}}),
+                            ("os", {"security_updates": False}),
+                            ("repositories", {"debian": "http://10.0.2.2:3142/debian2"})):
+        changed = site_data(DEMO)
+        changed[section].update(change)
+        assert key_of(tmp_path, changed) != base, section
+
+
+def test_the_key_changes_with_the_node_type_and_its_role_files(tmp_path):
+    data = site_data(DEMO)
+    base = key_of(tmp_path, data)
+    bigger = site_data(DEMO)
+    bigger["node_types"]["vm-compute"]["memory_gb"] = 2
+    assert key_of(tmp_path, bigger) != base
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT / "playbooks", copy / "playbooks", ignore=shutil.ignore_patterns("molecule"))
+    assert key_of(tmp_path, data, root=copy) == base
+    install = copy / "playbooks" / "roles" / "base" / "tasks" / "install.yml"
+    install.write_text(install.read_text() + "\n# a change\n")
+    assert key_of(tmp_path, data, root=copy) != base
+
+
+def test_the_key_does_not_change_with_a_pools_hosts_or_addresses(tmp_path):
+    data = site_data(DEMO)
+    base = key_of(tmp_path, data)
+    more = site_data(DEMO)
+    [compute] = [p for p in more["pools"] if p["name"] == "compute"]
+    compute["hosts"] = "node[01-04]"
+    more["slurm"]["partitions"][0]["pools"] = ["compute"]
+    assert key_of(tmp_path, more) == base
+    moved = site_data(DEMO)
+    moved["networks"]["management"]["cidr"] = "192.168.200.0/24"
+    moved["fabrics"][0]["ip"]["cidr"] = "192.168.201.0/24"
+    assert key_of(tmp_path, moved) == base
+
+
+def test_a_type_whose_hosts_span_pools_gets_the_union_of_their_groups(tmp_path):
+    data = site_data(DEMO)
+    data["pools"].append({"name": "compute2", "type": "vm-compute", "hosts": "node03", "racks": "lab1"})
+    path = write_site(tmp_path, data)
+    site = load_site(str(path))
+    [image] = type_images(site, build_plan(site, str(path)), ["vm-compute"])
+    assert image.pools == ("compute", "compute2")
+    assert {"pool_compute", "pool_compute2", "slurm_compute", "rdma"} <= set(image.groups)
+    assert image.phases == ("base", "rdma", "slurm", "health")
+
+
+# --- the chroot runner ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.root
+@NEEDS_ROOT
+def test_the_chroot_runners_dev_is_private_with_five_nodes(tmp_path):
+    from chroots import cached_chroot, overlay_setup
+    from infra.image.chroot import DEV_NODES, Chroot
+    base = cached_chroot("node", "trixie", ["python3", "python3-apt"], components=("main", "contrib", "non-free"))
+    layers = tmp_path / "layers"
+    probe = "gigafactory-probe"
+    with Chroot(layers / "merged", tmp_path / "ns", setup=overlay_setup(base, layers)) as chroot:
+        before = chroot.run(["/bin/ls", "-A", "/dev"]).stdout.decode().split()
+        kinds = chroot.run(["/usr/bin/stat", "-c", "%n %F %t:%T", *(f"/dev/{n}" for n in DEV_NODES)]).stdout.decode()
+        chroot.shell(f'echo secret > "$R/dev/{probe}"')
+        inside = chroot.run(["/bin/cat", f"/dev/{probe}"]).stdout.decode()
+        policy = chroot.run(["/bin/cat", "/usr/sbin/policy-rc.d"]).stdout.decode()
+    assert sorted(before) == sorted(DEV_NODES)
+    for name, (major, minor) in DEV_NODES.items():
+        assert f"/dev/{name} character special file {major:x}:{minor:x}" in kinds
+    assert inside == "secret\n"
+    assert "exit 101" in policy
+    assert not Path(f"/dev/{probe}").exists()
+    assert not (base / "dev" / probe).exists() and not (layers / "upper" / "dev" / probe).exists()
+    assert not (layers / "upper" / "usr" / "sbin" / "policy-rc.d").exists()       # put back as it was: absent
+
+
+# --- a real build -----------------------------------------------------------------------------------------------
+
+
+def small_site(tmp_path: Path) -> Path:
+    """The demo without fabric, Slurm or tenants: one plain node type, so its image holds base and health."""
+    data = site_data(DEMO)
+    for section in ("fabrics", "slurm", "tenants"):
+        data.pop(section, None)
+    data["software"] = {}
+    data["node_types"] = {"vm-plain": {k: v for k, v in data["node_types"]["vm-compute"].items() if k != "hca"}}
+    data["pools"] = [{"name": "plain", "type": "vm-plain", "hosts": "plain01", "racks": "lab1"}]
+    return write_site(tmp_path, data)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@NEEDS_ROOT
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("mksquashfs", "unsquashfs", "qemu-img", "mke2fs", "apt-cacher-ng")),
+                    reason="needs squashfs-tools, qemu-utils, e2fsprogs and apt-cacher-ng")
+def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the_second_time(tmp_path, cache, capsys):
+    site = small_site(tmp_path)
+    assert main(["image", "build", str(site), "--boot-url", "http://192.168.100.1/images/plain"]) == 0
+    out = capsys.readouterr().out
+    assert "phases base, health" in out
+    [folder] = [p for p in (cache / "node-images").iterdir() if not p.name.startswith(".")]
+    assert f"image {folder} (key {folder.name})" in out
+    assert [p.name for p in (cache / "node-images").iterdir() if p.name.startswith(".build")] == []
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    packages = {p["name"]: p for p in manifest["packages"]}
+    assert packages["python3"]["version"] and packages["chrony"]["version"]
+    assert {s["repository"] for s in packages["chrony"]["sources"]} & {"debian", "debian_security"}
+    assert packages["chrony"]["sources"][0]["uri"].startswith("http://10.0.2.2:3142/debian")
+    assert "live-boot" not in packages
+
+    listing = subprocess.run(["unsquashfs", "-l", str(folder / "netboot" / "root.squashfs")],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert "squashfs-root/usr/bin/python3" in listing
+    assert "squashfs-root/usr/sbin/policy-rc.d" not in listing
+    for name, kind in (("disk.raw", "raw"), ("disk.qcow2", "qcow2")):
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(folder / name)],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert info["format"] == kind
+    for name in ("vmlinuz", "initrd.img", "netboot/vmlinuz", "netboot/initrd.img"):
+        assert (folder / name).stat().st_size > 1 << 20, name
+    ipxe = (folder / "netboot" / "boot.ipxe").read_text()
+    assert "set gf-image-url http://192.168.100.1/images/plain" in ipxe and "boot=live fetch=" in ipxe
+
+    built = (folder / "image.json").stat().st_mtime_ns
+    assert main(["image", "build", str(site)]) == 0
+    again = capsys.readouterr().out
+    assert f"cache hit: {folder} (key {folder.name})" in again and "building" not in again
+    assert (folder / "image.json").stat().st_mtime_ns == built
+
+    assert main(["image", "list"]) == 0
+    assert folder.name in capsys.readouterr().out
+    assert main(["image", "show", folder.name[:8]]) == 0
+    shown = capsys.readouterr().out
+    assert "node type vm-plain of site demo" in shown and "packages" in shown
