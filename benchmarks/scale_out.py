@@ -45,6 +45,7 @@ def cpu(who: int) -> float:
 
 def run(tmp: Path, hosts: int, tasks: int, executors: int) -> dict[str, float]:
     from infra.orchestrate import Phase, UpOptions, up
+    from infra.orchestrate.execution import Worker
     from infra.plan import build_plan
     data = large_site(max(hosts, 5))
     data["site"]["name"] = "bench"
@@ -61,9 +62,9 @@ def run(tmp: Path, hosts: int, tasks: int, executors: int) -> dict[str, float]:
     inv.write_text(yaml.safe_dump({"all": {"vars": {"ansible_connection": "local",
                                                     "ansible_python_interpreter": sys.executable}}}))
 
-    def local(executor: str, ident: str) -> tuple[list[str], str]:
+    def local(executor: str, ident: str) -> Worker:
         workdir = str(tmp / "work" / ident)
-        return [sys.executable, "-m", "ansible_runner", "worker", "--private-data-dir", workdir, "--delete"], workdir
+        return Worker([sys.executable, "-m", "ansible_runner", "worker", "--private-data-dir", workdir, "--delete"], workdir)
 
     self0, children0, t0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN), time.monotonic()
     outcome = up(UpOptions(site=site_file, phases=(Phase("scale"),), playbook_dir=books, inventories=[inv],

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import RIGA
 
 from infra.orchestrate.execution import default_worker_command, shards
+from infra.orchestrate.project import REPO_ROOT
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.site.model import Execution
@@ -51,8 +55,31 @@ def test_by_rack_keeps_racks_whole(riga):
 
 def test_a_site_host_is_reached_over_ssh_with_known_host_keys_the_controller_locally(riga, tmp_path):
     command = default_worker_command(riga, "root", tmp_path)
-    argv, workdir = command("ctl01", "01-base-w1-ctl01")
+    worker = command("ctl01", "01-base-w1-ctl01")
+    argv = worker.argv
     assert argv[0] == "ssh" and "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv
-    assert riga.hosts["ctl01"].address("management") in argv and argv[-1].startswith("ansible-runner worker")
-    argv, workdir = command("controller", "01-base-w1-controller")
-    assert argv[1:4] == ["-m", "ansible_runner", "worker"] and workdir == str(tmp_path / "01-base-w1-controller")
+    assert riga.hosts["ctl01"].address("management") in argv
+    # the virtualenv the base phase installed there (role execution_host), the project at its current revision
+    assert argv[-1].startswith("/opt/gigafactory/venv/bin/ansible-runner worker --private-data-dir /var/tmp/gigafactory/")
+    assert (worker.project, worker.bin_dir) == ("/opt/gigafactory/project/current", "/opt/gigafactory/venv/bin")
+    assert worker.path(REPO_ROOT / "playbooks" / "base.yml") == "/opt/gigafactory/project/current/playbooks/base.yml"
+    assert worker.path(tmp_path / "site.yml") == str(tmp_path / "site.yml")     # outside the project: as it is
+    worker = command("controller", "01-base-w1-controller")
+    assert worker.argv[1:4] == ["-m", "ansible_runner", "worker"] and worker.workdir == str(tmp_path / "01-base-w1-controller")
+    assert worker.project is None and worker.path(REPO_ROOT / "ansible.cfg") == str(REPO_ROOT / "ansible.cfg")
+
+
+def test_a_remote_workers_job_names_its_paths_and_the_virtualenv_there(riga, tmp_path):
+    from infra.orchestrate.runner import _job
+    worker = default_worker_command(riga, "root", tmp_path)("ctl01", "01-base-w1-ctl01")
+    job = _job(REPO_ROOT / "playbooks" / "base.yml", [REPO_ROOT / "inventories" / "demo" / "site.yml"], "ctl01", {},
+               False, REPO_ROOT / "ansible.cfg", "mitogen_linear", worker)
+    assert job["playbook"] == "/opt/gigafactory/project/current/playbooks/base.yml"
+    assert job["inventory"] == ["/opt/gigafactory/project/current/inventories/demo/site.yml"]
+    env = job["envvars"]
+    assert env["ANSIBLE_CONFIG"] == "/opt/gigafactory/project/current/ansible.cfg"
+    assert env["PATH"].split(":")[0] == "/opt/gigafactory/venv/bin" and env["PYTHONPATH"] == "/opt/gigafactory/project/current"
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    here = _job(REPO_ROOT / "playbooks" / "base.yml", [], "ctl01", {}, False, REPO_ROOT / "ansible.cfg")
+    assert here["envvars"]["PATH"].split(":")[0] == str(Path(sys.executable).parent) and "PYTHONPATH" not in here["envvars"]
+    assert here["envvars"]["ANSIBLE_STRATEGY"] == "linear"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from conftest import DEMO, RIGA, site_data
 
 from infra.orchestrate import PHASES, Phase, UpOptions, up
+from infra.orchestrate.execution import Worker
 from infra.orchestrate.up import OrchestrationError
 from infra.orchestrate.waves import phase_waves, waves
 from infra.plan import build_plan
@@ -325,21 +327,27 @@ def test_the_demo_runs_each_phase_once_with_the_default_batch(bed):
     assert [len(p.waves) for p in outcome.phases] == [1, 1, 1]
 
 
+HUNG_SECONDS = 150      # how long a hung stand-in sleeps; the idle timeout of the test that hangs one is far shorter
+
+
 def local_executors(root: Path):
     """Execution hosts as local ``ansible-runner worker`` processes, each the leader of its own process group,
-    whose id it leaves in ``<root>/work/<executor>.pgid`` (so that a task can kill its executor mid-shard)."""
+    whose id it leaves in ``<root>/work/<executor>.pgid`` (so that a task can kill its executor mid-shard).
+    An executor with a file ``<root>/work/<executor>.hung`` sleeps instead: it reads nothing and says nothing."""
     (root / "work").mkdir(exist_ok=True)
 
-    def command(executor: str, ident: str) -> tuple[list[str], str]:
+    def command(executor: str, ident: str) -> Worker:
         workdir = str(root / "work" / executor / ident)
-        script = 'echo $$ > "$2"; exec "$0" -m ansible_runner worker --private-data-dir "$1" --delete'
-        return ["sh", "-c", script, sys.executable, workdir, str(root / "work" / f"{executor}.pgid")], workdir
+        script = (f'echo $$ > "$2"; if [ -e "$3" ]; then exec sleep {HUNG_SECONDS}; fi; '
+                  'exec "$0" -m ansible_runner worker --private-data-dir "$1" --delete')
+        return Worker(["sh", "-c", script, sys.executable, workdir, str(root / "work" / f"{executor}.pgid"),
+                       str(root / "work" / f"{executor}.hung")], workdir)
     return command
 
 
-def sharded_site(bed, hosts=("ctl01", "node01"), split="count") -> None:
+def sharded_site(bed, hosts=("ctl01", "node01"), split="count", **more) -> None:
     data = yaml.safe_load(bed.site_file.read_text())
-    data["provisioning"]["execution"] = {"hosts": list(hosts), "split": split}
+    data["provisioning"]["execution"] = {"hosts": list(hosts), "split": split, **more}
     bed.site_file.write_text(yaml.safe_dump(data))
 
 
@@ -398,3 +406,27 @@ def test_a_killed_executor_counts_against_max_fail(bed):
     outcome = up(bed.options(worker_command=local_executors(bed.root)))      # the bed's max-fail: 50%
     assert outcome.exit_code == 1 and outcome.stopped and "67%" in outcome.stopped
     assert bed.log("ctl01") == ["one"] and [p.name for p in outcome.phases] == ["one"]   # its shard finished
+
+
+def test_a_silent_executor_is_stopped_and_only_its_shards_hosts_are_unreachable(bed):
+    sharded_site(bed, idle_timeout=45)            # the healthy shard sends events far more often than that
+    executors = local_executors(bed.root)
+    hung = bed.root / "work" / "node01.hung"      # node01's and node02's shard runs on node01, which hangs
+    hung.touch()
+    first = up(bed.options("a", max_fail=100, worker_command=executors))
+    assert first.exit_code == 1
+    hosts = hosts_json(first.run_dir)
+    # Phase one: ctl01's shard on ctl01 finishes. Phase three's only host, ctl01, falls to node01 (split by count).
+    assert bed.log("ctl01") == ["one"] and (hosts["ctl01"]["status"], hosts["ctl01"]["phase"]) == ("unreachable", "three")
+    for h in ("node01", "node02"):
+        assert (hosts[h]["status"], hosts[h]["phase"]) == ("unreachable", "one") and bed.log(h) == []
+    for h in HOSTS:
+        assert hosts[h]["message"].startswith("execution host node01 sent nothing for 45 s "
+                                              "(provisioning.execution.idle_timeout) and was stopped")
+    pgid = int((bed.root / "work" / "node01.pgid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)                          # the hung worker's process group is gone
+    hung.unlink()
+    again = up(bed.options("b", retry=True, worker_command=executors))
+    assert again.exit_code == 0
+    assert bed.log("ctl01") == ["one", "three"] and bed.log("node02") == ["one", "two", "three"]
