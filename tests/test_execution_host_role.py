@@ -1,7 +1,7 @@
 """The execution_host role in a Debian 13 chroot: a virtualenv with ansible-core and ansible-runner at this
 controller's versions, from the package index this machine's pip is configured with (given as the site's
-repositories.python, as a site names its mirror; the chroot trusts this machine's certificate authorities), and the project unpacked at the controller's revision; a second
-converge changes nothing."""
+repositories.python, as a site names its mirror; the chroot trusts this machine's certificate authorities), and
+the project unpacked at the controller's revision; a second converge changes nothing."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ playbooks injected through ``UpOptions.playbook_dir``/``phases``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -430,3 +431,42 @@ def test_a_silent_executor_is_stopped_and_only_its_shards_hosts_are_unreachable(
     again = up(bed.options("b", retry=True, worker_command=executors))
     assert again.exit_code == 0
     assert bed.log("ctl01") == ["one", "three"] and bed.log("node02") == ["one", "two", "three"]
+
+
+PROBE = """\
+- name: Phase probe
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Record the process that runs this host's tasks
+      ansible.builtin.shell: "tr '\\\\0' ' ' < /proc/$PPID/cmdline > {{ gf_test_dir }}/runner"
+      changed_when: true
+"""
+
+
+@pytest.mark.parametrize("strategy, sharded", [("mitogen_linear", False), ("mitogen_linear", True), ("linear", True)])
+def test_provisioning_strategy_mitogen_runs_the_tasks_here_and_on_execution_hosts(bed, strategy, sharded):
+    pytest.importorskip("ansible_mitogen", reason="the [mitogen] extra is not installed")
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["strategy"] = strategy
+    bed.site_file.write_text(yaml.safe_dump(data))
+    if sharded:
+        sharded_site(bed)
+    (bed.root / "playbooks" / "probe.yml").write_text(PROBE)
+    options = bed.options(worker_command=local_executors(bed.root) if sharded else None)
+    outcome = up(dataclasses.replace(options, phases=(Phase("probe"),)))
+    assert outcome.exit_code == 0
+    runners = [(bed.dir(h) / "runner").read_text() for h in HOSTS]
+    assert all(("(mitogen:" in r) == strategy.startswith("mitogen_") for r in runners), runners
+
+
+def test_a_mitogen_strategy_without_mitogen_is_refused_before_anything_runs(bed, monkeypatch):
+    import importlib.util
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["strategy"] = "mitogen_free"
+    bed.site_file.write_text(yaml.safe_dump(data))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ansible_mitogen" else real(name, *a))
+    with pytest.raises(OrchestrationError, match=r"provisioning.strategy: mitogen_free needs the mitogen package"):
+        up(bed.options())
+    assert not (bed.root / "runs").exists()
