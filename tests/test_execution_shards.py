@@ -83,3 +83,50 @@ def test_a_remote_workers_job_names_its_paths_and_the_virtualenv_there(riga, tmp
     here = _job(REPO_ROOT / "playbooks" / "base.yml", [], "ctl01", {}, False, REPO_ROOT / "ansible.cfg")
     assert here["envvars"]["PATH"].split(":")[0] == str(Path(sys.executable).parent) and "PYTHONPATH" not in here["envvars"]
     assert here["envvars"]["ANSIBLE_STRATEGY"] == "linear"
+
+
+def test_execution_hosts_are_a_plan_group_whose_variables_pin_the_controllers_versions(tmp_path):
+    from importlib.metadata import version
+
+    import yaml
+    from conftest import site_data
+
+    from infra.orchestrate import PHASES
+    from infra.render.inventory import inventory_view
+    data = site_data(RIGA)
+    data.setdefault("provisioning", {})["execution"] = {"hosts": ["controller", "ctl02", "gpu0100"]}
+    site_file = tmp_path / "site.yml"
+    site_file.write_text(yaml.safe_dump(data))
+    site = load_site(str(site_file))
+    plan = build_plan(site, str(site_file))
+    assert plan.groups["execution"] == ("ctl02", "gpu0100")
+    [base] = [p for p in PHASES if p.name == "base"]
+    hosts = list(plan.hosts)
+    # The base phase prepares execution hosts first, from the controller, before the hosts they serve.
+    in_plan_order = [h for h in hosts if h in ("ctl02", "gpu0100")]
+    assert base.providers(plan, hosts) == in_plan_order == base.local_hosts(plan, hosts)
+    pinned = inventory_view(site, plan)["all"]["children"]["execution"]["vars"]["gf_execution"]
+    assert pinned["venv"] == "/opt/gigafactory/venv" and pinned["project"] == "/opt/gigafactory/project"
+    assert pinned["packages"]["ansible-core"] == version("ansible-core")
+    assert pinned["packages"]["ansible-runner"] == version("ansible-runner") and "mitogen" not in pinned["packages"]
+    assert "execution" not in build_plan(load_site(RIGA), RIGA).groups     # the default: the controller alone
+
+
+def test_the_project_archive_is_reproducible_and_named_by_its_contents(tmp_path):
+    import tarfile
+
+    from infra.orchestrate.project import project_archive
+    tree = tmp_path / "tree"
+    (tree / "playbooks" / "roles" / "__pycache__").mkdir(parents=True)
+    (tree / "infra").mkdir()
+    (tree / "ansible.cfg").write_text("[defaults]\n")
+    (tree / "playbooks" / "base.yml").write_text("---\n")
+    (tree / "playbooks" / "roles" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (tree / "infra" / "__init__.py").write_text("")
+    a = project_archive(tree, tmp_path / "a")
+    b = project_archive(tree, tmp_path / "b")
+    assert a.revision == b.revision and a.path.read_bytes() == b.path.read_bytes()
+    with tarfile.open(a.path) as tar:
+        assert sorted(tar.getnames()) == ["ansible.cfg", "infra/__init__.py", "playbooks/base.yml"]
+    (tree / "playbooks" / "base.yml").write_text("--- # changed\n")
+    assert project_archive(tree, tmp_path / "a").revision != a.revision

@@ -470,3 +470,18 @@ def test_a_mitogen_strategy_without_mitogen_is_refused_before_anything_runs(bed,
     with pytest.raises(OrchestrationError, match=r"provisioning.strategy: mitogen_free needs the mitogen package"):
         up(bed.options())
     assert not (bed.root / "runs").exists()
+
+
+def test_execution_hosts_get_the_base_phase_first_from_the_controller(bed):
+    sharded_site(bed)                                         # execution hosts ctl01 and node01
+    options = bed.options(max_fail=100, worker_command=local_executors(bed.root))
+    prepare = Phase("one", first=("execution",), local=("execution",))       # as the base phase
+    outcome = up(dataclasses.replace(options, phases=(prepare,)))
+    assert outcome.exit_code == 0
+    assert outcome.phases[0].waves == [["ctl01", "node01"], ["node02"]]     # their own wave, though the phase is small
+    arts = outcome.run_dir / "ansible" / "artifacts"
+    assert sorted(p.name for p in arts.iterdir()) == ["01-one-w1-controller", "01-one-w2-node01"]
+    assert all(bed.log(h) == ["one"] for h in HOSTS)
+    archive = json.loads((arts / "01-one-w1-controller" / "job_events.jsonl").read_text().splitlines()[0])
+    assert archive["event"] == "playbook_on_start"
+    assert [p.name for p in (outcome.run_dir / "project").iterdir()][0].startswith("project-")  # packed for them
