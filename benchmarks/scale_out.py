@@ -8,7 +8,7 @@ as one wave split by count among N execution hosts, each a local ``ansible-runne
 read back by process, as ``provisioning.execution`` makes ``up`` do over SSH. Measured in CPU time, not wall
 time (the machine is shared): the controller's CPU to send the shards and read their events (thread CPU time of
 the shard threads, ``summary.json``'s ``controller_seconds``) per 1,000 host-tasks (target <= 1 s), and the
-workers' CPU (their processes and every child, from RUSAGE_CHILDREN) per host-task. ``--strategy`` sets the
+workers' CPU (their processes and every descendant, from RUSAGE_CHILDREN, orphans adopted and reaped) per host-task. ``--strategy`` sets the
 site's provisioning.strategy (mitogen_linear needs the [mitogen] extra). Asserts nothing about time.
 """
 
@@ -37,6 +37,25 @@ def playbook(tasks: int) -> str:
         else:
             lines += [f"    - name: Debug {i}", "      ansible.builtin.debug: {msg: \"{{ inventory_hostname }}\"}"]
     return "\n".join(lines) + "\n"
+
+
+def adopt_orphans() -> None:
+    """Make this process the subreaper of everything it starts: a worker's descendants that outlive their parent
+    (Mitogen's contexts, say) are reparented here instead of to init, and their CPU time counts once reaped."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+
+
+def reap_orphans(patience: float = 30) -> None:
+    """Wait for every adopted descendant to exit (so that RUSAGE_CHILDREN includes it), ``patience`` seconds at most."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.2)
 
 
 def cpu(who: int) -> float:
@@ -72,7 +91,9 @@ def run(tmp: Path, hosts: int, tasks: int, executors: int, strategy: str = "line
     outcome = up(UpOptions(site=site_file, phases=(Phase("scale"),), playbook_dir=books, inventories=[inv],
                            limit=",".join(names), batch=["100%"], max_fail=100, run_dir=tmp / "runs" / str(executors),
                            out=io.StringIO(), worker_command=local))
-    self1, children1, wall = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN), time.monotonic() - t0
+    wall = time.monotonic() - t0
+    reap_orphans()
+    self1, children1 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     if outcome.exit_code != 0:
         raise SystemExit(f"{executors} executors: run failed, see {outcome.run_dir}")
     phase = outcome.phases[0]
@@ -93,6 +114,7 @@ def main() -> None:
     p.add_argument("--executors", default="1,2,4")
     p.add_argument("--strategy", default="linear", choices=["linear", "free", "mitogen_linear", "mitogen_free"])
     args = p.parse_args()
+    adopt_orphans()
     os.environ.setdefault("ANSIBLE_CONFIG", str(Path(__file__).resolve().parents[1] / "ansible.cfg"))
     print(f"scale-out: {args.hosts} simulated hosts x {args.tasks} tasks, strategy {args.strategy}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}", flush=True)

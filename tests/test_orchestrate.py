@@ -423,7 +423,7 @@ def test_a_silent_executor_is_stopped_and_only_its_shards_hosts_are_unreachable(
         assert (hosts[h]["status"], hosts[h]["phase"]) == ("unreachable", "one") and bed.log(h) == []
     for h in HOSTS:
         assert hosts[h]["message"].startswith("execution host node01 sent nothing for 45 s "
-                                              "(provisioning.execution.idle_timeout) and was stopped")
+                                              "(provisioning.execution.idle_timeout) and was stopped (exit -9)")
     pgid = int((bed.root / "work" / "node01.pgid").read_text())
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)                          # the hung worker's process group is gone
