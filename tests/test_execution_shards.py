@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import RIGA
 
 from infra.orchestrate.execution import default_worker_command, shards
+from infra.orchestrate.project import REPO_ROOT
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.site.model import Execution
@@ -51,8 +55,78 @@ def test_by_rack_keeps_racks_whole(riga):
 
 def test_a_site_host_is_reached_over_ssh_with_known_host_keys_the_controller_locally(riga, tmp_path):
     command = default_worker_command(riga, "root", tmp_path)
-    argv, workdir = command("ctl01", "01-base-w1-ctl01")
+    worker = command("ctl01", "01-base-w1-ctl01")
+    argv = worker.argv
     assert argv[0] == "ssh" and "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv
-    assert riga.hosts["ctl01"].address("management") in argv and argv[-1].startswith("ansible-runner worker")
-    argv, workdir = command("controller", "01-base-w1-controller")
-    assert argv[1:4] == ["-m", "ansible_runner", "worker"] and workdir == str(tmp_path / "01-base-w1-controller")
+    assert riga.hosts["ctl01"].address("management") in argv
+    # the virtualenv the base phase installed there (role execution_host), the project at its current revision
+    assert argv[-1].startswith("/opt/gigafactory/venv/bin/ansible-runner worker --private-data-dir /var/tmp/gigafactory/")
+    assert (worker.project, worker.bin_dir) == ("/opt/gigafactory/project/current", "/opt/gigafactory/venv/bin")
+    assert worker.path(REPO_ROOT / "playbooks" / "base.yml") == "/opt/gigafactory/project/current/playbooks/base.yml"
+    assert worker.path(tmp_path / "site.yml") == str(tmp_path / "site.yml")     # outside the project: as it is
+    worker = command("controller", "01-base-w1-controller")
+    assert worker.argv[1:4] == ["-m", "ansible_runner", "worker"] and worker.workdir == str(tmp_path / "01-base-w1-controller")
+    assert worker.project is None and worker.path(REPO_ROOT / "ansible.cfg") == str(REPO_ROOT / "ansible.cfg")
+
+
+def test_a_remote_workers_job_names_its_paths_and_the_virtualenv_there(riga, tmp_path):
+    from infra.orchestrate.runner import _job
+    worker = default_worker_command(riga, "root", tmp_path)("ctl01", "01-base-w1-ctl01")
+    job = _job(REPO_ROOT / "playbooks" / "base.yml", [REPO_ROOT / "inventories" / "demo" / "site.yml"], "ctl01", {},
+               False, REPO_ROOT / "ansible.cfg", "mitogen_linear", worker)
+    assert job["playbook"] == "/opt/gigafactory/project/current/playbooks/base.yml"
+    assert job["inventory"] == ["/opt/gigafactory/project/current/inventories/demo/site.yml"]
+    env = job["envvars"]
+    assert env["ANSIBLE_CONFIG"] == "/opt/gigafactory/project/current/ansible.cfg"
+    assert env["PATH"].split(":")[0] == "/opt/gigafactory/venv/bin" and env["PYTHONPATH"] == "/opt/gigafactory/project/current"
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    here = _job(REPO_ROOT / "playbooks" / "base.yml", [], "ctl01", {}, False, REPO_ROOT / "ansible.cfg")
+    assert here["envvars"]["PATH"].split(":")[0] == str(Path(sys.executable).parent) and "PYTHONPATH" not in here["envvars"]
+    assert here["envvars"]["ANSIBLE_STRATEGY"] == "linear"
+
+
+def test_execution_hosts_are_a_plan_group_whose_variables_pin_the_controllers_versions(tmp_path):
+    from importlib.metadata import version
+
+    import yaml
+    from conftest import site_data
+
+    from infra.orchestrate import PHASES
+    from infra.render.inventory import inventory_view
+    data = site_data(RIGA)
+    data.setdefault("provisioning", {})["execution"] = {"hosts": ["controller", "ctl02", "gpu0100"]}
+    site_file = tmp_path / "site.yml"
+    site_file.write_text(yaml.safe_dump(data))
+    site = load_site(str(site_file))
+    plan = build_plan(site, str(site_file))
+    assert plan.groups["execution"] == ("ctl02", "gpu0100")
+    [base] = [p for p in PHASES if p.name == "base"]
+    hosts = list(plan.hosts)
+    # The base phase prepares execution hosts first, from the controller, before the hosts they serve.
+    in_plan_order = [h for h in hosts if h in ("ctl02", "gpu0100")]
+    assert base.providers(plan, hosts) == in_plan_order == base.local_hosts(plan, hosts)
+    pinned = inventory_view(site, plan)["all"]["children"]["execution"]["vars"]["gf_execution"]
+    assert pinned["venv"] == "/opt/gigafactory/venv" and pinned["project"] == "/opt/gigafactory/project"
+    assert pinned["packages"]["ansible-core"] == version("ansible-core")
+    assert pinned["packages"]["ansible-runner"] == version("ansible-runner") and "mitogen" not in pinned["packages"]
+    assert "execution" not in build_plan(load_site(RIGA), RIGA).groups     # the default: the controller alone
+
+
+def test_the_project_archive_is_reproducible_and_named_by_its_contents(tmp_path):
+    import tarfile
+
+    from infra.orchestrate.project import project_archive
+    tree = tmp_path / "tree"
+    (tree / "playbooks" / "roles" / "__pycache__").mkdir(parents=True)
+    (tree / "infra").mkdir()
+    (tree / "ansible.cfg").write_text("[defaults]\n")
+    (tree / "playbooks" / "base.yml").write_text("---\n")
+    (tree / "playbooks" / "roles" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (tree / "infra" / "__init__.py").write_text("")
+    a = project_archive(tree, tmp_path / "a")
+    b = project_archive(tree, tmp_path / "b")
+    assert a.revision == b.revision and a.path.read_bytes() == b.path.read_bytes()
+    with tarfile.open(a.path) as tar:
+        assert sorted(tar.getnames()) == ["ansible.cfg", "infra/__init__.py", "playbooks/base.yml"]
+    (tree / "playbooks" / "base.yml").write_text("--- # changed\n")
+    assert project_archive(tree, tmp_path / "a").revision != a.revision

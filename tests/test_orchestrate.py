@@ -6,8 +6,10 @@ playbooks injected through ``UpOptions.playbook_dir``/``phases``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from conftest import DEMO, RIGA, site_data
 
 from infra.cli import main as cli_main
 from infra.orchestrate import PHASES, Phase, UpOptions, up
+from infra.orchestrate.execution import Worker
 from infra.orchestrate.up import OrchestrationError
 from infra.orchestrate.waves import phase_waves, waves
 from infra.plan import build_plan
@@ -332,21 +335,27 @@ def test_the_demo_runs_each_phase_once_with_the_default_batch(bed):
     assert [len(p.waves) for p in outcome.phases] == [1, 1, 1]
 
 
+HUNG_SECONDS = 150      # how long a hung stand-in sleeps; the idle timeout of the test that hangs one is far shorter
+
+
 def local_executors(root: Path):
     """Execution hosts as local ``ansible-runner worker`` processes, each the leader of its own process group,
-    whose id it leaves in ``<root>/work/<executor>.pgid`` (so that a task can kill its executor mid-shard)."""
+    whose id it leaves in ``<root>/work/<executor>.pgid`` (so that a task can kill its executor mid-shard).
+    An executor with a file ``<root>/work/<executor>.hung`` sleeps instead: it reads nothing and says nothing."""
     (root / "work").mkdir(exist_ok=True)
 
-    def command(executor: str, ident: str) -> tuple[list[str], str]:
+    def command(executor: str, ident: str) -> Worker:
         workdir = str(root / "work" / executor / ident)
-        script = 'echo $$ > "$2"; exec "$0" -m ansible_runner worker --private-data-dir "$1" --delete'
-        return ["sh", "-c", script, sys.executable, workdir, str(root / "work" / f"{executor}.pgid")], workdir
+        script = (f'echo $$ > "$2"; if [ -e "$3" ]; then exec sleep {HUNG_SECONDS}; fi; '
+                  'exec "$0" -m ansible_runner worker --private-data-dir "$1" --delete')
+        return Worker(["sh", "-c", script, sys.executable, workdir, str(root / "work" / f"{executor}.pgid"),
+                       str(root / "work" / f"{executor}.hung")], workdir)
     return command
 
 
-def sharded_site(bed, hosts=("ctl01", "node01"), split="count") -> None:
+def sharded_site(bed, hosts=("ctl01", "node01"), split="count", **more) -> None:
     data = yaml.safe_load(bed.site_file.read_text())
-    data["provisioning"]["execution"] = {"hosts": list(hosts), "split": split}
+    data["provisioning"]["execution"] = {"hosts": list(hosts), "split": split, **more}
     bed.site_file.write_text(yaml.safe_dump(data))
 
 
@@ -456,3 +465,81 @@ def test_up_with_impacts_leaves_none_class_hosts_alone_and_refuses_replace(bed):
         up(bed.options("run2", impacts={"node01": ("replace", ["pools.compute.hosts"])}))
     with pytest.raises(OrchestrationError, match="impact class 'melt'"):
         up(bed.options("run3", impacts={"node01": ("melt", [])}))
+
+
+def test_a_silent_executor_is_stopped_and_only_its_shards_hosts_are_unreachable(bed):
+    sharded_site(bed, idle_timeout=45)            # the healthy shard sends events far more often than that
+    executors = local_executors(bed.root)
+    hung = bed.root / "work" / "node01.hung"      # node01's and node02's shard runs on node01, which hangs
+    hung.touch()
+    first = up(bed.options("a", max_fail=100, worker_command=executors))
+    assert first.exit_code == 1
+    hosts = hosts_json(first.run_dir)
+    # Phase one: ctl01's shard on ctl01 finishes. Phase three's only host, ctl01, falls to node01 (split by count).
+    assert bed.log("ctl01") == ["one"] and (hosts["ctl01"]["status"], hosts["ctl01"]["phase"]) == ("unreachable", "three")
+    for h in ("node01", "node02"):
+        assert (hosts[h]["status"], hosts[h]["phase"]) == ("unreachable", "one") and bed.log(h) == []
+    for h in HOSTS:
+        assert hosts[h]["message"].startswith("execution host node01 sent nothing for 45 s "
+                                              "(provisioning.execution.idle_timeout) and was stopped (exit -9)")
+    pgid = int((bed.root / "work" / "node01.pgid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)                          # the hung worker's process group is gone
+    hung.unlink()
+    again = up(bed.options("b", retry=True, worker_command=executors))
+    assert again.exit_code == 0
+    assert bed.log("ctl01") == ["one", "three"] and bed.log("node02") == ["one", "two", "three"]
+
+
+PROBE = """\
+- name: Phase probe
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Record the process that runs this host's tasks
+      ansible.builtin.shell: "tr '\\\\0' ' ' < /proc/$PPID/cmdline > {{ gf_test_dir }}/runner"
+      changed_when: true
+"""
+
+
+@pytest.mark.parametrize("strategy, sharded", [("mitogen_linear", False), ("mitogen_linear", True), ("linear", True)])
+def test_provisioning_strategy_mitogen_runs_the_tasks_here_and_on_execution_hosts(bed, strategy, sharded):
+    pytest.importorskip("ansible_mitogen", reason="the [mitogen] extra is not installed")
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["strategy"] = strategy
+    bed.site_file.write_text(yaml.safe_dump(data))
+    if sharded:
+        sharded_site(bed)
+    (bed.root / "playbooks" / "probe.yml").write_text(PROBE)
+    options = bed.options(worker_command=local_executors(bed.root) if sharded else None)
+    outcome = up(dataclasses.replace(options, phases=(Phase("probe"),)))
+    assert outcome.exit_code == 0
+    runners = [(bed.dir(h) / "runner").read_text() for h in HOSTS]
+    assert all(("(mitogen:" in r) == strategy.startswith("mitogen_") for r in runners), runners
+
+
+def test_a_mitogen_strategy_without_mitogen_is_refused_before_anything_runs(bed, monkeypatch):
+    import importlib.util
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["provisioning"]["strategy"] = "mitogen_free"
+    bed.site_file.write_text(yaml.safe_dump(data))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ansible_mitogen" else real(name, *a))
+    with pytest.raises(OrchestrationError, match=r"provisioning.strategy: mitogen_free needs the mitogen package"):
+        up(bed.options())
+    assert not (bed.root / "runs").exists()
+
+
+def test_execution_hosts_get_the_base_phase_first_from_the_controller(bed):
+    sharded_site(bed)                                         # execution hosts ctl01 and node01
+    options = bed.options(max_fail=100, worker_command=local_executors(bed.root))
+    prepare = Phase("one", first=("execution",), local=("execution",))       # as the base phase
+    outcome = up(dataclasses.replace(options, phases=(prepare,)))
+    assert outcome.exit_code == 0
+    assert outcome.phases[0].waves == [["ctl01", "node01"], ["node02"]]     # their own wave, though the phase is small
+    arts = outcome.run_dir / "ansible" / "artifacts"
+    assert sorted(p.name for p in arts.iterdir()) == ["01-one-w1-controller", "01-one-w2-node01"]
+    assert all(bed.log(h) == ["one"] for h in HOSTS)
+    archive = json.loads((arts / "01-one-w1-controller" / "job_events.jsonl").read_text().splitlines()[0])
+    assert archive["event"] == "playbook_on_start"
+    assert [p.name for p in (outcome.run_dir / "project").iterdir()][0].startswith("project-")  # packed for them

@@ -7,13 +7,33 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..plan import Plan
+from ..render.inventory import EXECUTION_PROJECT, EXECUTION_VENV
 from ..site.model import CONTROLLER, Execution
+from .project import REPO_ROOT
 
-# (executor name, shard ident) -> (argv of a process whose stdin and stdout are the worker's, its working directory).
-WorkerCommand = Callable[[str, str], tuple[list[str], str]]
+
+@dataclass(frozen=True)
+class Worker:
+    """How a shard reaches its execution host: ``argv``, a process whose stdin and stdout are an ``ansible-runner
+    worker``'s, working in ``workdir`` there. ``project``: the controller's project directory as the worker sees it
+    (None: the same paths as here); ``bin_dir``: where its ansible-playbook is (None: beside this interpreter)."""
+    argv: list[str]
+    workdir: str
+    project: str | None = None
+    bin_dir: str | None = None
+
+    def path(self, here: Path) -> str:
+        """``here`` (a path on the controller) as the worker sees it: under ``project`` if it is in this project."""
+        if self.project is None or not here.is_relative_to(REPO_ROOT):
+            return str(here)
+        return str(PurePosixPath(self.project) / here.relative_to(REPO_ROOT))
+
+
+# (executor name, shard ident) -> the worker that runs the shard.
+WorkerCommand = Callable[[str, str], Worker]
 
 
 @dataclass(frozen=True)
@@ -54,21 +74,23 @@ def shards(plan: Plan, hosts: list[str], execution: Execution) -> list[Shard]:
     return [Shard(e, sorted(load[e], key=hosts.index)) for e in executors if load[e]]
 
 
-def worker_argv(workdir: str) -> list[str]:
+def worker_argv(workdir: str, program: str = "ansible-runner") -> list[str]:
     """``ansible-runner worker`` reading a transmitted job on stdin, streaming events and artifacts on stdout."""
-    return ["ansible-runner", "worker", "--private-data-dir", workdir, "--delete"]
+    return [program, "worker", "--private-data-dir", workdir, "--delete"]
 
 
 def default_worker_command(plan: Plan, user: str, local_root: Path) -> WorkerCommand:
     """The controller: a local subprocess of this interpreter, working under ``local_root``. A site host: SSH (batch
-    mode, known host keys only) to its management address as the site's provisioning user, where the base phase
-    installed ansible-runner, working under /var/tmp/gigafactory/<site>."""
-    def command(executor: str, ident: str) -> tuple[list[str], str]:
+    mode, known host keys only) to its management address as the site's provisioning user, running the
+    ``ansible-runner`` of the virtualenv the base phase installed there (role execution_host: EXECUTION_VENV, the
+    project at EXECUTION_PROJECT/current), working under /var/tmp/gigafactory/<site>."""
+    def command(executor: str, ident: str) -> Worker:
         if executor == CONTROLLER:
             workdir = str(local_root / ident)
-            return [sys.executable, "-m", "ansible_runner", *worker_argv(workdir)[1:]], workdir
+            return Worker([sys.executable, "-m", "ansible_runner", *worker_argv(workdir)[1:]], workdir)
         workdir = f"/var/tmp/gigafactory/{plan.site}/{ident}"
         address = plan.hosts[executor].address("management")
-        return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-l", user, address, "--",
-                shlex.join(worker_argv(workdir))], workdir
+        return Worker(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-l", user, address, "--",
+                       shlex.join(worker_argv(workdir, f"{EXECUTION_VENV}/bin/ansible-runner"))], workdir,
+                      project=f"{EXECUTION_PROJECT}/current", bin_dir=f"{EXECUTION_VENV}/bin")
     return command

@@ -15,15 +15,25 @@ class Phase:
     phase's other hosts depend on (Slurm's accounting host and controllers before any slurmd, control planes before
     the workers that join them, subnet managers before the nodes of their fabric): they form the phase's first
     wave, and the canary comes from the rest. This table is the one place that says who depends on whom.
+
+    ``local`` names the plan's groups whose hosts the phase runs from the controller even where execution hosts are
+    declared: the base phase prepares the execution hosts (role execution_host), which cannot run it for themselves
+    before it ran. Those hosts then have a wave of their own, even in a small phase.
     """
     name: str
     groups: tuple[str, ...] = ()
     first: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()
 
     def providers(self, plan: Plan, hosts: list[str]) -> list[str]:
         """Those of ``hosts`` in a ``first`` group, if others among ``hosts`` depend on them; in ``hosts`` order."""
         lead = {h for g in self.first for h in plan.groups.get(g, ())} & set(hosts)
         return [h for h in hosts if h in lead] if len(lead) < len(set(hosts)) else []
+
+    def local_hosts(self, plan: Plan, hosts: list[str]) -> list[str]:
+        """Those of ``hosts`` in a ``local`` group, in ``hosts`` order."""
+        mine = {h for g in self.local for h in plan.groups.get(g, ())}
+        return [h for h in hosts if h in mine]
 
     def hosts(self, plan: Plan) -> list[str]:
         """The site's hosts this phase touches: group by group, each in plan order."""
@@ -37,7 +47,7 @@ class Phase:
 
 
 PHASES: tuple[Phase, ...] = (
-    Phase("base"),
+    Phase("base", first=("execution",), local=("execution",)),
     Phase("rdma", ("rdma",), first=("subnet_manager",)),
     Phase("gpu", ("gpu",)),
     Phase("slurm", ("slurm",), first=("slurm_dbd", "slurm_controller")),

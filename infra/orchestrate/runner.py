@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import ansible_runner
+
+from .execution import Worker
 
 EventSink = Callable[[dict[str, Any]], None]
 LIMIT_INLINE_MAX = 100   # more hosts than this go to --limit @file
@@ -123,23 +127,35 @@ class _Collector:
         return False
 
 
-def _envvars(ansible_config: Path) -> dict[str, str]:
-    return {
-        "ANSIBLE_CONFIG": str(ansible_config),
-        # ansible-playbook and the site inventory plugin must see this interpreter's packages.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _envvars(ansible_config: str, strategy: str, worker: Worker | None = None) -> dict[str, str]:
+    here = worker is None or worker.bin_dir is None
+    env = {
+        "ANSIBLE_CONFIG": ansible_config,
+        # ansible-playbook and the site inventory plugin must see this interpreter's packages (on an execution host:
+        # the virtualenv's, and the project's infra package).
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]) if here
+        else os.pathsep.join([worker.bin_dir, SYSTEM_PATH]),
         # ansible-runner turns host key checking off unless told; the project's ansible.cfg keeps it on.
         "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
+        # provisioning.strategy; Mitogen's strategies are found through playbooks/plugins/strategy (ansible.cfg).
+        "ANSIBLE_STRATEGY": strategy,
     }
+    if not here and worker.project:
+        env["PYTHONPATH"] = worker.project
+    return env
 
 
 def _job(playbook: Path, inventories: list[Path], limit: str, extravars: dict[str, Any], check: bool,
-         ansible_config: Path) -> dict[str, Any]:
-    """What ansible-runner runs for a wave or a shard, wherever it runs."""
+         ansible_config: Path, strategy: str = "linear", worker: Worker | None = None) -> dict[str, Any]:
+    """What ansible-runner runs for a wave or a shard, wherever it runs (paths as ``worker`` sees them)."""
+    there = (lambda path: worker.path(path)) if worker is not None else str
     return dict(
-        project_dir=str(playbook.parent), playbook=str(playbook), inventory=[str(i) for i in inventories],
+        project_dir=there(playbook.parent), playbook=there(playbook), inventory=[there(i) for i in inventories],
         limit=limit, extravars=extravars, cmdline="--check --diff" if check else None,
-        envvars=_envvars(ansible_config), suppress_env_files=True,
+        envvars=_envvars(there(ansible_config), strategy, worker), suppress_env_files=True,
         # Not "jsonfile": ansible-runner would point the fact cache into this run's artifacts, defeating
         # ansible.cfg's cross-run cache (gathering = smart).
         fact_cache_type="ansible.cfg",
@@ -156,7 +172,8 @@ def _limit(hosts: list[str], file: Path, path_there: str) -> str:
 
 
 def run_wave(*, playbook: Path, inventories: list[Path], hosts: list[str], private_data_dir: Path, ident: str,
-             ansible_config: Path, extravars: dict[str, Any], check: bool, sink: EventSink) -> WaveResult:
+             ansible_config: Path, extravars: dict[str, Any], check: bool, sink: EventSink,
+             strategy: str = "linear") -> WaveResult:
     """Run ``playbook`` limited to ``hosts``; every host the recap counts as failed or unreachable is in ``.failed``."""
     result = WaveResult(hosts=list(hosts))
     collect = _Collector(result, sink)
@@ -164,21 +181,22 @@ def run_wave(*, playbook: Path, inventories: list[Path], hosts: list[str], priva
     limit_file = private_data_dir / f"{ident}.limit"
     runner = ansible_runner.run(
         private_data_dir=str(private_data_dir), ident=ident, event_handler=collect, quiet=True,
-        **_job(playbook, inventories, _limit(hosts, limit_file, str(limit_file)), extravars, check, ansible_config))
+        **_job(playbook, inventories, _limit(hosts, limit_file, str(limit_file)), extravars, check, ansible_config, strategy))
     _conclude(result, collect, runner.rc, runner.status, lambda: _stdout_tail(runner))
     return result
 
 
-def run_shard(*, executor: str, command: list[str], workdir: str, playbook: Path, inventories: list[Path],
-              hosts: list[str], private_data_dir: Path, ident: str, ansible_config: Path,
-              extravars: dict[str, Any], check: bool, sink: EventSink) -> WaveResult:
+def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: list[Path], hosts: list[str],
+              private_data_dir: Path, ident: str, ansible_config: Path, extravars: dict[str, Any], check: bool,
+              sink: EventSink, strategy: str = "linear", idle_timeout: float = 3600) -> WaveResult:
     """Run one shard of a wave on an execution host through ansible-runner's streaming interface.
 
-    ``transmit`` packs the job (``private_data_dir/jobs/<ident>``) into ``command``'s stdin, an
-    ``ansible-runner worker`` there runs it in ``workdir``, and ``process`` replays its events and artifacts into
+    ``transmit`` packs the job (``private_data_dir/jobs/<ident>``) into ``worker.argv``'s stdin, an
+    ``ansible-runner worker`` there runs it in ``worker.workdir``, and ``process`` replays its events and artifacts into
     ``private_data_dir/artifacts/<ident>`` here, the events as one ``job_events.jsonl`` (a file per event cost the
     controller ten times the CPU). The outcome is the worker's status and rc from those artifacts;
-    without them (the executor died or was unreachable) every host of the shard is unreachable, with the reason.
+    without them (the executor died, was unreachable, or sent nothing for ``idle_timeout`` seconds and was stopped)
+    every host of the shard is unreachable, with the reason.
     """
     cpu0 = time.thread_time()
     result = WaveResult(hosts=list(hosts))
@@ -187,49 +205,82 @@ def run_shard(*, executor: str, command: list[str], workdir: str, playbook: Path
     job.mkdir(parents=True, exist_ok=True)
     artifacts = private_data_dir / "artifacts" / ident
     stderr_path = private_data_dir / "jobs" / f"{ident}.stderr"
-    limit = _limit(hosts, job / "limit", f"{workdir}/limit")
+    limit = _limit(hosts, job / "limit", f"{worker.workdir}/limit")
     explanation: dict[str, str] = {}
-    streamed = _job(playbook, inventories, limit, extravars, check, ansible_config)
+    streamed = _job(playbook, inventories, limit, extravars, check, ansible_config, strategy, worker)
     # Streaming takes one inventory path; every source goes on the command line instead, in order.
     streamed["cmdline"] = shlex.join([a for i in streamed.pop("inventory") for a in ("-i", i)]
                                      + (["--check", "--diff"] if check else []))
+    heard = threading.Event()       # set on every message from the worker
 
     def status(data: dict[str, Any], runner_config: Any = None) -> None:
+        heard.set()
         if data.get("job_explanation"):
             explanation["text"] = str(data["job_explanation"])
 
+    def event(data: dict[str, Any]) -> bool:
+        heard.set()
+        return collect(data)
+
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+        proc = subprocess.Popen(worker.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                 start_new_session=True)
+        done = threading.Event()
+        watchdog = threading.Thread(target=_stop_when_silent, args=(proc, heard, done, idle_timeout, explanation),
+                                    name=f"watchdog-{ident}", daemon=True)
+        watchdog.start()
         try:
-            # suppress_output_file: the worker keeps no stdout file of its own (its display text is uncensored);
-            # the stdout artifact is written here from the censored events.
-            ansible_runner.run(streamer="transmit", _output=proc.stdin, private_data_dir=str(job),
-                               suppress_output_file=True, **streamed)
-            proc.stdin.close()
-        except (BrokenPipeError, OSError) as exc:
-            explanation.setdefault("text", f"the job could not be sent: {exc}")
-        artifacts.mkdir(parents=True, exist_ok=True)
-        with open(artifacts / "job_events.jsonl", "w", encoding="utf-8") as collect.events:
-            ansible_runner.run(streamer="process", _input=proc.stdout, private_data_dir=str(private_data_dir),
-                               ident=ident, event_handler=collect, status_handler=status, quiet=True)
-        proc.stdout.close()
-        code = proc.wait()
+            try:
+                # suppress_output_file: the worker keeps no stdout file of its own (its display text is uncensored);
+                # the stdout artifact is written here from the censored events.
+                ansible_runner.run(streamer="transmit", _output=proc.stdin, private_data_dir=str(job),
+                                   suppress_output_file=True, **streamed)
+                proc.stdin.close()
+            except (BrokenPipeError, OSError) as exc:
+                explanation.setdefault("text", f"the job could not be sent: {exc}")
+            artifacts.mkdir(parents=True, exist_ok=True)
+            with open(artifacts / "job_events.jsonl", "w", encoding="utf-8") as collect.events:
+                ansible_runner.run(streamer="process", _input=proc.stdout, private_data_dir=str(private_data_dir),
+                                   ident=ident, event_handler=event, status_handler=status, quiet=True)
+            proc.stdout.close()
+            code = proc.wait()
+        finally:
+            done.set()
+            heard.set()         # wakes the watchdog
+            watchdog.join()
     rc_file, status_file = artifacts / "rc", artifacts / "status"
-    if rc_file.is_file() and status_file.is_file():
+    if rc_file.is_file() and status_file.is_file() and "silent" not in explanation:
         rc_text = rc_file.read_text().strip()
         rc = int(rc_text) if rc_text.lstrip("-").isdigit() else None
         _conclude(result, collect, rc, status_file.read_text().strip(), lambda: "")
     else:
         tail = " | ".join(line.strip() for line in stderr_path.read_text(errors="replace").splitlines()[-3:])
-        reason = (f"execution host {executor} stopped before the shard finished (exit {code}): "
-                  f"{explanation.get('text', 'no status')}{' | ' + tail if tail else ''}")
+        reason = (f"execution host {executor} {explanation.get('silent', 'stopped before the shard finished')} "
+                  f"(exit {code}): {explanation.get('text', 'no status')}{' | ' + tail if tail else ''}")
         result.rc, result.status = code, "error"
         for host in hosts:
             result.failed[host] = HostFailure(None, reason, unreachable=True)
     (artifacts / "stdout").write_text("\n".join(collect.stdout) + "\n", encoding="utf-8")
     result.controller_seconds = time.thread_time() - cpu0
     return result
+
+
+def _stop_when_silent(proc: subprocess.Popen, heard: threading.Event, done: threading.Event, idle_timeout: float,
+                      explanation: dict[str, str]) -> None:
+    """Kill the worker's process group when it has sent nothing for ``idle_timeout`` seconds (a hung executor or
+    connection), saying so in ``explanation["silent"]``; return when ``done`` is set."""
+    while not done.is_set():
+        if heard.wait(idle_timeout):
+            heard.clear()
+            continue
+        if done.is_set():
+            return
+        explanation["silent"] = f"sent nothing for {idle_timeout:g} s (provisioning.execution.idle_timeout) and was stopped"
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return
 
 
 def _conclude(result: WaveResult, collect: _Collector, rc: int | None, status: str, tail: Callable[[], str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -16,11 +17,12 @@ from ..plan import Plan, build_plan
 from ..render.files import render_all, write_all
 from ..site import Site, parse_site
 from ..site.load import read_site_text
-from ..site.model import Execution
+from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, expand
 from .phases import PHASES, Phase
+from .project import REPO_ROOT, project_archive
 from .progress import Progress, print_summary, progress_for
-from .execution import WorkerCommand, default_worker_command, shards
+from .execution import Shard, WorkerCommand, default_worker_command, shards
 from .rollout import (ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
                       Slurm, ansible_reboot, availability_domains, host_impacts, schedulers_for)
 from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
@@ -28,7 +30,6 @@ from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, p
                     record_site_file, retry_starts, write_hosts, write_json)
 from .waves import BatchInvalid, phase_waves, waves
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HEALTH_PHASE = "health"   # the rollout's gate before a node goes back into service
 
 
@@ -153,23 +154,28 @@ def stop_reason(phase: str, wave_failed: int, wave_hosts: int, phase_failed: int
 
 
 def _run_sharded(plan: Plan, execution: Execution, worker_command: WorkerCommand, wave: list[str], ident: str,
-                 sink: EventSink, **job) -> WaveResult:
-    """One wave as shards, one per execution host, run at once; their results merged as one wave's."""
+                 sink: EventSink, local: list[str] = (), **job) -> WaveResult:
+    """One wave as shards, one per execution host, run at once; their results merged as one wave's. The hosts in
+    ``local`` go to the controller's shard, whoever the execution hosts are (Phase.local)."""
     lock = threading.Lock()
 
     def locked(event: dict) -> None:
         with lock:
             sink(event)
 
-    parts = shards(plan, wave, execution)
+    here = [h for h in wave if h in set(local)]
+    parts = shards(plan, [h for h in wave if h not in set(here)], execution)
+    if here:
+        mine = next((p for p in parts if p.executor == CONTROLLER), None)
+        parts = [Shard(CONTROLLER, here + (mine.hosts if mine else []))] + [p for p in parts if p is not mine]
     results: list[WaveResult | None] = [None] * len(parts)
 
     def run(i: int) -> None:
         name = f"{ident}-{parts[i].executor}"
-        command, workdir = worker_command(parts[i].executor, name)
         try:
-            results[i] = run_shard(executor=parts[i].executor, command=command, workdir=workdir,
-                                   hosts=parts[i].hosts, ident=name, sink=locked, **job)
+            results[i] = run_shard(executor=parts[i].executor, worker=worker_command(parts[i].executor, name),
+                                   hosts=parts[i].hosts, ident=name, sink=locked, idle_timeout=execution.idle_timeout,
+                                   **job)
         except Exception as exc:  # noqa: BLE001 - a broken executor fails its shard's hosts, never the others'
             results[i] = WaveResult(parts[i].hosts, {h: HostFailure(None, f"execution host {parts[i].executor}: {exc}",
                                                                      unreachable=True) for h in parts[i].hosts})
@@ -279,6 +285,9 @@ def _up(options: UpOptions) -> RunOutcome:
     max_fail = site.provisioning.max_fail_percent if options.max_fail is None else options.max_fail
     if not 0 <= max_fail <= 100:
         raise OrchestrationError(f"--max-fail: {max_fail} is not a percentage (0-100)")
+    if site.provisioning.strategy.startswith("mitogen_") and importlib.util.find_spec("ansible_mitogen") is None:
+        raise OrchestrationError(f"provisioning.strategy: {site.provisioning.strategy} needs the mitogen package beside "
+                                 "Ansible (pip install 'gigafactory[mitogen]')")
     chosen = selected_hosts(plan, options.limit)
     impacts: dict[str, HostImpact] = {}
     if options.impacts is not None:
@@ -324,24 +333,29 @@ def _up(options: UpOptions) -> RunOutcome:
     # Declared execution hosts (or a test's worker command): each wave runs as shards through ansible-runner's
     # transmit / worker / process; otherwise ansible-runner runs each wave here, as it always did.
     execution = site.provisioning.execution
-    sharded = execution != Execution() or options.worker_command is not None
+    sharded = list(execution.hosts) != [CONTROLLER] or options.worker_command is not None
+    strategy = site.provisioning.strategy
+    extravars = dict(options.extravars)
+    if "execution" in plan.groups and any(p.local for p in phases):
+        # The base phase installs the project on the execution hosts from this archive (role execution_host).
+        extravars["gf_project_archive"] = project_archive(REPO_ROOT, (run_dir / "project").resolve()).extravars()
     worker_command = options.worker_command or default_worker_command(
         plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve())
     reports: list[PhaseReport] = []
     stopped: str | None = None
 
-    def run_one(phase: Phase, wave: list[str], ident: str) -> WaveResult:
-        """One wave of ``phase`` on ``wave``, recorded in ``hosts`` and the run directory."""
+    def run_one(phase: Phase, wave: list[str], ident: str, local: list[str] = ()) -> WaveResult:
+        """One wave of ``phase`` on ``wave``, recorded in ``hosts`` and the run directory; ``local`` as Phase.local."""
         job = dict(
             playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
             private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
-            check=options.check, extravars={**options.extravars, "gf_phase": phase.name})
+            check=options.check, extravars={**extravars, "gf_phase": phase.name}, strategy=strategy)
 
         def sink(event: dict, name: str = phase.name) -> None:
             progress.event(name, event)
 
         if sharded:
-            result = _run_sharded(plan, execution, worker_command, wave, ident, sink, **job)
+            result = _run_sharded(plan, execution, worker_command, wave, ident, sink, local, **job)
         else:
             result = run_wave(hosts=wave, ident=ident, sink=sink, **job)
         _record_wave(hosts, phase.name, result)
@@ -363,12 +377,13 @@ def _up(options: UpOptions) -> RunOutcome:
                 progress.phase_end(phase.name, "no hosts")
                 continue
             # The site's batch gives way to one wave for a small phase; a --batch given on the command line is kept.
+            local = phase.local_hosts(plan, targets) if sharded else []
             report.waves = phase_waves(targets, sizes, phase.providers(plan, targets),
-                                       one_wave_when_small=options.batch is None)
+                                       one_wave_when_small=options.batch is None and not local)
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
                 progress.wave_start(phase.name, k, wave)
-                result = run_one(phase, wave, f"{index + 1:02d}-{phase.name}-w{k}")
+                result = run_one(phase, wave, f"{index + 1:02d}-{phase.name}-w{k}", local)
                 report.failed += list(result.failed)
                 report.changed += sum(result.changed.values())
                 report.ansible_seconds += result.ansible_seconds

@@ -125,6 +125,10 @@ def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str
     for system in site.storage:
         if isinstance(system, NfsStorage):
             add("nfs_server", [system.server])
+    # Hosts of the site that run Ansible for others (provisioning.execution; the controller is no host of the site).
+    executors = [h for h in site.provisioning.execution.hosts if h in index.host_pools]
+    if executors:
+        add("execution", executors)
     return {g: tuple(m) for g, m in groups.items()}
 
 

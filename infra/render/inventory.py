@@ -7,6 +7,7 @@ as ``inventory.json`` (``inventory_view``); the Slurm files among them are rende
 from __future__ import annotations
 
 import math
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ..plan import Plan, group_name
@@ -140,6 +141,32 @@ def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
     return out
 
 
+# Where the base phase installs an execution host's Ansible (role execution_host) and where up runs its worker.
+EXECUTION_VENV = "/opt/gigafactory/venv"
+EXECUTION_PROJECT = "/opt/gigafactory/project"
+# ansible-core and ansible-runner, and what the site inventory plugin and the filters import, each pinned to the
+# version this controller runs (mitogen too when the site's strategy is one of Mitogen's).
+EXECUTION_PACKAGES = ("ansible-core", "ansible-runner", "pydantic", "pyyaml", "jinja2", "python-hostlist")
+
+
+def controller_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The version of each Python distribution in ``names`` that this controller runs."""
+    try:
+        return {name: version(name) for name in names}
+    except PackageNotFoundError as err:
+        raise RuntimeError(f"the controller's Python has no {err.name}: install gigafactory's dependencies") from err
+
+
+def execution_vars(site: Site, plan: Plan) -> dict[str, Any]:
+    """Variables of the ``execution`` group (hosts that run Ansible for others): ``gf_execution``, what the
+    execution_host role installs there, at the controller's versions."""
+    if "execution" not in plan.groups:
+        return {}
+    names = EXECUTION_PACKAGES + (("mitogen",) if site.provisioning.strategy.startswith("mitogen_") else ())
+    return {"gf_execution": {"venv": EXECUTION_VENV, "project": EXECUTION_PROJECT,
+                             "packages": controller_versions(names)}}
+
+
 def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
     """The plan as a static Ansible YAML inventory (for review and for comparison; Ansible reads the site file directly)."""
     children: dict[str, Any] = {}
@@ -152,6 +179,8 @@ def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
         children["slurm"]["vars"] = slurm_vars(site, plan)
     for group, variables in kubernetes_vars(site, plan).items():
         children[group]["vars"] = variables
+    if "execution" in children:
+        children["execution"]["vars"] = execution_vars(site, plan)
     return {"all": {
         "vars": group_vars(site, plan),
         "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},

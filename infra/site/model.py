@@ -129,6 +129,9 @@ class Repositories(Strict):
                                                 "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
     images: Annotated[ImageRegistry | None, RESTART] = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
                                          "and the pod sandbox image come from it (an air-gapped site's own registry).")
+    python: Url | None = Field(default=None, description="Python package index mirror (the simple API pip's --index-url takes): "
+                               "execution hosts install ansible-core and ansible-runner from it; default: the index pip on the "
+                               "host is configured with.")
 
     def urls(self) -> dict[str, str]:
         """Each declared mirror's URL (the image registry as written), by name."""
@@ -460,6 +463,9 @@ class Execution(Strict):
     split: Literal["scalable_unit", "rack", "count"] = Field(default="count", description=(
         "How a wave's hosts are split: by scalable unit or by rack (an execution host takes its own first), "
         "or in equal runs of hosts in plan order."))
+    idle_timeout: int = Field(default=3600, ge=1, le=86400, description=(
+        "Seconds a shard's worker may stay silent (no event) before its execution host is given up: the worker is "
+        "stopped and the shard's hosts are reported unreachable. Longer than the slowest single task."))
 
 
 class Provisioning(Strict):
@@ -474,6 +480,9 @@ class Provisioning(Strict):
         default_factory=lambda: ["1", "25%", "100%"], description="Wave sizes: a canary first, then larger waves.")
     user: PosixUser = "root"
     execution: Execution = Execution()
+    strategy: Literal["linear", "free", "mitogen_linear", "mitogen_free"] = Field(default="linear", description=(
+        "Ansible's strategy for every phase; the mitogen_ ones need the mitogen package beside Ansible (the [mitogen] "
+        "extra) on the controller and on every execution host."))
 
 
 class Testbed(Strict):

@@ -11,12 +11,14 @@ description:
     then adds one group per pool (C(pool_<name>)), per node type (C(type_<name>)) and
     per role (C(slurm_controller), C(slurm_dbd), C(slurm_login), C(slurm_compute),
     C(slurm), C(subnet_manager), C(rdma), C(gpu), C(k8s_control_plane),
-    C(k8s_worker), C(nfs_server), ...).
+    C(k8s_worker), C(nfs_server), C(execution), ...).
   - Host variables are prefixed C(gf_); C(ansible_host) is the planned management address.
   - The C(slurm) group carries C(gf_slurm_files) (the rendered slurm.conf, gres.conf, cgroup.conf, topology.conf by name),
     C(gf_slurm) (cluster, controllers, accounting host, state save location, containers) and C(gf_slurm_tenants).
   - Each Kubernetes cluster's group (C(k8s_<cluster>)) carries C(gf_kubernetes) (version, control plane, API endpoint, pod and
     service CIDRs).
+  - The C(execution) group (provisioning.execution's hosts of the site) carries C(gf_execution) (the virtualenv and project
+    directory the execution_host role installs, and the Python packages to pin there at the controller's versions).
   - An invalid site file fails inventory parsing with every problem listed.
 options: {}
 """
@@ -51,7 +53,8 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         try:
             from infra.plan import build_plan, group_name
-            from infra.render.inventory import group_vars, host_vars, kubernetes_vars, node_type_vars, slurm_vars
+            from infra.render.inventory import (execution_vars, group_vars, host_vars, kubernetes_vars, node_type_vars,
+                                                slurm_vars)
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}") from err
@@ -80,6 +83,8 @@ class InventoryModule(BaseInventoryPlugin):
         for group, variables in kubernetes_vars(site, plan).items():
             for key, value in variables.items():
                 inventory.set_variable(group, key, value)
+        for key, value in execution_vars(site, plan).items():
+            inventory.set_variable("execution", key, value)
         for name in site.node_types:
             group = group_name("type", name)
             if group in plan.groups:
