@@ -410,14 +410,16 @@ def test_a_killed_executor_counts_against_max_fail(bed):
 class RecordedSlurm:
     """scontrol and squeue on the controller, recorded: every node idle, drains and resumes kept."""
 
-    def __init__(self):
+    def __init__(self, watch=None):
         self.log: list[list[str]] = []
         self.drained: set[str] = set()
         self.most = 0
+        self.watch, self.seen = watch, []      # what watch() said at each command
 
     def run(self, argv):
         from infra.orchestrate.rollout import CommandResult
         self.log.append(list(argv))
+        self.seen.append(self.watch() if self.watch else None)
         if argv[:2] == ["scontrol", "show"]:
             return CommandResult(0, "\n".join(f"NodeName={n} State=IDLE" + ("+DRAIN" if n in self.drained else "")
                                               for n in argv[3].split(",")))
@@ -428,10 +430,13 @@ class RecordedSlurm:
         return CommandResult(0, "")
 
 
-def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_and_reconfigures_after_a_live_change(bed):
-    slurm = RecordedSlurm()
+def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_then_the_controller_and_one_reconfigure(bed):
+    # A node definition changes (memory): the nodes drain-class, the controller live (its slurm.conf). Each node is
+    # updated while drained; the controller's phases and scontrol reconfigure come only after every node has its
+    # update, so slurmctld never holds a definition that a node it schedules on has not got.
+    slurm = RecordedSlurm(watch=lambda: {h: bed.log(h) for h in HOSTS})
     asked: list[str] = []
-    impacts = {"ctl01": ("live", ["slurm.partitions.batch.max_time"]),
+    impacts = {"ctl01": ("live", ["(plan).slurm_conf"]),
                "node01": ("drain", ["node_types.vm-compute.memory_gb"]), "node02": ("drain", ["same"])}
     outcome = up(bed.options(impacts=impacts, node_control=lambda host: asked.append(host) or slurm, rollout_poll_s=0))
     assert outcome.exit_code == 0, bed.output()
@@ -440,8 +445,14 @@ def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_and_reconfigures_
     changes = [a[:4] for a in slurm.log if a[1] == "update"]
     assert changes == [["scontrol", "update", f"nodename={n}", s] for n in ("node01", "node02")
                        for s in ("state=drain", "state=resume")]
-    assert slurm.most == 1 and slurm.log.index(["scontrol", "reconfigure"]) < slurm.log.index(changes[0] + [
-        "reason=gigafactory: node_types.vm-compute.memory_gb"])
+    assert slurm.most == 1
+    first_drain = slurm.log.index(changes[0] + ["reason=gigafactory: node_types.vm-compute.memory_gb"])
+    reconfigure = slurm.log.index(["scontrol", "reconfigure"])
+    assert slurm.seen[first_drain] == {"ctl01": [], "node01": [], "node02": []}       # nothing ran before the drain
+    assert reconfigure > slurm.log.index(changes[-1])                                  # after the last resume
+    assert slurm.seen[reconfigure]["ctl01"] == ["one", "three"]                        # the controller updated by then
+    assert slurm.seen[slurm.log.index(changes[-1])]["ctl01"] == []                     # not before the nodes were
+    assert "after the rollout: the live-class hosts ctl01, then scontrol reconfigure" in bed.output()
     summary = json.loads((outcome.run_dir / "summary.json").read_text())
     assert summary["rollout"]["node01"]["steps"] == ["drained", "idle", "updated", "resumed"]
 

@@ -31,6 +31,7 @@ from ..plan import Plan, group_name
 from ..site.hostlists import expand
 
 IMPACTS = ("none", "live", "restart", "drain", "reboot", "replace")   # weakest first
+NEW = "new"            # a host the earlier site did not have: every phase, nothing to drain (``up --against``)
 ROLLED = ("drain", "reboot")                                           # the classes roll_out sequences
 REASON_MAX = 200
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]<>'-]")     # no braces, %, #, quotes, $ or control chars
@@ -44,7 +45,7 @@ class RolloutError(ValueError):
 @dataclass(frozen=True)
 class HostImpact:
     host: str
-    impact: str                     # one of IMPACTS
+    impact: str                     # one of IMPACTS, or NEW
     reasons: tuple[str, ...] = ()
 
 
@@ -56,8 +57,8 @@ def host_impacts(impacts: Mapping[str, tuple[Any, Sequence[str]]], known: Iterab
     for host, (impact, reasons) in impacts.items():
         value = getattr(impact, "value", impact)
         name = value if isinstance(value, str) else impact.name.lower() if isinstance(impact, Enum) else str(impact)
-        if name not in IMPACTS:
-            raise RolloutError(f"{host}: impact class {name!r} is not one of {', '.join(IMPACTS)}")
+        if name not in (*IMPACTS, NEW):
+            raise RolloutError(f"{host}: impact class {name!r} is not one of {', '.join((*IMPACTS, NEW))}")
         if host not in known:
             raise RolloutError(f"{host}: not a host of the site")
         out[host] = HostImpact(host, name, tuple(str(r) for r in reasons))
