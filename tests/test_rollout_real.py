@@ -99,8 +99,10 @@ def test_a_drain_class_change_waits_for_the_running_job_and_never_takes_both_nod
     reasons = [a for e in out["log"] for a in e["argv"] if a.startswith("reason=")]
     assert reasons[0] == "reason=gigafactory: slurm.node_types.vm-compute.memory_gb: 1 -> 2", reasons
     # both end idle, not drained
+    # (NOT_RESPONDING may show for a moment on a loaded machine: slurmctld missed a ping; not the rollout's doing)
     states = re.findall(r"NodeName=(\S+) .*?\bState=(\S+)", out["nodes_after_drain"])
-    assert dict(states) == {"node01": "IDLE", "node02": "IDLE"}, out["nodes_after_drain"]
+    assert {n: set(s.split("+")) - {"NOT_RESPONDING"} for n, s in states} == {"node01": {"IDLE"}, "node02": {"IDLE"}}, \
+        out["nodes_after_drain"]
 
     # a failed update: drained, with the reason
     assert out["failing"]["node02"]["status"] == "failed", context
