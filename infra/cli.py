@@ -52,19 +52,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .plan.diff import diff_sites
+    from .plan.diff import diff_against
     from .render.diff import diff_as_json, diff_as_text
-    from .site import parse_site
-    from .site.revision import RevisionInvalid, site_text_at
+    from .site.revision import RevisionInvalid
     site, plan = load(args.site)
     try:
-        text, source = site_text_at(Path(args.site), args.against)
+        diff, source = diff_against(Path(args.site), args.against, site, plan)
     except RevisionInvalid as err:
         print(f"gigafactory diff: --against {err}", file=sys.stderr)
         return EXIT_INVALID
-    # Files the site names (repository keys, the energy supply) are read beside SITE for both sides.
-    old = parse_site(text, source, Path(args.site).parent)
-    diff = diff_sites(old, build_plan(old, source), site, plan)
     sys.stdout.write((diff_as_json if args.json else diff_as_text)(diff, source))
     return EXIT_OK
 

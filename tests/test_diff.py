@@ -51,8 +51,12 @@ def changed(capsys, tmp_path, before: dict, mutate) -> dict:
     return json.loads(out)
 
 
-def only(result: dict) -> dict:
-    assert len(result["changes"]) == 1, result["changes"]
+def only(result: dict, slurm_conf: str | None = None) -> dict:
+    """The one change of the site file; ``slurm_conf``: the hosts the plans' Slurm configuration change adds."""
+    fields = [c["field"] for c in result["changes"]]
+    assert fields[1:] == (["(plan).slurm_conf"] if slurm_conf else []), result["changes"]
+    if slurm_conf:
+        assert (result["changes"][1]["hosts"], result["changes"][1]["impact"]) == (slurm_conf, "live")
     return result["changes"][0]
 
 
@@ -72,38 +76,39 @@ def test_a_driver_branch_is_a_reboot_of_the_gpu_hosts(capsys, tmp_path, riga):
 
 def test_a_partition_time_limit_is_live_on_that_partitions_hosts(capsys, tmp_path, riga):
     result = changed(capsys, tmp_path, riga, lambda d: d["slurm"]["partitions"][1].update(max_time="08:00:00"))
-    c = only(result)
+    c = only(result, slurm_conf="ctl[01-02],db01,login[01-02]")      # every other holder of slurm.conf: live
     assert (c["field"], c["old"], c["new"], c["impact"]) == ("slurm.partitions[interactive].max_time", "04:00:00", "08:00:00", "live")
     assert c["hosts"] == "gpu[0001-0096]"                   # the train pool: not the inference hosts
-    assert classes(result)["live"] == "gpu[0001-0096]" and "drain" not in classes(result)
+    assert classes(result)["live"] == "ctl[01-02],db01,gpu[0001-0096],login[01-02]" and "drain" not in classes(result)
 
 
 def test_a_node_types_memory_is_a_drain_of_the_hosts_of_that_type(capsys, tmp_path, riga):
     result = changed(capsys, tmp_path, riga, lambda d: d["node_types"]["hgx-h200"].update(memory_gb=1536))
-    c = only(result)
+    c = only(result, slurm_conf="ctl[01-02],db01,login[01-02]")     # slurmctld learns the new RealMemory
     assert (c["field"], c["impact"], c["hosts"]) == ("node_types.hgx-h200.memory_gb", "drain", "gpu[0001-0128]")
-    assert classes(result)["drain"] == "gpu[0001-0128]"
+    assert classes(result)["drain"] == "gpu[0001-0128]" and classes(result)["live"] == "ctl[01-02],db01,login[01-02]"
 
 
-def test_a_tenants_quota_is_live_and_touches_no_host(capsys, tmp_path, riga):
+def test_a_tenants_quota_is_live_on_the_slurm_controllers_only(capsys, tmp_path, riga):
     result = changed(capsys, tmp_path, riga, lambda d: d["tenants"][0]["slurm"].update(gpus=400))
     c = only(result)
-    assert (c["field"], c["old"], c["new"], c["impact"], c["host_count"]) == ("tenants[acme-ai].slurm.gpus", 384, 400, "live", 0)
-    assert list(classes(result)) == ["nothing"]
+    assert (c["field"], c["old"], c["new"], c["impact"], c["hosts"]) == ("tenants[acme-ai].slurm.gpus", 384, 400, "live",
+                                                                        "ctl[01-02]")   # sacctmgr (slurm_tenants)
+    assert list(classes(result)) == ["nothing", "live"] and classes(result)["live"] == "ctl[01-02]"
 
 
 def test_a_pools_grown_hosts_are_new(capsys, tmp_path, demo):
     result = changed(capsys, tmp_path, demo, lambda d: d["pools"][1].update(hosts="node[01-03]"))
-    c = only(result)
+    c = only(result, slurm_conf="ctl01,node[01-02]")          # slurm.conf learns node03 on every holder
     assert (c["field"], c["old"], c["new"], c["impact"]) == ("pools[compute].hosts", "node[01-02]", "node[01-03]", "live")
     assert (c["new_hosts"], c["removed_hosts"], c["hosts"]) == ("node03", "", "")
-    assert classes(result) == {"nothing": "ctl01,node[01-02]", "new": "node03"}
+    assert classes(result) == {"live": "ctl01,node[01-02]", "new": "node03"}
 
 
 def test_a_pools_removed_hosts_are_removed(capsys, tmp_path, demo):
     result = changed(capsys, tmp_path, demo, lambda d: d["pools"][1].update(hosts="node01"))
-    assert only(result)["removed_hosts"] == "node02"
-    assert classes(result) == {"nothing": "ctl01,node01", "removed": "node02"}
+    assert only(result, slurm_conf="ctl01,node01")["removed_hosts"] == "node02"
+    assert classes(result) == {"live": "ctl01,node01", "removed": "node02"}
 
 
 def test_an_address_change_is_a_replace(capsys, tmp_path, demo):
@@ -142,13 +147,16 @@ def test_text_output_names_each_change_its_class_and_hosts(capsys, tmp_path, rig
     code, out, err = diff(capsys, repo.site, "HEAD~1")
     assert code == 0, err
     assert out.splitlines() == [
-        "riga-1: 2 changes against HEAD~1:inv/site.yml",
+        "riga-1: 3 changes against HEAD~1:inv/site.yml",
         "  software.nvidia_driver.branch: '570' -> '580'",
         "      reboot   gpu[0001-0128] (128 hosts)",
         "  slurm.partitions[batch].max_time: '2-00:00:00' -> '3-00:00:00'",
         "      live     gpu[0001-0096] (96 hosts)",
+        "  (plan).slurm_conf: (unset) -> [\"partitions\"]",
+        "      live     ctl[01-02],db01,login[01-02] (5 hosts)",
         "hosts by what they need:",
-        "  nothing      11  ctl[01-02],db01,k8s-cp[01-03],login[01-02],nfs01,sm[01-02]",
+        "  nothing       6  k8s-cp[01-03],nfs01,sm[01-02]",
+        "  live          5  ctl[01-02],db01,login[01-02]",
         "  reboot      128  gpu[0001-0128]",
     ]
 
@@ -159,10 +167,12 @@ def test_json_shape(capsys, tmp_path, demo):
     assert (result["site"], result["against"]) == ("demo", "HEAD:inv/site.yml")
     assert result["changes"] == [{"field": "slurm.partitions[batch].max_time", "old": "01:00:00", "new": "02:00:00",
                                   "impact": "live", "hosts": "node[01-02]", "host_count": 2, "new_hosts": "",
-                                  "removed_hosts": ""}]
+                                  "removed_hosts": ""},
+                                 {"field": "(plan).slurm_conf", "old": None, "new": ["partitions"], "impact": "live",
+                                  "hosts": "ctl01", "host_count": 1, "new_hosts": "", "removed_hosts": ""}]
     assert list(result["hosts"]) == ["nothing", "live", "restart", "drain", "reboot", "replace", "new", "removed"]
-    assert result["hosts"]["live"] == {"count": 2, "hosts": "node[01-02]"}
-    assert result["hosts"]["nothing"] == {"count": 1, "hosts": "ctl01"}
+    assert result["hosts"]["live"] == {"count": 3, "hosts": "ctl01,node[01-02]"}
+    assert result["hosts"]["nothing"] == {"count": 0, "hosts": ""}
 
 
 def test_the_same_site_has_no_changes_and_nothing_to_do(capsys, tmp_path):
@@ -188,7 +198,7 @@ def test_against_a_run_directory_and_a_site_file(capsys, tmp_path):
         code, out, err = diff(capsys, site, ref, "--json")
         assert code == 0, err
         assert [(c["field"], c["old"], c["impact"]) for c in json.loads(out)["changes"]] == [
-            ("slurm.partitions[batch].max_time", "00:30:00", "live")]
+            ("slurm.partitions[batch].max_time", "00:30:00", "live"), ("(plan).slurm_conf", None, "live")]
     code, _, err = diff(capsys, site, str(tmp_path / "runs"))
     assert code == 2 and "without a recorded site file (site.yml)" in err
 

@@ -419,14 +419,16 @@ def test_a_killed_executor_counts_against_max_fail(bed):
 class RecordedSlurm:
     """scontrol and squeue on the controller, recorded: every node idle, drains and resumes kept."""
 
-    def __init__(self):
+    def __init__(self, watch=None):
         self.log: list[list[str]] = []
         self.drained: set[str] = set()
         self.most = 0
+        self.watch, self.seen = watch, []      # what watch() said at each command
 
     def run(self, argv):
         from infra.orchestrate.rollout import CommandResult
         self.log.append(list(argv))
+        self.seen.append(self.watch() if self.watch else None)
         if argv[:2] == ["scontrol", "show"]:
             return CommandResult(0, "\n".join(f"NodeName={n} State=IDLE" + ("+DRAIN" if n in self.drained else "")
                                               for n in argv[3].split(",")))
@@ -437,10 +439,13 @@ class RecordedSlurm:
         return CommandResult(0, "")
 
 
-def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_and_reconfigures_after_a_live_change(bed):
-    slurm = RecordedSlurm()
+def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_then_the_controller_and_one_reconfigure(bed):
+    # A node definition changes (memory): the nodes drain-class, the controller live (its slurm.conf). Each node is
+    # updated while drained; the controller's phases and scontrol reconfigure come only after every node has its
+    # update, so slurmctld never holds a definition that a node it schedules on has not got.
+    slurm = RecordedSlurm(watch=lambda: {h: bed.log(h) for h in HOSTS})
     asked: list[str] = []
-    impacts = {"ctl01": ("live", ["slurm.partitions.batch.max_time"]),
+    impacts = {"ctl01": ("live", ["(plan).slurm_conf"]),
                "node01": ("drain", ["node_types.vm-compute.memory_gb"]), "node02": ("drain", ["same"])}
     outcome = up(bed.options(impacts=impacts, node_control=lambda host: asked.append(host) or slurm, rollout_poll_s=0))
     assert outcome.exit_code == 0, bed.output()
@@ -449,8 +454,14 @@ def test_up_with_impacts_rolls_drain_class_nodes_one_at_a_time_and_reconfigures_
     changes = [a[:4] for a in slurm.log if a[1] == "update"]
     assert changes == [["scontrol", "update", f"nodename={n}", s] for n in ("node01", "node02")
                        for s in ("state=drain", "state=resume")]
-    assert slurm.most == 1 and slurm.log.index(["scontrol", "reconfigure"]) < slurm.log.index(changes[0] + [
-        "reason=gigafactory: node_types.vm-compute.memory_gb"])
+    assert slurm.most == 1
+    first_drain = slurm.log.index(changes[0] + ["reason=gigafactory: node_types.vm-compute.memory_gb"])
+    reconfigure = slurm.log.index(["scontrol", "reconfigure"])
+    assert slurm.seen[first_drain] == {"ctl01": [], "node01": [], "node02": []}       # nothing ran before the drain
+    assert reconfigure > slurm.log.index(changes[-1])                                  # after the last resume
+    assert slurm.seen[reconfigure]["ctl01"] == ["one", "three"]                        # the controller updated by then
+    assert slurm.seen[slurm.log.index(changes[-1])]["ctl01"] == []                     # not before the nodes were
+    assert "after the rollout: the live-class hosts ctl01, then scontrol reconfigure" in bed.output()
     summary = json.loads((outcome.run_dir / "summary.json").read_text())
     assert summary["rollout"]["node01"]["steps"] == ["drained", "idle", "updated", "resumed"]
 
@@ -543,3 +554,124 @@ def test_execution_hosts_get_the_base_phase_first_from_the_controller(bed):
     archive = json.loads((arts / "01-one-w1-controller" / "job_events.jsonl").read_text().splitlines()[0])
     assert archive["event"] == "playbook_on_start"
     assert [p.name for p in (outcome.run_dir / "project").iterdir()][0].startswith("project-")  # packed for them
+
+
+class BusySlurm(RecordedSlurm):
+    """RecordedSlurm whose node01 runs a job for its first ``polls`` state queries after being drained."""
+
+    def __init__(self, polls: int, **kw):
+        super().__init__(**kw)
+        self.polls = polls
+
+    def run(self, argv):
+        from infra.orchestrate.rollout import CommandResult
+        if argv[:3] == ["scontrol", "show", "node"] and "node01" in self.drained and self.polls > 0:
+            self.polls -= 1
+            self.log.append(list(argv))
+            self.seen.append(self.watch() if self.watch else None)
+            return CommandResult(0, "\n".join(f"NodeName={n} State=" + ("ALLOCATED" if n == "node01" else "IDLE")
+                                              + ("+DRAIN" if n in self.drained else "") for n in argv[3].split(",")))
+        return super().run(argv)
+
+
+def against(bed, mutate) -> Path:
+    """The bed's site as it was before ``mutate`` (written beside it as old.yml); the site file gets the change."""
+    old = bed.root / "old.yml"
+    old.write_text(bed.site_file.read_text())
+    data = yaml.safe_load(bed.site_file.read_text())
+    mutate(data)
+    bed.site_file.write_text(yaml.safe_dump(data))
+    return old
+
+
+def test_up_against_prints_the_diff_then_rolls_out_by_class_and_the_live_table_shows_the_wait(bed, monkeypatch, capsys):
+    from rich.console import Console
+    from infra.orchestrate import cli as ocli
+    from infra.orchestrate.progress import LiveProgress
+    old = against(bed, lambda d: d["node_types"]["vm-compute"].update(memory_gb=d["node_types"]["vm-compute"]["memory_gb"] + 1))
+    slurm = BusySlurm(polls=2, watch=lambda: {h: bed.log(h) for h in HOSTS})
+    table = io.StringIO()
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options(    # the table starts after the diff's print
+        node_control=lambda host: slurm, rollout_poll_s=0.2,
+        progress=LiveProgress([p.name for p in TEST_PHASES], Console(file=table, force_terminal=True, width=200))))
+    capsys.readouterr()
+    assert cli_main(["up", str(bed.site_file), "--against", str(old)]) == 0, bed.output()
+    diff = capsys.readouterr().out.splitlines()
+    assert diff[0] == f"demo: 2 changes against {old}"
+    assert "  drain         2  node[01-02]" in diff and "  live          1  ctl01" in diff
+    # drain class: node01 (busy) and node02 rolled one at a time, the controller (live) after, one reconfigure
+    drains = [a[2] for a in slurm.log if a[1] == "update" and a[3] == "state=drain"]
+    assert sorted(drains) == ["nodename=node01", "nodename=node02"] and slurm.most == 1
+    assert [r for r in slurm.log if r[1] == "update" and r[3] == "state=drain"][0][4] == \
+        "reason=gigafactory: node_types.vm-compute.memory_gb"
+    assert slurm.seen[slurm.log.index(["scontrol", "reconfigure"])]["ctl01"] == ["one", "three"]
+    assert bed.log("node01") == bed.log("node02") == ["one", "two", "three"]
+    # the live table's rollout row named the node waiting for its job and for how long
+    import re
+    assert re.search(r"waiting for node01 \(jobs \(ALLOCATED\+DRAIN\), \d+s\)", table.getvalue()), table.getvalue()[-3000:]
+
+
+def test_up_against_nothing_changed_touches_nothing_and_new_hosts_get_every_phase(bed, monkeypatch, capsys):
+    from infra.orchestrate import cli as ocli
+    old = bed.root / "old.yml"
+    old.write_text(bed.site_file.read_text())
+    slurm = RecordedSlurm()
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options(node_control=lambda host: slurm))
+    assert cli_main(["up", str(bed.site_file), "--against", str(old)]) == 0
+    assert all(bed.log(h) == [] for h in HOSTS) and slurm.log == []
+    # node02 new: every phase, nothing drained; the holders of slurm.conf (ctl01, node01) live, reconfigured once
+    data = yaml.safe_load(old.read_text())
+    data["pools"][1]["hosts"] = "node01"
+    old.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options("run2", node_control=lambda host: slurm))
+    assert cli_main(["up", str(bed.site_file), "--against", str(old)]) == 0
+    assert "  new           1  node02" in capsys.readouterr().out
+    assert bed.log("node02") == ["one", "two", "three"] and bed.log("ctl01") == ["one", "three"]
+    assert slurm.log == [["scontrol", "reconfigure"]]
+
+
+def test_up_against_refuses_a_replace_unless_forced_and_removed_hosts_are_named_only(bed, monkeypatch, capsys):
+    from infra.orchestrate import cli as ocli
+    old = against(bed, lambda d: d["networks"]["management"].update(cidr="192.168.201.0/24"))
+    slurm = RecordedSlurm()
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options(node_control=lambda host: slurm))
+    capsys.readouterr()
+    assert cli_main(["up", str(bed.site_file), "--against", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "networks.management.cidr is a replace-class change of ctl01,node[01-02]" in err and "--force-replace" in err
+    assert all(bed.log(h) == [] for h in HOSTS) and not (bed.root / "runs").exists()
+    assert cli_main(["up", str(bed.site_file), "--against", str(old), "--force-replace"]) == 0
+    assert bed.log("node01") == ["one", "two", "three"] and slurm.log == []     # like new hosts: nothing drained
+    # a host removed from the site: named, not touched
+    data = yaml.safe_load(bed.site_file.read_text())
+    data["pools"][1]["hosts"] = "node01"
+    old.write_text(bed.site_file.read_text())
+    bed.site_file.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options("run3", node_control=lambda host: slurm))
+    assert cli_main(["up", str(bed.site_file), "--against", str(old)]) == 0
+    assert "removed from the site, not touched: node02" in capsys.readouterr().out
+    assert bed.log("node02") == ["one", "two", "three"]                          # from the forced run only
+
+
+@pytest.mark.parametrize("case", ["no-such-ref", "invalid-old", "invalid-site", "retry", "force-alone"])
+def test_up_against_bad_input_exits_2_and_touches_nothing(bed, monkeypatch, capsys, case):
+    from infra.orchestrate import cli as ocli
+    monkeypatch.setattr(ocli, "options_from", lambda args: bed.options())
+    old = bed.root / "old.yml"
+    data = yaml.safe_load(bed.site_file.read_text())
+    bad = yaml.safe_load(bed.site_file.read_text())
+    bad["node_types"]["vm-compute"]["memory_gb"] = 0
+    old.write_text(yaml.safe_dump(bad if case == "invalid-old" else data))
+    if case == "invalid-site":
+        bed.site_file.write_text(yaml.safe_dump(bad))
+    argv = {"no-such-ref": ["--against", "no-such-branch"], "retry": ["--against", str(old), "--retry"],
+            "force-alone": ["--force-replace"]}.get(case, ["--against", str(old)])
+    capsys.readouterr()
+    assert cli_main(["up", str(bed.site_file), *argv]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and out.err.strip()
+    if case.startswith("invalid"):
+        assert "node_types.vm-compute.memory_gb" in out.err
+    assert all(list(bed.dir(h).iterdir()) == [] for h in HOSTS) and not (bed.root / "runs").exists()

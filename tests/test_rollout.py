@@ -37,6 +37,7 @@ class FakeSlurm:
         self.clock, self.nodes = clock, nodes
         self.jobs = dict(jobs or {})            # node -> when its job ends
         self.flags: dict[str, set[str]] = {n: set() for n in nodes}
+        self.down: set[str] = set()
         self.reason: dict[str, str] = {}
         self.reboot_s, self.reboot_at = reboot_s, {}
         self.log: list[tuple[float, list[str]]] = []
@@ -47,8 +48,8 @@ class FakeSlurm:
         for n, at in list(self.reboot_at.items()):
             if self.clock.now >= at:
                 del self.reboot_at[n]
-                self.flags[n] -= {"REBOOT_REQUESTED", "REBOOT_ISSUED", "DRAIN"}   # nextstate=RESUME
-                self.reason.pop(n, None)
+                self.flags[n] -= {"REBOOT_REQUESTED", "REBOOT_ISSUED", "DRAIN"}   # nextstate=DOWN: ASAP's drain
+                self.down.add(n)                                                    # cleared, down, reason kept
         for n in self.nodes:
             if n in self.flags and "REBOOT_REQUESTED" in self.flags[n] and not self._busy(n):
                 self.flags[n] = (self.flags[n] - {"REBOOT_REQUESTED"}) | {"REBOOT_ISSUED"}
@@ -58,10 +59,13 @@ class FakeSlurm:
         return self.jobs.get(n, -1) > self.clock.now
 
     def _base(self, n: str) -> str:
-        return "ALLOCATED" if self._busy(n) else "IDLE"
+        return "DOWN" if n in self.down else "ALLOCATED" if self._busy(n) else "IDLE"
 
     def out(self) -> set[str]:
-        return {n for n, f in self.flags.items() if f & {"DRAIN", "REBOOT_REQUESTED", "REBOOT_ISSUED"}}
+        return {n for n, f in self.flags.items() if f & {"DRAIN", "REBOOT_REQUESTED", "REBOOT_ISSUED"}} | self.down
+
+    def state(self, n: str) -> str:
+        return "+".join([self._base(n), *sorted(self.flags[n])])
 
     def run(self, argv):
         argv = list(argv)
@@ -75,8 +79,9 @@ class FakeSlurm:
             case ["scontrol", "update", node, "state=resume"]:
                 n = node.split("=", 1)[1]
                 self.flags[n].discard("DRAIN")
+                self.down.discard(n)
                 self.reason.pop(n, None)
-            case ["scontrol", "reboot", "ASAP", "nextstate=RESUME", reason, n]:
+            case ["scontrol", "reboot", "ASAP", "nextstate=DOWN", reason, n]:
                 self.flags[n] |= {"DRAIN", "REBOOT_REQUESTED"}
                 self.reason[n] = reason.split("=", 1)[1]
                 self._tick()
@@ -109,11 +114,14 @@ class FakeSlurm:
 class Recorder:
     """The update and health stand-ins: what ran, when, on which nodes; failing where told."""
 
-    def __init__(self, clock: Clock, name: str, fail: set[str] = frozenset(), slurm: FakeSlurm | None = None):
-        self.clock, self.name, self.fail, self.slurm = clock, name, set(fail), slurm
+    def __init__(self, clock: Clock, name: str, fail: set[str] = frozenset(), slurm: FakeSlurm | None = None,
+                 on_call=None):
+        self.clock, self.name, self.fail, self.slurm, self.on_call = clock, name, set(fail), slurm, on_call
         self.calls: list[tuple[float, list[str]]] = []
 
     def __call__(self, hosts: list[str]) -> dict[str, str]:
+        if self.on_call:
+            self.on_call(hosts)
         if self.slurm is not None:
             for h in hosts:     # never on a node that still runs a job
                 assert not self.slurm._busy(h), f"{self.name} on {h} while its job runs"
@@ -125,10 +133,11 @@ class Recorder:
         return [h for _, hosts in self.calls for h in hosts]
 
 
-def rollout(clock, slurm, impacts, domains, percent=10, max_fail=100, apply_fail=(), health_fail=(), out=None):
+def rollout(clock, slurm, impacts, domains, percent=10, max_fail=100, apply_fail=(), health_fail=(), out=None,
+            on_health=None):
     from infra.orchestrate.up import stop_reason
     apply = Recorder(clock, "apply", set(apply_fail), slurm)
-    health = Recorder(clock, "health", set(health_fail))
+    health = Recorder(clock, "health", set(health_fail), on_call=on_health)
     control = Slurm(slurm)
     r = Rollout(impacts={h: HostImpact(h, c, ("slurm.nodes: gres changed",)) for h, c in impacts.items()},
                 domains=domains, schedulers=dict.fromkeys(impacts, control), apply=apply, health=health,
@@ -218,17 +227,31 @@ def test_a_failed_health_gate_keeps_the_node_drained():
     assert slurm.out() == {"node02"} and result.nodes["node01"].status == "ok"
 
 
-def test_reboot_class_drains_updates_then_asks_slurm_to_reboot_and_resumes_after_the_health_gate():
+def test_reboot_class_drains_updates_reboots_to_down_and_resumes_only_after_the_health_gate():
     clock = Clock()
     slurm = FakeSlurm(clock, ["node01"], jobs={"node01": 40}, reboot_s=30, domains={"b": ["node01"]}, limits={"b": 1})
-    result, apply, health = rollout(clock, slurm, {"node01": "reboot"}, {"partition b": ["node01"]})
+    seen: list[str] = []
+    result, apply, health = rollout(clock, slurm, {"node01": "reboot"}, {"partition b": ["node01"]},
+                                    on_health=lambda hosts: seen.extend(slurm.state(h) for h in hosts))
     assert slurm.commands("node01") == [
-        "scontrol update state=drain", "squeue -h -w -o %i", "scontrol reboot ASAP nextstate=RESUME",
+        "scontrol update state=drain", "squeue -h -w -o %i", "scontrol reboot ASAP nextstate=DOWN",
         "scontrol update state=resume"]
     reboot_at = next(t for t, argv in slurm.log if argv[1] == "reboot")
-    assert apply.calls[0][0] >= 40 and apply.calls[0][0] < reboot_at < health.calls[0][0]
+    resume_at = next(t for t, argv in slurm.log if argv[-1] == "state=resume")
+    assert apply.calls[0][0] >= 40 and apply.calls[0][0] < reboot_at < health.calls[0][0] < resume_at
+    assert seen == ["DOWN"]            # back from its reboot, still down (no job can land) while the gate runs
     assert result.nodes["node01"].steps == ["drained", "idle", "updated", "reboot requested", "rebooted", "resumed"]
     assert result.nodes["node01"].status == "ok" and slurm.out() == set()
+
+
+def test_a_failed_health_gate_after_a_reboot_leaves_the_node_down_and_drained_with_the_reason():
+    clock = Clock()
+    slurm = FakeSlurm(clock, ["node01"], reboot_s=30, domains={"b": ["node01"]}, limits={"b": 1})
+    result, _, _ = rollout(clock, slurm, {"node01": "reboot"}, {"partition b": ["node01"]}, health_fail={"node01"})
+    assert result.nodes["node01"].status == "failed" and "health gate" in result.nodes["node01"].message
+    assert slurm.state("node01") == "DOWN+DRAIN"
+    assert slurm.reason["node01"].startswith("gigafactory: update failed: health gate: health failed on purpose")
+    assert not any(argv[-1] == "state=resume" for _, argv in slurm.log)
 
 
 def test_a_node_that_does_not_come_back_from_its_reboot_fails_and_stays_drained():

@@ -5,7 +5,7 @@ A 75-second job runs on node01; a drain-class change to both nodes with at most 
 first while the job runs, node01 once it has ended; the job completes; both end idle. A failing update leaves its
 node drained with the reason. A live-class change (the partition's MaxTime) is applied with ``scontrol reconfigure``
 and drains nothing. A reboot-class change drains the node, updates it once idle and asks Slurm for ``scontrol
-reboot ASAP nextstate=RESUME``; the chroot cannot reboot (slurmd's RebootProgram here is /bin/true, so the node
+reboot ASAP nextstate=DOWN``; the chroot cannot reboot (slurmd's RebootProgram here is /bin/true, so the node
 never comes back with a new boot time): the node shows the reboot requested and drained, and the rollout fails it
 after its reboot timeout, drained. Every Slurm command goes through ansible-runner's ad-hoc command module.
 """
@@ -99,8 +99,10 @@ def test_a_drain_class_change_waits_for_the_running_job_and_never_takes_both_nod
     reasons = [a for e in out["log"] for a in e["argv"] if a.startswith("reason=")]
     assert reasons[0] == "reason=gigafactory: slurm.node_types.vm-compute.memory_gb: 1 -> 2", reasons
     # both end idle, not drained
+    # (NOT_RESPONDING may show for a moment on a loaded machine: slurmctld missed a ping; not the rollout's doing)
     states = re.findall(r"NodeName=(\S+) .*?\bState=(\S+)", out["nodes_after_drain"])
-    assert dict(states) == {"node01": "IDLE", "node02": "IDLE"}, out["nodes_after_drain"]
+    assert {n: set(s.split("+")) - {"NOT_RESPONDING"} for n, s in states} == {"node01": {"IDLE"}, "node02": {"IDLE"}}, \
+        out["nodes_after_drain"]
 
     # a failed update: drained, with the reason
     assert out["failing"]["node02"]["status"] == "failed", context
@@ -112,10 +114,11 @@ def test_a_drain_class_change_waits_for_the_running_job_and_never_takes_both_nod
     assert "MaxTime=02:00:00" in out["partition_after_live"], out["partition_after_live"]
     assert "DRAIN" not in out["nodes_after_live"], out["nodes_after_live"]
 
-    # reboot: drained, waited for the short job, updated, then scontrol reboot ASAP nextstate=RESUME
+    # reboot: drained, waited for the short job, updated, then scontrol reboot ASAP nextstate=DOWN; resumed only
+    # after the health gate, which never runs here
     commands = [e["argv"] for e in out["reboot_log"] if e["argv"][1] in ("update", "reboot")]
     assert [c[:4] for c in commands[:2]] == [["scontrol", "update", "nodename=node01", "state=drain"],
-                                             ["scontrol", "reboot", "ASAP", "nextstate=RESUME"]], commands
+                                             ["scontrol", "reboot", "ASAP", "nextstate=DOWN"]], commands
     assert commands[1][-1] == "node01" and commands[1][4].startswith("reason=gigafactory: "), commands
     assert out["reboot_applied"][0]["job"] == "", context          # updated only once the short job had ended
     assert out["sacct_short"].split("|")[1] == "COMPLETED", out["sacct_short"]
@@ -124,4 +127,5 @@ def test_a_drain_class_change_waits_for_the_running_job_and_never_takes_both_nod
     assert any("REBOOT_" in s and "DRAIN" in s for s in seen), seen
     # the chroot cannot reboot: the node never comes back, the rollout fails it after its timeout and it stays drained
     assert out["reboot"]["node01"]["status"] == "failed" and out["reboot_checked"] == [], context
+    assert ["state=resume"] not in [c[3:4] for c in commands], commands
     assert "DRAIN" in out["node01_after_reboot"], out["node01_after_reboot"]

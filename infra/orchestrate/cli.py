@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from ..site.hostlists import compress
 from .phases import PHASES
 from .up import OrchestrationError, UpOptions, up
 from .waves import BatchInvalid, parse_batch
@@ -56,10 +58,62 @@ def options_from(args: argparse.Namespace) -> UpOptions:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "against", None) is not None:
+            return _up_against(args)
+        if getattr(args, "force_replace", False):
+            print("error: --force-replace goes with --against REF (the change whose replace-class hosts it applies)",
+                  file=sys.stderr)
+            return EXIT_INVALID
         return up(options_from(args)).exit_code
     except OrchestrationError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+
+
+def _up_against(args: argparse.Namespace) -> int:
+    """``up SITE --against REF``: the change's diff (the one ``gigafactory diff`` prints, computed the same way),
+    then the run with each host's class as its impact: nothing -> untouched, new -> every phase, removed -> named
+    only, replace -> refused unless ``--force-replace`` (then applied like a new host)."""
+    from ..plan import build_plan
+    from ..plan.diff import NEW, NOTHING, REMOVED, diff_against
+    from ..render.diff import diff_as_text
+    from ..site import load_site
+    from ..site.impact import REPLACE
+    from ..site.revision import RevisionInvalid
+    if args.retry:
+        print("error: --against and --retry: give one. --retry reruns what an earlier run left unfinished; after a "
+              "rollout that stopped, run `up SITE --against REF` again with the same REF (the hosts that still "
+              "need it roll again, idle ones first)", file=sys.stderr)
+        return EXIT_INVALID
+    site = load_site(args.site)                    # SiteInvalid: exit 2 naming the field (infra.cli)
+    plan = build_plan(site, args.site)
+    try:
+        diff, source = diff_against(Path(args.site), args.against, site, plan)
+    except RevisionInvalid as err:
+        print(f"error: --against {err}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(diff_as_text(diff, source))
+    sys.stdout.flush()
+    replaced = [c for c in diff.changes if c.impact is REPLACE and c.hosts]
+    if replaced and not args.force_replace:
+        for c in replaced:
+            print(f"error: {c.field} is a replace-class change of {compress(c.hosts)}: they cannot be updated in "
+                  "place", file=sys.stderr)
+        print("refused, nothing touched; --force-replace applies those hosts like new ones (every phase, nothing "
+              "drained)", file=sys.stderr)
+        return EXIT_INVALID
+    impacts: dict[str, tuple[str, list[str]]] = {}
+    for host, cls in diff.hosts.items():
+        if cls == REMOVED:
+            continue
+        needs = [c for c in diff.changes if host in c.hosts or host in c.new_hosts]
+        top = max((c.impact for c in needs), default=None)
+        reasons = [c.field for c in needs if c.impact == top] or [cls]
+        impacts[host] = ("none" if cls == NOTHING else NEW if cls in (NEW, str(REPLACE)) else cls, reasons)
+    removed = diff.by_class().get(REMOVED, ())
+    if removed:
+        print(f"removed from the site, not touched: {compress(removed)} (take them out of service by hand)")
+    return up(dataclasses.replace(options_from(args), impacts=impacts)).exit_code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -82,6 +136,11 @@ def add_commands(sub) -> None:
     u = sub.add_parser("up", help="provision a site: run every phase through ansible-runner, in waves")
     u.add_argument("site", help="path to inventories/<site>/site.yml")
     add_up_arguments(u)
+    u.add_argument("--against", metavar="REF",
+                   help="apply only what changed since REF (a git revision, a run directory, a site file; as "
+                        "gigafactory diff): each host by its impact class, drain and reboot ones rolled out")
+    u.add_argument("--force-replace", action="store_true",
+                   help="with --against: apply hosts of a replace-class change like new hosts instead of refusing")
     u.set_defaults(func=cmd_up)
     d = sub.add_parser("demo", help="boot the demo site's hosts as local VMs and provision them (--down: stop them)")
     d.add_argument("site", nargs="?", default="inventories/demo/site.yml")

@@ -115,7 +115,8 @@ class LiveProgress:
     def waiting(self, waits: dict[str, tuple[str, float]]) -> None:
         row = self.rows.setdefault("rollout", PhaseRow("rollout"))
         row.task = f"waiting for {waiting_text(waits)}" if waits else ""
-        self._refresh()
+        row.note = "rolling out"
+        self.live.update(self._table(), refresh=True)     # once a poll: drawn now, however short the wait
 
     def close(self) -> None:
         self.live.stop()

@@ -6,7 +6,8 @@ availability domain's nodes (a Slurm partition, a Kubernetes cluster's workers, 
 node) are out of service at once. Each node is taken out (Slurm: drained with a reason naming the change;
 Kubernetes: cordoned and drained through the eviction API, PodDisruptionBudgets respected), waits until its jobs
 have finished, is updated (``apply``), rebooted if its class says so (Slurm: ``scontrol reboot ASAP
-nextstate=RESUME``), passes the health gate, and is put back. A node whose update fails stays out with the reason.
+nextstate=DOWN``: it comes back down, no job lands on it), passes the health gate, and only then is put back. A node
+whose update, reboot or health gate fails stays out with the reason.
 
 Every command is an argument vector run on the scheduler's control host through a ``NodeControl`` (production:
 ansible-runner's ad-hoc ``command`` module, ``AnsibleCommand``); no shell ever sees a site value.
@@ -30,6 +31,7 @@ from ..plan import Plan, group_name
 from ..site.hostlists import expand
 
 IMPACTS = ("none", "live", "restart", "drain", "reboot", "replace")   # weakest first
+NEW = "new"            # a host the earlier site did not have: every phase, nothing to drain (``up --against``)
 ROLLED = ("drain", "reboot")                                           # the classes roll_out sequences
 REASON_MAX = 200
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]<>'-]")     # no braces, %, #, quotes, $ or control chars
@@ -43,7 +45,7 @@ class RolloutError(ValueError):
 @dataclass(frozen=True)
 class HostImpact:
     host: str
-    impact: str                     # one of IMPACTS
+    impact: str                     # one of IMPACTS, or NEW
     reasons: tuple[str, ...] = ()
 
 
@@ -55,8 +57,8 @@ def host_impacts(impacts: Mapping[str, tuple[Any, Sequence[str]]], known: Iterab
     for host, (impact, reasons) in impacts.items():
         value = getattr(impact, "value", impact)
         name = value if isinstance(value, str) else impact.name.lower() if isinstance(impact, Enum) else str(impact)
-        if name not in IMPACTS:
-            raise RolloutError(f"{host}: impact class {name!r} is not one of {', '.join(IMPACTS)}")
+        if name not in (*IMPACTS, NEW):
+            raise RolloutError(f"{host}: impact class {name!r} is not one of {', '.join((*IMPACTS, NEW))}")
         if host not in known:
             raise RolloutError(f"{host}: not a host of the site")
         out[host] = HostImpact(host, name, tuple(str(r) for r in reasons))
@@ -211,18 +213,22 @@ class Slurm:
         return {n for n, s in self.states(nodes).items() if s.base == "IDLE" and "COMPLETING" not in s.flags}
 
     def reboot(self, node: str, reason: str) -> bool:
-        self.run("scontrol", "reboot", "ASAP", "nextstate=RESUME", f"reason={reason}", node)
+        # nextstate=DOWN: the node comes back down with the reason, so no job lands on it before the rollout's
+        # health gate has passed; the rollout resumes it then (put_back), or leaves it down and drained.
+        self.run("scontrol", "reboot", "ASAP", "nextstate=DOWN", f"reason={reason}", node)
         return True
 
     def back(self, nodes: list[str]) -> dict[str, str | None]:
+        """After ``reboot``: None while rebooting (a REBOOT_* flag, or slurmd not registered yet), "" once slurmd
+        registered (DOWN, as asked), an error when slurmctld gave up on it (the reboot timed out)."""
         states = self.states(nodes)
         out: dict[str, str | None] = {}
         for node in nodes:
             state = states.get(node)
             if state is None or any(f.startswith("REBOOT") for f in state.flags) or "NOT_RESPONDING" in state.flags:
                 out[node] = None
-            elif state.base == "DOWN":
-                out[node] = f"down after its reboot: {state.reason or state.text}"
+            elif "timed out" in state.reason.lower() or "not responding" in state.reason.lower():
+                out[node] = f"down after its reboot: {state.reason}"
             else:
                 out[node] = ""
         return out

@@ -326,6 +326,19 @@ def _up(options: UpOptions) -> RunOutcome:
     hosts = {h: HostResult(h) for h in start}
     # drain- and reboot-class hosts go through the rollout, after the others' phases (not in check mode: it changes nothing)
     rolled = [h for h in start if h in impacts and impacts[h].impact in ROLLED] if not options.check else []
+    # When Slurm nodes roll, the live-class hosts (the controllers, whose slurm.conf gains the nodes' new
+    # definitions) run after the rollout: slurmctld learns a definition only once every affected node has it
+    # (docs/day-two.md, "Order"). Restart-class and new hosts run before, as Slurm's upgrade order wants.
+    compute = set(plan.groups.get("slurm_compute", ()))
+    after = [h for h in start if impacts.get(h) and impacts[h].impact == "live"] \
+        if any(h in compute for h in rolled) else []
+    if options.check and impacts:
+        would = [h for h in start if h in impacts and impacts[h].impact in ROLLED]
+        if would:
+            progress.message(f"check mode: {len(would)} drain- or reboot-class host(s) would roll out at most "
+                             f"{site.provisioning.max_unavailable_percent:g}% of a partition, pool or cluster at a "
+                             f"time ({', '.join(would[:8])}{' ...' if len(would) > 8 else ''}); nothing is drained, "
+                             "their phases run in check mode with the others'")
     members = {p.name: set(p.hosts(plan)) for p in phases}
     plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in members[p.name]]
                for h in start}
@@ -365,10 +378,13 @@ def _up(options: UpOptions) -> RunOutcome:
     control = options.node_control or (lambda host: AnsibleCommand(
         host, inventories, (run_dir / "ansible" / "control").resolve(), options.ansible_config.resolve()))
     rollout_report: dict[str, Any] | None = None
-    try:
+
+    def in_waves(these: set[str], prefix: str = "") -> str | None:
+        """Each selected phase on those of ``these`` it plans, in waves; why the run stops, if it does."""
+        stopped = None
         for phase in phases:
             index = phase_names.index(phase.name)
-            targets = [h for h in phase.hosts(plan) if h in hosts and h not in rolled and start[h] <= index
+            targets = [h for h in phase.hosts(plan) if h in these and start[h] <= index
                        and hosts[h].status not in (FAILED, UNREACHABLE)]
             report = PhaseReport(phase.name, targets)
             reports.append(report)
@@ -383,7 +399,7 @@ def _up(options: UpOptions) -> RunOutcome:
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
                 progress.wave_start(phase.name, k, wave)
-                result = run_one(phase, wave, f"{index + 1:02d}-{phase.name}-w{k}", local)
+                result = run_one(phase, wave, f"{prefix}{index + 1:02d}-{phase.name}-w{k}", local)
                 report.failed += list(result.failed)
                 report.changed += sum(result.changed.values())
                 report.ansible_seconds += result.ansible_seconds
@@ -399,10 +415,19 @@ def _up(options: UpOptions) -> RunOutcome:
             progress.phase_end(phase.name, report.note)
             if stopped:
                 break
+        return stopped
+
+    def reconfigure() -> str | None:
         live = [h for h in start if h in impacts and impacts[h].impact == "live"
                 and hosts[h].status not in (FAILED, UNREACHABLE)]
-        if live and plan.slurm is not None and not stopped and not options.check:
-            stopped = _reconfigure(Slurm(control(plan.slurm.controllers[0][0])), progress)
+        if live and plan.slurm is not None and not options.check:
+            return _reconfigure(Slurm(control(plan.slurm.controllers[0][0])), progress)
+        return None
+
+    try:
+        stopped = in_waves({h for h in hosts if h not in rolled and h not in after})
+        if not stopped and not after:
+            stopped = reconfigure()
         if rolled and not stopped:
             rollout_report, stopped = _roll_out(
                 options, plan, site.provisioning.max_unavailable_percent, max_fail, impacts, rolled, phases,
@@ -410,6 +435,11 @@ def _up(options: UpOptions) -> RunOutcome:
                 reboot=lambda hs: ansible_reboot(hs, inventories, (run_dir / "ansible" / "control").resolve(),
                                                  options.ansible_config.resolve()))
             write_hosts(run_dir, hosts)
+        if after and stopped:
+            progress.message(f"not run: the live-class hosts {', '.join(after)} (they follow the rollout, which stopped)")
+        elif after:
+            progress.message(f"after the rollout: the live-class hosts {', '.join(after)}, then scontrol reconfigure")
+            stopped = in_waves(set(after), "after-rollout-") or reconfigure()
     finally:
         progress.close()
     _final_status(hosts, plan_of)

@@ -10,14 +10,14 @@ whose address or InfiniBand partitions moved whichever field moved them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from ..site.hostlists import compress, expand
-from ..site.impact import DRAIN, NONE, REPLACE, Impact, field_impact, submodels
+from ..site.impact import DRAIN, LIVE, NONE, REPLACE, Impact, field_impact, submodels
 from ..site.model import Site
 from . import group_name
 from .model import Plan
@@ -78,6 +78,19 @@ def diff_sites(old: Site, old_plan: Plan, new: Site, new_plan: Plan) -> SiteDiff
         hosts[host] = NOTHING if worst is NONE else str(worst)
     hosts.update((h, REMOVED) for h in old_plan.hosts if h not in new_plan.hosts)
     return SiteDiff(new.site.name, tuple(changes), hosts)
+
+
+def diff_against(site_path: Path, ref: str, site: Site, plan: Plan) -> tuple[SiteDiff, str]:
+    """``site`` (validated from ``site_path``, with its ``plan``) against its earlier version ``ref`` (a git revision,
+    a run directory, a site file: ``infra.site.revision``), and where that version came from. The one path both
+    ``gigafactory diff`` and ``gigafactory up --against`` take. Raises RevisionInvalid or SiteInvalid (the earlier
+    version, ``REF:path`` as its source); files the site file names are read beside ``site_path`` for both sides."""
+    from ..site import parse_site
+    from ..site.revision import site_text_at
+    from . import build_plan
+    text, source = site_text_at(Path(site_path), ref)
+    old = parse_site(text, source, Path(site_path).parent)
+    return diff_sites(old, build_plan(old, source), site, plan), source
 
 
 # --- the fields that changed ---------------------------------------------------------
@@ -201,14 +214,19 @@ class _Scope:
             if field in ("fabric_isolation", "pools", "partition_key"):
                 pools = {p for site in (self.old, self.new) for t in site.tenants if t.name == key for p in t.pools}
                 return self.group(*(group_name("pool", p) for p in pools))
-            return set()                                     # accounts and quotas: on the controller, live
+            # accounts, quotas and shares: sacctmgr on the primary controller (slurm_tenants); namespaces and their
+            # quotas through a control plane (the kubernetes phase); a tenant's storage share: nothing on a host
+            where = {"slurm": ("slurm_controller",), "kubernetes": ("k8s_control_plane",), "storage_tb": ()}
+            return self.group(*where.get(field, ("slurm_controller", "k8s_control_plane")))
         if section == "energy":
             return self.group({"gpu": "gpu"}.get(key, "slurm_compute")) if key in ("node", "gpu", "node_frequency_s") else set()
         return set()                                         # policy, billing, provisioning: nothing on a host
 
     def plan_changes(self, changes: list[Change]) -> list[Change]:
-        """What only the plans show: hosts whose address moved (replace) or whose InfiniBand partitions changed
-        (drain), where no change of the site file already claims them at that class or above."""
+        """What only the plans show: hosts whose address moved (replace), whose InfiniBand partitions changed
+        (drain), or that hold a Slurm configuration that changed (live: every host of group ``slurm`` keeps
+        slurm.conf, and slurmctld learns node and partition lines on ``scontrol reconfigure``), where no change
+        of the site file already claims them at that class or above."""
         def claimed(impact: Impact) -> set[str]:
             return {h for c in changes if c.impact >= impact for h in c.hosts}
         out = []
@@ -222,6 +240,14 @@ class _Scope:
                          and keyed[0].get(h) != keyed[1].get(h)} - claimed(DRAIN)
         if repartitioned:
             out.append(self._split(("(plan)", "fabric_partitions"), None, None, DRAIN, repartitioned))
+        if self.old_plan.slurm is not None and self.new_plan.slurm is not None \
+                and self.old_plan.slurm != self.new_plan.slurm:
+            holders = {h for h in self.group("slurm") if h in self.old_plan.hosts and h in self.new_plan.hosts}
+            holders -= claimed(LIVE)
+            if holders:
+                differ = [f.name for f in fields(self.new_plan.slurm)
+                          if getattr(self.old_plan.slurm, f.name) != getattr(self.new_plan.slurm, f.name)]
+                out.append(self._split(("(plan)", "slurm_conf"), None, differ, LIVE, holders))
         return out
 
     @staticmethod
