@@ -17,7 +17,7 @@ import yaml
 from conftest import DEMO, ROOT, site_data
 
 from infra.cli import main
-from infra.image.build import image_key, type_images
+from infra.image.build import image_key, phase_digests, type_images
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.stack.node_configuration import PhaseInputs
@@ -83,7 +83,19 @@ def key_of(tmp_path: Path, data: dict, node_type: str = "vm-compute", root: Path
     site = load_site(str(path))
     plan = build_plan(site, str(path))
     [image] = type_images(site, plan, [node_type])
-    return image_key(site, image, dict(PhaseInputs.of(site, plan, root, str(path)).files))
+    return image_key(site, image, phase_digests(root, path, image.phases))
+
+
+def test_an_images_phase_digests_are_the_phase_inputs_node_configuration_hashes(tmp_path):
+    """The cache hit reads only the image's phases' files (no inventory, no Pulumi); they hash as PhaseInputs does."""
+    path = write_site(tmp_path, site_data(DEMO))
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)       # read with the site file: in every phase's digest
+    (tmp_path / "group_vars" / "all" / "x.yml").write_text("x: 1\n")
+    site = load_site(str(path))
+    plan = build_plan(site, str(path))
+    [image] = type_images(site, plan, ["vm-compute"])
+    everything = PhaseInputs.of(site, plan, ROOT, str(path)).files
+    assert phase_digests(ROOT, path, image.phases) == {p: everything[p] for p in image.phases}
 
 
 def test_the_key_changes_with_software_os_and_repositories(tmp_path):

@@ -31,6 +31,7 @@ from ..orchestrate.phases import PHASES
 from ..plan import Plan, group_name
 from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
+from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
 from ..vm.guest_files import CONFIGURE_SCRIPT
 from ..vm.image import DEFAULT_PACKAGES, DEFAULT_SIZE, _boot_files, _install_guest_files, _unmount_below, cache_root, debootstrap
 from ..vm.mirror import host_debian_mirror
@@ -82,6 +83,20 @@ def type_images(site: Site, plan: Plan, wanted: list[str] | None = None) -> list
         phases = [p.name for p in PHASES if not p.groups or set(p.groups) & set(groups)]
         out.append(TypeImage(name, tuple(h.name for h in hosts), tuple(dict.fromkeys(h.pool for h in hosts)),
                              tuple(groups), tuple(phases)))
+    return out
+
+
+def phase_digests(root: Path, site_path: Path, phases: tuple[str, ...]) -> dict[str, str]:
+    """Per phase of an image, the digest of the files it reads (its playbooks and roles, the group_vars/ and
+    host_vars/ beside the site file): what ``PhaseInputs.files`` holds for those phases, without reading the others
+    or building the inventory (a cache hit computes only this and the site's sections)."""
+    beside = site_inventory_files(root, str(site_path))
+    out = {}
+    for phase in phases:
+        try:
+            out[phase] = files_digest(root, phase_files(root, phase_playbook(phase)) + beside)
+        except PhaseInputError as err:
+            raise PhaseInputError(f"phase {phase!r}: {err}") from None
     return out
 
 
