@@ -17,7 +17,7 @@ import yaml
 from conftest import DEMO, ROOT, site_data
 
 from infra.cli import main
-from infra.image.build import image_key, phase_digests, type_images
+from infra.image.build import BUILD_FILES, image_key, phase_digests, type_images
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.stack.node_configuration import PhaseInputs
@@ -216,6 +216,13 @@ def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the
                              capture_output=True, text=True, check=True).stdout.split()
     assert "squashfs-root/usr/bin/python3" in listing
     assert "squashfs-root/usr/sbin/policy-rc.d" not in listing
+    for name in BUILD_FILES:                    # the build tree's own settings (unsafe-io, no docs, no initrd triggers)
+        assert f"squashfs-root/{name}" not in listing
+    assert f"squashfs-root/{BUILD_FILES[0]}".rsplit("/", 1)[0] in listing
+    conf = subprocess.run(["unsquashfs", "-cat", str(folder / "netboot" / "root.squashfs"),
+                           "etc/initramfs-tools/update-initramfs.conf"], capture_output=True, text=True, check=True).stdout
+    assert "update_initramfs=yes" in conf
+    assert [p.name for p in (cache / "chroots").iterdir() if p.name.startswith("image-base-")], "the base is cached"
     for name, kind in (("disk.raw", "raw"), ("disk.qcow2", "qcow2")):
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(folder / name)],
                                          capture_output=True, text=True, check=True).stdout)
