@@ -17,7 +17,7 @@ import yaml
 from conftest import DEMO, ROOT, site_data
 
 from infra.cli import main
-from infra.image.build import BUILD_FILES, image_key, phase_digests, type_images
+from infra.image.build import BUILD_FILES, image_key, install_extravars, phase_digests, tree_kernel, type_images
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.stack.node_configuration import PhaseInputs
@@ -148,6 +148,18 @@ def test_a_type_whose_hosts_span_pools_gets_the_union_of_their_groups(tmp_path):
     assert image.pools == ("compute", "compute2")
     assert {"pool_compute", "pool_compute2", "slurm_compute", "rdma"} <= set(image.groups)
     assert image.phases == ("base", "rdma", "slurm", "health")
+
+
+def test_the_roles_are_told_the_images_kernel_not_this_machines(tmp_path):
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for release in ("6.1.0-28-amd64", "6.12.48+deb13-amd64"):
+        (boot / f"vmlinuz-{release}").write_text("")
+        (boot / f"initrd.img-{release}").write_text("")
+    assert tree_kernel(tmp_path) == "6.12.48+deb13-amd64"
+    told = install_extravars("gpu", tree_kernel(tmp_path))
+    assert told == {"gigafactory_part": "install", "gigafactory_kernel": "6.12.48+deb13-amd64", "gf_phase": "gpu"}
+    assert os.uname().release not in told.values()
 
 
 # --- the chroot runner ------------------------------------------------------------------------------------------

@@ -242,6 +242,17 @@ def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chro
     }}
 
 
+def tree_kernel(rootfs: Path) -> str:
+    """The release of the newest kernel installed in the tree (``/boot/vmlinuz-<release>``): what the image boots."""
+    return _boot_files(rootfs)[0].name.removeprefix("vmlinuz-")
+
+
+def install_extravars(phase: str, kernel: str) -> dict[str, str]:
+    """What every phase of an image build is told: the install part, and the image's kernel as the one kernel
+    modules are built for (``gigafactory_kernel``; without it a DKMS build would target this machine's kernel)."""
+    return {"gigafactory_part": PART, "gigafactory_kernel": kernel, "gf_phase": phase}
+
+
 def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, chroot: Chroot,
                 work: Path, say: Say) -> None:
     from ..orchestrate.runner import run_wave
@@ -258,7 +269,7 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
         result = run_wave(playbook=REPO_ROOT / "playbooks" / f"{phase}.yml", inventories=[inventory_dir / "hosts.yml"],
                           hosts=[host], private_data_dir=work / "ansible", ident=f"{i:02d}-{phase}",
                           ansible_config=REPO_ROOT / "ansible.cfg", check=False,
-                          extravars={"gigafactory_part": PART, "gf_phase": phase},
+                          extravars=install_extravars(phase, tree_kernel(chroot.root)),
                           sink=_ansible_events(say, image.node_type, phase))
         if result.failed:
             failure = result.failed[host]
