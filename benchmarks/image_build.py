@@ -3,9 +3,10 @@
     sudo env PATH=/work/main/.venv/bin:$PATH PYTHONPATH=$PWD python benchmarks/image_build.py [--site inventories/demo/site.yml]
         [--node-type vm-compute] [--cache DIR]
 
-Cold: a fresh cache (a temporary GIGAFACTORY_CACHE unless --cache names one), so debootstrap, every phase's install
-part, the initrds, the disk images and the squashfs are all timed. Hit: the same command again, which must find the
-image. Each build runs the command line in a fresh process, as an operator would. The test bed's mirror cache
+Fully cold: a fresh cache (a temporary GIGAFACTORY_CACHE unless --cache names one), so debootstrap, every phase's
+install part, the initrds, the disk images and the squashfs are all timed. Cold with the base cached: the image
+removed, its debootstrapped base (the cache's chroots/image-base-*) kept, the same command again. Hit: the same
+command once more, which must find the image. Each build runs the command line in a fresh process, as an operator would. The test bed's mirror cache
 (apt-cacher-ng, infra/vm/mirror_cache.py) keeps its packages between runs: a first run on a machine also fetches them.
 Issue 13's targets: <= 4 min cold, <= 2 s on a hit. Prints figures; asserts nothing about time.
 """
@@ -46,13 +47,20 @@ def main() -> None:
             "image", "build", args.site, "--node-type", args.node_type]
     print(f"command: GIGAFACTORY_CACHE={cache} gigafactory image build {args.site} --node-type {args.node_type}")
     try:
-        cold, out = timed(argv, env)
-        print(out.rstrip())
-        hit, out_hit = timed(argv, env)
-        print(out_hit.rstrip())
-        if "cache hit" not in out_hit:
-            sys.exit("the second build was not a cache hit")
-        print(f"\nimage build, {args.node_type}: cold {cold:.0f} s (target <= 240 s), cache hit {hit:.2f} s (target <= 2 s)")
+        figures = []
+        for what in ("fully cold", "cold, base cached", "cache hit"):
+            if what == "cold, base cached":
+                for image in (cache / "node-images").iterdir():
+                    if not image.name.startswith("."):
+                        shutil.rmtree(image)
+            load = os.getloadavg()
+            seconds, out = timed(argv, env)
+            print(f"--- {what}: {seconds:.2f} s, load average before {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+            print(out.rstrip())
+            if ("cache hit" in out) != (what == "cache hit"):
+                sys.exit(f"{what}: {'not ' if what == 'cache hit' else ''}a cache hit")
+            figures.append(f"{what} {seconds:.1f} s (load {load[0]:.1f})")
+        print(f"\nimage build, {args.node_type}: " + ", ".join(figures) + " (targets: cold <= 240 s, hit <= 2 s)")
     finally:
         if args.cache is None:
             shutil.rmtree(cache, ignore_errors=True)

@@ -6,8 +6,6 @@ the test bed's cache, never changed by a test: a test that installs into one wor
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -17,27 +15,14 @@ from pathlib import Path
 import yaml
 
 from infra.image.chroot import Chroot
-from infra.vm.image import cache_root, debootstrap
+from infra.vm.image import cached_debootstrap
 
 
 def cached_chroot(prefix: str, suite: str, packages: list[str], components: tuple[str, ...] = ("main",),
                   variant: str = "minbase") -> Path:
-    """The chroot for this package list, built on first use (concurrent callers wait on a lock)."""
-    ident = " ".join([suite, *packages] + ([] if components == ("main",) else ["components:", *components]))
-    key = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    root = cache_root() / "chroots"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{prefix}-{suite}-{key}"
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / ".complete").exists():
-            shutil.rmtree(target, ignore_errors=True)
-            partial = root / f"{target.name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            debootstrap(partial, suite, packages, variant=variant, components=components)
-            (partial / ".complete").write_text("ok\n")
-            partial.rename(target)
-    return target
+    """The chroot for this package list from this machine's mirror (the image builder's cached base, one
+    implementation: infra/vm/image.py's ``cached_debootstrap``)."""
+    return cached_debootstrap(prefix, suite, packages, components=components, variant=variant)
 
 
 def overlay_setup(base: Path, layers: Path) -> str:

@@ -29,6 +29,8 @@ FIRES = {
     "rack_names_unique": None,
     "pool_fabric_exists": None,
     "slurm_hosts_exist": "controller not a host",
+    "boot_server_is_a_host": "boot server not a host",
+    "pool_macs_name_its_hosts_once": "mac twice",
     "slurm_partitions_resolve": "partition on unknown pool",
     "slurm_accounts_unique": "account twice",
     "tenant_names_unique": None,

@@ -17,7 +17,7 @@ import yaml
 from conftest import DEMO, ROOT, site_data
 
 from infra.cli import main
-from infra.image.build import image_key, type_images
+from infra.image.build import BUILD_FILES, image_key, install_extravars, phase_digests, tree_kernel, type_images
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.stack.node_configuration import PhaseInputs
@@ -83,7 +83,19 @@ def key_of(tmp_path: Path, data: dict, node_type: str = "vm-compute", root: Path
     site = load_site(str(path))
     plan = build_plan(site, str(path))
     [image] = type_images(site, plan, [node_type])
-    return image_key(site, image, dict(PhaseInputs.of(site, plan, root, str(path)).files))
+    return image_key(site, image, phase_digests(root, path, image.phases))
+
+
+def test_an_images_phase_digests_are_the_phase_inputs_node_configuration_hashes(tmp_path):
+    """The cache hit reads only the image's phases' files (no inventory, no Pulumi); they hash as PhaseInputs does."""
+    path = write_site(tmp_path, site_data(DEMO))
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)       # read with the site file: in every phase's digest
+    (tmp_path / "group_vars" / "all" / "x.yml").write_text("x: 1\n")
+    site = load_site(str(path))
+    plan = build_plan(site, str(path))
+    [image] = type_images(site, plan, ["vm-compute"])
+    everything = PhaseInputs.of(site, plan, ROOT, str(path)).files
+    assert phase_digests(ROOT, path, image.phases) == {p: everything[p] for p in image.phases}
 
 
 def test_the_key_changes_with_software_os_and_repositories(tmp_path):
@@ -136,6 +148,18 @@ def test_a_type_whose_hosts_span_pools_gets_the_union_of_their_groups(tmp_path):
     assert image.pools == ("compute", "compute2")
     assert {"pool_compute", "pool_compute2", "slurm_compute", "rdma"} <= set(image.groups)
     assert image.phases == ("base", "rdma", "slurm", "health")
+
+
+def test_the_roles_are_told_the_images_kernel_not_this_machines(tmp_path):
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for release in ("6.1.0-28-amd64", "6.12.48+deb13-amd64"):
+        (boot / f"vmlinuz-{release}").write_text("")
+        (boot / f"initrd.img-{release}").write_text("")
+    assert tree_kernel(tmp_path) == "6.12.48+deb13-amd64"
+    told = install_extravars("gpu", tree_kernel(tmp_path))
+    assert told == {"gigafactory_part": "install", "gigafactory_kernel": "6.12.48+deb13-amd64", "gf_phase": "gpu"}
+    assert os.uname().release not in told.values()
 
 
 # --- the chroot runner ------------------------------------------------------------------------------------------
@@ -204,6 +228,13 @@ def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the
                              capture_output=True, text=True, check=True).stdout.split()
     assert "squashfs-root/usr/bin/python3" in listing
     assert "squashfs-root/usr/sbin/policy-rc.d" not in listing
+    for name in BUILD_FILES:                    # the build tree's own settings (unsafe-io, no docs, no initrd triggers)
+        assert f"squashfs-root/{name}" not in listing
+    assert f"squashfs-root/{BUILD_FILES[0]}".rsplit("/", 1)[0] in listing
+    conf = subprocess.run(["unsquashfs", "-cat", str(folder / "netboot" / "root.squashfs"),
+                           "etc/initramfs-tools/update-initramfs.conf"], capture_output=True, text=True, check=True).stdout
+    assert "update_initramfs=yes" in conf
+    assert [p.name for p in (cache / "chroots").iterdir() if p.name.startswith("image-base-")], "the base is cached"
     for name, kind in (("disk.raw", "raw"), ("disk.qcow2", "qcow2")):
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(folder / name)],
                                          capture_output=True, text=True, check=True).stdout)

@@ -141,6 +141,38 @@ def test_the_install_part_touches_no_host_identity_and_starts_nothing(role):
                 assert not unsafe, f"{where} notifies {topic!r}: {unsafe}'s handler acts on a running system in an image build"
 
 
+# The kernel a role builds or checks modules for, read directly: in an image build that is the builder's kernel.
+RUNNING_KERNEL = re.compile(r"\buname\b|ansible_kernel\b|ansible_facts\.kernel\b|ansible_facts\[.kernel.\]")
+TARGET_KERNEL = "gigafactory_kernel | default(ansible_facts.kernel)"
+
+
+@pytest.mark.parametrize("role", sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/install.yml")))
+def test_the_install_part_names_the_kernel_through_gigafactory_kernel(role):
+    """No install task reads the running kernel (uname, ansible_kernel); a role's variable for it defaults
+    gigafactory_kernel, which the image builder sets to the image's kernel."""
+    for name in part_files(role, "install"):
+        text = (ROLES / role / "tasks" / name).read_text()
+        found = RUNNING_KERNEL.search(text)
+        assert not found, f"{role}/tasks/{name} reads the running kernel ({found.group(0)!r}): use gigafactory_kernel"
+    for name in ("vars/main.yml", "defaults/main.yml"):
+        path = ROLES / role / name
+        for var, value in ((yaml.safe_load(path.read_text()) or {}).items() if path.is_file() else ()):
+            if isinstance(value, str) and RUNNING_KERNEL.search(value):
+                assert TARGET_KERNEL in value.replace("  ", " "), f"{role}/{name}: {var} reads the running kernel"
+
+
+def test_the_driver_headers_dkms_build_and_module_check_all_name_the_target_kernel():
+    tasks = {t.get("name"): yaml.safe_dump(t) for name in part_files("nvidia_driver", "install")
+             for t in tasks_in(yaml.safe_load((ROLES / "nvidia_driver" / "tasks" / name).read_text()))}
+    variables = yaml.safe_load((ROLES / "nvidia_driver" / "vars" / "main.yml").read_text())
+    assert variables["_nvidia_driver_kernel"] == "{{ " + TARGET_KERNEL + " }}"
+    for task in ("Kernel headers for the target kernel (the DKMS build needs them)",
+                 "Build the module for the target kernel (DKMS)", "The module is built for the target kernel"):
+        assert "{{ _nvidia_driver_kernel }}" in tasks[task], task
+    assert "dkms autoinstall -k {{ _nvidia_driver_kernel }}" in tasks["Build the module for the target kernel (DKMS)"]
+    assert "modinfo -k {{ _nvidia_driver_kernel }}" in tasks["The module is built for the target kernel"]
+
+
 # ---- for real, in a chroot --------------------------------------------------------------------------------------
 
 HOST = "node01"

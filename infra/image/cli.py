@@ -13,21 +13,21 @@ EXIT_FAILED, EXIT_INVALID = 1, 2
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..cli import load
-    from ..orchestrate.up import REPO_ROOT
-    from ..stack.node_configuration import PhaseInputError, PhaseInputs
+    from ..stack.phase_files import PhaseInputError
     from ..vm.image import ImageBuildError
     from ..vm.mirror import MirrorNotFound
     from ..vm.mirror_cache import MirrorCacheError
     from .boot import ipxe_script
-    from .build import ImageBuildFailed, ImageInputError, build, type_images
+    from .build import ImageBuildFailed, ImageInputError, build, phase_digests, type_images
+    from .chroot import REPO_ROOT
     try:
         if args.boot_url is not None:
             ipxe_script(args.boot_url, "-", "-")            # refuses a URL that is not plain http(s)
         site, plan = load(args.site)
         site_path = Path(args.site).resolve()
         images = type_images(site, plan, args.node_type)
-        inputs = PhaseInputs.of(site, plan, REPO_ROOT, str(site_path))
-        built = build(site, plan, site_path, images, dict(inputs.files))
+        phases = tuple(dict.fromkeys(p for image in images for p in image.phases))
+        built = build(site, plan, site_path, images, phase_digests(REPO_ROOT, site_path, phases))
     except (ImageInputError, PhaseInputError, ValueError) as err:
         print(f"gigafactory image build: {err}", file=sys.stderr)
         return EXIT_INVALID

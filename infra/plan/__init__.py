@@ -110,6 +110,8 @@ def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str
     for fabric in site.fabrics:
         if fabric.subnet_manager:
             add("subnet_manager", fabric.subnet_manager.hosts)
+    if site.provisioning.images is not None:
+        add("boot_server", [site.provisioning.images.server])
     if site.slurm is not None:
         s = site.slurm
         add("slurm_controller", s.controllers)

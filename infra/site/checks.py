@@ -119,6 +119,24 @@ def slurm_hosts_exist(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 
 @check
+def boot_server_is_a_host(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    if site.provisioning.images is not None:
+        yield from _host_refs(site, index, "provisioning.images.server", [site.provisioning.images.server], "boot server")
+
+
+@check
+def pool_macs_name_its_hosts_once(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    owner: dict[str, str] = {}
+    for i, pool in enumerate(site.pools):
+        for host, mac in pool.macs.items():
+            if host not in pool.hosts:
+                yield Problem(fp("pools", i, "macs", host), f"host {host!r} is not a host of pool {pool.name!r}")
+            if mac in owner:
+                yield Problem(fp("pools", i, "macs", host), f"MAC {mac} is already host {owner[mac]!r}'s")
+            owner.setdefault(mac, host)
+
+
+@check
 def slurm_partitions_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
     if site.slurm is None:
         return

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, C
 from .hostlists import Hostlist
 from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Impact
 from .types import (AbsolutePath, BillingPeriod, Constrained, CountryCode, Currency, DataFile, DriverBranch, HostName,
-                    IdentityGroup, ImageRegistry,
+                    IdentityGroup, ImageRegistry, MacAddress,
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
                     PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
 
@@ -293,6 +293,9 @@ class Pool(Strict):
     hosts: Annotated[Hostlist, LIVE] = Field(min_length=1)     # added hosts are new, removed ones removed
     racks: Annotated[Hostlist, NONE] = Field(min_length=1)
     fabric: Annotated[Name | None, DRAIN] = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
+    macs: Annotated[dict[HostName, MacAddress], RESTART] = Field(
+        default_factory=dict, description="Each host's management interface (the one it boots from), by host name: "
+                                          "the boot server's DHCP entry for it. Hosts without one do not boot from an image.")
 
 
 # --- Slurm, Kubernetes, storage, tenants --------------------------------------------
@@ -468,6 +471,14 @@ class Execution(Strict):
         "stopped and the shard's hosts are reported unreachable. Longer than the slowest single task."))
 
 
+class BootImages(Strict):
+    """The host that serves node images on the management network: DHCP (or proxy DHCP), TFTP with iPXE, and the
+    images' network-boot bundles over HTTP (the boot_server role, docs/images.md)."""
+    server: Annotated[HostName, RESTART] = Field(description="The host serving node images (a host of a pool).")
+    proxy_dhcp: Annotated[bool, RESTART] = Field(
+        default=False, description="Answer only PXE requests and leave addresses to the network's own DHCP server.")
+
+
 class Provisioning(Strict):
     IMPACT: ClassVar[Impact] = NONE
     max_fail_percent: float = Field(default=10, ge=0, le=100)
@@ -483,6 +494,7 @@ class Provisioning(Strict):
     strategy: Literal["linear", "free", "mitogen_linear", "mitogen_free"] = Field(default="linear", description=(
         "Ansible's strategy for every phase; the mitogen_ ones need the mitogen package beside Ansible (the [mitogen] "
         "extra) on the controller and on every execution host."))
+    images: Annotated[BootImages | None, RESTART] = None
 
 
 class Testbed(Strict):

@@ -149,6 +149,12 @@ Vendor = Annotated[str, BeforeValidator(_lower), *_typed(
     "a vendor name: 1-64 letters, digits, '.', '_' and '-', starting and ending with a letter or digit "
     "(compared in lower case)", _pattern(_VENDOR, 64), {"pattern": f"^{_VENDOR}$"})]
 
+_MAC = r"[0-9a-f]{2}(:[0-9a-f]{2}){5}"
+MacAddress = Annotated[str, BeforeValidator(_lower), *_typed(
+    "a MAC address: six pairs of hexadecimal digits separated by ':' such as '52:54:00:12:34:56' (compared in "
+    "lower case)", _pattern(_MAC, 17), {"pattern": f"^{_MAC}$"})]
+"""A network interface's hardware address: the boot server answers a host's DHCP requests by it."""
+
 # --- text, paths, addresses ---------------------------------------------------------
 
 

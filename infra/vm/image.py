@@ -115,6 +115,47 @@ def debootstrap(
     _run(argv, stdout=subprocess.DEVNULL)
 
 
+CHROOTS_DIR = "chroots"                 # under the cache root: debootstrapped trees, never changed once complete
+COMPLETE = ".complete"                  # marker in a complete tree (left out of a copy)
+
+
+def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str, ...],
+                       components: tuple[str, ...] = ("main",), variant: str = "minbase",
+                       mirror: str | None = None) -> Path:
+    """A debootstrapped tree per (suite, packages, variant, components, mirror), built on first use under the
+    cache (concurrent callers wait on a lock) and never changed afterwards: callers copy it or lay an overlay on it.
+    ``mirror`` None is this machine's (as ``debootstrap``), left out of the key, which tests' chroots keep."""
+    ident = " ".join([suite, *packages] + ([] if components == ("main",) else ["components:", *components])
+                     + ([] if variant == "minbase" else ["variant:", variant]) + ([] if mirror is None else ["mirror:", mirror]))
+    key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    root = cache_root() / CHROOTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{prefix}-{suite}-{key}"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / COMPLETE).exists():
+            shutil.rmtree(target, ignore_errors=True)
+            partial = root / f"{target.name}.partial"
+            if partial.exists():
+                _unmount_below(partial)
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                debootstrap(partial, suite, list(packages), variant=variant, mirror=mirror, components=components)
+            except BaseException:
+                _unmount_below(partial)
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            (partial / COMPLETE).write_text("ok\n")
+            partial.rename(target)
+    return target
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """A complete copy of a cached tree (``cp -a``, sharing blocks where the file system can), without its marker."""
+    _run(["cp", "-a", "--reflink=auto", "--", f"{source}/.", str(target)])
+    (target / COMPLETE).unlink(missing_ok=True)
+
+
 def _install_guest_files(rootfs: Path) -> None:
     for guest_path, (mode, content) in GUEST_FILES.items():
         path = rootfs / guest_path.lstrip("/")
