@@ -76,6 +76,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     from .usage import UsageInvalid, parse_period, read_sacct, usage_report
+    from .usage.accounting import AccountingUnavailable
     from .usage.render import as_csv, as_json, as_table, eed_table
     from .usage.report import eed_inputs
     from .usage.supply import hourly_renewable_share
@@ -87,9 +88,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
         if args.eed is not None and "-" in args.eed:
             raise UsageInvalid("--eed", f"{args.eed!r} is not a year: write e.g. 2026")
         period = parse_period(args.period or args.eed, timezone, "--period" if args.period else "--eed")
-        if args.sacct is None:
-            raise UsageInvalid("--sacct", "no accounting data: pass a file of sacct output (reading the accounting "
-                                          "host over SSH is not implemented yet); see docs/metering.md")
         share = None
         if site.energy and site.energy.supply:
             with _open_input(site.energy.supply, "energy.supply") as supply:
@@ -97,20 +95,50 @@ def cmd_usage(args: argparse.Namespace) -> int:
                     share = hourly_renewable_share(supply, period)
                 except UnicodeDecodeError:
                     raise UsageInvalid("energy.supply", "not UTF-8 text") from None
-        with _open_input(args.sacct, "--sacct") as lines:
-            try:
-                report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant)
-            except UnicodeDecodeError as err:
-                raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
+        if args.sacct is None:
+            lines, source = _cluster_sacct(args, site, period)
+            report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant)
+        else:
+            with _open_input(args.sacct, "--sacct") as lines:
+                try:
+                    report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant)
+                except UnicodeDecodeError as err:
+                    raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
     except UsageInvalid as err:
         print(f"gigafactory usage: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except AccountingUnavailable as err:
+        print(f"gigafactory usage: accounting host {err}", file=sys.stderr)
+        return EXIT_FAILED
     if args.eed is not None:
         inputs = eed_inputs(report)
         sys.stdout.write(json.dumps(inputs, indent=1) + "\n" if args.format == "json" else eed_table(inputs))
         return EXIT_OK
     sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))
     return EXIT_OK
+
+
+def _cluster_sacct(args: argparse.Namespace, site: Site, period):
+    """sacct's lines of ``period`` from the site's accounting host (as ``up`` reaches hosts) and their source name."""
+    import tempfile
+
+    from .usage import UsageInvalid
+    from .usage.accounting import cluster_sacct
+    plan = build_plan(site, args.site)
+    if plan.slurm is None:
+        raise UsageInvalid("slurm", "the site has no Slurm, so no accounting host to read: pass --sacct FILE")
+    host = plan.slurm.accounting[0]
+    inventories = [Path(args.site).resolve(), *(Path(i).resolve() for i in args.inventory)]
+    with tempfile.TemporaryDirectory(prefix="gigafactory-usage-") as private:
+        lines = cluster_sacct(node_control(host, inventories, Path(private)), host, period)
+    return lines, f"sacct on {host}"
+
+
+def node_control(host: str, inventories: list[Path], private_data_dir: Path):
+    """How ``usage`` reaches ``host``: ansible-runner's ad-hoc command module, as ``up``'s rollout does."""
+    from .orchestrate.project import REPO_ROOT
+    from .orchestrate.rollout import AnsibleCommand
+    return AnsibleCommand(host, inventories, private_data_dir, REPO_ROOT / "ansible.cfg")
 
 
 def _open_input(path, field: str):
@@ -151,7 +179,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--eed", metavar="YEAR", help="print the EU Energy Efficiency Directive inputs of YEAR instead")
     u.add_argument("--tenant", help="only this tenant")
     u.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    u.add_argument("--sacct", metavar="FILE", help="sacct --parsable2 output (fields in docs/metering.md)")
+    u.add_argument("--sacct", metavar="FILE", help="sacct --parsable2 output (fields in docs/metering.md); default: "
+                                                   "run sacct on the site's accounting host, as up reaches hosts")
+    u.add_argument("--inventory", "-i", action="append", type=Path, default=[], metavar="EXTRA",
+                   help="extra inventory source after the site file (connection settings), as for up; repeatable")
     u.set_defaults(func=cmd_usage)
     _add_later_commands(sub)
     return p

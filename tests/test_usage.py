@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
-from conftest import bin_path, run
+from conftest import ROOT, bin_path, run
 from metering_data import with_billing
+
+from infra import cli
+from infra.orchestrate.rollout import CommandResult
 
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
@@ -169,10 +175,8 @@ def test_cli_bad_input_exits_2_naming_the_field(riga, tmp_path, args, sacct, fie
     assert out.stderr.startswith(f"gigafactory usage: {field}:") and "Traceback" not in out.stderr
 
 
-def test_cli_without_accounting_data_or_with_binary_data_exits_2(riga, tmp_path):
+def test_cli_with_binary_or_absent_accounting_data_exits_2(riga, tmp_path):
     (tmp_path / "site.yml").write_text(yaml.safe_dump(riga))
-    out = run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11"])
-    assert out.returncode == 2 and "--sacct:" in out.stderr and "not implemented yet" in out.stderr
     (tmp_path / "bin").write_bytes(HEADER.encode() + b"\n\xff\xfe\n")
     out = run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11", "--sacct", str(tmp_path / "bin")])
     assert out.returncode == 2 and "not UTF-8" in out.stderr and "Traceback" not in out.stderr
@@ -192,3 +196,87 @@ def test_cli_reads_the_supply_file_beside_the_site_file(riga, tmp_path):
     (tmp_path / "supply.csv").write_text("hour,grid_kwh\n")
     out = _cli(tmp_path, data, "--period", "2026-11")
     assert out.returncode == 2 and "energy.supply line 1: the header lacks" in out.stderr
+
+
+# --- without --sacct: sacct on the accounting host, as up reaches hosts --------------------------------------------
+
+RIGA_NOVEMBER_ARGV = [
+    "env", "TZ=UTC", "SLURM_TIME_FORMAT=%s", "sacct", "--allusers", "--allocations", "--parsable2", "--noheader",
+    "--starttime", "2026-10-31T22:00:00", "--endtime", "2026-11-30T22:00:00",          # Riga midnights in UTC
+    "--format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw"]
+
+
+class Recorded:
+    """A NodeControl that answers every command with one recorded result and keeps the argument vectors."""
+
+    def __init__(self, rc: int = 0, stdout: str = "", stderr: str = ""):
+        self.result, self.calls = CommandResult(rc, stdout, stderr), []
+
+    def run(self, argv):
+        self.calls.append(list(argv))
+        return self.result
+
+
+def _remote(monkeypatch, tmp_path, data, control, *args):
+    site_file = tmp_path / "site.yml"
+    site_file.write_text(yaml.safe_dump(data))
+    reached = []
+    monkeypatch.setattr(cli, "node_control", lambda host, inventories, _dir: reached.append((host, inventories)) or control)
+    return cli.main(["usage", str(site_file), *args]), reached, site_file
+
+
+def test_cli_without_sacct_runs_sacct_on_the_accounting_host_and_reports_as_from_a_file(riga, tmp_path, monkeypatch,
+                                                                                         capsys):
+    data = with_billing(riga)
+    control = Recorded(stdout="\n".join(JOBS) + "\n")
+    rc, reached, site_file = _remote(monkeypatch, tmp_path, data, control, "--period", "2026-11", "--format", "json")
+    remote = capsys.readouterr()
+    assert rc == 0, remote.err
+    assert reached == [(data["slurm"]["accounting"]["host"], [site_file.resolve()])]
+    assert control.calls == [RIGA_NOVEMBER_ARGV]
+    offline = _cli(tmp_path, data, "--period", "2026-11", "--format", "json")
+    assert offline.returncode == 0 and json.loads(remote.out) == json.loads(offline.stdout)
+
+
+def test_cli_accounting_host_failing_exits_1_with_host_and_reason(riga, tmp_path, monkeypatch, capsys):
+    control = Recorded(1, "", "sacct: error: Problem talking to the database: Connection refused\nsecond line\n")
+    rc, _, _ = _remote(monkeypatch, tmp_path, riga, control, "--period", "2026-11")
+    err = capsys.readouterr().err
+    assert rc == 1 and err == (f"gigafactory usage: accounting host {riga['slurm']['accounting']['host']}: sacct failed "
+                               "(rc 1): sacct: error: Problem talking to the database: Connection refused\n")
+    control = Recorded(0, "1|acme-ai|batch\n")
+    rc, _, _ = _remote(monkeypatch, tmp_path, riga, control, "--period", "2026-11")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"gigafactory usage: sacct on {riga['slurm']['accounting']['host']} line 2: 3 fields")
+
+
+def test_cli_reaches_the_accounting_host_through_ansible_runner(riga, tmp_path):
+    """The real AnsibleCommand, on a local connection: a stand-in sacct on PATH records its argv and prints JOBS;
+    an interpreter that does not exist is the host failing (exit 1, the host named, no traceback)."""
+    data = with_billing(riga)
+    host = data["slurm"]["accounting"]["host"]
+    (tmp_path / "site.yml").write_text(yaml.safe_dump(data))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (tmp_path / "jobs.txt").write_text("\n".join(JOBS) + "\n")
+    (bindir / "sacct").write_text(f'#!/bin/sh\nprintf "%s\\n" "$TZ" "$SLURM_TIME_FORMAT" "$@" > {tmp_path}/argv\n'
+                                  f"exec cat {tmp_path}/jobs.txt\n")
+    (bindir / "sacct").chmod(0o755)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), HOME=str(tmp_path),
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), PATH=f"{bindir}:{os.environ['PATH']}")
+
+    def usage(interpreter: str) -> subprocess.CompletedProcess:
+        (tmp_path / "local.yml").write_text(yaml.safe_dump({"all": {"hosts": {host: {
+            "ansible_connection": "local", "ansible_python_interpreter": interpreter}}}}))
+        return subprocess.run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", "2026-11",
+                               "--format", "json", "-i", str(tmp_path / "local.yml")],
+                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+    out = usage(sys.executable)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "argv").read_text().splitlines() == ["UTC", "%s", *RIGA_NOVEMBER_ARGV[4:]]
+    offline = _cli(tmp_path, data, "--period", "2026-11", "--format", "json")
+    assert json.loads(out.stdout) == json.loads(offline.stdout)
+    out = usage(str(tmp_path / "no-python"))
+    assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith(f"gigafactory usage: accounting host {host}: ") and out.stderr.count("\n") == 1

@@ -36,6 +36,7 @@ ROLLED = ("drain", "reboot")                                           # the cla
 REASON_MAX = 200
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]<>'-]")     # no braces, %, #, quotes, $ or control chars
 KUBECONFIG = "/etc/kubernetes/admin.conf"
+AD_HOC_STRATEGY = "linear"      # one module on a few hosts: Ansible's own strategy, whatever provisioning.strategy is
 
 
 class RolloutError(ValueError):
@@ -113,7 +114,7 @@ class AnsibleCommand:
         runner = ansible_runner.run(
             private_data_dir=str(self.private_data_dir), ident=f"control-{self.host}-{self.calls:05d}",
             host_pattern=self.host, module="ansible.builtin.command", module_args=json.dumps({"argv": list(argv)}),
-            inventory=[str(i) for i in self.inventories], envvars=_envvars(self.ansible_config),
+            inventory=[str(i) for i in self.inventories], envvars=_envvars(str(self.ansible_config), AD_HOC_STRATEGY),
             suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20)
         if not results:
             return CommandResult(runner.rc if runner.rc else 1, "", f"ansible {runner.status}: no result from {self.host}")
@@ -585,7 +586,7 @@ def ansible_reboot(hosts: list[str], inventories: list[Path], private_data_dir: 
     private_data_dir.mkdir(parents=True, exist_ok=True)
     ansible_runner.run(private_data_dir=str(private_data_dir), host_pattern=",".join(hosts),
                        module="ansible.builtin.reboot", module_args=json.dumps({"reboot_timeout": 1800}),
-                       inventory=[str(i) for i in inventories], envvars=_envvars(ansible_config),
+                       inventory=[str(i) for i in inventories], envvars=_envvars(str(ansible_config), AD_HOC_STRATEGY),
                        suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20)
     for h in hosts:
         if h not in reached and h not in failed:

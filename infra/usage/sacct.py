@@ -6,19 +6,21 @@ The file is the output of (one line per job allocation, times as epoch seconds):
         --starttime <period start> --endtime <period end> --format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw
 
 The header line is required (fields are found by name, in any order, extra fields ignored). Times may also be
-ISO 8601 as sacct prints them by default; those are read in the billing time zone.
+ISO 8601 as sacct prints them by default; those are read in the billing time zone. Without a file, ``gigafactory
+usage`` runs ``sacct_argv`` on the accounting host (infra/usage/accounting.py) and prepends ``SACCT_HEADER``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 SACCT_FIELDS = ("JobIDRaw", "Account", "Partition", "Start", "End", "AllocTRES", "ConsumedEnergyRaw")
 SACCT_COMMAND = ("SLURM_TIME_FORMAT=%s sacct --allusers --allocations --parsable2 --starttime START --endtime END "
                  f"--format={','.join(SACCT_FIELDS)}")
+SACCT_HEADER = "|".join(SACCT_FIELDS)
 _MEM_UNITS = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
 _NOT_STARTED = ("Unknown", "None", "")
 MAX_SHAPES = 100_000                # distinct AllocTRES strings remembered while reading
@@ -44,6 +46,16 @@ class Job(NamedTuple):
     gpu_model: str | None   # Slurm's GRES type (e.g. 'h200'), None if the record names none
     nodes: int
     energy_j: int           # ConsumedEnergyRaw; 0 when not measured
+
+
+def sacct_argv(start: float, end: float) -> list[str]:
+    """The argument vector printing, without header, the records ``read_sacct`` reads for jobs in [start, end]
+    (every state; sacct's window is inclusive, the report splits by time): times on the command line in UTC and
+    in the output as epoch seconds, so that the host's time zone does not matter."""
+    def utc(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return ["env", "TZ=UTC", "SLURM_TIME_FORMAT=%s", "sacct", "--allusers", "--allocations", "--parsable2",
+            "--noheader", "--starttime", utc(start), "--endtime", utc(end), f"--format={','.join(SACCT_FIELDS)}"]
 
 
 def _time(value: str, zone: ZoneInfo, where: str) -> float | None:
