@@ -250,6 +250,20 @@ def test_cli_accounting_host_failing_exits_1_with_host_and_reason(riga, tmp_path
     assert rc == 2 and err.startswith(f"gigafactory usage: sacct on {riga['slurm']['accounting']['host']} line 2: 3 fields")
 
 
+def test_cli_without_sacct_on_a_site_without_slurm_or_invalid_exits_2_reaching_no_host(riga, tmp_path, monkeypatch,
+                                                                                    capsys):
+    riga.pop("slurm")
+    for tenant in riga["tenants"]:
+        tenant.pop("slurm", None)
+    control = Recorded(stdout="")
+    rc, reached, _ = _remote(monkeypatch, tmp_path, riga, control, "--period", "2026-11")
+    assert rc == 2 and capsys.readouterr().err.startswith("gigafactory usage: slurm: the site has no Slurm")
+    riga["site"]["name"] = "Not A Name!"
+    rc, more, _ = _remote(monkeypatch, tmp_path, riga, control, "--period", "2026-11")
+    assert rc == 2 and "site.name" in capsys.readouterr().err
+    assert reached == more == [] and control.calls == []
+
+
 def test_cli_reaches_the_accounting_host_through_ansible_runner(riga, tmp_path):
     """The real AnsibleCommand, on a local connection: a stand-in sacct on PATH records its argv and prints JOBS;
     an interpreter that does not exist is the host failing (exit 1, the host named, no traceback)."""
