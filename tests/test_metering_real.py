@@ -111,6 +111,18 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
     wrappers.mkdir()
     (wrappers / "sacctmgr").write_text(f'#!/bin/sh\nexec chroot {root} sacctmgr "$@"\n')
     (wrappers / "sacctmgr").chmod(0o755)
+    # gigafactory usage without --sacct: its AnsibleCommand reaches the accounting host on a local connection
+    # (the extra inventory), where a sacct on PATH runs the chroot's sacct against the real slurmdbd
+    (wrappers / "sacct").write_text(f'#!/bin/sh\nexec chroot {root} sacct "$@"\n')
+    (wrappers / "sacct").chmod(0o755)
+    import yaml
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "site.yml").write_text(yaml.safe_dump(data))
+    (tmp_path / "local.yml").write_text(yaml.safe_dump({"all": {"hosts": {plan.slurm.accounting[0]: {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    usage = (f"env PATH={wrappers}:{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin HOME={tmp_path} "
+             f"PYTHONPATH={ROOT} ANSIBLE_LOCAL_TEMP={tmp_path / 'tmp'} {bin_path('gigafactory')} usage "
+             f"{tmp_path / 'site' / 'site.yml'} --period 2026-11 --format json -i {tmp_path / 'local.yml'}")
     (tmp_path / "play.yml").write_text(TENANTS_PLAY)
     ansible = (f"env PATH={wrappers}:{os.path.dirname(sys.executable)}:/usr/sbin:/usr/bin:/sbin:/bin HOME={tmp_path} "
                f"ANSIBLE_CONFIG={ROOT / 'ansible.cfg'} ANSIBLE_ROLES_PATH={ROOT / 'playbooks' / 'roles'} "
@@ -139,6 +151,7 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
             "sleep 3",
             "echo '=== after'", f"chroot {root} squeue --noheader -o '%j|%T|%r'",
             "echo '=== sacct'", sacct,
+            "echo '=== usage'", usage,
         ])
     out = result.stdout
     assert "=== sacct" in out, out[-4000:] + result.stderr[-3000:] + daemon_logs(root)
@@ -158,6 +171,9 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
 
     report = usage_report(site, parse_period("2026-11", site.site.timezone),
                           read_sacct(lines, site.site.timezone))
+    # the same records read from the accounting host by the command line give the same report
+    from infra.usage.render import as_json
+    assert json.loads(sections["usage"]) == json.loads(as_json(report)), sections["usage"] + result.stderr[-3000:]
     rows = {r.name: r for r in report.tenants}
     acme, univ = rows["acme-ai"], rows["univ-latvia"]
     acme_s = int(records["acme"][4]) - int(records["acme"][3])
