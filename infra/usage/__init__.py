@@ -1,7 +1,8 @@
 """Metering: Slurm's accounting records priced from the site's tariffs (``gigafactory usage``).
 
 Raw usage is what the scheduler recorded (``sacct``); prices, class factors, PUE and renewable shares come
-from the site file afterwards. Pure functions: the command line reads files and prints.
+from the site file afterwards. Pure functions, but for accounting.py, which runs sacct on the accounting host
+through the NodeControl the command line gives it.
 """
 
 from .periods import Period, parse_period
