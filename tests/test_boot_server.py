@@ -82,7 +82,7 @@ def test_each_declared_host_gets_its_planned_address_and_no_one_else_is_answered
         assert "dhcp-ignore=tag:!known" in lines and "port=0" in lines
         assert f"dhcp-boot=tag:ipxe,http://{addresses['ctl01']}/boot/menu.ipxe" in lines
         ranges = [line for line in lines if line.startswith("dhcp-range=")]
-        assert ranges == ([f"dhcp-range=192.168.100.0,proxy,255.255.255.0"] if proxy
+        assert ranges == (["dhcp-range=192.168.100.0,proxy,255.255.255.0"] if proxy
                           else ["dhcp-range=192.168.100.0,static,255.255.255.0,12h"])
 
 
