@@ -46,7 +46,7 @@ def render(tmp: Path, proxy: bool) -> Path:
                  {"name": "hosts", "ansible.builtin.template": {
                      "src": str(ROLE / "templates" / "host.ipxe.j2"),
                      "dest": str(out / "boot") + "/{{ item.mac | replace(':', '-') }}.ipxe", "mode": "0644"},
-                  "loop": "{{ boot_server.hosts }}"},
+                  "loop": "{{ boot_server_plan.hosts }}"},
                  {"name": "nginx", "ansible.builtin.template": {
                      "src": str(ROLE / "templates" / "nginx-boot.conf.j2"), "dest": str(out / "nginx.conf"), "mode": "0644"}},
              ]}]

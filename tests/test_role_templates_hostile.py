@@ -34,14 +34,14 @@ KUBEADM = {"kubernetes_version": "1.33", "kubernetes_release": "v1.33.4", "kuber
            "kubernetes_name": "riga: {imageRepository: evil} # x", "kubernetes_node_address": "10.40.3.1\" ,x: [1]",
            "kubernetes_api_endpoint": "10.40.3.1", "kubernetes_pod_cidr": "10.112.0.0/12\n---", "kubernetes_service_cidr": "10.96.0.0/16"}
 BOOT_HOST = {"name": "node01", "mac": "52:54:00:aa:00:01", "address": "10.40.1.1", "node_type": "vm-compute"}
-BOOT = {"boot_server": {"server": "10.40.0.5", "network": "10.40.0.0", "netmask": "255.255.0.0", "proxy_dhcp": False,
+BOOT = {"boot_server_plan": {"server": "10.40.0.5", "network": "10.40.0.0", "netmask": "255.255.0.0", "proxy_dhcp": False,
                         "hosts": [BOOT_HOST]},
         "boot_server_tftp_root": "/srv/gigafactory/tftp", "boot_server_http_root": "/srv/gigafactory/http",
         "boot_server_dhcp_lease": "12h"}
 
 
 def boot(**host) -> dict:
-    return dict(BOOT, boot_server=dict(BOOT["boot_server"], hosts=[dict(BOOT_HOST, **host)]))
+    return dict(BOOT, boot_server_plan=dict(BOOT["boot_server_plan"], hosts=[dict(BOOT_HOST, **host)]))
 
 
 # A name the kernel accepts for an interface (no '/', ':' or blank) and a shell would run as commands.
@@ -113,7 +113,7 @@ CASES = {
     "dnsmasq blank in an address": ("boot_server/templates/gigafactory-boot.conf.j2", boot(address="10.40.1.1 ignore"),
                                     "address of node01"),
     "dnsmasq comment in the server": ("boot_server/templates/gigafactory-boot.conf.j2",
-                                      dict(BOOT, boot_server=dict(BOOT["boot_server"], server="10.40.0.5#x")), "boot server address"),
+                                      dict(BOOT, boot_server_plan=dict(BOOT["boot_server_plan"], server="10.40.0.5#x")), "boot server address"),
     "ipxe script ordinary": ("boot_server/templates/host.ipxe.j2", {"item": BOOT_HOST, **BOOT}, None),
     "ipxe script setting in the node type": ("boot_server/templates/host.ipxe.j2",
                                              {"item": dict(BOOT_HOST, node_type="x${evil}"), **BOOT}, "node type of node01"),
