@@ -123,3 +123,36 @@ def test_the_ipxe_binaries_the_install_part_copies_are_in_debians_package(debian
     names = next(t["loop"] for t in install if "ansible.builtin.copy" in t)
     for name in names:
         debian_dnsmasq.shell(f'test -s "$R/usr/lib/ipxe/{name}"')
+
+
+def test_dnsmasq_serves_ipxe_over_tftp_and_nginx_the_hosts_script_in_a_private_network(rendered, debian_dnsmasq):
+    """Debian 13's dnsmasq and nginx with the rendered files, in a private network namespace whose loopback carries
+    the planned server address: curl fetches undionly.kpxe over TFTP and node01's iPXE script over HTTP."""
+    out, server = rendered[False], plan_addresses()["ctl01"]
+    mac = MACS["node01"].lower().replace(":", "-")
+    body = f"""
+mkdir -p "$R/srv/gigafactory/tftp" "$R/srv/gigafactory/http/boot" "$R/srv/gigafactory/http/images/vm-compute"
+cp "$R/usr/lib/ipxe/undionly.kpxe" "$R/usr/lib/ipxe/ipxe.efi" "$R/srv/gigafactory/tftp/"
+cp {out}/boot/*.ipxe "$R/srv/gigafactory/http/boot/"
+cp {out}/dnsmasq.conf "$R/tmp/boot.conf"
+printf '%s\\n' 'user root;' 'pid /tmp/nginx.pid;' 'error_log /tmp/nginx-error.log;' 'events {{}}' \\
+  'http {{ access_log off; include /etc/nginx/mime.types; include /tmp/site.conf; }}' > "$R/tmp/nginx.conf"
+cp {out}/nginx.conf "$R/tmp/site.conf"
+export R
+exec unshare --net bash -c '
+set -eu
+ip link set lo up
+ip addr add {server}/24 dev lo
+chroot "$R" dnsmasq --conf-file=/tmp/boot.conf --user=root --pid-file=/tmp/dnsmasq.pid --log-facility=/tmp/dnsmasq.log
+chroot "$R" nginx -c /tmp/nginx.conf
+trap "kill \\$(cat $R/tmp/dnsmasq.pid) \\$(cat $R/tmp/nginx.pid)" EXIT
+curl -sS --max-time 20 -o /tmp/undionly.kpxe.$$ tftp://{server}/undionly.kpxe
+cmp /tmp/undionly.kpxe.$$ "$R/usr/lib/ipxe/undionly.kpxe" && rm -f /tmp/undionly.kpxe.$$ && echo tftp-ok
+curl -sS --max-time 20 http://{server}/boot/{mac}.ipxe
+'
+"""
+    result = debian_dnsmasq.shell(body, check=False, timeout=120)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output + result.stderr.decode()
+    assert "tftp-ok" in output
+    assert f"set {boot.URL_VARIABLE} http://{server}/images/vm-compute" in output
