@@ -24,7 +24,7 @@ from infra.site.checks import run_checks
 
 
 SITE_FILE = "inventories/riga-1/site.yml"
-OTHERS = ("base", "rdma", "gpu", "slurm", "health", "kubernetes")
+OTHERS = ("base", "boot", "rdma", "gpu", "slurm", "health", "kubernetes")
 
 
 @pytest.fixture
@@ -58,6 +58,10 @@ def test_editing_a_role_re_runs_exactly_the_phases_that_apply_it(repo, riga):
     edit(roles / "nvidia_driver" / "tasks" / "main.yml")
     after_driver = hashes(repo, riga)
     assert changed(before, after_driver) == {"gpu"}
+    edit(roles / "boot_server" / "templates" / "host.ipxe.j2")
+    after_boot = hashes(repo, riga)
+    assert changed(after_driver, after_boot) == {"boot"}
+    after_driver = after_boot
     # slurm_common is applied by no playbook: slurm_dbd, slurm_controller, slurm_login import it
     edit(roles / "slurm_common" / "defaults" / "main.yml", "slurm_common_edited: true")
     after_common = hashes(repo, riga)
@@ -192,7 +196,8 @@ def test_under_mocks_an_edited_role_changes_its_phase_resource_and_a_missing_one
     (repo / SITE_FILE).parent.mkdir(parents=True)
     shutil.copy(RIGA, repo / SITE_FILE)
     before = declared(repo)
-    phases = {f"nodes-{p}" for p in OTHERS if p != "kubernetes"} | {"riga-infer-kubeadm"}
+    # riga-1 names no boot server (provisioning.images): phase boot has no hosts there, so no resource
+    phases = {f"nodes-{p}" for p in OTHERS if p not in ("kubernetes", "boot")} | {"riga-infer-kubeadm"}
     assert before["error"] is None and set(before["hashes"]) == phases
     edit(repo / "playbooks" / "roles" / "slurm_common" / "tasks" / "main.yml")
     after = declared(repo)

@@ -33,6 +33,17 @@ PIN = {"nvidia_driver_branch": "570", "nvidia_driver_flavor": "open", "nvidia_dr
 KUBEADM = {"kubernetes_version": "1.33", "kubernetes_release": "v1.33.4", "kubernetes_api_port": 6443, "kubernetes_image_repository": "",
            "kubernetes_name": "riga: {imageRepository: evil} # x", "kubernetes_node_address": "10.40.3.1\" ,x: [1]",
            "kubernetes_api_endpoint": "10.40.3.1", "kubernetes_pod_cidr": "10.112.0.0/12\n---", "kubernetes_service_cidr": "10.96.0.0/16"}
+BOOT_HOST = {"name": "node01", "mac": "52:54:00:aa:00:01", "address": "10.40.1.1", "node_type": "vm-compute"}
+BOOT = {"boot_server_plan": {"server": "10.40.0.5", "network": "10.40.0.0", "netmask": "255.255.0.0", "proxy_dhcp": False,
+                        "hosts": [BOOT_HOST]},
+        "boot_server_tftp_root": "/srv/gigafactory/tftp", "boot_server_http_root": "/srv/gigafactory/http",
+        "boot_server_dhcp_lease": "12h"}
+
+
+def boot(**host) -> dict:
+    return dict(BOOT, boot_server_plan=dict(BOOT["boot_server_plan"], hosts=[dict(BOOT_HOST, **host)]))
+
+
 # A name the kernel accepts for an interface (no '/', ':' or blank) and a shell would run as commands.
 SHELL_IFACE = "e;touch${IFS}pwned;$(touch${IFS}pwned2)`touch${IFS}pwned3`"
 
@@ -94,6 +105,24 @@ CASES = {
     "kubeadm YAML syntax in site values": ("kubernetes/templates/kubeadm.yaml.j2", KUBEADM, None),
     "kubeadm newline in the cluster name": ("kubernetes/templates/kubeadm.yaml.j2", dict(KUBEADM, kubernetes_name="riga\nimageRepository: evil"),
                                             "U+000A"),
+    "dnsmasq ordinary": ("boot_server/templates/gigafactory-boot.conf.j2", BOOT, None),
+    "dnsmasq newline in a host name": ("boot_server/templates/gigafactory-boot.conf.j2",
+                                       boot(name="node01\ndhcp-option=6,6.6.6.6"), "U+000A"),
+    "dnsmasq comma in a MAC": ("boot_server/templates/gigafactory-boot.conf.j2", boot(mac="52:54:00:aa:00:01,set:evil"),
+                               "MAC of node01"),
+    "dnsmasq blank in an address": ("boot_server/templates/gigafactory-boot.conf.j2", boot(address="10.40.1.1 ignore"),
+                                    "address of node01"),
+    "dnsmasq comment in the server": ("boot_server/templates/gigafactory-boot.conf.j2",
+                                      dict(BOOT, boot_server_plan=dict(BOOT["boot_server_plan"], server="10.40.0.5#x")), "boot server address"),
+    "ipxe script ordinary": ("boot_server/templates/host.ipxe.j2", {"item": BOOT_HOST, **BOOT}, None),
+    "ipxe script setting in the node type": ("boot_server/templates/host.ipxe.j2",
+                                             {"item": dict(BOOT_HOST, node_type="x${evil}"), **BOOT}, "node type of node01"),
+    "ipxe script path in the node type": ("boot_server/templates/host.ipxe.j2",
+                                          {"item": dict(BOOT_HOST, node_type="../../etc"), **BOOT}, "node type of node01"),
+    "ipxe script newline in a host name": ("boot_server/templates/host.ipxe.j2",
+                                           {"item": dict(BOOT_HOST, name="node01\nshell"), **BOOT}, "U+000A"),
+    "nginx brace in the root": ("boot_server/templates/nginx-boot.conf.j2", dict(BOOT, boot_server_http_root="/srv/x;}server{"),
+                                "HTTP root"),
     "chrony ordinary": ("base/templates/chrony.conf.j2", CHRONY, None),
     "chrony newline in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 iburst\nallow all"]), "U+000A"),
     "chrony blank in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 key 1"]), "NTP server"),

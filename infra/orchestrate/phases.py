@@ -48,6 +48,7 @@ class Phase:
 
 PHASES: tuple[Phase, ...] = (
     Phase("base", first=("execution",), local=("execution",)),
+    Phase("boot", ("boot_server",), first=("boot_server",)),
     Phase("rdma", ("rdma",), first=("subnet_manager",)),
     Phase("gpu", ("gpu",)),
     Phase("slurm", ("slurm",), first=("slurm_dbd", "slurm_controller")),

@@ -6,6 +6,7 @@ as ``inventory.json`` (``inventory_view``); the Slurm files among them are rende
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -167,6 +168,25 @@ def execution_vars(site: Site, plan: Plan) -> dict[str, Any]:
                              "packages": controller_versions(names)}}
 
 
+def boot_vars(site: Site, plan: Plan) -> dict[str, Any]:
+    """Variables of the ``boot_server`` group: ``gf_boot``, what the boot_server role serves on the management
+    network (docs/images.md, "Serving images"): the server's address, the network, DHCP or proxy DHCP, and each
+    host with a declared MAC, its address and its node type (whose bundle its iPXE script names)."""
+    images = site.provisioning.images
+    if images is None or "boot_server" not in plan.groups:
+        return {}
+    macs = {host: mac for pool in site.pools for host, mac in pool.macs.items()}
+    network = ipaddress.ip_network(plan.networks["management"].cidr, strict=False)
+    return {"gf_boot": {
+        "server": plan.hosts[images.server].address(),
+        "network": str(network.network_address),
+        "netmask": str(network.netmask),
+        "proxy_dhcp": images.proxy_dhcp,
+        "hosts": [{"name": name, "mac": macs[name], "address": h.address(), "node_type": h.node_type}
+                  for name, h in plan.hosts.items() if name in macs],
+    }}
+
+
 def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
     """The plan as a static Ansible YAML inventory (for review and for comparison; Ansible reads the site file directly)."""
     children: dict[str, Any] = {}
@@ -181,6 +201,8 @@ def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
         children[group]["vars"] = variables
     if "execution" in children:
         children["execution"]["vars"] = execution_vars(site, plan)
+    if "boot_server" in children:
+        children["boot_server"]["vars"] = boot_vars(site, plan)
     return {"all": {
         "vars": group_vars(site, plan),
         "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},

@@ -19,6 +19,8 @@ description:
     service CIDRs).
   - The C(execution) group (provisioning.execution's hosts of the site) carries C(gf_execution) (the virtualenv and project
     directory the execution_host role installs, and the Python packages to pin there at the controller's versions).
+  - The C(boot_server) group (provisioning.images.server) carries C(gf_boot) (the server's management address, the
+    management network, proxy_dhcp, and each host with a declared MAC, with its name, MAC, address and node type).
   - An invalid site file fails inventory parsing with every problem listed.
 options: {}
 """
@@ -53,7 +55,7 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         try:
             from infra.plan import build_plan, group_name
-            from infra.render.inventory import (execution_vars, group_vars, host_vars, kubernetes_vars, node_type_vars,
+            from infra.render.inventory import (boot_vars, execution_vars, group_vars, host_vars, kubernetes_vars, node_type_vars,
                                                 slurm_vars)
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
@@ -85,6 +87,8 @@ class InventoryModule(BaseInventoryPlugin):
                 inventory.set_variable(group, key, value)
         for key, value in execution_vars(site, plan).items():
             inventory.set_variable("execution", key, value)
+        for key, value in boot_vars(site, plan).items():
+            inventory.set_variable("boot_server", key, value)
         for name in site.node_types:
             group = group_name("type", name)
             if group in plan.groups:
