@@ -255,3 +255,25 @@ def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the
     assert main(["image", "show", folder.name[:8]]) == 0
     shown = capsys.readouterr().out
     assert "node type vm-plain of site demo" in shown and "packages" in shown
+
+
+def test_the_key_changes_with_what_the_install_parts_read_beyond_the_site_sections(tmp_path):
+    """The image's host receives the site's time zone (base writes /etc/localtime) and a cluster's Kubernetes version
+    (kubernetes holds kubeadm at it): both are in the key through the inventory variables."""
+    data = site_data(DEMO)
+    base = key_of(tmp_path, data)
+    zone = site_data(DEMO)
+    zone["site"]["timezone"] = "Europe/Vilnius"
+    assert key_of(tmp_path, zone) != base
+    bed = site_data(DEMO)
+    del bed["testbed"]
+    assert key_of(tmp_path, bed) != base             # a test bed's image carries the VMs' first boot; a site's does not
+
+
+def test_a_real_sites_image_gets_none_of_the_test_beds_first_boot_files():
+    """The VM test bed's guest files (passwordless sudo, fw_cfg keys, virtio fstab) are installed only for a test bed."""
+    source = (ROOT / "infra" / "image" / "build.py").read_text()
+    body = source.split("def _build(", 1)[1].split("\ndef ", 1)[0]
+    for call in ("_install_guest_files(rootfs)", 'chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])'):
+        before = body.split(call, 1)[0].rstrip().splitlines()[-1]
+        assert before.strip() == "if site.testbed is not None:" or "if site.testbed is not None:" in before, call

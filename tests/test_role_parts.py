@@ -236,3 +236,24 @@ def test_an_install_run_twice_changes_nothing_the_second_time_and_writes_no_host
     assert len(log["before"].splitlines()) == 2, log["before"]                 # the hostname and /etc/hosts' digest only
     assert log["installed"].strip() == "4", log["installed"]
     assert log["keys"].split() == ["gigafactory-debian.gpg"], log["keys"]
+
+
+@pytest.mark.parametrize("role", sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/install.yml")))
+def test_the_install_part_reads_no_variable_the_image_key_leaves_out(role):
+    """The image's cache key hashes every inventory variable its host receives but host lists
+    (infra/image/build.py CONFIGURE_VARIABLES): an install part that read one would be served stale from the cache."""
+    from infra.image.build import CONFIGURE_VARIABLES
+    names = set(CONFIGURE_VARIABLES)
+    for name in ("vars/main.yml", "defaults/main.yml"):     # a role's own names for them
+        path = ROLES / role / name
+        for var, value in ((yaml.safe_load(path.read_text()) or {}).items() if path.is_file() else ()):
+            if any(v in yaml.safe_dump(value) for v in CONFIGURE_VARIABLES):
+                names.add(var)
+    pattern = re.compile(r"\b(" + "|".join(sorted(names)) + r")\b")
+    for name in part_files(role, "install"):
+        text = (ROLES / role / "tasks" / name).read_text()
+        found = pattern.search(text)
+        assert not found, f"{role}/tasks/{name} reads {found.group(0)}, which the image key leaves out"
+        for template in re.findall(r"src:\s*([\w./-]+\.j2)", text):
+            found = pattern.search((ROLES / role / "templates" / template).read_text())
+            assert not found, f"{role}/templates/{template} (install part) reads {found.group(0)}, which the image key leaves out"

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..orchestrate.phases import PHASES
-from ..plan import Plan, group_name
+from ..plan import Plan, build_plan, group_name
 from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
 from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
@@ -128,11 +128,31 @@ def _repositories(site: Site) -> dict[str, Any]:
     return out
 
 
-def image_key(site: Site, image: TypeImage, phase_files: dict[str, str]) -> str:
+# Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings,
+# so a pool that grows or a network that moves does not rebuild its images. Every other variable the image's host receives is in the key: a variable
+# missing here costs a rebuild, one wrongly listed a stale image (tests/test_image_build.py checks the install parts).
+CONFIGURE_VARIABLES = frozenset({"gf_etc_hosts", "gf_slurm_files", "gf_slurm_tenants", "gf_ntp_servers", "gf_max_fail_percent",
+                                 "gf_boot", "gf_networks", "gf_fabrics"})
+
+
+def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:
+    """The inventory variables the image's stand-in host receives (site-wide and its groups'), host lists and addresses left out."""
+    view = inventory_view(site, plan)
+    out = dict(view["all"]["vars"])
+    for group in sorted(image.groups):
+        out.update(view["all"]["children"].get(group, {}).get("vars", {}))
+    return {k: v for k, v in out.items() if k not in CONFIGURE_VARIABLES}
+
+
+def image_key(site: Site, image: TypeImage, phase_files: dict[str, str], plan: Plan | None = None) -> str:
     """The hash of what the image depends on: the site's os, repositories and software, the node type, its role
-    groups, the files of its phases (``PhaseInputs.files``) and the builder. Hosts, addresses and pools are not in it."""
+    groups, the inventory variables its host receives but hosts and addresses (``image_variables``), the files of its phases
+    (``PhaseInputs.files``), the builder, and whether it is a test bed's. Hosts, addresses and pools are not in it."""
     pools = {group_name("pool", p.name) for p in site.pools}
+    plan = plan or build_plan(site)
     data = {
+        "testbed": site.testbed is not None,
+        "variables": image_variables(site, plan, image),
         "builder": builder_digest(),
         "part": PART,
         "os": site.os.model_dump(mode="json"),
@@ -323,12 +343,14 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
         f"debootstrap when not cached)")
     base = cached_debootstrap(BASE_PREFIX, suite, IMAGE_PACKAGES, variant=BASE_VARIANT, mirror=mirror)
     copy_tree(base, rootfs)
-    _install_guest_files(rootfs)
+    if site.testbed is not None:       # the VM test bed's first boot (fw_cfg keys, sudo, virtio); never a real site's image
+        _install_guest_files(rootfs)
     work = Path(tempfile.mkdtemp(prefix="gigafactory-image-"))     # Ansible's files: outside the cache, 0700
     try:
         with Chroot(rootfs, work / "namespace", relays=relays_for(mapping)) as chroot:
             chroot.run(["/bin/sh", "-c", BUILD_SETTINGS])
-            chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])
+            if site.testbed is not None:
+                chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])
             _run_phases(site, plan, site_path, image, key, chroot, work, say)
             say(f"{image.node_type}: initrds (disk, network boot) and the package manifest")
             chroot.run(["/bin/sh", "-c", BUILD_SETTINGS_OFF])
@@ -398,7 +420,7 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
           say: Say = _print) -> list[BuiltImage]:
     """Each image from the cache, or built into a temporary folder beside it and renamed there when complete."""
     mapping = testbed_mapping(site)
-    keys = {image.node_type: image_key(site, image, phase_files) for image in images}
+    keys = {image.node_type: image_key(site, image, phase_files, plan) for image in images}
     root = images_root()
     missing = [i for i in images if not (root / keys[i.node_type] / "image.json").is_file()]
     if missing:

@@ -152,7 +152,7 @@ def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str,
 
 def copy_tree(source: Path, target: Path) -> None:
     """A complete copy of a cached tree (``cp -a``, sharing blocks where the file system can), without its marker."""
-    _run(["cp", "-a", "--reflink=auto", "--", f"{source}/.", str(target)])
+    _run(["cp", "-a", "--reflink=auto", "--", f"{source}/.", str(target)], stdout=subprocess.DEVNULL)
     (target / COMPLETE).unlink(missing_ok=True)
 
 
