@@ -28,11 +28,13 @@ from typing import Any, Protocol
 import ansible_runner
 
 from ..plan import Plan, group_name
+from ..plan import diff
 from ..site.hostlists import expand
+from ..site.impact import Impact
 
-IMPACTS = ("none", "live", "restart", "drain", "reboot", "replace")   # weakest first
-NEW = "new"            # a host the earlier site did not have: every phase, nothing to drain (``up --against``)
-ROLLED = ("drain", "reboot")                                           # the classes roll_out sequences
+IMPACTS = tuple(str(i) for i in Impact)       # the site model's classes (infra/site/impact.py), weakest first
+NEW = diff.NEW         # a host the earlier site did not have: every phase, nothing to drain (``up --against``)
+ROLLED = (str(Impact.DRAIN), str(Impact.REBOOT))                        # the classes roll_out sequences
 REASON_MAX = 200
 _REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;/=+@()\[\]<>'-]")     # no braces, %, #, quotes, $ or control chars
 KUBECONFIG = "/etc/kubernetes/admin.conf"
