@@ -6,10 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .plan import Plan, build_plan
 from .render.escape import UnsafeValue
 from .site import Site, SiteInvalid, load_site, site_warnings
+
+if TYPE_CHECKING:
+    from .plan.diff import SiteDiff
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -18,6 +22,17 @@ def load(path: str) -> tuple[Site, Plan]:
     """The validated site and its plan; raises SiteInvalid with every problem found."""
     site = load_site(path)
     return site, build_plan(site, path)
+
+
+def diff_against(site_path: str | Path, ref: str, site: Site, plan: Plan) -> tuple[SiteDiff, str]:
+    """``site`` (validated from ``site_path``, with its ``plan``) against its earlier version ``ref`` (a git revision,
+    a run directory, a site file: ``infra.site.revision``), and where that version came from. The one path both
+    ``gigafactory diff`` and ``gigafactory up --against`` take. Raises RevisionInvalid or SiteInvalid (the earlier
+    version, ``REF:path`` as its source); files the site file names are read beside ``site_path`` for both sides."""
+    from .plan.diff import diff_sites
+    from .site.revision import site_at
+    old, source = site_at(Path(site_path), ref)
+    return diff_sites(old, build_plan(old, source), site, plan), source
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -52,7 +67,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .plan.diff import diff_against
     from .render.diff import diff_as_json, diff_as_text
     from .site.revision import RevisionInvalid
     site, plan = load(args.site)

@@ -75,7 +75,8 @@ def _up_against(args: argparse.Namespace) -> int:
     then the run with each host's class as its impact: nothing -> untouched, new -> every phase, removed -> named
     only, replace -> refused unless ``--force-replace`` (then applied like a new host)."""
     from ..plan import build_plan
-    from ..plan.diff import NEW, NOTHING, REMOVED, diff_against
+    from ..cli import diff_against
+    from ..plan.diff import NEW, NOTHING, REMOVED
     from ..render.diff import diff_as_text
     from ..site import load_site
     from ..site.impact import REPLACE

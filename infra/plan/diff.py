@@ -80,19 +80,6 @@ def diff_sites(old: Site, old_plan: Plan, new: Site, new_plan: Plan) -> SiteDiff
     return SiteDiff(new.site.name, tuple(changes), hosts)
 
 
-def diff_against(site_path: Path, ref: str, site: Site, plan: Plan) -> tuple[SiteDiff, str]:
-    """``site`` (validated from ``site_path``, with its ``plan``) against its earlier version ``ref`` (a git revision,
-    a run directory, a site file: ``infra.site.revision``), and where that version came from. The one path both
-    ``gigafactory diff`` and ``gigafactory up --against`` take. Raises RevisionInvalid or SiteInvalid (the earlier
-    version, ``REF:path`` as its source); files the site file names are read beside ``site_path`` for both sides."""
-    from ..site import parse_site
-    from ..site.revision import site_text_at
-    from . import build_plan
-    text, source = site_text_at(Path(site_path), ref)
-    old = parse_site(text, source, Path(site_path).parent)
-    return diff_sites(old, build_plan(old, source), site, plan), source
-
-
 # --- the fields that changed ---------------------------------------------------------
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from .load import parse_site
+from .model import Site
+
 RECORDED_SITE_FILE = "site.yml"
 """The copy of the validated site file ``gigafactory up`` keeps in its run directory."""
 
@@ -26,6 +29,13 @@ def site_text_at(site: Path, ref: str) -> tuple[str, str]:
     if candidate.is_file():
         return _read(candidate), str(candidate)
     return _git_show(site, ref)
+
+
+def site_at(site: Path, ref: str) -> tuple[Site, str]:
+    """The validated site ``site`` was at ``ref`` (as ``site_text_at`` finds it), and where it came from (``REF:path``
+    for a revision). Files it names are read beside ``site``. Raises RevisionInvalid or SiteInvalid."""
+    text, source = site_text_at(site, ref)
+    return parse_site(text, source, Path(site).parent), source
 
 
 def _read(path: Path) -> str:
