@@ -74,35 +74,29 @@ def _up_against(args: argparse.Namespace) -> int:
     """``up SITE --against REF``: the change's diff (the one ``gigafactory diff`` prints, computed the same way),
     then the run with each host's class as its impact: nothing -> untouched, new -> every phase, removed -> named
     only, replace -> refused unless ``--force-replace`` (then applied like a new host)."""
-    from ..plan import build_plan
     from ..cli import diff_against
-    from ..plan.diff import NEW, NOTHING, REMOVED
+    from ..plan import build_plan
+    from ..plan.diff import NOTHING, REMOVED
     from ..render.diff import diff_as_text
-    from ..site import load_site
-    from ..site.impact import REPLACE
+    from ..site import parse_site
+    from ..site.load import read_site_text
     from ..site.revision import RevisionInvalid
     if args.retry:
         print("error: --against and --retry: give one. --retry reruns what an earlier run left unfinished; after a "
               "rollout that stopped, run `up SITE --against REF` again with the same REF (the hosts that still "
               "need it roll again, idle ones first)", file=sys.stderr)
         return EXIT_INVALID
-    site = load_site(args.site)                    # SiteInvalid: exit 2 naming the field (infra.cli)
-    plan = build_plan(site, args.site)
+    site_path = Path(args.site).resolve()          # read once, as up() reads it: the diff shown is what is applied
+    site_text = read_site_text(site_path)
+    site = parse_site(site_text, str(site_path), site_path.parent)   # SiteInvalid: exit 2 naming the field
+    plan = build_plan(site, str(site_path))
     try:
-        diff, source = diff_against(Path(args.site), args.against, site, plan)
+        diff, source = diff_against(site_path, args.against, site, plan)
     except RevisionInvalid as err:
         print(f"error: --against {err}", file=sys.stderr)
         return EXIT_INVALID
     sys.stdout.write(diff_as_text(diff, source))
     sys.stdout.flush()
-    replaced = [c for c in diff.changes if c.impact is REPLACE and c.hosts]
-    if replaced and not args.force_replace:
-        for c in replaced:
-            print(f"error: {c.field} is a replace-class change of {compress(c.hosts)}: they cannot be updated in "
-                  "place", file=sys.stderr)
-        print("refused, nothing touched; --force-replace applies those hosts like new ones (every phase, nothing "
-              "drained)", file=sys.stderr)
-        return EXIT_INVALID
     impacts: dict[str, tuple[str, list[str]]] = {}
     for host, cls in diff.hosts.items():
         if cls == REMOVED:
@@ -110,11 +104,13 @@ def _up_against(args: argparse.Namespace) -> int:
         needs = [c for c in diff.changes if host in c.hosts or host in c.new_hosts]
         top = max((c.impact for c in needs), default=None)
         reasons = [c.field for c in needs if c.impact == top] or [cls]
-        impacts[host] = ("none" if cls == NOTHING else NEW if cls in (NEW, str(REPLACE)) else cls, reasons)
+        impacts[host] = ("none" if cls == NOTHING else cls, reasons)    # replace: up() refuses or forces it
     removed = diff.by_class().get(REMOVED, ())
     if removed:
         print(f"removed from the site, not touched: {compress(removed)} (take them out of service by hand)")
-    return up(dataclasses.replace(options_from(args), impacts=impacts)).exit_code
+    options = options_from(args)                   # after the diff's print: a live table takes over the terminal
+    return up(dataclasses.replace(options, impacts=impacts, force_replace=args.force_replace,
+                                  site_text=site_text)).exit_code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
@@ -18,12 +19,12 @@ from ..render.files import render_all, write_all
 from ..site import Site, parse_site
 from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
-from ..site.hostlists import HostlistError, expand
+from ..site.hostlists import HostlistError, compress, expand
 from .phases import PHASES, Phase
 from .project import REPO_ROOT, project_archive
 from .progress import Progress, print_summary, progress_for
 from .execution import Shard, WorkerCommand, default_worker_command, shards
-from .rollout import (ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
+from .rollout import (NEW, ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
                       Slurm, ansible_reboot, availability_domains, host_impacts, schedulers_for)
 from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
@@ -58,8 +59,11 @@ class UpOptions:
     worker_command: WorkerCommand | None = None  # how a shard reaches its execution host (tests: local processes)
     # Day two: host -> (impact class, reasons), e.g. from ``gigafactory diff``. Only these hosts run: none-class
     # hosts are left alone, live and restart ones run the phases as usual (live: then ``scontrol reconfigure``),
-    # drain and reboot ones go through the rollout (rollout.py); replace is refused.
+    # drain and reboot ones go through the rollout (rollout.py); replace is refused unless force_replace.
     impacts: Mapping[str, tuple[Any, Sequence[str]]] | None = None
+    force_replace: bool = False              # --force-replace: replace-class hosts are applied like new ones instead
+    site_text: str | None = None             # the site file's text as the caller already read it (``up --against``:
+                                             # the diff it printed); None: read ``site`` here
     node_control: Callable[[str], NodeControl] | None = None   # how scontrol/kubectl reach a host (default ansible-runner)
     rollout_poll_s: float = 10
     rollout_reboot_timeout_s: float = 1800
@@ -267,7 +271,8 @@ def up(options: UpOptions) -> RunOutcome:
 def _up(options: UpOptions) -> RunOutcome:
     started_at, t0 = datetime.now(UTC), time.monotonic()
     site_path = Path(options.site).resolve()
-    site_text = read_site_text(site_path)         # read once: the copy the run records is the text validated
+    # read once: the copy the run records is the text validated (and the text the caller's diff was computed from)
+    site_text = read_site_text(site_path) if options.site_text is None else options.site_text
     site: Site = parse_site(site_text, str(site_path), site_path.parent)
     plan = build_plan(site, str(site_path))
     phases = selected_phases(options.phases, options.only)
@@ -296,10 +301,18 @@ def _up(options: UpOptions) -> RunOutcome:
         except RolloutError as err:
             raise OrchestrationError(f"impacts: {err}") from err
         replaced = [h for h in chosen if h in impacts and impacts[h].impact == "replace"]
-        if replaced:
-            raise OrchestrationError(
-                f"{', '.join(replaced)}: a replace-class change ({'; '.join(impacts[replaced[0]].reasons)}) is "
-                "not rolled out in place; refused")
+        if replaced and not options.force_replace:
+            by_reason: dict[str, list[str]] = {}
+            for h in replaced:
+                for reason in impacts[h].reasons or ("replace",):
+                    by_reason.setdefault(reason, []).append(h)
+            raise OrchestrationError("\n".join(
+                [f"{reason} is a replace-class change of {compress(hosts)}: they cannot be updated in place"
+                 for reason, hosts in by_reason.items()]
+                + ["refused, nothing touched; --force-replace applies those hosts like new ones (every phase, "
+                   "nothing drained)"]))
+        for h in replaced:                          # forced: like a new host, every phase, nothing drained
+            impacts[h] = dataclasses.replace(impacts[h], impact=NEW)
         chosen = [h for h in chosen if h in impacts and impacts[h].impact != "none"]
     phase_names = [p.name for p in options.phases]
     start = {h: 0 for h in chosen}
