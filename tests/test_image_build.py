@@ -274,6 +274,6 @@ def test_a_real_sites_image_gets_none_of_the_test_beds_first_boot_files():
     """The VM test bed's guest files (passwordless sudo, fw_cfg keys, virtio fstab) are installed only for a test bed."""
     source = (ROOT / "infra" / "image" / "build.py").read_text()
     body = source.split("def _build(", 1)[1].split("\ndef ", 1)[0]
-    for call in ("_install_guest_files(rootfs)", 'chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])'):
+    for call in ("install_guest_files(rootfs)", 'chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])'):
         before = body.split(call, 1)[0].rstrip().splitlines()[-1]
         assert before.strip() == "if site.testbed is not None:" or "if site.testbed is not None:" in before, call

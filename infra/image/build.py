@@ -34,7 +34,7 @@ from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
 from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
 from ..vm.guest_files import CONFIGURE_SCRIPT
-from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, _boot_files, _install_guest_files, _unmount_below, cache_root,
+from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, boot_files, install_guest_files, unmount_below, cache_root,
                         cached_debootstrap, copy_tree)
 from ..vm.mirror import host_debian_mirror
 from .boot import NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
@@ -264,7 +264,7 @@ def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chro
 
 def tree_kernel(rootfs: Path) -> str:
     """The release of the newest kernel installed in the tree (``/boot/vmlinuz-<release>``): what the image boots."""
-    return _boot_files(rootfs)[0].name.removeprefix("vmlinuz-")
+    return boot_files(rootfs)[0].name.removeprefix("vmlinuz-")
 
 
 def install_extravars(phase: str, kernel: str) -> dict[str, str]:
@@ -344,7 +344,7 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
     base = cached_debootstrap(BASE_PREFIX, suite, IMAGE_PACKAGES, variant=BASE_VARIANT, mirror=mirror)
     copy_tree(base, rootfs)
     if site.testbed is not None:       # the VM test bed's first boot (fw_cfg keys, sudo, virtio); never a real site's image
-        _install_guest_files(rootfs)
+        install_guest_files(rootfs)
     work = Path(tempfile.mkdtemp(prefix="gigafactory-image-"))     # Ansible's files: outside the cache, 0700
     try:
         with Chroot(rootfs, work / "namespace", relays=relays_for(mapping)) as chroot:
@@ -363,7 +363,7 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
         shutil.rmtree(work, ignore_errors=True)
     _annotate(manifest, site, mapping)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    kernel, initrd = _boot_files(rootfs)
+    kernel, initrd = boot_files(rootfs)
     version = kernel.name.removeprefix("vmlinuz-")
     net = out / "netboot"
     net.mkdir()
@@ -457,7 +457,7 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
                     raise ImageBuildFailed(f"{image.node_type}: {err}") from None
                 finally:
                     if partial.exists():
-                        _unmount_below(partial)
+                        unmount_below(partial)
                         shutil.rmtree(partial, ignore_errors=True)
         say(f"{image.node_type}: image {final} (key {key})")
         out.append(BuiltImage(key, final, image.node_type, cached=False))

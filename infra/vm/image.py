@@ -40,6 +40,7 @@ DEFAULT_PACKAGES = [
     "less",
 ]
 CACHE_ENV = "GIGAFACTORY_CACHE"
+TESTBED_BASE_PREFIX = "vm-testbed"      # the test bed image's cached debootstrap (cached_debootstrap)
 
 
 class ImageBuildError(RuntimeError):
@@ -120,13 +121,14 @@ COMPLETE = ".complete"                  # marker in a complete tree (left out of
 
 
 def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str, ...],
-                       components: tuple[str, ...] = ("main",), variant: str = "minbase",
+                       components: tuple[str, ...] = ("main",), variant: str | None = "minbase",
                        mirror: str | None = None) -> Path:
     """A debootstrapped tree per (suite, packages, variant, components, mirror), built on first use under the
     cache (concurrent callers wait on a lock) and never changed afterwards: callers copy it or lay an overlay on it.
-    ``mirror`` None is this machine's (as ``debootstrap``), left out of the key, which tests' chroots keep."""
+    ``mirror`` None is this machine's (as ``debootstrap``), left out of the key, which tests' chroots keep; ``variant``
+    None is debootstrap's default."""
     ident = " ".join([suite, *packages] + ([] if components == ("main",) else ["components:", *components])
-                     + ([] if variant == "minbase" else ["variant:", variant]) + ([] if mirror is None else ["mirror:", mirror]))
+                     + ([] if variant == "minbase" else ["variant:", variant or "-"]) + ([] if mirror is None else ["mirror:", mirror]))
     key = hashlib.sha256(ident.encode()).hexdigest()[:12]
     root = cache_root() / CHROOTS_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -137,12 +139,12 @@ def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str,
             shutil.rmtree(target, ignore_errors=True)
             partial = root / f"{target.name}.partial"
             if partial.exists():
-                _unmount_below(partial)
+                unmount_below(partial)
             shutil.rmtree(partial, ignore_errors=True)
             try:
                 debootstrap(partial, suite, list(packages), variant=variant, mirror=mirror, components=components)
             except BaseException:
-                _unmount_below(partial)
+                unmount_below(partial)
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
             (partial / COMPLETE).write_text("ok\n")
@@ -156,7 +158,7 @@ def copy_tree(source: Path, target: Path) -> None:
     (target / COMPLETE).unlink(missing_ok=True)
 
 
-def _install_guest_files(rootfs: Path) -> None:
+def install_guest_files(rootfs: Path) -> None:
     for guest_path, (mode, content) in GUEST_FILES.items():
         path = rootfs / guest_path.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,11 +169,11 @@ def _install_guest_files(rootfs: Path) -> None:
 
 
 def _configure(rootfs: Path) -> None:
-    _install_guest_files(rootfs)
+    install_guest_files(rootfs)
     _run(["chroot", str(rootfs), "/bin/sh", "-c", CONFIGURE_SCRIPT])
 
 
-def _boot_files(rootfs: Path) -> tuple[Path, Path]:
+def boot_files(rootfs: Path) -> tuple[Path, Path]:
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
     if not kernels:
         raise ImageBuildError(f"no kernel in {rootfs}/boot: is linux-image-amd64 in the recipe?")
@@ -182,7 +184,7 @@ def _boot_files(rootfs: Path) -> tuple[Path, Path]:
     return kernels[-1], initrd
 
 
-def _unmount_below(path: Path) -> None:
+def unmount_below(path: Path) -> None:
     """Unmount whatever a failed debootstrap left mounted inside `path`, deepest first."""
     prefix = str(path.resolve()) + "/"
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
@@ -193,9 +195,10 @@ def _unmount_below(path: Path) -> None:
 def _build(recipe: Recipe, out: Path, mirror: str | None) -> None:
     rootfs = out / "rootfs"
     rootfs.mkdir()
-    debootstrap(rootfs, recipe.suite, list(recipe.packages), recipe.variant, mirror)
+    base = cached_debootstrap(TESTBED_BASE_PREFIX, recipe.suite, sorted(recipe.packages), variant=recipe.variant, mirror=mirror)
+    copy_tree(base, rootfs)                 # the cached base stays as debootstrap left it; this copy is configured
     _configure(rootfs)
-    kernel, initrd = _boot_files(rootfs)
+    kernel, initrd = boot_files(rootfs)
     shutil.copy2(kernel, out / "vmlinuz")
     shutil.copy2(initrd, out / "initrd.img")
     _run(
@@ -224,6 +227,6 @@ def build_image(
                 work.rename(final)
             finally:
                 if work.exists():
-                    _unmount_below(work)
+                    unmount_below(work)
                     shutil.rmtree(work, ignore_errors=True)
     return Image(disk=final / "disk.raw", kernel=final / "vmlinuz", initrd=final / "initrd.img")
