@@ -56,3 +56,15 @@ def playbook(tmp_path: Path, site: dict, play: str) -> subprocess.CompletedProce
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))
     return subprocess.run([bin_path("ansible-playbook"), "-i", str(site_file), "-e", f"ansible_python_interpreter={sys.executable}",
                            str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def mirror_cache():
+    """Chroot tests' Debian mirror: the mirror cache's URL on this machine; stopped afterwards if this test started it."""
+    from infra.vm import mirror_cache as cache
+    from infra.vm.image import cache_root
+    running = cache._answering()
+    cache.ensure_mirror_cache()
+    yield cache.HOST_URL
+    if not running:
+        cache._stop(cache_root() / "apt-cacher-ng" / "acng.pid")

@@ -34,17 +34,6 @@ PLAY = """
 """
 
 
-@pytest.fixture(scope="module")
-def mirror_cache():
-    """The mirror cache's URL on this machine; stopped afterwards if this test started it."""
-    from infra.vm import mirror_cache as cache
-    from infra.vm.image import cache_root
-    running = cache._answering()
-    cache.ensure_mirror_cache()
-    yield cache.HOST_URL
-    if not running:
-        cache._stop(cache_root() / "apt-cacher-ng" / "acng.pid")
-
 
 def converge(tmp_path, url: str, **change):
     from chroots import RoleRun

@@ -195,17 +195,6 @@ IDENTITY_FILES = ["/etc/slurm/slurm.conf", "/etc/slurm/gres.conf", "/etc/munge/m
 STATE = "cat /etc/hostname; md5sum /etc/hosts; ls -d {files} 2>/dev/null; grep -rl 'Ansible managed' /etc/chrony 2>/dev/null; true"
 
 
-@pytest.fixture(scope="module")
-def mirror_cache():
-    """The mirror cache's URL on this machine; stopped afterwards if this test started it."""
-    from infra.vm import mirror_cache as cache
-    from infra.vm.image import cache_root
-    running = cache._answering()
-    cache.ensure_mirror_cache()
-    yield cache.HOST_URL
-    if not running:
-        cache._stop(cache_root() / "apt-cacher-ng" / "acng.pid")
-
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("debootstrap", "unshare", "apt-cacher-ng")),
