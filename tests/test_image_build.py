@@ -168,8 +168,9 @@ def test_the_roles_are_told_the_images_kernel_not_this_machines(tmp_path):
 @pytest.mark.root
 @NEEDS_ROOT
 def test_the_chroot_runners_dev_is_private_with_five_nodes(tmp_path):
+    """Five device nodes and the standard links into /proc/self/fd (stdin, stdout, stderr, fd), nothing else."""
     from chroots import cached_chroot, overlay_setup
-    from infra.image.chroot import DEV_NODES, Chroot
+    from infra.image.chroot import DEV_LINKS, DEV_NODES, Chroot
     base = cached_chroot("node", "trixie", ["python3", "python3-apt"], components=("main", "contrib", "non-free"))
     layers = tmp_path / "layers"
     probe = "gigafactory-probe"
@@ -179,7 +180,7 @@ def test_the_chroot_runners_dev_is_private_with_five_nodes(tmp_path):
         chroot.shell(f'echo secret > "$R/dev/{probe}"')
         inside = chroot.run(["/bin/cat", f"/dev/{probe}"]).stdout.decode()
         policy = chroot.run(["/bin/cat", "/usr/sbin/policy-rc.d"]).stdout.decode()
-    assert sorted(before) == sorted(DEV_NODES)
+    assert sorted(before) == sorted([*DEV_NODES, *DEV_LINKS])
     for name, (major, minor) in DEV_NODES.items():
         assert f"/dev/{name} character special file {major:x}:{minor:x}" in kinds
     assert inside == "secret\n"

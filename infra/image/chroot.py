@@ -26,6 +26,8 @@ from .relay import UnixToTcp
 
 DEV_NODES: dict[str, tuple[int, int]] = {"null": (1, 3), "zero": (1, 5), "random": (1, 8), "urandom": (1, 9),
                                          "tty": (5, 0)}
+DEV_LINKS: dict[str, str] = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+                             "stderr": "/proc/self/fd/2"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Relays = Mapping[tuple[str, int], tuple[str, int]]
@@ -47,6 +49,8 @@ def namespace_script(root: Path, scratch: Path, tmp: Path, setup: str = "", rela
              'mount -t proc proc "$R/proc"',
              'mount -t tmpfs -o mode=0755,nosuid,noexec,size=64k gigafactory-dev "$R/dev"']
     lines += [f'mknod -m 0666 "$R/dev/{name}" c {major} {minor}' for name, (major, minor) in DEV_NODES.items()]
+    # the links every system has (udev makes them): programs read /dev/stdin (mariadb --defaults-extra-file=/dev/stdin)
+    lines += [f'ln -s {target} "$R/dev/{name}"' for name, target in DEV_LINKS.items()]
     lines += [f'mkdir -p "$R"{_q(tmp)}', f'mount --bind {_q(tmp)} "$R"{_q(tmp)}',
               # Kept aside and put back when the namespace ends; a symlink is replaced, never written through
               # (its target may be outside the tree).
