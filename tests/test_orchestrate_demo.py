@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from infra.orchestrate import demo
@@ -28,30 +29,57 @@ def test_connection_inventory_pins_each_vm_with_strict_host_keys(tmp_path):
                                               "-o StrictHostKeyChecking=yes")
 
 
-def test_demo_up_boots_every_site_host_and_runs_up_with_their_connections(tmp_path, monkeypatch):
-    booted, runs, mirrors = [], [], []
+class FakeLauncher:
+    booted: list[tuple[str, object]] = []
 
-    class FakeLauncher:
-        def __init__(self, state_dir):
-            self.state_dir = state_dir
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
 
-        def status(self):
-            return []
+    def status(self):
+        return []
 
-        def up(self, specs):
-            booted.extend(s.name for s in specs)
-            return [fake_vm(s.name, 2200 + i, tmp_path) for i, s in enumerate(specs)]
+    def up(self, specs, images=None):
+        FakeLauncher.booted = [(s.name, (images or {}).get(s.name)) for s in specs]
+        return [fake_vm(s.name, 2200 + i, self.state_dir) for i, s in enumerate(specs)]
 
+
+def built_images(site, plan, site_path, node_types=None, say=None):
+    """What ``site_images`` returns, without building: one image per node type, named after it."""
+    from infra.image.build import BuiltImage
+    return [BuiltImage(t, Path("/cache") / t, t, cached=True) for t in sorted({h.node_type for h in plan.hosts.values()})]
+
+
+def test_demo_up_boots_every_site_host_from_its_node_types_image_and_runs_up_with_their_connections(tmp_path, monkeypatch):
+    runs, mirrors = [], []
     monkeypatch.setattr("infra.vm.launcher.Launcher", FakeLauncher)
     monkeypatch.setattr("infra.vm.mirror_cache.ensure_mirror_cache", lambda: mirrors.append(1))
+    monkeypatch.setattr("infra.image.build.site_images", built_images)
     monkeypatch.setattr(demo, "state_dir", lambda name: tmp_path / name)
     monkeypatch.setattr(demo, "up", lambda options: runs.append(options) or RunOutcome(tmp_path / "run", {}, [], 0))
     (tmp_path / "demo").mkdir()
     assert demo.demo_up(DEMO) == 0
-    assert booted == ["ctl01", "node01", "node02"] and mirrors == [1]
-    conn = runs[0].inventories[0]
-    assert set(yaml.safe_load(conn.read_text())["all"]["hosts"]) == {"ctl01", "node01", "node02"}
+    assert [(n, i.disk) for n, i in FakeLauncher.booted] == [
+        ("ctl01", Path("/cache/vm-service/disk.qcow2")), ("node01", Path("/cache/vm-compute/disk.qcow2")),
+        ("node02", Path("/cache/vm-compute/disk.qcow2"))]
+    assert {i.disk_format for _, i in FakeLauncher.booted} == {"qcow2"} and mirrors == [1]
+    hosts = yaml.safe_load(runs[0].inventories[0].read_text())["all"]["hosts"]
+    assert set(hosts) == {"ctl01", "node01", "node02"}
+    assert {h["gigafactory_part"] for h in hosts.values()} == {"configure"}    # the image holds the install part
     assert runs[0].site == DEMO
+
+
+def test_demo_from_scratch_boots_the_bare_image_and_applies_both_parts(tmp_path, monkeypatch):
+    runs = []
+    monkeypatch.setattr("infra.vm.launcher.Launcher", FakeLauncher)
+    monkeypatch.setattr("infra.vm.mirror_cache.ensure_mirror_cache", lambda: None)
+    monkeypatch.setattr("infra.image.build.site_images", lambda *a, **k: pytest.fail("no image build from scratch"))
+    monkeypatch.setattr(demo, "state_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr(demo, "up", lambda options: runs.append(options) or RunOutcome(tmp_path / "run", {}, [], 0))
+    (tmp_path / "demo").mkdir()
+    assert demo.demo_up(DEMO, from_scratch=True) == 0
+    assert FakeLauncher.booted == [("ctl01", None), ("node01", None), ("node02", None)]
+    hosts = yaml.safe_load(runs[0].inventories[0].read_text())["all"]["hosts"]
+    assert not any("gigafactory_part" in h for h in hosts.values())
 
 
 def test_acceptance_report_prints_every_check(tmp_path, capsys):
@@ -78,7 +106,7 @@ def test_a_second_demo_provisions_the_running_vms_again(tmp_path, monkeypatch):
         def running(self):
             return [fake_vm(n, 2200 + i, tmp_path) for i, n in enumerate(["ctl01", "node01", "node02"])]
 
-        def up(self, specs):
+        def up(self, specs, images=None):
             raise AssertionError("must not boot again")
 
     monkeypatch.setattr("infra.vm.launcher.Launcher", RunningLauncher)
@@ -86,15 +114,18 @@ def test_a_second_demo_provisions_the_running_vms_again(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "state_dir", lambda name: tmp_path / name)
     monkeypatch.setattr(demo, "up", lambda options: runs.append(options) or RunOutcome(tmp_path / "run", {}, [], 0))
     (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "booted.json").write_text('["node01", "node02"]')     # the first demo booted these from images
     assert demo.demo_up(DEMO) == 0
-    assert set(yaml.safe_load(runs[0].inventories[0].read_text())["all"]["hosts"]) == {"ctl01", "node01", "node02"}
+    hosts = yaml.safe_load(runs[0].inventories[0].read_text())["all"]["hosts"]
+    assert set(hosts) == {"ctl01", "node01", "node02"}
+    assert [n for n, h in sorted(hosts.items()) if h.get("gigafactory_part") == "configure"] == ["node01", "node02"]
 
 
 def test_demo_reports_a_launcher_failure_without_a_traceback(monkeypatch, capsys):
     from infra.cli import main
     from infra.vm.launcher import LauncherError
 
-    def fail(site, options):
+    def fail(site, options, from_scratch=False):
         raise LauncherError("VMs of .cache/demo/demo are still running: run 'down' first")
 
     monkeypatch.setattr(demo, "demo_up", fail)

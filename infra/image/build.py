@@ -34,7 +34,7 @@ from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
 from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
 from ..vm.guest_files import CONFIGURE_SCRIPT
-from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, boot_files, install_guest_files, unmount_below, cache_root,
+from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, Image, boot_files, install_guest_files, unmount_below, cache_root,
                         cached_debootstrap, copy_tree)
 from ..vm.mirror import host_debian_mirror
 from .boot import NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
@@ -228,6 +228,11 @@ class BuiltImage:
     path: Path
     node_type: str
     cached: bool          # True: found in the cache, nothing built
+
+    def vm_image(self) -> Image:
+        """The disk image with its kernel and initrd, as the test bed's launcher boots it (infra.vm)."""
+        return Image(disk=self.path / "disk.qcow2", kernel=self.path / "vmlinuz", initrd=self.path / "initrd.img",
+                     disk_format="qcow2")
 
 
 def _du(path: Path) -> int:
@@ -462,6 +467,16 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
         say(f"{image.node_type}: image {final} (key {key})")
         out.append(BuiltImage(key, final, image.node_type, cached=False))
     return out
+
+
+def site_images(site: Site, plan: Plan, site_path: Path, node_types: list[str] | None = None,
+                say: Say = _print) -> list[BuiltImage]:
+    """The image of each node type asked for (default: every type with hosts), from the cache or built: what
+    ``gigafactory image build`` and the demo's launcher both run."""
+    from .chroot import REPO_ROOT
+    images = type_images(site, plan, node_types)
+    phases = tuple(dict.fromkeys(p for image in images for p in image.phases))
+    return build(site, plan, site_path, images, phase_digests(REPO_ROOT, site_path, phases), say)
 
 
 # --- what exists ------------------------------------------------------------------------------------------------

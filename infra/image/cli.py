@@ -18,16 +18,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..vm.mirror import MirrorNotFound
     from ..vm.mirror_cache import MirrorCacheError
     from .boot import ipxe_script
-    from .build import ImageBuildFailed, ImageInputError, build, phase_digests, type_images
-    from .chroot import REPO_ROOT
+    from .build import ImageBuildFailed, ImageInputError, site_images
     try:
         if args.boot_url is not None:
             ipxe_script(args.boot_url, "-", "-")            # refuses a URL that is not plain http(s)
         site, plan = load(args.site)
-        site_path = Path(args.site).resolve()
-        images = type_images(site, plan, args.node_type)
-        phases = tuple(dict.fromkeys(p for image in images for p in image.phases))
-        built = build(site, plan, site_path, images, phase_digests(REPO_ROOT, site_path, phases))
+        built = site_images(site, plan, Path(args.site).resolve(), args.node_type)
     except (ImageInputError, PhaseInputError, ValueError) as err:
         print(f"gigafactory image build: {err}", file=sys.stderr)
         return EXIT_INVALID

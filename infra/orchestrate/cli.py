@@ -114,16 +114,24 @@ def _up_against(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ..image.build import ImageBuildFailed, ImageInputError
+    from ..stack.phase_files import PhaseInputError
     from ..vm.errors import TESTBED_ERRORS
     from .demo import demo_down, demo_up
     try:
         if args.down:
             demo_down(Path(args.site))
             return 0
-        return demo_up(Path(args.site), options_from(args))
+        return demo_up(Path(args.site), options_from(args), from_scratch=args.from_scratch)
     except OrchestrationError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except (ImageInputError, PhaseInputError) as err:
+        print(f"error: the demo's node images: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except ImageBuildFailed as err:
+        print(f"error: the demo's node images: {err}", file=sys.stderr)
+        return 1
     except TESTBED_ERRORS as err:
         print(f"error: the demo's VMs: {err}", file=sys.stderr)
         return 1
@@ -142,5 +150,8 @@ def add_commands(sub) -> None:
     d = sub.add_parser("demo", help="boot the demo site's hosts as local VMs and provision them (--down: stop them)")
     d.add_argument("site", nargs="?", default="inventories/demo/site.yml")
     d.add_argument("--down", action="store_true", help="stop the demo VMs")
+    d.add_argument("--from-scratch", action="store_true",
+                   help="boot the bare test bed image and install everything over SSH, instead of each host's "
+                        "node image (gigafactory image build) and the configure part only")
     add_up_arguments(d)
     d.set_defaults(func=cmd_demo)

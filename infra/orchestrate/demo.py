@@ -18,11 +18,13 @@ def state_dir(site_name: str) -> Path:
     return REPO_ROOT / ".cache" / "demo" / site_name
 
 
-def connection_inventory(vms) -> dict:
+def connection_inventory(vms, from_image: frozenset[str] = frozenset()) -> dict:
     """An inventory source with how to reach each running VM; it is given after the site file and so wins.
 
     The VMs' login user is unprivileged (infra.vm); the phases become root through sudo, as on a real site
-    whose provisioning user is not root.
+    whose provisioning user is not root. A VM booted from its node type's image (``from_image``) gets only the
+    roles' configure part (``gigafactory_part``, docs/images.md): the image holds the install part, built from the
+    same role files (the image's key hashes them, so a changed role is a new image).
     """
     hosts = {}
     for vm in vms:
@@ -34,11 +36,16 @@ def connection_inventory(vms) -> dict:
             "ansible_ssh_private_key_file": str(vm.key_path),
             "ansible_ssh_common_args": f"-o UserKnownHostsFile={vm.known_hosts} -o StrictHostKeyChecking=yes",
         }
+        if vm.name in from_image:
+            hosts[vm.name]["gigafactory_part"] = "configure"
     return {"all": {"hosts": hosts}}
 
 
-def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
-    """Boot the site's hosts, write their connection inventory, run ``up``, then ``playbooks/acceptance.yml`` if present."""
+def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: bool = False) -> int:
+    """Boot the site's hosts, write their connection inventory, run ``up``, then ``playbooks/acceptance.yml`` if present.
+
+    Each host boots from its node type's image (``gigafactory image build``, from the cache or built natively
+    first) and ``up`` applies the configure part; ``from_scratch``: the bare test bed image and the full install."""
     from ..vm.launcher import Launcher
     from ..vm.mirror_cache import ensure_mirror_cache
     from ..vm.site import specs_for_site
@@ -48,14 +55,19 @@ def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
     vm_dir = state_dir(site.site.name)
     ensure_mirror_cache()      # the demo site's own Debian mirror (repositories.debian), on this machine's loopback
     launcher = Launcher(vm_dir)
+    booted = vm_dir / "booted.json"       # which hosts the running VMs booted from an image
     states = launcher.status()
     if states and all(s.alive for s in states):
         vms = launcher.running()          # a second `demo` provisions the running VMs again
         print(f"demo {site.site.name}: VMs already running ({', '.join(v.name for v in vms)}): provisioning them again")
+        from_image = frozenset(json.loads(booted.read_text()) if booted.is_file() else ())
     else:
-        vms = launcher.up(specs_for_site(site, plan))
+        images = {} if from_scratch else host_images(site, plan, site_path)
+        vms = launcher.up(specs_for_site(site, plan), images)
+        from_image = frozenset(images)
+        booted.write_text(json.dumps(sorted(from_image)))
     conn = vm_dir / "connection.yml"
-    conn.write_text(yaml.safe_dump(connection_inventory(vms)), encoding="utf-8")
+    conn.write_text(yaml.safe_dump(connection_inventory(vms, from_image)), encoding="utf-8")
     (vm_dir / "vms.json").write_text(json.dumps([dataclasses.asdict(v) for v in vms], default=str, indent=1))
 
     options = options or UpOptions(site=site_path)
@@ -65,6 +77,13 @@ def demo_up(site_path: Path, options: UpOptions | None = None) -> int:
     if outcome.exit_code != 0:
         return outcome.exit_code
     return acceptance(options, outcome.run_dir)
+
+
+def host_images(site, plan, site_path: Path) -> dict:
+    """Each host's node image as the launcher boots it, built natively where the cache has none."""
+    from ..image.build import site_images
+    by_type = {b.node_type: b.vm_image() for b in site_images(site, plan, site_path.resolve())}
+    return {name: by_type[host.node_type] for name, host in plan.hosts.items()}
 
 
 def acceptance(options: UpOptions, run_dir: Path) -> int:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,19 +172,22 @@ class Launcher:
                          Path(vm.serial_log))
 
     # -- up ------------------------------------------------------------------------------
-    def up(self, specs: list[VMSpec]) -> list[RunningVM]:
-        """Boot every spec and return once each answers SSH with its injected host key."""
+    def up(self, specs: list[VMSpec], images: Mapping[str, Image] | None = None) -> list[RunningVM]:
+        """Boot every spec and return once each answers SSH with its injected host key. A VM named in ``images``
+        boots from that image (its node type's, infra.image); the others from the launcher's (the bare recipe)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if any(s.alive for s in self.status()):
             raise LauncherError(f"VMs of {self.state_dir} are still running: run 'down' first")
         self.down()  # what a crashed run left: switches, sockets, overlays
-        image = self.image or build_image(self.recipe)
+        images = dict(images or {})
+        bare = [s for s in specs if s.name not in images]
+        image = (self.image or build_image(self.recipe)) if bare else None
         generate_key(self.key_path, "gigafactory-run")
         state = _RunState()
         self._save(state)
         try:
             self._start_switches(state, specs)
-            files = {spec.name: self._prepare_vm(state, spec, image) for spec in specs}
+            files = {spec.name: self._prepare_vm(state, spec, images.get(spec.name) or image) for spec in specs}
             self._write_known_hosts(state)
             cached = Accel(self._accel_file.read_text().strip()) if self._accel_file.exists() \
                 else accel_override()
