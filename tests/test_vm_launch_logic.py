@@ -95,6 +95,22 @@ def test_argv_boots_the_kernel_directly_from_the_overlay() -> None:
     assert "-daemonize" in argv and _pairs(argv, "-pidfile") == ["/s/qemu.pid"]
 
 
+def test_a_vm_that_may_reboot_restarts_in_place_and_a_panic_still_ends_qemu() -> None:
+    argv = qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS)
+    assert "-no-reboot" in argv and "-action" not in argv
+    argv = qemu_argv(SPEC.model_copy(update={"reboot": True}), FILES, Accel.TCG, 2222, SOCKETS)
+    assert "-no-reboot" not in argv
+    assert "pvpanic" in _pairs(argv, "-device") and _pairs(argv, "-action") == ["panic=exit-failure"]
+
+
+def test_a_sites_hosts_reboot_in_place() -> None:
+    from infra.orchestrate.demo import load_site, build_plan
+    from infra.vm.site import specs_for_site
+    from conftest import DEMO
+    site = load_site(str(DEMO))
+    assert {s.reboot for s in specs_for_site(site, build_plan(site, str(DEMO)))} == {True}
+
+
 def test_ssh_is_forwarded_on_loopback_only() -> None:
     argv = qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS)
     user = [n for n in _pairs(argv, "-netdev") if n.startswith("user,")]

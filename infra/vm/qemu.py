@@ -46,7 +46,10 @@ def qemu_argv(
     argv = [
         binary, "-name", spec.name, "-machine", "q35", *cpu,
         "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
-        "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
+        "-nodefaults", "-display", "none", "-vga", "none",
+        # Either a reboot ends QEMU, or it restarts the guest and only a panic (reported by the pvpanic device
+        # once its driver loaded; earlier, the kernel's panic=-1 restarts it) ends QEMU.
+        *(["-device", "pvpanic", "-action", "panic=exit-failure"] if spec.reboot else ["-no-reboot"]),
         "-kernel", str(files.kernel), "-initrd", str(files.initrd), "-append", KERNEL_ARGS,
         # The overlay is the VM's own throw-away layer over the cached image: cache=unsafe lets the host ignore
         # the guest's flushes, which under TCG otherwise dominate every dpkg run (a host crash loses only the VM).

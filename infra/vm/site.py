@@ -2,7 +2,8 @@
 
 Each host gets one NIC per planned network that names an ``interface`` and one
 per fabric rail, each on a private segment named after the network or rail, with
-the address the plan gives it. Size comes from the site's ``testbed`` section.
+the address the plan gives it. Size comes from the site's ``testbed`` section. They reboot in place, as a site's
+hosts do when a day-two rollout reboots them.
 """
 
 from __future__ import annotations
@@ -29,5 +30,5 @@ def specs_for_site(site: Site, plan: Plan, hosts: Iterable[str] | None = None) -
         for r, address in enumerate(host.rails):
             rail = rails[(host.fabric, r)]
             nics.append(NicSpec(segment=f"{rail.fabric}-rail{r}", interface=rail.interface, address=address))
-        specs.append(VMSpec(name=host.name, memory_mb=memory, cpus=cpus, nics=nics))
+        specs.append(VMSpec(name=host.name, memory_mb=memory, cpus=cpus, nics=nics, reboot=True))
     return specs

@@ -64,6 +64,9 @@ class VMSpec(BaseModel):
     memory_mb: int = Field(default=1024, ge=256, le=16384)
     cpus: int = Field(default=1, ge=1, le=8)
     nics: list[NicSpec] = []
+    # False: a reboot (or a panic) ends QEMU, which the launcher reports as 'exited' at once. True: the guest
+    # restarts in place like a real host (day-two rollouts reboot nodes), and a panic still ends QEMU (pvpanic).
+    reboot: bool = False
 
     @model_validator(mode="after")
     def _interfaces_unique(self) -> VMSpec:
