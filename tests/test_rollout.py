@@ -388,3 +388,20 @@ def test_riga1_schedulers_slurm_nodes_kubernetes_workers_and_the_rest_reached_on
     assert {kinds[h] for h in plan.groups["k8s_worker"]} == {"kubernetes"}
     assert kinds["nfs01"] == kinds["ctl01"] == "none"
     assert schedulers["gpu0001"].control == "control on ctl01"
+
+
+def test_slurm_can_reboot_a_node_and_waits_for_it_as_long_as_the_rollout_does():
+    """``scontrol reboot`` needs a RebootProgram, and slurmctld sets a node DOWN after ResumeTimeout: the rendered
+    slurm.conf names both, the timeout the rollout's own."""
+    import dataclasses
+    from conftest import DEMO
+    from infra.orchestrate.up import UpOptions
+    from infra.plan import build_plan
+    from infra.render.files import slurm_files
+    from infra.site import load_site
+    site = load_site(str(DEMO))
+    conf = slurm_files(build_plan(site, str(DEMO)))["slurm/slurm.conf"]
+    timeout = re.search(r"^ResumeTimeout=(\d+)$", conf, flags=re.MULTILINE)
+    assert re.search(r"^RebootProgram=/usr/sbin/reboot$", conf, flags=re.MULTILINE)
+    rollout = {f.name: f.default for f in dataclasses.fields(Rollout)}
+    assert timeout and int(timeout.group(1)) == rollout["reboot_timeout_s"] == UpOptions.rollout_reboot_timeout_s

@@ -34,7 +34,7 @@ pytestmark = [
 
 def two_node_conf(conf: str, nodes: dict[str, str]) -> str:
     """demo's slurm.conf for a chroot with two slurmd on one machine: a port (clear of slurmdbd's 6819), spool, pid and log file per node,
-    and a RebootProgram (Slurm refuses ``scontrol reboot`` without one)."""
+    and a RebootProgram that cannot reboot this machine, with a shorter ResumeTimeout."""
     from test_metering_real import _for_a_chroot
     conf = _for_a_chroot(conf)
     line = re.search(r"^NodeName=node\[01-02\] (.*)$", conf, flags=re.MULTILINE)
@@ -43,9 +43,11 @@ def two_node_conf(conf: str, nodes: dict[str, str]) -> str:
                          for i, (n, a) in enumerate(nodes.items()))
     conf = conf.replace(line.group(0), per_node)
     for key, value in (("SlurmdSpoolDir", "/var/spool/slurmd/%n"), ("SlurmdPidFile", "/run/slurmd-%n.pid"),
-                       ("SlurmdLogFile", "/var/log/slurm/slurmd-%n.log")):
+                       ("SlurmdLogFile", "/var/log/slurm/slurmd-%n.log"), ("RebootProgram", "/bin/true"),
+                       ("ResumeTimeout", "300")):
         conf = re.sub(rf"^{key}=.*$", f"{key}={value}", conf, flags=re.MULTILINE)
-    return conf + "RebootProgram=/bin/true\nResumeTimeout=300\n"
+    assert "RebootProgram=/bin/true" in conf and "ResumeTimeout=300" in conf, conf
+    return conf
 
 
 def test_a_drain_class_change_waits_for_the_running_job_and_never_takes_both_nodes_out(tmp_path):

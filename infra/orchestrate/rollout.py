@@ -29,6 +29,7 @@ import ansible_runner
 
 from ..plan import Plan, group_name
 from ..plan import diff
+from ..plan.model import REBOOT_TIMEOUT_S
 from ..site.hostlists import expand
 from ..site.impact import Impact
 
@@ -391,7 +392,7 @@ class Rollout:
     max_fail: float = 100
     progress: RolloutProgress | None = None
     poll_s: float = 10
-    reboot_timeout_s: float = 1800
+    reboot_timeout_s: float = REBOOT_TIMEOUT_S
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     stop_reason: Callable[[int, int, int], str | None] | None = None   # (failed, started, total) -> why to stop
@@ -587,7 +588,7 @@ def ansible_reboot(hosts: list[str], inventories: list[Path], private_data_dir: 
 
     private_data_dir.mkdir(parents=True, exist_ok=True)
     ansible_runner.run(private_data_dir=str(private_data_dir), host_pattern=",".join(hosts),
-                       module="ansible.builtin.reboot", module_args=json.dumps({"reboot_timeout": 1800}),
+                       module="ansible.builtin.reboot", module_args=json.dumps({"reboot_timeout": REBOOT_TIMEOUT_S}),
                        inventory=[str(i) for i in inventories], envvars=_envvars(str(ansible_config), AD_HOC_STRATEGY),
                        suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20)
     for h in hosts:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from ..plan import Plan, build_plan
+from ..plan.model import REBOOT_TIMEOUT_S
 from ..render.files import render_all, write_all
 from ..site import Site, parse_site
 from ..site.load import read_site_text
@@ -66,7 +67,7 @@ class UpOptions:
                                              # the diff it printed); None: read ``site`` here
     node_control: Callable[[str], NodeControl] | None = None   # how scontrol/kubectl reach a host (default ansible-runner)
     rollout_poll_s: float = 10
-    rollout_reboot_timeout_s: float = 1800
+    rollout_reboot_timeout_s: float = REBOOT_TIMEOUT_S
 
 
 @dataclass

@@ -93,6 +93,11 @@ class SlurmPartition:
     billing_weights: str | None = None  # TRESBillingWeights: currency per hour of each TRES (billing section)
 
 
+# How long a rebooting node may take to come back (a GPU server's firmware alone can take minutes): Slurm's
+# ResumeTimeout, after which slurmctld sets a node it was asked to reboot DOWN, and the rollout's own limit.
+REBOOT_TIMEOUT_S = 1800
+
+
 @dataclass(frozen=True, slots=True)
 class SlurmPlan:
     cluster: str
@@ -109,6 +114,7 @@ class SlurmPlan:
     energy_gather: str | None = None            # AcctGatherEnergyType plugin, from energy.node
     energy_frequency_s: int | None = None       # AcctGatherNodeFreq
     budget_enforced: bool = False               # a tenant is prepaid: AccountingStorageEnforce gains 'safe'
+    reboot_timeout_s: int = REBOOT_TIMEOUT_S    # ResumeTimeout: how long slurmctld waits for a node `scontrol reboot`s
 
 
 @dataclass(frozen=True, slots=True)
