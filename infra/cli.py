@@ -159,7 +159,7 @@ def prometheus_urls(site: Site, overrides: list[str]) -> dict[str, str]:
         try:
             urls[cluster] = TypeAdapter(Url).validate_python(url)
         except ValidationError as err:
-            raise UsageInvalid("--prometheus", f"{url!r}: {err.errors()[0]['msg']}") from None
+            raise UsageInvalid("--prometheus", err.errors()[0]["msg"].removeprefix("Value error, ")) from None
     return urls
 
 
