@@ -159,7 +159,8 @@ def prometheus_urls(site: Site, overrides: list[str]) -> dict[str, str]:
         try:
             urls[cluster] = TypeAdapter(Url).validate_python(url)
         except ValidationError as err:
-            raise UsageInvalid("--prometheus", err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+            reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UsageInvalid("--prometheus", reason.replace(repr(url), "the URL", 1)) from None   # never echo credentials
     return urls
 
 
