@@ -8,6 +8,7 @@ malformed answers and point it at a port nobody answers on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -147,7 +148,7 @@ def expected(pods: list[Pod], p) -> dict[str, dict[str, float]]:
             row["memory_gib_hours"] += c.memory / GIB * minutes * STEP / 3600
     for labels, points in dcgm_series(pods):
         if "exported_namespace" in labels:
-            rises = sum(b - a if b >= a else b for (_, a), (_, b) in zip(points, points[1:]))
+            rises = sum(b - a if b >= a else b for (_, a), (_, b) in itertools.pairwise(points))
             out[labels["exported_namespace"]]["gpu_kwh"] += rises / 3.6e9
     return out
 
