@@ -460,3 +460,25 @@ def test_every_query_is_documented():
     doc = (ROOT / "docs" / "metering.md").read_text()
     missing = [name for name, (query, _) in QUERIES.items() if query not in doc]
     assert missing == []
+
+
+def test_a_site_without_slurm_is_reported_from_prometheus_alone(riga, tmp_path, monkeypatch, capsys):
+    riga.pop("slurm")
+    for tenant in riga["tenants"]:
+        tenant.pop("slurm", None)
+    riga["kubernetes"][0]["prometheus"] = "http://prom.riga-1.internal:9090"
+    (tmp_path / "site.yml").write_text(yaml.safe_dump(with_billing(riga)))
+    asked = []
+
+    def fake(client, period):
+        asked.append((client.cluster, client.url, period.name))
+        return KubernetesUsage(client.cluster, client.url, round(period.hours), gpu_hours={("gov-lv", "gpu0099"): {0: 4.0}})
+    monkeypatch.setattr("infra.usage.prometheus.kubernetes_usage", fake)
+    assert cli.main(["usage", str(tmp_path / "site.yml"), "--period", "2026-11", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert asked == [("riga-infer", "http://prom.riga-1.internal:9090", "2026-11")]
+    assert report["kubernetes_from_prometheus"] == ["riga-infer"]
+    assert {r["tenant"]: r["gpu_hours"] for r in report["tenants"]}["gov-lv"] == {"h200": 4.0}
+    assert report["total"]["gpu_hours"] == {"h200": 32 * 8 * 720}              # the cluster's workers only
+    assert cli.main(["usage", str(tmp_path / "site.yml"), "--eed", "2026"]) == 0
+    assert "from Slurm's accounting and the Prometheus of riga-infer:" in capsys.readouterr().out
