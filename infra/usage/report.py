@@ -298,7 +298,10 @@ def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUs
     cluster = next((c for c in site.kubernetes if c.name == usage.cluster), None)
     if cluster is None:
         raise UsageInvalid("--prometheus", f"unknown Kubernetes cluster {usage.cluster!r}")
-    fail = lambda message: PrometheusFailed(cluster.name, usage.url, message)  # noqa: E731
+
+    def fail(message: str) -> PrometheusFailed:
+        return PrometheusFailed(cluster.name, usage.url, message)
+
     nodes = _cluster_nodes(site, cluster)
     for nt_name in nodes.values():
         node_counts[nt_name] = node_counts.get(nt_name, 0) + 1
