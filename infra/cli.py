@@ -109,13 +109,16 @@ def cmd_usage(args: argparse.Namespace) -> int:
                     share = hourly_renewable_share(supply, period)
                 except UnicodeDecodeError:
                     raise UsageInvalid("energy.supply", "not UTF-8 text") from None
-        if args.sacct is None:
+        kubernetes = _kubernetes_usage(args, site, period)
+        if args.sacct is None and site.slurm is None and kubernetes:
+            report = usage_report(site, period, [], share, args.tenant, kubernetes)
+        elif args.sacct is None:
             lines, source = _cluster_sacct(args, site, period)
-            report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant)
+            report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant, kubernetes)
         else:
             with _open_input(args.sacct, "--sacct") as lines:
                 try:
-                    report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant)
+                    report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant, kubernetes)
                 except UnicodeDecodeError as err:
                     raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
     except UsageInvalid as err:
@@ -130,6 +133,42 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return EXIT_OK
     sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))
     return EXIT_OK
+
+
+def prometheus_urls(site: Site, overrides: list[str]) -> dict[str, str]:
+    """Per Kubernetes cluster to meter, its Prometheus: the site's ``kubernetes[].prometheus``, overridden by
+    ``--prometheus [CLUSTER=]URL`` (CLUSTER may be left out when the site has one cluster)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from .site.types import Url
+    from .usage import UsageInvalid
+    names = [c.name for c in site.kubernetes]
+    urls = {c.name: c.prometheus for c in site.kubernetes if c.prometheus}
+    for value in overrides:
+        cluster, sep, url = value.partition("=")
+        if not sep or value.startswith(("http://", "https://")):
+            cluster, url = "", value
+        if not cluster:
+            if len(names) != 1:
+                raise UsageInvalid("--prometheus", f"the site has {len(names)} Kubernetes clusters"
+                                   + (f" ({', '.join(names)}): write --prometheus CLUSTER=URL" if names else ""))
+            cluster = names[0]
+        if cluster not in names:
+            raise UsageInvalid("--prometheus", f"unknown Kubernetes cluster {cluster!r}; clusters of "
+                                               f"{site.site.name}: {', '.join(names) or '(none declared)'}")
+        try:
+            urls[cluster] = TypeAdapter(Url).validate_python(url)
+        except ValidationError as err:
+            reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UsageInvalid("--prometheus", reason.replace(repr(url), "the URL", 1)) from None   # never echo credentials
+    return urls
+
+
+def _kubernetes_usage(args: argparse.Namespace, site: Site, period) -> list:
+    """Each metered cluster's usage of ``period`` from its Prometheus (raises PrometheusFailed, a UsageInvalid)."""
+    from .usage.prometheus import Prometheus, kubernetes_usage
+    return [kubernetes_usage(Prometheus(cluster, url), period)
+            for cluster, url in prometheus_urls(site, args.prometheus).items()]
 
 
 def _cluster_sacct(args: argparse.Namespace, site: Site, period):
@@ -197,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
                                                    "run sacct on the site's accounting host, as up reaches hosts")
     u.add_argument("--inventory", "-i", action="append", type=Path, default=[], metavar="EXTRA",
                    help="extra inventory source after the site file (connection settings), as for up; repeatable")
+    u.add_argument("--prometheus", action="append", default=[], metavar="[CLUSTER=]URL",
+                   help="read the Kubernetes cluster's namespace usage from this Prometheus (default: the site's "
+                        "kubernetes[].prometheus); CLUSTER may be left out on a site with one cluster; repeatable")
     u.set_defaults(func=cmd_usage)
     _add_later_commands(sub)
     return p

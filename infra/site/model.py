@@ -334,6 +334,9 @@ class Kubernetes(Strict):
     service_cidr: Annotated[Cidr, REPLACE]
     addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring"]], LIVE] = Field(default_factory=list)
     rdma: Annotated[Literal["shared", "sriov"], REBOOT] = "shared"   # SR-IOV virtual functions are set up at boot
+    prometheus: Annotated[Url | None, NONE] = Field(
+        default=None, description="The cluster's Prometheus (its HTTP API's base URL, e.g. the monitoring add-on's, "
+                                  "reached from where gigafactory usage runs): tenants' namespace usage is read from it.")
 
 
 class NfsStorage(Strict):

@@ -30,7 +30,7 @@ def report_dict(report: Report) -> dict[str, Any]:
     return {
         "site": report.site, "period": report.period.name, "timezone": report.period.timezone,
         "currency": report.currency, "pue": report.pue, "pue_source": report.pue_source,
-        "renewable_basis": report.renewable_basis,
+        "renewable_basis": report.renewable_basis, "kubernetes_from_prometheus": report.kubernetes,
         "tenants": [_row_dict(r) for r in report.tenants],
         "idle": _row_dict(report.idle) if report.idle else None,
         "total": _row_dict(report.total) if report.total else None,
@@ -88,16 +88,19 @@ def as_table(report: Report) -> str:
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False)))
 
     title = (f"{report.site} usage {report.period.name} ({report.period.timezone}); PUE {report.pue:g} "
-             f"({report.pue_source}); renewable share: {report.renewable_basis}")
+             f"({report.pue_source}); renewable share: {report.renewable_basis}"
+             + (f"; Kubernetes from Prometheus: {', '.join(report.kubernetes)}" if report.kubernetes else ""))
     lines = [title,
              fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body),
-             "energy flags: m measured, a apportioned from node meters by GPU/CPU share, e estimated from power ratings"]
+             "energy flags: m measured, a apportioned from node meters by GPU/CPU share, e estimated from power ratings"
+             + ("; measured on Kubernetes: the GPUs' own energy (DCGM exporter)" if report.kubernetes else "")]
     return "\n".join(lines) + "\n"
 
 
 def eed_table(inputs: dict[str, Any]) -> str:
     return "\n".join([
-        f"EED inputs for {inputs['period']} (Delegated Regulation (EU) 2024/1364), from Slurm's accounting:",
+        f"EED inputs for {inputs['period']} (Delegated Regulation (EU) 2024/1364), from Slurm's accounting"
+        + "".join(f" and the Prometheus of {c}" for c in inputs.get("kubernetes_from_prometheus", [])) + ":",
         f"  IT energy (kWh)                 {inputs['it_energy_kwh']:,.1f}",
         f"  total energy (kWh)              {inputs['total_energy_kwh']:,.1f}",
         f"  PUE                             {inputs['pue']:g} ({inputs['pue_source']})",

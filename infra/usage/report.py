@@ -1,12 +1,16 @@
-"""Per-tenant usage of a period: quantities from Slurm's records, energy flagged, priced from the tariffs.
+"""Per-tenant usage of a period: quantities from Slurm's records and the Kubernetes clusters' Prometheus, energy
+flagged, priced from the tariffs.
 
 Energy of a job, in order of what was measured:
 - measured: the job's ConsumedEnergyRaw (Slurm sums its nodes' meters over the job) when it had its nodes whole;
 - apportioned: the same meters when the job shared its nodes, times its share of them (GPUs on GPU nodes, CPUs
   elsewhere), since Slurm's node meters read the whole node;
 - estimated: no meter reading, so the node type's power rating (power_kw) times that share times the hours.
-What no job used is the idle line (GPU-hours, CPU-hours and estimated energy of the unallocated shares of the
-Slurm nodes), so tenants plus idle add up to the capacity of the period.
+A Kubernetes namespace's usage (prometheus.py) adds to its tenant's line: GPU energy is measured where the DCGM
+exporter's counter has it for the namespace, else estimated as above (the GPU share on GPU nodes, the CPU share
+elsewhere). What no job or pod used is the idle line (GPU-hours, CPU-hours and estimated energy of the unallocated
+shares of the Slurm nodes and of the metered clusters' nodes), so tenants plus idle add up to the capacity of the
+period.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..plan.slurm import gres_name
+from ..site.index import SiteIndex
 from ..site.model import NodeType, Site
 from .periods import Period
+from .prometheus import KubernetesUsage, PrometheusFailed
 from .sacct import Job, UsageInvalid
 
 FLAGS = ("measured", "apportioned", "estimated")
@@ -59,6 +65,7 @@ class Report:
     tenants: list[TenantUsage]
     idle: TenantUsage | None
     total: TenantUsage | None
+    kubernetes: list[str] = field(default_factory=list)     # clusters whose usage came from their Prometheus
 
 
 def pue_for(site: Site, period: Period) -> tuple[float, str]:
@@ -138,6 +145,9 @@ class _Hourly:
         self.diff[i0 + 1] += rate * 3600
         self.diff[i1] -= rate * 3600
 
+    def add_hour(self, hour: int, kwh: float) -> None:
+        self.direct[hour] += kwh
+
     def values(self) -> list[float]:
         out, running = [], 0.0
         for h in range(self.hours):
@@ -147,8 +157,9 @@ class _Hourly:
 
 
 def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: list[float | None] | None = None,
-                 tenant: str | None = None) -> Report:
-    """Usage per tenant over ``period`` from ``jobs``; ``supply_share`` is the hourly renewable share, if known."""
+                 tenant: str | None = None, kubernetes: Iterable[KubernetesUsage] = ()) -> Report:
+    """Usage per tenant over ``period`` from ``jobs`` and the clusters' ``kubernetes`` usage; ``supply_share`` is
+    the hourly renewable share, if known."""
     tenants_by_name = {t.name: t for t in site.tenants}
     if tenant is not None and tenant not in tenants_by_name:
         raise UsageInvalid("--tenant", f"unknown tenant {tenant!r}; tenants of {site.site.name}: "
@@ -215,6 +226,12 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
                 spread = hourly[row.name] = _Hourly(hours)
             spread.add(a - p_start, b - p_start, kwh)
 
+    metered = []
+    for usage in kubernetes:
+        _add_kubernetes(site, usage, rows, used_units, node_counts,
+                        (lambda name: hourly.setdefault(name, _Hourly(hours))) if supply_share is not None else None)
+        metered.append(usage.cluster)
+
     pue, pue_source = pue_for(site, period)
     declared = site.site.power.renewable_share
     shares = [declared if s is None else s for s in supply_share] if supply_share is not None else None
@@ -225,7 +242,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     mean_share = sum(shares) / len(shares) if shares else declared
 
     idle = None
-    if site.slurm is not None and tenant is None:
+    if (site.slurm is not None or metered) and tenant is None:
         idle = TenantUsage(IDLE, known=True)
         for nt_name, count in node_counts.items():
             nt = site.node_types[nt_name]
@@ -252,7 +269,107 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     shown = [rows[tenant]] if tenant is not None else list(rows.values())
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
     return Report(site.site.name, period, billing.currency if billing else None, pue, pue_source, basis,
-                  shown, idle, total)
+                  shown, idle, total, metered)
+
+
+def _cluster_nodes(site: Site, cluster) -> dict[str, str]:
+    """Host -> node type of a cluster's nodes: the hosts of its worker pools and its control plane."""
+    index = SiteIndex(site)
+    nodes = {host: pool.type for name in cluster.workers if (pool := index.pools.get(name)) for host in pool.hosts}
+    for host in cluster.control_plane:
+        pool = index.pool_of(host)
+        if pool is not None:
+            nodes.setdefault(host, pool.type)
+    return {host: nt for host, nt in nodes.items() if nt in site.node_types}
+
+
+def site_gpu_model(product: str, models: Iterable[str]) -> str | None:
+    """The site's GPU model (its GRES name) that a node's ``nvidia.com/gpu.product`` label names, if one does:
+    'NVIDIA-H200' -> 'h200', 'NVIDIA-H100-80GB-HBM3' -> 'h100' (the longest model the product starts with)."""
+    name = gres_name(product).removeprefix("nvidia-")
+    matches = [m for m in models if name == m or name.startswith(m + "-")]
+    return max(matches, key=len) if matches else None
+
+
+def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUsage], used_units: dict[str, float],
+                    node_counts: dict[str, int], spread_of) -> None:
+    """Add a cluster's namespace usage to its tenants' lines (a namespace no tenant declares gets its own line), its
+    nodes to the capacity and their allocated shares to ``used_units``."""
+    cluster = next((c for c in site.kubernetes if c.name == usage.cluster), None)
+    if cluster is None:
+        raise UsageInvalid("--prometheus", f"unknown Kubernetes cluster {usage.cluster!r}")
+
+    def fail(message: str) -> PrometheusFailed:
+        return PrometheusFailed(cluster.name, usage.url, message)
+
+    nodes = _cluster_nodes(site, cluster)
+    for nt_name in nodes.values():
+        node_counts[nt_name] = node_counts.get(nt_name, 0) + 1
+    worker_types = sorted({p.type for p in site.pools if p.name in cluster.workers and p.type in site.node_types})
+    models = {gres_name(nt.gpu.model) for nt in site.node_types.values() if nt.gpus}
+    tenants = {t.kubernetes.namespace: rows[t.name] for t in site.tenants
+               if t.kubernetes and t.kubernetes.cluster == cluster.name}
+
+    def row_of(namespace: str) -> TenantUsage:
+        row = tenants.get(namespace)
+        if row is None:
+            name = f"namespace:{cluster.name}/{namespace}"
+            row = tenants[namespace] = rows.setdefault(name, TenantUsage(name, known=False))
+        return row
+
+    def node_type(node: str) -> str:
+        if node in nodes:
+            return nodes[node]
+        if len(worker_types) == 1:
+            return worker_types[0]
+        raise fail(f"node {node!r} is no host of cluster {cluster.name!r}, whose workers are of several node types "
+                   f"({', '.join(worker_types)}): which one it is cannot be told")
+
+    def model_of(node: str, hour: int, nt: NodeType) -> str:
+        product = usage.gpu_products.get(node, {}).get(hour)
+        if product is None:
+            return gres_name(nt.gpu.model)
+        model = site_gpu_model(product, models)
+        if model is None:
+            raise fail(f"node {node!r} reports GPUs {product!r} (kube_node_labels), a model no node type of the "
+                       f"site declares ({', '.join(sorted(models)) or 'none'})")
+        return model
+
+    measured = {ns for ns, by_hour in usage.gpu_energy_kwh.items() if any(by_hour.values())}
+    for namespace in measured:
+        row = row_of(namespace)
+        for hour, kwh in usage.gpu_energy_kwh[namespace].items():
+            row.energy_kwh["measured"] += kwh
+            if spread_of is not None:
+                spread_of(row.name).add_hour(hour, kwh)
+    keys = {*usage.gpu_hours, *usage.cpu_hours, *usage.memory_gib_hours}
+    for namespace, node in sorted(keys):
+        row = row_of(namespace)
+        nt_name = node_type(node)
+        nt = site.node_types[nt_name]
+        cpus = nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core
+        gpu = usage.gpu_hours.get((namespace, node), {})
+        cpu = usage.cpu_hours.get((namespace, node), {})
+        row.memory_gb_hours += sum(usage.memory_gib_hours.get((namespace, node), {}).values())
+        row.cpu_hours += sum(cpu.values())
+        for hour, gpu_h in gpu.items():
+            if gpu_h and not nt.gpus:
+                raise fail(f"namespace {namespace!r} requested GPUs on node {node!r}, whose node type {nt_name!r} "
+                           "has none in the site file")
+            if gpu_h:
+                model = model_of(node, hour, nt)
+                row.gpu_hours[model] = row.gpu_hours.get(model, 0.0) + gpu_h
+        # the node's share this namespace held: its GPUs on GPU nodes, its CPUs elsewhere
+        share = gpu if nt.gpus else cpu
+        units = nt.gpus if nt.gpus else cpus
+        used_units[nt_name] = used_units.get(nt_name, 0.0) + sum(share.values())
+        if nt.gpus and namespace in measured:
+            continue
+        for hour, unit_h in share.items():
+            kwh = nt.power_kw * unit_h / units
+            row.energy_kwh["estimated"] += kwh
+            if spread_of is not None and kwh:
+                spread_of(row.name).add_hour(hour, kwh)
 
 
 def _price(row: TenantUsage, billing) -> None:
@@ -292,7 +409,7 @@ def _sum(rows: list[TenantUsage]) -> TenantUsage:
     return total
 
 
-def eed_inputs(report: Report) -> dict[str, float | str]:
+def eed_inputs(report: Report) -> dict[str, float | str | list[str]]:
     """What Delegated Regulation (EU) 2024/1364 asks of a data centre that this report can compute, for its period."""
     it = report.total.it_kwh if report.total else 0.0
     facility = report.total.facility_kwh if report.total else 0.0
@@ -306,4 +423,5 @@ def eed_inputs(report: Report) -> dict[str, float | str]:
         "renewable_energy_kwh": renewable,
         "renewable_energy_factor": renewable / facility if facility else 0.0,
         "renewable_basis": report.renewable_basis,
+        "kubernetes_from_prometheus": report.kubernetes,
     }
