@@ -65,7 +65,7 @@ def metered_site() -> dict:
     d["pools"].insert(3, {"name": "lab-b", "type": "hgx-b200", "hosts": "gpu[0015-0016]", "racks": "a[05]"})
     d["kubernetes"][0]["addons"].append("opencost")
     d["kubernetes"][1]["workers"].append("lab-b")
-    d["kubernetes"][1]["addons"] += ["monitoring", "opencost"]
+    d["kubernetes"][1]["addons"] += ["opencost", "monitoring"]      # listed first, installed after
     return d
 
 
