@@ -7,9 +7,11 @@ Pulumi's engine is not available here, so the program runs with ``pulumi.runtime
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +22,12 @@ import pytest
 import yaml
 
 from conftest import DEMO, RIGA, ROOT, site_data
+from metering_data import with_billing
 from infra.plan import build_plan
 from infra.stack.charts import CHARTS
 from infra.site import validate_data
-from infra.site.checks import RESERVED_NAMESPACES
+from infra.site.checks import RESERVED_NAMESPACES, run_checks
+from infra.site.hostlists import expand
 
 HARNESS = Path(__file__).with_name("pulumi_mock_run.py")
 MIRROR = "http://mirror.small.internal/charts"
@@ -52,6 +56,20 @@ def small_site() -> dict:
     return d
 
 
+def metered_site() -> dict:
+    """small with billing (tests/metering_data.py) and OpenCost on both clusters: riga-infer's GPUs are all H200,
+    lab's are H200 and B200 at different tariffs, and lab's tenant has storage on two systems."""
+    d = with_billing(small_site())
+    d["billing"]["tariffs"]["gpu_hour"]["B200"] = 4.0
+    h200 = d["node_types"]["hgx-h200"]
+    d["node_types"]["hgx-b200"] = {**h200, "gpu": {**h200["gpu"], "model": "B200"}}
+    d["pools"].insert(3, {"name": "lab-b", "type": "hgx-b200", "hosts": "gpu[0015-0016]", "racks": "a[05]"})
+    d["kubernetes"][0]["addons"].append("opencost")
+    d["kubernetes"][1]["workers"].append("lab-b")
+    d["kubernetes"][1]["addons"] += ["opencost", "monitoring"]      # listed first, installed after
+    return d
+
+
 def big_site() -> dict:
     """riga-1 at 100,000 GPUs (12,500 eight-GPU nodes): bigger pools, racks and fabric subnet; same clusters and tenants."""
     d = site_data(RIGA)
@@ -64,23 +82,26 @@ def big_site() -> dict:
 
 
 def bad_site() -> dict:
-    """An inconsistent Kubernetes section: a tenant on an unknown cluster, a pod network over the management network."""
+    """An inconsistent Kubernetes section: a tenant on an unknown cluster, a pod network over the management network,
+    OpenCost on a site without billing."""
     d = site_data(RIGA)
     d["kubernetes"][0]["pod_cidr"] = "10.40.0.0/16"
+    d["kubernetes"][0]["addons"].append("opencost")
     d["tenants"][2]["kubernetes"]["cluster"] = "riga-serve"
     return d
 
 
-SITES = {"riga-1": lambda: site_data(RIGA), "small": small_site, "big": big_site, "bad": bad_site,
-         "demo": lambda: site_data(DEMO)}
-RUNS = [("riga-1", "preview"), ("riga-1", "up"), ("small", "preview"), ("small", "up"), ("demo", "up"), ("big", "up"),
-        ("bad", "up")]
+SITES = {"riga-1": lambda: site_data(RIGA), "small": small_site, "metered": metered_site, "big": big_site,
+         "bad": bad_site, "demo": lambda: site_data(DEMO)}
+RUNS = [("riga-1", "preview"), ("riga-1", "up"), ("small", "preview"), ("small", "up"), ("metered", "up"), ("demo", "up"),
+        ("big", "up"), ("bad", "up")]
+MIRRORED = ("small", "metered")             # sites with a chart mirror
 
 
 @pytest.fixture(scope="session")
 def site_files(tmp_path_factory) -> dict[str, Path]:
     out = {"riga-1": RIGA, "demo": DEMO}
-    for name in ("small", "big", "bad"):
+    for name in ("small", "metered", "big", "bad"):
         path = tmp_path_factory.mktemp(name) / "site.yml"
         path.write_text(yaml.safe_dump(SITES[name]()))
         out[name] = path
@@ -131,7 +152,7 @@ def quantity_bytes(value: str) -> float:
 
 
 SUCCESSFUL = [key for key in RUNS if key[0] != "bad"]
-WITH_KUBERNETES = [key for key in SUCCESSFUL if key[0] in ("riga-1", "small")]
+WITH_KUBERNETES = [key for key in SUCCESSFUL if key[0] in ("riga-1", "small", "metered")]
 
 
 @pytest.mark.parametrize("key", SUCCESSFUL, ids="-".join)
@@ -149,6 +170,7 @@ def test_riga1_resource_graph(runs):
         "AnsiblePhase": 6,                     # base, rdma, gpu, slurm, health + kubeadm of riga-infer
         "kubernetes": 1,                       # the cluster's provider
         "Release": 6,                          # four add-ons, NFS and Lustre CSI drivers
+        "ConfigMap": 1,                        # the DCGM exporter's metrics list
         "NicClusterPolicy": 1, "IPoIBNetwork": 8,
         "Namespace": 2, "ResourceQuota": 4, "LimitRange": 2, "NetworkPolicy": 2, "RoleBinding": 2,
         "ResourceFlavor": 1, "ClusterQueue": 2, "LocalQueue": 2,
@@ -292,7 +314,7 @@ def test_addons_are_pinned_helm_releases_from_the_sites_charts(runs, key):
     for r in releases:
         inputs = r["inputs"]
         chart = inputs["chart"]
-        if key[0] == "small":
+        if key[0] in MIRRORED:
             assert inputs["repositoryOpts"] == {"repo": MIRROR}
             assert inputs["version"] == pinned[chart]
         else:
@@ -368,6 +390,7 @@ def test_inconsistent_kubernetes_section_fails_before_any_resource(runs):
     message = run["error"]["message"]
     assert "nothing was declared" in message
     assert "tenants[2].kubernetes.cluster: unknown cluster 'riga-serve'" in message
+    assert "kubernetes[0].addons: the opencost add-on prices from billing.tariffs; the site has no billing section" in message
     assert "kubernetes[0].pod_cidr: 10.40.0.0/16 overlaps" in message
     assert "Traceback" not in message
 
@@ -418,3 +441,185 @@ def test_storage_classes_and_lustre_volumes_follow_the_site(runs):
     assert volumes["acme-ai"]["csi"] == {"driver": "lustre-csi.hpe.com", "fsType": "lustre", "volumeHandle": "10.42.255.10@tcp:/data/acme-ai"}
     claims = {r["inputs"]["metadata"]["namespace"]: r["inputs"] for r in by_type(run, "PersistentVolumeClaim")}
     assert claims["gov-lv"]["spec"]["volumeName"] == "datasets-gov-lv" and claims["gov-lv"]["metadata"]["name"] == "datasets"
+
+
+# --- metering: DCGM exporter, kube-state-metrics, Kueue metrics, OpenCost priced from the tariffs ---------------------
+
+HOURS_PER_MONTH = 365 * 24 / 12       # OpenCost's month
+BYTES_PER_TB, BYTES_PER_GIB = 10**12, 2**30
+WITH_GPU_OPERATOR = [("riga-1", "up"), ("small", "up"), ("metered", "up")]
+
+
+def releases_of(run: dict, cluster: str) -> dict[str, dict]:
+    """The cluster's Helm releases by add-on (the CHARTS key), as declared."""
+    by_chart = {c.chart: key for key, c in CHARTS.items()}
+    out = {}
+    for r in by_type(run, "Release"):
+        if r["name"].startswith(f"{cluster}-"):
+            chart = r["inputs"]["chart"]
+            out[by_chart.get(chart) or by_chart[Path(chart).name.rsplit("-", 1)[0]]] = r
+    return out
+
+
+def allowlist(values: dict) -> dict[str, set[str]]:
+    """kube-state-metrics' metricLabelsAllowlist as {resource: labels}: ``pods=[a,b]`` -> {"pods": {"a", "b"}}."""
+    out: dict[str, set[str]] = {}
+    for entry in values["kube-state-metrics"]["metricLabelsAllowlist"]:
+        resource, labels = entry.split("=", 1)
+        assert labels.startswith("[") and labels.endswith("]"), entry
+        out.setdefault(resource, set()).update(labels[1:-1].split(","))
+    return out
+
+
+@pytest.mark.parametrize("key", WITH_GPU_OPERATOR, ids="-".join)
+def test_dcgm_exporter_maps_gpus_to_pods_and_exports_their_energy(runs, key):
+    run = runs[key]
+    _, _, clusters = site_and_clusters(key[0])
+    for name, cluster in clusters.items():
+        releases = releases_of(run, name)
+        maps = [r for r in by_type(run, "ConfigMap") if r["name"].startswith(f"{name}-")]
+        if "gpu-operator" not in cluster.addons:
+            assert not maps and "gpu-operator" not in releases
+            continue
+        operator = releases["gpu-operator"]
+        dcgm = operator["inputs"]["values"]["dcgmExporter"]
+        assert dcgm["enabled"] is True
+        assert {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"} in dcgm["env"]
+        [config] = maps
+        assert config["inputs"]["metadata"]["namespace"] == operator["inputs"]["namespace"]
+        assert dcgm["config"] == {"name": config["inputs"]["metadata"]["name"]}
+        assert operator["urn"] in config["dependencies"]          # its namespace is the release's
+        rows = [line.split(",", 2) for line in config["inputs"]["data"]["dcgm-metrics.csv"].splitlines()
+                if line and not line.startswith("#")]
+        fields = {field.strip(): kind.strip() for field, kind, _ in rows}
+        assert fields["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"] == "counter"
+        assert fields["DCGM_FI_DEV_GPU_UTIL"] == "gauge"
+        # the chart's honorLabels (false): the pod's namespace is exported_namespace, what the usage report reads
+        assert dcgm["serviceMonitor"] == {"enabled": "monitoring" in cluster.addons, "honorLabels": False}
+        from infra.usage.prometheus import DCGM_NAMESPACE
+        assert DCGM_NAMESPACE == "exported_namespace"
+
+
+@pytest.mark.parametrize("key", [("riga-1", "up"), ("metered", "up")], ids="-".join)
+def test_kube_state_metrics_keeps_the_labels_that_attribute_gpu_requests(runs, key):
+    """The label tying a namespace to its tenant (the one Kueue's ClusterQueues select on) and Kueue's queue label."""
+    run = runs[key]
+    _, _, clusters = site_and_clusters(key[0])
+    namespaces = {r["inputs"]["metadata"]["name"]: r for r in by_type(run, "Namespace")}
+    queues = by_type(run, "ClusterQueue")
+    checked = 0
+    for name, cluster in clusters.items():
+        if "monitoring" not in cluster.addons:
+            continue
+        kept = allowlist(releases_of(run, name)["monitoring"]["inputs"]["values"])
+        assert "kueue.x-k8s.io/queue-name" in kept["pods"] and "kueue.x-k8s.io/queue-name" in kept["jobs"]
+        # the node label the usage report reads a GPU's model from, in kube-state-metrics' spelling of it
+        from infra.usage.prometheus import GPU_PRODUCT
+        assert {GPU_PRODUCT} == {"label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label) for label in kept["nodes"]}
+        for queue in (q for q in queues if q["name"].startswith(f"{name}-")):
+            selector = queue["inputs"]["spec"]["namespaceSelector"]["matchLabels"]
+            assert set(selector) <= kept["namespaces"], selector
+            checked += 1
+        for ns in (n for n in namespaces.values() if n["name"].startswith(f"{name}-")):
+            labels = set(ns["inputs"]["metadata"]["labels"]) - {"app.kubernetes.io/managed-by"}
+            assert labels and labels <= kept["namespaces"], labels
+    assert checked
+
+
+def test_kueue_is_scraped_where_the_cluster_has_prometheus(runs):
+    from infra.stack.cluster import addon_values
+    run = runs[("riga-1", "up")]
+    releases = releases_of(run, "riga-infer")
+    kueue = releases["kueue"]
+    assert kueue["inputs"]["values"] == {"enablePrometheus": True,
+                                         "metrics": {"prometheusNamespace": releases["monitoring"]["inputs"]["namespace"]}}
+    assert releases["monitoring"]["urn"] in kueue["dependencies"]      # its ServiceMonitor needs the CRD
+    _, _, clusters = site_and_clusters("riga-1")
+    alone = dataclasses.replace(clusters["riga-infer"], addons=("kueue",))
+    assert addon_values(alone)["kueue"] == {"enablePrometheus": False}
+
+
+def _expected_prices(site, cluster_name: str) -> dict[str, float]:
+    """OpenCost's prices from the site file, by hand: GPU and storage tariffs weighted by what the cluster holds."""
+    tariffs = site.billing.tariffs
+    cluster = next(c for c in site.kubernetes if c.name == cluster_name)
+    pools = {p.name: p for p in site.pools}
+    gpus: dict[str, int] = {}
+    for pool in cluster.workers:
+        nt = site.node_types[pools[pool].type]
+        gpus[nt.gpu.model] = gpus.get(nt.gpu.model, 0) + nt.gpu.count * len(expand(pools[pool].hosts))
+    tb: dict[str, float] = {}
+    for t in site.tenants:
+        if t.kubernetes and t.kubernetes.cluster == cluster_name:
+            for system, amount in t.storage_tb.items():
+                tb[system] = tb.get(system, 0) + amount
+    tb_month = sum(tariffs.storage_tb_month[s] * a for s, a in tb.items()) / sum(tb.values())
+    return {
+        "CPU": tariffs.cpu_hour,                                   # per Kubernetes CPU = hardware thread
+        "RAM": tariffs.memory_gb_hour,                             # per GiB, as Slurm's G
+        "GPU": sum(tariffs.gpu_hour[m] * n for m, n in gpus.items()) / sum(gpus.values()),
+        "storage": tb_month * BYTES_PER_GIB / BYTES_PER_TB / HOURS_PER_MONTH,
+    }
+
+
+def test_opencost_prices_are_the_tariffs_converted(runs):
+    run = runs[("metered", "up")]
+    site, _, clusters = site_and_clusters("metered")
+    assert all("opencost" in c.addons for c in clusters.values())
+    for name in clusters:
+        model = releases_of(run, name)["opencost"]["inputs"]["values"]["opencost"]["customPricing"]
+        assert model["enabled"] is True and model["provider"] == "custom"
+        prices = model["costModel"]
+        assert prices["currencyCode"] == site.billing.currency == "EUR"
+        for key, value in _expected_prices(site, name).items():
+            assert "e" not in prices[key].lower(), prices[key]
+            assert float(prices[key]) == pytest.approx(value, rel=5e-10, abs=0), (name, key)
+            if key != "storage":
+                assert prices[f"spot{key}"] == prices[key]              # nothing is spot: the same price
+        assert {prices[k] for k in ("zoneNetworkEgress", "regionNetworkEgress", "internetNetworkEgress")} == {"0"}
+        assert (prices["gpuLabel"], prices["gpuLabelValue"]) == ("nvidia.com/gpu.present", "true")
+    tariffs = site.billing.tariffs
+    gpu = {name: float(releases_of(run, name)["opencost"]["inputs"]["values"]["opencost"]["customPricing"]["costModel"]["GPU"])
+           for name in clusters}
+    assert gpu["riga-infer"] == tariffs.gpu_hour["H200"]                    # one model: its tariff exactly
+    assert tariffs.gpu_hour["H200"] < gpu["lab"] < tariffs.gpu_hour["B200"]   # two: between them
+    warned = [p for p in run_checks(site) if p.severity == "warning" and p.path.startswith("kubernetes[")]
+    assert sorted(p.path for p in warned) == ["kubernetes[1].addons", "kubernetes[1].addons"]
+    assert any("B200 4, H200 2.5" in p.message for p in warned) and any("datasets 20, home 30" in p.message for p in warned)
+
+
+def test_opencost_reads_the_clusters_prometheus_and_is_scraped(runs):
+    run = runs[("metered", "up")]
+    for name in ("riga-infer", "lab"):
+        releases = releases_of(run, name)
+        opencost, monitoring = releases["opencost"], releases["monitoring"]
+        values = opencost["inputs"]["values"]["opencost"]
+        assert opencost["inputs"]["namespace"] == CHARTS["opencost"].namespace
+        assert values["prometheus"]["internal"] == {
+            "enabled": True, "serviceName": f"{monitoring['inputs']['name']}-prometheus",
+            "namespaceName": monitoring["inputs"]["namespace"], "port": 9090}
+        assert values["prometheus"]["external"] == {"enabled": False}
+        assert values["metrics"]["serviceMonitor"]["enabled"] is True
+        assert values["exporter"]["defaultClusterId"] == name
+        assert monitoring["urn"] in opencost["dependencies"]
+
+
+def test_no_opencost_without_billing(runs):
+    """riga-1 has no billing: no OpenCost release; asked for without billing the site is refused (the 'bad' run);
+    with billing but not asked for, a cluster gets none."""
+    from infra.stack.cluster import addon_values
+    for key in (("riga-1", "up"), ("small", "up")):
+        charts = {Path(r["inputs"]["chart"]).name for r in by_type(runs[key], "Release")}
+        assert not [c for c in charts if c.startswith("opencost")], charts
+        assert "opencost" not in json.dumps([r["inputs"] for r in by_type(runs[key], "Release")]).lower()
+    site = validate_data(with_billing(site_data(RIGA)))
+    [cluster] = build_plan(site).kubernetes
+    assert cluster.pricing is not None and "opencost" not in addon_values(cluster)
+    assert runs[("bad", "up")]["resources"] == []
+
+
+def test_opencost_prices_keep_ten_significant_digits_without_exponent():
+    from infra.plan.tariffs import price_text
+    for value in (2.5, 0.01, 20 * BYTES_PER_GIB / BYTES_PER_TB / HOURS_PER_MONTH, 1e-9 / 3, 1234.56789012345):
+        text = price_text(value)
+        assert "e" not in text.lower() and float(text) == pytest.approx(value, rel=5e-10, abs=0), text

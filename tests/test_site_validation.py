@@ -8,6 +8,7 @@ import yaml
 from infra.site import SiteInvalid, load_site, parse_site, validate_data
 from infra.plan import build_plan
 from conftest import DEMO, RIGA, ROOT, bin_path, run
+from metering_data import with_billing
 
 SHARED_RIGA = ROOT.parent / "shared" / "sites" / "riga-1.yml"
 
@@ -118,6 +119,10 @@ CASES = {
                             "kubernetes[0].prometheus", "the scheme must be http or https"),
     "prometheus with credentials": (lambda d: d["kubernetes"][0].update(prometheus="http://admin:secret@prom.riga-1.internal"),
                                     "kubernetes[0].prometheus", "credentials do not belong in a URL"),
+    "opencost without billing": (lambda d: d["kubernetes"][0]["addons"].append("opencost"),
+                                 "kubernetes[0].addons", "prices from billing.tariffs; the site has no billing section"),
+    "opencost without monitoring": (lambda d: (with_billing(d), d["kubernetes"][0].update(addons=["gpu-operator", "opencost"])),
+                                    "kubernetes[0].addons", "reads the cluster's Prometheus; add monitoring"),
     "tenant on unknown cluster": (lambda d: d["tenants"][0]["kubernetes"].update(cluster="riga-x"),
                                   "tenants[0].kubernetes.cluster", "unknown cluster 'riga-x'"),
     "nfs server": (lambda d: d["storage"][0].update(server="nfs09"), "storage[0].server", "'nfs09' is not a host"),

@@ -12,6 +12,7 @@ import ipaddress
 from ..site.index import SiteIndex
 from .addresses import min_block
 from .model import ClusterPlan, FabricPlan, HostPlan, RailPlan, RailPodPool
+from .tariffs import cluster_pricing
 
 
 def pod_pool(rail: RailPlan) -> str:
@@ -33,18 +34,30 @@ def plan_clusters(index: SiteIndex, hosts: dict[str, HostPlan], fabric_plans: tu
         pools = [index.pools[p] for p in cluster.workers]
         workers = sum(len(p.hosts) for p in pools)
         gpus = threads = memory = 0
+        gpus_by_model: dict[str, int] = {}
         nvme = bool(pools)
         fabrics: list[str] = []
         for pool in pools:
             node_type = index.node_type(pool)
             n = len(pool.hosts)
             gpus += n * node_type.gpus
+            if node_type.gpus:
+                gpus_by_model[node_type.gpu.model] = gpus_by_model.get(node_type.gpu.model, 0) + n * node_type.gpus
             threads += n * node_type.cpu.sockets * node_type.cpu.cores_per_socket * node_type.cpu.threads_per_core
             memory += n * node_type.memory_gb
             nvme = nvme and node_type.local_nvme_tb > 0
             fabric = hosts[pool.hosts[0]].fabric
             if fabric and fabric not in fabrics:
                 fabrics.append(fabric)
+        pricing = None
+        if index.site.billing is not None:
+            storage_tb: dict[str, float] = {}
+            for tenant in index.site.tenants:
+                if tenant.kubernetes and tenant.kubernetes.cluster == cluster.name:
+                    for system, tb in tenant.storage_tb.items():
+                        storage_tb[system] = storage_tb.get(system, 0.0) + tb
+            pricing = cluster_pricing(index.site.billing, gpus_by_model, storage_tb,
+                                      {s.name: s.capacity_tb for s in index.site.storage})
         rails = tuple(
             RailPodPool(f.name, f.kind, r.rail, r.interface, r.cidr, pod_pool(r))
             for f in fabric_plans if f.name in fabrics for r in f.rails
@@ -66,5 +79,6 @@ def plan_clusters(index: SiteIndex, hosts: dict[str, HostPlan], fabric_plans: tu
             addons=tuple(cluster.addons),
             rdma=cluster.rdma,
             rails=rails,
+            pricing=pricing,
         ))
     return tuple(out)

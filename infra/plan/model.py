@@ -128,6 +128,18 @@ class RailPodPool:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterPricing:
+    """OpenCost's custom prices for one cluster, from billing.tariffs (infra/plan/tariffs.py): per hour, in currency."""
+    currency: str
+    cpu_hour: float                     # per Kubernetes CPU (one hardware thread), as tariffs.cpu_hour
+    ram_gib_hour: float                 # per GiB of memory, as tariffs.memory_gb_hour
+    gpu_hour: float                     # one price for every GPU of the cluster (a weighted mean if models differ)
+    storage_gib_hour: float             # per GiB of volume, from storage_tb_month (a weighted mean if systems differ)
+    gpu_tariffs: dict[str, float]       # GPU model of the cluster's workers -> its tariff (0: none)
+    storage_tariffs: dict[str, float]   # storage system weighed in -> its tariff per TB-month (0: none)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterPlan:
     name: str
     version: str
@@ -145,6 +157,7 @@ class ClusterPlan:
     addons: tuple[str, ...]
     rdma: str
     rails: tuple[RailPodPool, ...]
+    pricing: ClusterPricing | None = None   # with a billing section: what OpenCost prices the cluster at
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..site.hostlists import compress, expand
 from ..site.index import SiteIndex
 from .model import FabricPlan, HostPlan, SlurmNodeGroup, SlurmPartition, SlurmPlan
+from .tariffs import gpu_hour_prices
 
 MEMORY_RESERVED = 0.05          # share of a node's memory kept back from jobs for the OS and daemons
 PRIORITY_TRES_TOTAL = 1000      # PriorityWeightTRES: the whole cluster, fully allocated, counts this much (as Age does)
@@ -33,10 +34,8 @@ def billing_weights(tariffs, node_types) -> str | None:
         weights.append(f"CPU={_weight(tariffs.cpu_hour)}")
     if tariffs.memory_gb_hour:
         weights.append(f"Mem={_weight(tariffs.memory_gb_hour)}G")
-    for model in dict.fromkeys(nt.gpu.model for nt in node_types if nt.gpu and nt.gpu.count):
-        price = tariffs.gpu_hour.get(model)
-        if price:
-            weights.append(f"GRES/gpu:{gres_name(model)}={_weight(price)}")
+    for model, price in gpu_hour_prices(tariffs, (nt.gpu.model for nt in node_types if nt.gpu and nt.gpu.count)).items():
+        weights.append(f"GRES/gpu:{gres_name(model)}={_weight(price)}")
     return ",".join(weights) or None
 
 

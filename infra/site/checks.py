@@ -221,7 +221,7 @@ def tenant_clusters_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 # Namespaces a tenant may not take: Kubernetes' own and those the add-ons install into.
 RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "gpu-operator",
-                       "nvidia-network-operator", "node-feature-discovery", "kueue-system", "monitoring")
+                       "nvidia-network-operator", "node-feature-discovery", "kueue-system", "monitoring", "opencost")
 NODE_CIDR_PREFIX = 24           # kubeadm's default: each node gets a /24 of the pod network
 
 
@@ -255,6 +255,12 @@ def kubernetes_addons_fit_cluster(site: Site, index: SiteIndex) -> Iterator[Prob
             yield Problem(fp("kubernetes", i, "addons"), f"the gpu-operator add-on needs GPU workers; cluster {cluster.name!r} has none")
         if cluster.rdma == "sriov" and "network-operator" not in cluster.addons:
             yield Problem(fp("kubernetes", i, "rdma"), "rdma: sriov is set up by the network-operator add-on; add it to addons")
+        if "opencost" in cluster.addons and "monitoring" not in cluster.addons:
+            yield Problem(fp("kubernetes", i, "addons"), f"the opencost add-on reads the cluster's Prometheus; add monitoring "
+                          f"to the addons of cluster {cluster.name!r}")
+        if "opencost" in cluster.addons and site.billing is None:
+            yield Problem(fp("kubernetes", i, "addons"), "the opencost add-on prices from billing.tariffs; the site has no "
+                          "billing section")
 
 
 @check
@@ -829,3 +835,33 @@ def energy_pue_periods_unique(site: Site, index: SiteIndex) -> Iterator[Problem]
     for i, period in enumerate(periods):
         if period in periods[:i]:
             yield Problem(fp("energy", "pue", i, "period"), f"PUE for {period} is declared twice")
+
+
+@check
+def opencost_prices_match_tariffs(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A warning: OpenCost holds one GPU and one storage price per cluster; where the cluster's GPU models (or the
+    storage its tenants are allotted) have different tariffs, it prices them at their weighted mean."""
+    if site.billing is None:
+        return
+    tariffs = site.billing.tariffs
+    for i, cluster in enumerate(site.kubernetes):
+        if "opencost" not in cluster.addons:
+            continue
+        models = sorted({nt.gpu.model for p in cluster.workers if p in index.pools
+                         for nt in [index.node_type(index.pools[p])] if nt and nt.gpus})
+        if len({tariffs.gpu_hour.get(m, 0.0) for m in models}) > 1:
+            prices = ", ".join(f"{m} {tariffs.gpu_hour.get(m, 0.0):g}" for m in models)
+            yield Problem(fp("kubernetes", i, "addons"), f"cluster {cluster.name!r} has GPU models at different tariffs "
+                          f"({prices} {site.billing.currency}/h); OpenCost holds one GPU price per cluster and gets their "
+                          "mean weighted by GPU count, so its per-namespace GPU costs are approximate (gigafactory usage "
+                          "prices each model)", "warning")
+        allotted = {s for t in site.tenants if t.kubernetes and t.kubernetes.cluster == cluster.name
+                    for s, tb in t.storage_tb.items() if tb}
+        systems = sorted(allotted or {s.name for s in site.storage})
+        if len({tariffs.storage_tb_month.get(s, 0.0) for s in systems}) > 1:
+            prices = ", ".join(f"{s} {tariffs.storage_tb_month.get(s, 0.0):g}" for s in systems)
+            yield Problem(fp("kubernetes", i, "addons"), f"cluster {cluster.name!r} uses storage at different tariffs "
+                          f"({prices} {site.billing.currency}/TB-month); OpenCost holds one storage price per cluster "
+                          "and gets their mean weighted by the tenants' allotments (else the systems' capacity), so its "
+                          "per-volume storage costs are "
+                          "approximate (gigafactory usage prices each system)", "warning")

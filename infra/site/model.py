@@ -332,7 +332,9 @@ class Kubernetes(Strict):
     workers: Annotated[list[Name], DRAIN] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
     pod_cidr: Annotated[Cidr, REPLACE]                 # kubeadm cannot move it: the cluster is rebuilt
     service_cidr: Annotated[Cidr, REPLACE]
-    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring"]], LIVE] = Field(default_factory=list)
+    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring", "opencost"]], LIVE] = Field(
+        default_factory=list, description="Helm add-ons; opencost prices the cluster's namespaces from billing.tariffs "
+                                          "and needs monitoring (its Prometheus) and a billing section.")
     rdma: Annotated[Literal["shared", "sriov"], REBOOT] = "shared"   # SR-IOV virtual functions are set up at boot
     prometheus: Annotated[Url | None, NONE] = Field(
         default=None, description="The cluster's Prometheus (its HTTP API's base URL, e.g. the monitoring add-on's, "

@@ -33,6 +33,7 @@ CHARTS: dict[str, Chart] = {
     "nfd": Chart("node-feature-discovery", "0.17.3", "node-feature-discovery", "node-feature-discovery"),
     "kueue": Chart("kueue", "0.12.3", "kueue-system", "kueue"),
     "monitoring": Chart("kube-prometheus-stack", "72.9.1", "monitoring", "kube-prometheus-stack"),
+    "opencost": Chart("opencost", "2.1.6", "opencost", "opencost"),
     "csi-nfs": Chart("csi-driver-nfs", "4.11.0", "kube-system", "csi-driver-nfs"),
     "csi-lustre": Chart("lustre-csi-driver", "0.1.8", "kube-system", "lustre-csi-driver"),
 }

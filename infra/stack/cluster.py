@@ -13,34 +13,61 @@ import pulumi_kubernetes as k8s
 from ..plan import Plan
 from ..plan.kubernetes import ClusterPlan
 from .charts import ChartSource, helm_release
+from .metering import dcgm_exporter_values, dcgm_metrics_config, kube_state_metrics_values, kueue_values, opencost_values
 from .node_configuration import AnsiblePhase, PhaseInputs, kubernetes_phase
+from .objects import declare
 
 
 def addon_values(cluster: ClusterPlan) -> dict[str, dict[str, Any]]:
-    """Helm values per add-on: the host carries the NVIDIA driver and RDMA stack, the operators do the rest.
+    """Helm values per add-on of the cluster: the host carries the NVIDIA driver and RDMA stack, the operators do the rest.
 
     Node Feature Discovery runs once: as its own add-on if asked for, else inside the GPU Operator,
-    else inside the Network Operator.
+    else inside the Network Operator. Metering (infra/stack/metering.py): the DCGM exporter maps GPUs to pods and
+    exports their energy, kube-state-metrics keeps the tenant and queue labels, Kueue is scraped, OpenCost prices.
     """
     addons = set(cluster.addons)
     nfd_own = "nfd" in addons
-    return {
-        "gpu-operator": {
+    monitoring = "monitoring" in addons
+    values = {
+        "gpu-operator": lambda: {
             "driver": {"enabled": False},           # installed on the host by the gpu phase
             "toolkit": {"enabled": True},
-            "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": "monitoring" in addons}},
+            "dcgmExporter": dcgm_exporter_values(monitoring),
             "nfd": {"enabled": not nfd_own},
         },
-        "network-operator": {
+        "network-operator": lambda: {
             "nfd": {"enabled": not nfd_own and "gpu-operator" not in addons},
             "sriovNetworkOperator": {"enabled": cluster.rdma == "sriov"},
         },
-        "nfd": {},
-        "kueue": {},
-        "monitoring": {
+        "nfd": dict,
+        "kueue": lambda: kueue_values(monitoring),
+        "monitoring": lambda: {
             "prometheus": {"prometheusSpec": {"serviceMonitorSelectorNilUsesHelmValues": False}},
+            "kube-state-metrics": kube_state_metrics_values(),
         },
+        "opencost": lambda: opencost_values(cluster),
     }
+    return {addon: values[addon]() for addon in cluster.addons}
+
+
+# An add-on whose chart declares a ServiceMonitor installs after the one that brings its CRD.
+AFTER = {"kueue": ("monitoring",), "opencost": ("monitoring",)}
+
+
+def install_order(addons: Sequence[str]) -> list[str]:
+    """The cluster's add-ons, each after those of ``AFTER`` it names that the cluster has."""
+    order: list[str] = []
+
+    def visit(addon: str) -> None:
+        if addon not in order:
+            for first in AFTER.get(addon, ()):
+                if first in addons:
+                    visit(first)
+            order.append(addon)
+
+    for addon in addons:
+        visit(addon)
+    return order
 
 
 @dataclass(frozen=True)
@@ -76,9 +103,13 @@ class KubernetesCluster(pulumi.ComponentResource):
                                      opts=pulumi.ResourceOptions(parent=self))
         values = addon_values(c)
         self.addons = {}
-        for addon in c.addons:
+        for addon in install_order(c.addons):
+            after = [self.addons[a] for a in AFTER.get(addon, ()) if a in self.addons]
             self.addons[addon] = helm_release(f"{name}-{addon}", addon, args.charts, values[addon],
-                                              pulumi.ResourceOptions(parent=self, provider=self.provider))
+                                              pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=after))
+        if "gpu-operator" in self.addons:       # in the namespace the operator's release creates
+            declare(f"{name}-dcgm-metrics", dcgm_metrics_config(),
+                    pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.addons["gpu-operator"]]))
         self.register_outputs({
             "kubeconfig": self.kubeconfig,
             "api_endpoint": c.api_endpoint,

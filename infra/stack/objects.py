@@ -12,7 +12,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+TENANT_LABEL = "gigafactory/tenant"          # on each tenant's namespace: Kueue's and the meters' way to the tenant
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"     # on a workload (Job, Pod) Kueue admits: its LocalQueue
+
 BUILT_IN = {
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("v1", "Namespace"): k8s.core.v1.Namespace,
     ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
     ("v1", "LimitRange"): k8s.core.v1.LimitRange,

@@ -11,12 +11,11 @@ import pulumi
 from ..plan.kubernetes import ClusterPlan
 from ..site.model import Tenant
 from .cluster import KubernetesCluster
-from .objects import declare, manifest
+from .objects import TENANT_LABEL, declare, manifest
 
 GPU = "nvidia.com/gpu"
 KUEUE = "kueue.x-k8s.io/v1beta1"
 FLAVOR = "default-flavor"
-TENANT_LABEL = "gigafactory/tenant"
 
 
 def namespace(tenant: Tenant) -> dict[str, Any]:
