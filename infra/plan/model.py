@@ -109,6 +109,7 @@ class SlurmPlan:
     energy_gather: str | None = None            # AcctGatherEnergyType plugin, from energy.node
     energy_frequency_s: int | None = None       # AcctGatherNodeFreq
     budget_enforced: bool = False               # a tenant is prepaid: AccountingStorageEnforce gains 'safe'
+    job_scripts: tuple[str, ...] = ()           # Prolog/Epilog pairs slurm_compute installs in prolog.d/epilog.d (JOB_SCRIPTS)
 
 
 @dataclass(frozen=True, slots=True)
