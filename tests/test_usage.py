@@ -335,6 +335,25 @@ def test_dcgm_words_of_every_node_are_summed_and_a_missing_node_drops_them_all(s
     # one node's epilog did not store its word: 8 of 16 GPUs read is no measurement of the job
     energy, gpu = _energy(site, f"9|acme-ai|batch|{day}|{TWO_NODES}||{_dcgm(('gpu0001', 8, 7_200_000))}")
     assert gpu == 0.0 and energy == {"measured": 0.0, "apportioned": 0.0, "estimated": 20.4}
+    # a node's word twice (an epilog run again) counts once
+    twice = _dcgm(("gpu0001", 8, 7_200_000), ("gpu0001", 8, 7_200_000))
+    energy, gpu = _energy(site, f"5|acme-ai|batch|{day}|{NODE}||{twice}")
+    assert gpu == 2.0 and energy["measured"] == 2.0
+
+
+def test_a_dcgm_measured_job_is_matched_to_renewables_with_all_its_energy(site):
+    # its GPU used 7.2 MJ = 2 kWh in an hour, more than its share of the node's rating: all 2 kWh count hour by hour
+    period = parse_period("2026-11", "Europe/Riga")
+    lines = ["hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh"]
+    for h in range(int(period.hours)):
+        lines.append(f"{int(period.start) + 3600 * h},100,0,{0 if h == 48 else 100},300")     # Nov 3, 00:00 Riga: grid
+    share = hourly_renewable_share(lines, period)
+    line = f"8|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{ONE_GPU}||{_dcgm(('gpu0001', 1, 7_200_000))}"
+    acme = {r.name: r for r in _report(site, jobs=[line], supply_share=share).tenants}["acme-ai"]
+    assert acme.it_kwh == pytest.approx(2.0) and acme.renewable_kwh == pytest.approx(0.0)
+    line = line.replace("2026-11-03T00:00:00|2026-11-03T01:00:00", "2026-11-03T01:00:00|2026-11-03T02:00:00")
+    acme = {r.name: r for r in _report(site, jobs=[line], supply_share=share).tenants}["acme-ai"]
+    assert acme.renewable_kwh == pytest.approx(acme.facility_kwh) and acme.facility_kwh == pytest.approx(2.0 * 1.15)
 
 
 def test_dcgm_energy_of_a_job_straddling_the_period_is_split_by_time(site):
