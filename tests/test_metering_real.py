@@ -189,3 +189,162 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
     assert acme.costs["gpu"] == pytest.approx(4 * acme_s / 3600 * 3.0)
     # Slurm keeps a job's billing TRES whole: 4 GPUs × 3 + 1 CPU × 0.4 = 12.4 EUR/h is recorded as 12
     assert "billing=12," in records["acme"][5] and "billing=6," in records["univ1"][5], sections["sacct"]
+
+
+JOB_SCRIPTS_PLAY = """
+- name: slurm_compute's Prolog/Epilog pairs, into the chroot's Slurm folders
+  hosts: node01
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: The role's job_scripts part, as its install part runs it
+      ansible.builtin.include_role:
+        name: slurm_compute
+        tasks_from: job_scripts
+"""
+JOULES_PER_GPU = 30_000
+
+
+def test_dcgm_gpu_energy_of_each_job_reaches_the_report_through_slurmdbd(demo, tmp_path):
+    """energy.gpu: dcgm-job-stats on real daemons: two slurmd (node01, node02, 8 H200 each, no GPU behind them).
+
+    The Prolog/Epilog is the slurm_compute role's own file, installed by its job_scripts tasks and run by slurmd
+    through the rendered ``Prolog=/etc/slurm/prolog.d/*``. dcgmi is a stand-in (tests/dcgmi_standin.sh): there is no
+    GPU and no DCGM here, so it prints DCGM's documented ``dcgmi stats -v -j`` layout with 30,000 J for every GPU of
+    a job; what is real is Slurm handing the job's GPUs to the prolog, the epilogs of a two-node job storing their
+    words in the job's AdminComment in slurmdbd at once, and sacct returning them. A job whose dcgmi answer is
+    refused ("Not Supported") completes, its nodes stay idle, nothing is stored and the refusal is logged.
+    """
+    import json
+    import stat
+    import subprocess
+
+    import yaml
+    from conftest import ROOT, bin_path
+    from realslurm import daemon_logs, run_in_slurm, slurm_chroot
+    from test_rollout_real import two_node_conf
+
+    from infra.render.inventory import slurm_vars
+    from infra.usage.sacct import SACCT_FORMAT
+
+    data = metering_site(demo)
+    data["pools"][1]["hosts"] = "node[01-02]"
+    data["energy"] = {"node": "none", "gpu": "dcgm-job-stats"}
+    data["tenants"][1]["billing"] = {"class": "startup"}             # no budget: jobs here only meter
+    site = validate_data(data)
+    plan = build_plan(site)
+    nodes = {n: plan.hosts[n].address() for n in ("node01", "node02")}
+    files = {f"/etc/{rel}": content for rel, content in slurm_files(plan).items()}
+    assert "Prolog=/etc/slurm/prolog.d/*\nEpilog=/etc/slurm/epilog.d/*\nPrologFlags=Alloc\n" in files["/etc/slurm/slurm.conf"]
+    files["/etc/slurm/slurm.conf"] = two_node_conf(files["/etc/slurm/slurm.conf"], nodes)
+    files["/etc/slurm/cgroup.conf"] = "CgroupPlugin=disabled\n"
+    files["/etc/hosts"] = render_file(plan, "hosts")
+    root = slurm_chroot(slurmd=True)
+    placed = [root / "etc/slurm/prolog.d", root / "etc/slurm/epilog.d", root / "etc/dcgmi-standin",
+              root / "usr/local/bin/dcgmi", *(root / "dev" / f"nvidia{i}" for i in range(8))]
+    try:
+        # slurmd hands a job's GPU indices to its prolog and epilog (SLURM_JOB_GPUS) only for GPUs whose File= is a
+        # character device: here each /dev/nvidiaN is one (the null device's numbers), nothing stands behind it
+        for i in range(8):
+            dev = root / "dev" / f"nvidia{i}"
+            dev.unlink(missing_ok=True)
+            os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        (root / "etc/dcgmi-standin").mkdir(exist_ok=True)
+        (root / "etc/dcgmi-standin/joules-per-gpu").write_text(f"{JOULES_PER_GPU}\n")
+        shutil.copy(os.path.join(os.path.dirname(__file__), "dcgmi_standin.sh"), root / "usr/local/bin/dcgmi")
+        (root / "usr/local/bin/dcgmi").chmod(0o755)
+
+        gf_slurm = slurm_vars(site, plan)["gf_slurm"]
+        assert gf_slurm["job_scripts"] == ["dcgm-energy"]
+        extra = tmp_path / "extra.json"
+        extra.write_text(json.dumps({"gf_slurm": gf_slurm, "slurm_compute_prolog_dir": str(root / "etc/slurm/prolog.d"),
+                                     "slurm_compute_epilog_dir": str(root / "etc/slurm/epilog.d")}))
+        (tmp_path / "hosts").write_text("node01\n")
+        (tmp_path / "play.yml").write_text(JOB_SCRIPTS_PLAY)
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
+                   HOME=str(tmp_path), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
+        role = subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp_path / "hosts"), "-e",
+                               f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(tmp_path / "play.yml")],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert role.returncode == 0, role.stdout[-3000:] + role.stderr[-2000:]
+        script = ROOT / "playbooks/roles/slurm_compute/files/gigafactory-dcgm-energy"
+        for part in ("prolog.d", "epilog.d"):
+            installed = root / "etc/slurm" / part / "50-gigafactory-dcgm-energy"
+            assert installed.read_bytes() == script.read_bytes() and installed.stat().st_mode & 0o777 == 0o755
+
+        sbatch = f"chroot {root} sbatch --parsable -p batch -c 1 --mem=100M"
+        idle = (f"sh -c 'for i in $(seq 120); do chroot {root} squeue --noheader | grep -q . || exit 0; sleep 1; done; "
+                "echo jobs left; exit 1'")
+        sacct = (f"env SLURM_TIME_FORMAT=%s chroot {root} sacct --allusers --allocations --parsable2 --starttime 2026-01-01 "
+                 f"--format=JobName,State,{','.join(SACCT_FORMAT)}")
+        result = run_in_slurm(
+            root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting, cluster=plan.slurm.cluster,
+            slurmd=list(nodes.items()), timeout=900,
+            commands=["sacctmgr -i add account acme-ai,univ-latvia", "sacctmgr -i add user root account=acme-ai,univ-latvia"],
+            host_commands=[
+                f"{sbatch} -A acme-ai -N 2 --gres=gpu:h200:2 -J two-nodes --wrap 'sleep 4'",
+                f"{sbatch} -A acme-ai -J cpu-only --wrap 'sleep 1'",
+                idle,
+                f"sh -c 'echo Not Supported > {root}/etc/dcgmi-standin/joules-per-gpu'",
+                f"{sbatch} -A univ-latvia --gres=gpu:h200:2 -J refused --wrap 'sleep 2'",
+                idle,
+                "echo '=== nodes'", f"chroot {root} sinfo --noheader -N -o '%N|%t'",
+                "echo '=== sacct'", sacct,
+                "echo '=== calls'", f"cat {root}/run/dcgmi-standin/calls",
+                "echo '=== left'", f"ls -A {root}/run/dcgmi-standin/groups {root}/run/dcgmi-standin/jobs",
+                "echo '=== log'", f"cat {root}/var/log/slurm/gigafactory-dcgm-energy.log",
+            ])
+        out = result.stdout
+        assert "=== log" in out, out[-4000:] + result.stderr[-3000:] + daemon_logs(root)
+        sections = dict(part.split("\n", 1) for part in out.split("=== ")[1:])
+        context = out[-5000:] + daemon_logs(root)
+        # no node drained, though one epilog refused what dcgmi printed
+        assert sorted(sections["nodes"].split()) == ["node01|idle", "node02|idle"], context
+        lines = sections["sacct"].strip().splitlines()
+        records = {row.split("|")[0]: row.split("|") for row in lines[1:]}
+        assert {name: r[1] for name, r in records.items()} == {"two-nodes": "COMPLETED", "cpu-only": "COMPLETED",
+                                                             "refused": "COMPLETED"}, context
+        ids = {name: r[2] for name, r in records.items()}
+        # each node's epilog stored its word; neither overwrote the other's
+        words = sorted(records["two-nodes"][-1].split())
+        assert words == [f"dcgm-energy:node01:gpus=2:joules={2 * JOULES_PER_GPU}",
+                         f"dcgm-energy:node02:gpus=2:joules={2 * JOULES_PER_GPU}"], context
+        assert records["cpu-only"][-1] == records["refused"][-1] == "", context
+        # the prologs gave DCGM the job's GPUs on each node; a job without GPUs never reached dcgmi
+        calls = sections["calls"].splitlines()
+        for node in nodes:
+            mine = [c.split(" ", 1)[1] for c in calls if c.startswith(f"{node} ") and c.endswith(f" {ids['two-nodes']}")]
+            assert f"stats -x {ids['two-nodes']}" in mine and f"stats -v -j {ids['two-nodes']}" in mine, calls
+            assert any(c.startswith(f"{node} group -g ") and c.endswith(" -a 0,1") for c in calls), calls
+        assert not [c for c in calls if re.search(rf"(slurm-job-| -[sxjr] ){ids['cpu-only']}$", c)], calls
+        assert sections["left"].split() == [f"{root}/run/dcgmi-standin/groups:", f"{root}/run/dcgmi-standin/jobs:"], context
+        log = sections["log"]
+        assert f"job {ids['two-nodes']}: 2 GPUs used {2 * JOULES_PER_GPU} J, stored in its AdminComment" in log, log
+        assert (f'epilog of job {ids["refused"]} failed, GPU energy not recorded: dcgmi stats -v -j {ids["refused"]}: '
+                'GPU 0: energy "Not Supported" is not a whole number of joules') in log, log
+
+        # through the report: the two-node job's 4 GPUs × 30,000 J measured; the refused job estimated
+        sacct_file = tmp_path / "sacct.txt"
+        sacct_file.write_text(sections["sacct"])
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+        start = int(records["two-nodes"][5])
+        month = datetime.fromtimestamp(start, ZoneInfo(site.site.timezone)).strftime("%Y-%m")
+        report = usage_report(site, parse_period(month, site.site.timezone), read_sacct(lines, site.site.timezone))
+        rows = {r.name: r for r in report.tenants}
+        acme, univ = rows["acme-ai"], rows["univ-latvia"]
+        assert acme.gpu_dcgm_kwh == pytest.approx(4 * JOULES_PER_GPU / 3.6e6)
+        assert acme.energy_kwh["measured"] == pytest.approx(4 * JOULES_PER_GPU / 3.6e6)
+        assert univ.gpu_dcgm_kwh == 0 and univ.energy_kwh["measured"] == 0 and univ.energy_kwh["estimated"] > 0
+        (tmp_path / "site.yml").write_text(yaml.safe_dump(data))
+        cli = subprocess.run([bin_path("gigafactory"), "usage", str(tmp_path / "site.yml"), "--period", month,
+                              "--format", "json", "--sacct", str(sacct_file)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert cli.returncode == 0, cli.stderr
+        shown = {t["tenant"]: t for t in json.loads(cli.stdout)["tenants"]}
+        assert shown["acme-ai"]["it_energy_gpu_dcgm_kwh"] == round(4 * JOULES_PER_GPU / 3.6e6, 6)
+    finally:
+        for path in placed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)

@@ -89,3 +89,29 @@ def test_budget_filters_read_sacctmgr_and_say_what_to_set():
     assert f.tenant_budget({"account": "acme-ai", "budget_billing_minutes": None}) == now["acme-ai"]
     assert f.tenant_budget_args(prepaid) == "GrpTRESMins=billing=12000000 Flags+=NoDecay"
     assert f.tenant_budget_args({"budget_billing_minutes": None}) == "GrpTRESMins=billing=-1 Flags-=NoDecay"
+
+
+def test_dcgm_job_stats_adds_the_prolog_epilog_folders_and_nothing_else_does(riga):
+    from pathlib import Path
+
+    import yaml
+
+    from infra.render.files import EPILOG_DIR, PROLOG_DIR
+    data = with_billing(riga)
+    assert data["energy"]["gpu"] == "dcgm-job-stats"
+    site = validate_data(data)
+    plan = build_plan(site)
+    conf = render_all(site, plan)["slurm/slurm.conf"]
+    settings = _settings(conf)
+    assert (settings["Prolog"], settings["Epilog"], settings["PrologFlags"]) == (f"{PROLOG_DIR}/*", f"{EPILOG_DIR}/*", "Alloc")
+    assert slurm_vars(site, plan)["gf_slurm"]["job_scripts"] == ["dcgm-energy"]
+    # the role installs into the folders slurm.conf reads
+    defaults = yaml.safe_load((Path(__file__).parent.parent / "playbooks/roles/slurm_compute/defaults/main.yml").read_text())
+    assert (defaults["slurm_compute_prolog_dir"], defaults["slurm_compute_epilog_dir"]) == (PROLOG_DIR, EPILOG_DIR)
+    for other in ("none", "dcgm-exporter"):
+        data["energy"]["gpu"] = other
+        site = validate_data(data)
+        plan = build_plan(site)
+        conf = render_all(site, plan)["slurm/slurm.conf"]
+        assert "Prolog" not in conf and "Epilog" not in conf, other
+        assert slurm_vars(site, plan)["gf_slurm"]["job_scripts"] == [], other

@@ -20,20 +20,20 @@ from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
 from infra.usage.report import _Hourly
 from infra.usage.supply import hourly_renewable_share
 
-HEADER = "JobIDRaw|Account|Partition|Start|End|AllocTRES|ConsumedEnergyRaw"
+HEADER = "JobIDRaw|Account|Partition|Start|End|AllocTRES|ConsumedEnergyRaw|AdminComment"
 NODE = "cpu=224,gres/gpu:h200=8,gres/gpu=8,mem=1945G,node=1"
 JOBS = [
     # a whole node for two hours, no meter reading: estimated from the node's 10.2 kW
-    f"1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|billing=48,{NODE}|0",
-    "1.batch|acme-ai||2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=224,mem=1945G,node=1|0",
+    f"1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|billing=48,{NODE}|0|",
+    "1.batch|acme-ai||2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=224,mem=1945G,node=1|0|",
     # one GPU of eight across midnight into November (Riga time): one hour counts; the node meter read 36 MJ
-    "2|univ-latvia|batch|2026-10-31T23:00:00|2026-11-01T01:00:00|cpu=8,gres/gpu:h200=1,gres/gpu=1,mem=64G,node=1|36000000",
+    "2|univ-latvia|batch|2026-10-31T23:00:00|2026-11-01T01:00:00|cpu=8,gres/gpu:h200=1,gres/gpu=1,mem=64G,node=1|36000000|",
     # still running at the end of the month: counted to the end
-    "3|univ-latvia|interactive|2026-11-30T23:00:00|Unknown|cpu=16,gres/gpu=2,mem=128G,node=1|",
+    "3|univ-latvia|interactive|2026-11-30T23:00:00|Unknown|cpu=16,gres/gpu=2,mem=128G,node=1||",
     # never started
-    "4|acme-ai|batch|Unknown|Unknown|cpu=16,mem=128G,node=1|",
+    "4|acme-ai|batch|Unknown|Unknown|cpu=16,mem=128G,node=1||",
     # a whole node with its meter: measured
-    f"5|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{NODE}|18000000",
+    f"5|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{NODE}|18000000|JS1:an administrator's note",
 ]
 
 
@@ -117,11 +117,11 @@ def test_hourly_spread_keeps_every_kwh(a, b):
 
 
 @pytest.mark.parametrize("line, where", [
-    ("9|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=x|0", "line 2, AllocTRES"),
-    ("9|acme-ai|batch|yesterday|2026-11-02T12:00:00|cpu=1|0", "line 2, Start"),
-    ("9|acme-ai|batch|2026-11-02T12:00:00|2026-11-02T10:00:00|cpu=1|0", "line 2, End"),
-    ("9|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=1|lots", "line 2, ConsumedEnergyRaw"),
-    ("9||batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=1|0", "line 2, Account"),
+    ("9|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=x|0|", "line 2, AllocTRES"),
+    ("9|acme-ai|batch|yesterday|2026-11-02T12:00:00|cpu=1|0|", "line 2, Start"),
+    ("9|acme-ai|batch|2026-11-02T12:00:00|2026-11-02T10:00:00|cpu=1|0|", "line 2, End"),
+    ("9|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=1|lots|", "line 2, ConsumedEnergyRaw"),
+    ("9||batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=1|0|", "line 2, Account"),
     ("9|acme-ai|batch|2026-11-02T10:00:00", "line 2"),
 ])
 def test_malformed_accounting_names_line_and_field(site, line, where):
@@ -167,7 +167,7 @@ def test_cli_eed_prints_it_energy_pue_and_renewable_factor(riga, tmp_path):
     ([], None, "--period"),
     (["--period", "2026-11", "--tenant", "nobody"], None, "--tenant"),
     (["--period", "2026-11"], "JobIDRaw|Account\n1|acme-ai\n", "--sacct line 1"),
-    (["--period", "2026-11"], HEADER + "\n1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|mem=1Q|0\n", "--sacct line 2, AllocTRES"),
+    (["--period", "2026-11"], HEADER + "\n1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|mem=1Q|0|\n", "--sacct line 2, AllocTRES"),
 ])
 def test_cli_bad_input_exits_2_naming_the_field(riga, tmp_path, args, sacct, field):
     out = _cli(tmp_path, with_billing(riga), *args, sacct=sacct)
@@ -203,7 +203,7 @@ def test_cli_reads_the_supply_file_beside_the_site_file(riga, tmp_path):
 RIGA_NOVEMBER_ARGV = [
     "env", "TZ=UTC", "SLURM_TIME_FORMAT=%s", "sacct", "--allusers", "--allocations", "--parsable2", "--noheader",
     "--starttime", "2026-10-31T22:00:00", "--endtime", "2026-11-30T22:00:00",          # Riga midnights in UTC
-    "--format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw"]
+    "--format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw,AdminComment"]
 
 
 class Recorded:
@@ -294,3 +294,88 @@ def test_cli_reaches_the_accounting_host_through_ansible_runner(riga, tmp_path):
     out = usage(str(tmp_path / "no-python"))
     assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith(f"gigafactory usage: accounting host {host}: ") and out.stderr.count("\n") == 1
+
+
+# --- GPU energy from DCGM job statistics (the slurm_compute epilog's words in AdminComment) -------------------------
+
+def _dcgm(*words: tuple[str, int, int]) -> str:
+    return " ".join(f"dcgm-energy:{node}:gpus={gpus}:joules={joules}" for node, gpus, joules in words)
+
+
+ONE_GPU = "cpu=8,gres/gpu:h200=1,gres/gpu=1,mem=64G,node=1"
+TWO_NODES = "cpu=448,gres/gpu:h200=16,gres/gpu=16,mem=3890G,node=2"
+
+
+def _energy(site, line: str, tenant: str = "acme-ai") -> tuple[dict[str, float], float]:
+    row = {r.name: r for r in _report(site, jobs=[line]).tenants}[tenant]
+    return {f: round(v, 9) for f, v in row.energy_kwh.items()}, round(row.gpu_dcgm_kwh, 9)
+
+
+def test_dcgm_gpu_energy_is_measured_and_never_added_to_the_node_figure(site):
+    # whole node, its meter read 18 MJ = 5 kWh, its GPUs 14.4 MJ = 4 kWh: the meter holds the GPUs, 5 kWh in all
+    day = "2026-11-03T00:00:00|2026-11-03T01:00:00"
+    energy, gpu = _energy(site, f"5|acme-ai|batch|{day}|{NODE}|18000000|{_dcgm(('gpu0001', 8, 14_400_000))}")
+    assert energy == {"measured": 5.0, "apportioned": 0.0, "estimated": 0.0} and gpu == 4.0
+    # one GPU of eight, the node meter read 8 kWh: 1 kWh apportioned, of which its GPU's 0.1 kWh is measured
+    energy, gpu = _energy(site, f"6|acme-ai|batch|{day}|{ONE_GPU}|28800000|JS1:x {_dcgm(('gpu0001', 1, 360_000))}")
+    assert energy == {"measured": 0.1, "apportioned": 0.9, "estimated": 0.0} and gpu == 0.1
+    # no meter: 10.2 kW / 8 for an hour is the estimate, 1.275 kWh; its GPU measured 0.5 kWh, the rest estimated
+    energy, gpu = _energy(site, f"7|acme-ai|batch|{day}|{ONE_GPU}||{_dcgm(('gpu0001', 1, 1_800_000))}")
+    assert energy == {"measured": 0.5, "apportioned": 0.0, "estimated": 0.775} and gpu == 0.5
+    # a GPU above its share of the rating: the measured figure stands, nothing is estimated on top
+    energy, gpu = _energy(site, f"8|acme-ai|batch|{day}|{ONE_GPU}||{_dcgm(('gpu0001', 1, 7_200_000))}")
+    assert energy == {"measured": 2.0, "apportioned": 0.0, "estimated": 0.0} and gpu == 2.0
+
+
+def test_dcgm_words_of_every_node_are_summed_and_a_missing_node_drops_them_all(site):
+    day = "2026-11-03T00:00:00|2026-11-03T01:00:00"
+    both = _dcgm(("gpu0001", 8, 7_200_000), ("gpu0002", 8, 10_800_000))
+    energy, gpu = _energy(site, f"9|acme-ai|batch|{day}|{TWO_NODES}||{both}")
+    assert gpu == 5.0 and energy["measured"] == 5.0 and energy["estimated"] == pytest.approx(20.4 - 5.0)
+    # one node's epilog did not store its word: 8 of 16 GPUs read is no measurement of the job
+    energy, gpu = _energy(site, f"9|acme-ai|batch|{day}|{TWO_NODES}||{_dcgm(('gpu0001', 8, 7_200_000))}")
+    assert gpu == 0.0 and energy == {"measured": 0.0, "apportioned": 0.0, "estimated": 20.4}
+    # a node's word twice (an epilog run again) counts once
+    twice = _dcgm(("gpu0001", 8, 7_200_000), ("gpu0001", 8, 7_200_000))
+    energy, gpu = _energy(site, f"5|acme-ai|batch|{day}|{NODE}||{twice}")
+    assert gpu == 2.0 and energy["measured"] == 2.0
+
+
+def test_a_dcgm_measured_job_is_matched_to_renewables_with_all_its_energy(site):
+    # its GPU used 7.2 MJ = 2 kWh in an hour, more than its share of the node's rating: all 2 kWh count hour by hour
+    period = parse_period("2026-11", "Europe/Riga")
+    lines = ["hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh"]
+    for h in range(int(period.hours)):
+        lines.append(f"{int(period.start) + 3600 * h},100,0,{0 if h == 48 else 100},300")     # Nov 3, 00:00 Riga: grid
+    share = hourly_renewable_share(lines, period)
+    line = f"8|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{ONE_GPU}||{_dcgm(('gpu0001', 1, 7_200_000))}"
+    acme = {r.name: r for r in _report(site, jobs=[line], supply_share=share).tenants}["acme-ai"]
+    assert acme.it_kwh == pytest.approx(2.0) and acme.renewable_kwh == pytest.approx(0.0)
+    line = line.replace("2026-11-03T00:00:00|2026-11-03T01:00:00", "2026-11-03T01:00:00|2026-11-03T02:00:00")
+    acme = {r.name: r for r in _report(site, jobs=[line], supply_share=share).tenants}["acme-ai"]
+    assert acme.renewable_kwh == pytest.approx(acme.facility_kwh) and acme.facility_kwh == pytest.approx(2.0 * 1.15)
+
+
+def test_dcgm_energy_of_a_job_straddling_the_period_is_split_by_time(site):
+    # two hours across the start of November (Riga), one in it: half of the GPU's 7.2 MJ
+    line = f"2|univ-latvia|batch|2026-10-31T23:00:00|2026-11-01T01:00:00|{ONE_GPU}||{_dcgm(('gpu0001', 1, 7_200_000))}"
+    energy, gpu = _energy(site, line, tenant="univ-latvia")
+    assert gpu == 1.0 and energy["measured"] == 1.0
+
+
+def test_the_admin_comment_is_the_last_field_and_may_hold_the_separator(site):
+    line = f"6|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{ONE_GPU}||note | with bars {_dcgm(('g1', 1, 360_000))}"
+    jobs = list(read_sacct([HEADER, line], "Europe/Riga"))
+    assert [j.gpu_energy_j for j in jobs] == [360_000]
+    # an older file without AdminComment reads as before: no GPU energy
+    old = list(read_sacct([HEADER.removesuffix("|AdminComment"), line.rsplit("|", 2)[0]], "Europe/Riga"))
+    assert [(j.gpus, j.gpu_energy_j) for j in old] == [(1, 0)]
+
+
+@pytest.mark.parametrize("word", ["dcgm-energy:g1:gpus=1:joules=-5", "dcgm-energy:g1:gpus=1", "dcgm-energy:g;1:gpus=1:joules=5",
+                                  "dcgm-energy:g1:gpus=1:joules=5J", "dcgm-energy:g1:gpus=1:joules=1234567890123456"])
+def test_a_malformed_dcgm_word_names_line_and_field(site, word):
+    line = f"6|acme-ai|batch|2026-11-03T00:00:00|2026-11-03T01:00:00|{ONE_GPU}||{word}"
+    with pytest.raises(UsageInvalid) as err:
+        _report(site, jobs=[line])
+    assert err.value.field == "--sacct line 2, AdminComment" and word in str(err.value)

@@ -115,6 +115,7 @@ class SlurmPlan:
     energy_frequency_s: int | None = None       # AcctGatherNodeFreq
     budget_enforced: bool = False               # a tenant is prepaid: AccountingStorageEnforce gains 'safe'
     reboot_timeout_s: int = REBOOT_TIMEOUT_S    # ResumeTimeout: how long slurmctld waits for a node `scontrol reboot`s
+    job_scripts: tuple[str, ...] = ()           # Prolog/Epilog pairs slurm_compute installs in prolog.d/epilog.d (JOB_SCRIPTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,10 @@ from .tariffs import gpu_hour_prices
 MEMORY_RESERVED = 0.05          # share of a node's memory kept back from jobs for the OS and daemons
 PRIORITY_TRES_TOTAL = 1000      # PriorityWeightTRES: the whole cluster, fully allocated, counts this much (as Age does)
 ENERGY_PLUGINS = {"ipmi": "acct_gather_energy/ipmi", "pm_counters": "acct_gather_energy/pm_counters"}
+# Prolog/Epilog pairs, by name: what the site declares that needs one. Each is a script the slurm_compute role installs
+# in both /etc/slurm/prolog.d and /etc/slurm/epilog.d; slurm.conf runs every file of those directories (its glob), so
+# pairs compose. dcgm-energy: GPU energy per job from DCGM job statistics (energy.gpu: dcgm-job-stats).
+JOB_SCRIPTS = {"dcgm-energy": lambda site: site.energy is not None and site.energy.gpu == "dcgm-job-stats"}
 
 
 def gres_name(model: str) -> str:
@@ -124,4 +128,5 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         energy_gather=energy_gather,
         energy_frequency_s=energy.node_frequency_s if energy_gather else None,
         budget_enforced=any(t.billing and t.billing.prepaid and t.slurm for t in site.tenants),
+        job_scripts=tuple(name for name, declared in JOB_SCRIPTS.items() if declared(site)),
     )

@@ -13,6 +13,9 @@ from ..site.model import Site
 from .escape import FILTERS, refuse_breaking
 
 HEALTH_CHECK_PROGRAM = "/usr/local/sbin/gigafactory-node-health"
+# Where slurmd finds the Prolog/Epilog pairs of the plan's job_scripts (slurm_compute's defaults name the same).
+PROLOG_DIR = "/etc/slurm/prolog.d"
+EPILOG_DIR = "/etc/slurm/epilog.d"
 
 
 def _environment() -> Environment:
@@ -33,7 +36,8 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
     if plan.slurm is None:
         return {}
     files = {
-        "slurm/slurm.conf": render_file(plan, "slurm.conf", health_check_program=health_check_program),
+        "slurm/slurm.conf": render_file(plan, "slurm.conf", health_check_program=health_check_program,
+                                        prolog_dir=PROLOG_DIR, epilog_dir=EPILOG_DIR),
         "slurm/gres.conf": render_file(plan, "gres.conf"),
         "slurm/cgroup.conf": render_file(plan, "cgroup.conf"),
     }

@@ -99,6 +99,7 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
             "login": list(s.login),
             "state_save_location": s.state_save_location,
             "containers": s.containers,
+            "job_scripts": list(s.job_scripts),
         },
         "gf_slurm_tenants": [
             {"tenant": t.name, "account": t.slurm.account, "fairshare": t.slurm.fairshare,

@@ -18,6 +18,7 @@ def _row_dict(r: TenantUsage) -> dict[str, Any]:
         "cpu_hours": round(r.cpu_hours, 6), "memory_gb_hours": round(r.memory_gb_hours, 6),
         "storage_tb_months": {n: round(v, 6) for n, v in sorted(r.storage_tb_months.items())},
         "it_energy_kwh": {flag: round(r.energy_kwh[flag], 6) for flag in FLAGS},
+        "it_energy_gpu_dcgm_kwh": round(r.gpu_dcgm_kwh, 6),
         "facility_energy_kwh": round(r.facility_kwh, 6), "renewable_kwh": round(r.renewable_kwh, 6),
         "renewable_share": round(r.renewable_kwh / r.facility_kwh, 6) if r.facility_kwh else None,
         "costs": {k: round(v, 2) for k, v in r.costs.items()},

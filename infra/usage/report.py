@@ -6,6 +6,10 @@ Energy of a job, in order of what was measured:
 - apportioned: the same meters when the job shared its nodes, times its share of them (GPUs on GPU nodes, CPUs
   elsewhere), since Slurm's node meters read the whole node;
 - estimated: no meter reading, so the node type's power rating (power_kw) times that share times the hours.
+A job's GPU energy from DCGM job statistics (every GPU of the job read, sacct.gpu_energy) is measured, and it
+replaces as much of the job's figure above, never adds to it: node meters and power ratings cover the whole node,
+its GPUs included. So the job counts max(node figure, GPU energy): the GPU energy measured, the rest of the node
+figure (if any) under the node figure's flag.
 A Kubernetes namespace's usage (prometheus.py) adds to its tenant's line: GPU energy is measured where the DCGM
 exporter's counter has it for the namespace, else estimated as above (the GPU share on GPU nodes, the CPU share
 elsewhere). What no job or pod used is the idle line (GPU-hours, CPU-hours and estimated energy of the unallocated
@@ -42,6 +46,7 @@ class TenantUsage:
     memory_gb_hours: float = 0.0
     storage_tb_months: dict[str, float] = field(default_factory=dict)
     energy_kwh: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FLAGS, 0.0))
+    gpu_dcgm_kwh: float = 0.0                           # of energy_kwh['measured']: GPUs' own, from DCGM
     facility_kwh: float = 0.0
     renewable_kwh: float = 0.0
     costs: dict[str, float] = field(default_factory=dict)
@@ -212,14 +217,21 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         row.jobs += 1
         row.cpu_hours += job.cpus * h
         row.memory_gb_hours += job.mem_gb * h
+        fraction = (b - a) / (end - job.start) if end > job.start else 1.0     # a straddling job's readings split by time
         if job.energy_j:
-            fraction = (b - a) / (end - job.start) if end > job.start else 1.0
             kwh = job.energy_j / 3.6e6 * fraction * share
             flag = "measured" if share >= 0.999 else "apportioned"
         else:
             kwh = power_kw * nodes * share * h
             flag = "estimated"
-        row.energy_kwh[flag] += kwh
+        if job.gpu_energy_j:
+            gpu_kwh = job.gpu_energy_j / 3.6e6 * fraction
+            row.gpu_dcgm_kwh += gpu_kwh
+            row.energy_kwh["measured"] += gpu_kwh
+            row.energy_kwh[flag] += max(0.0, kwh - gpu_kwh)
+            kwh = max(kwh, gpu_kwh)
+        else:
+            row.energy_kwh[flag] += kwh
         if supply_share is not None:
             spread = hourly.get(row.name)
             if spread is None:
@@ -400,6 +412,7 @@ def _sum(rows: list[TenantUsage]) -> TenantUsage:
         total.memory_gb_hours += r.memory_gb_hours
         for flag in FLAGS:
             total.energy_kwh[flag] += r.energy_kwh[flag]
+        total.gpu_dcgm_kwh += r.gpu_dcgm_kwh
         total.facility_kwh += r.facility_kwh
         total.renewable_kwh += r.renewable_kwh
         for line, amount in r.costs.items():

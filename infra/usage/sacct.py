@@ -3,24 +3,35 @@
 The file is the output of (one line per job allocation, times as epoch seconds):
 
     SLURM_TIME_FORMAT=%s sacct --allusers --allocations --parsable2 \\
-        --starttime <period start> --endtime <period end> --format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw
+        --starttime <period start> --endtime <period end> \\
+        --format=JobIDRaw,Account,Partition,Start,End,AllocTRES,ConsumedEnergyRaw,AdminComment
 
-The header line is required (fields are found by name, in any order, extra fields ignored). Times may also be
-ISO 8601 as sacct prints them by default; those are read in the billing time zone. Without a file, ``gigafactory
-usage`` runs ``sacct_argv`` on the accounting host (infra/usage/accounting.py) and prepends ``SACCT_HEADER``.
+The header line is required (fields are found by name, in any order, extra fields ignored; AdminComment may be
+left out). Times may also be ISO 8601 as sacct prints them by default; those are read in the billing time zone.
+Without a file, ``gigafactory usage`` runs ``sacct_argv`` on the accounting host (infra/usage/accounting.py) and
+prepends ``SACCT_HEADER``.
+
+AdminComment carries a job's GPU energy where the site measures it with DCGM job statistics: the slurm_compute
+role's epilog writes one word per node, ``dcgm-energy:<node>:gpus=<n>:joules=<j>`` (docs/metering.md). A comment is
+free text an administrator may have written too, so it is the last field: a ``|`` in it stays in it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 SACCT_FIELDS = ("JobIDRaw", "Account", "Partition", "Start", "End", "AllocTRES", "ConsumedEnergyRaw")
+COMMENT_FIELD = "AdminComment"                  # optional, last: the DCGM GPU energy words
+SACCT_FORMAT = (*SACCT_FIELDS, COMMENT_FIELD)
 SACCT_COMMAND = ("SLURM_TIME_FORMAT=%s sacct --allusers --allocations --parsable2 --starttime START --endtime END "
-                 f"--format={','.join(SACCT_FIELDS)}")
-SACCT_HEADER = "|".join(SACCT_FIELDS)
+                 f"--format={','.join(SACCT_FORMAT)}")
+SACCT_HEADER = "|".join(SACCT_FORMAT)
+DCGM_WORD = "dcgm-energy:"
+_DCGM = re.compile(r"dcgm-energy:([A-Za-z0-9._-]+):gpus=([0-9]{1,4}):joules=([0-9]{1,15})")
 _MEM_UNITS = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
 _NOT_STARTED = ("Unknown", "None", "")
 MAX_SHAPES = 100_000                # distinct AllocTRES strings remembered while reading
@@ -46,6 +57,7 @@ class Job(NamedTuple):
     gpu_model: str | None   # Slurm's GRES type (e.g. 'h200'), None if the record names none
     nodes: int
     energy_j: int           # ConsumedEnergyRaw; 0 when not measured
+    gpu_energy_j: int = 0   # its GPUs' energy from DCGM (AdminComment), 0 unless every GPU of the job has a reading
 
 
 def sacct_argv(start: float, end: float) -> list[str]:
@@ -55,7 +67,7 @@ def sacct_argv(start: float, end: float) -> list[str]:
     def utc(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return ["env", "TZ=UTC", "SLURM_TIME_FORMAT=%s", "sacct", "--allusers", "--allocations", "--parsable2",
-            "--noheader", "--starttime", utc(start), "--endtime", utc(end), f"--format={','.join(SACCT_FIELDS)}"]
+            "--noheader", "--starttime", utc(start), "--endtime", utc(end), f"--format={','.join(SACCT_FORMAT)}"]
 
 
 def _time(value: str, zone: ZoneInfo, where: str) -> float | None:
@@ -102,6 +114,25 @@ def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int]:
     return cpus, mem, gpus, model, nodes
 
 
+def gpu_energy(comment: str, gpus: int, where: str) -> int:
+    """Joules the job's GPUs used by DCGM's readings in its AdminComment (a word per node), or 0 when they do not
+    cover every GPU the job had (a node's epilog failed, or the site records none): then the job is not metered by
+    DCGM, never metered in part. Other words of the comment are not ours and are ignored; a malformed one of ours
+    raises UsageInvalid."""
+    if DCGM_WORD not in comment:
+        return 0
+    per_node: dict[str, tuple[int, int]] = {}
+    for word in comment.split():
+        if word.startswith(DCGM_WORD):
+            match = _DCGM.fullmatch(word)
+            if match is None:
+                raise UsageInvalid(where, f"{word!r} is not a DCGM reading (dcgm-energy:<node>:gpus=<n>:joules=<j>)")
+            per_node[match[1]] = (int(match[2]), int(match[3]))
+    if not gpus or sum(n for n, _ in per_node.values()) != gpus:
+        return 0
+    return sum(j for _, j in per_node.values())
+
+
 def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> Iterator[Job]:
     """The job allocations in sacct's parsable output; raises UsageInvalid naming the line and field of a bad one."""
     zone = ZoneInfo(timezone)
@@ -112,9 +143,11 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
         raise UsageInvalid(f"{source} line 1", f"the header lacks {', '.join(missing)}; expected the output of: {SACCT_COMMAND}")
     i_id, i_acct, i_part, i_start, i_end, i_tres, i_energy = (header.index(f) for f in SACCT_FIELDS)
     width = len(header)
+    i_comment = header.index(COMMENT_FIELD) if COMMENT_FIELD in header else None
+    splits = width - 1 if i_comment == width - 1 else -1            # a '|' in the last field, the comment, is its own
     shapes: dict[str, tuple[int, float, int, str | None, int]] = {}    # AllocTRES repeats: parse each once
     for number, line in enumerate(it, start=2):
-        fields = line.rstrip("\n").split("|")
+        fields = line.rstrip("\n").split("|", splits)
         if len(fields) != width:
             if not line.strip():
                 continue
@@ -147,4 +180,5 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
         account = fields[i_acct]
         if not account:
             raise UsageInvalid(f"{where}, Account", "empty: every job runs under a tenant's account")
-        yield Job(account, fields[i_part], start, end, cpus, mem, gpus, model, nodes, joules)
+        gpu_joules = gpu_energy(fields[i_comment], gpus, f"{where}, {COMMENT_FIELD}") if i_comment is not None else 0
+        yield Job(account, fields[i_part], start, end, cpus, mem, gpus, model, nodes, joules, gpu_joules)
