@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,9 +59,12 @@ def on(host: str, *command: str) -> str:
     """A command on a demo VM over SSH (its user, sudo for root), the VMs' pinned host keys."""
     from infra.vm.ssh import ssh_argv
     vm = {v["name"]: v for v in json.loads((STATE / "vms.json").read_text())}[host]
+    # ssh hands the remote shell one line: each argument quoted for it
     argv = ssh_argv(vm["ssh_host"], vm["ssh_port"], vm["user"], Path(vm["key_path"]), Path(vm["known_hosts"]),
-                    ["sudo", "-n", *command])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+                    [shlex.join(["sudo", "-n", *command])])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{host}: {shlex.join(command)}: rc {result.returncode}: {result.stderr.strip()}"
+    return result.stdout.strip()
 
 
 def site_version(tmp: Path, name: str, change) -> Path:
