@@ -3,9 +3,10 @@
 A node declares eight H200 GPUs without devices (the rendered ``File=/dev/nvidia[0-7]`` point at empty files:
 slurmd 24.11 drops a GPU declared without ``File=``, with ``Flags=CountOnly`` or not; ``SlurmdParameters=
 config_overrides``) and reads its energy
-from ``acct_gather_energy/pm_counters``, whose counter file the test advances by 1,000 J a second (sacct's
-ConsumedEnergyRaw stays empty here: not yet understood, so energy is not asserted as measured). Two tenants run real jobs; sacct's record goes
-through ``gigafactory usage``;
+from ``acct_gather_energy/pm_counters``, whose counter file the test advances by 1,000 J a second. Two tenants run
+real jobs side by side on it; each job's record holds the meter's joules over the job (read by the job's extern step,
+which the rendered ``PrologFlags=Contain`` starts: slurmctld records no energy of a batch step), and sacct's record
+goes through ``gigafactory usage``, which apportions them by each job's share of the node's GPUs;
 a prepaid tenant whose budget a running job has committed has its next job pending on the budget.
 """
 
@@ -84,6 +85,7 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
     files = {f"/etc/{rel}": content for rel, content in slurm_files(plan).items()}
     conf = files["/etc/slurm/slurm.conf"]
     assert "AcctGatherEnergyType=acct_gather_energy/pm_counters" in conf and "AccountingStorageEnforce=associations,limits,qos,safe" in conf
+    assert "\nPrologFlags=Contain\n" in conf
     files["/etc/slurm/slurm.conf"] = _for_a_chroot(conf)
     gres = files["/etc/slurm/gres.conf"]
     # slurmd 24.11's gpu plugin drops a GPU without File= ("Ignoring file-less GPU", Flags=CountOnly or not):
@@ -182,10 +184,18 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
     assert acme.gpu_hours == {"h200": pytest.approx(4 * acme_s / 3600)}
     assert acme.cpu_hours == pytest.approx(acme_s / 3600)
     assert univ.jobs == 1 and univ.gpu_hours == {"h200": pytest.approx(2 * univ_s / 3600)}
-    # the node meter ran at 1 kW: each job's record holds the node's energy over it, the report its GPU share
-    # Energy: the pm_counters meter is configured and advancing, but sacct's ConsumedEnergyRaw came back empty in
-    # this chroot (cause not found yet), so the report's energy here is estimated from power ratings, not metered.
-    assert acme.energy_kwh["estimated"] > 0 and acme.energy_kwh["measured"] == acme.energy_kwh["apportioned"] == 0
+    # the node meter ran at 1 kW: each job's record holds the meter's joules over the job, to within two of its
+    # 1,000 J steps (the counter moves once a second and sacct's Start/End are whole seconds: each end of the job can
+    # fall one step either way)
+    for name, seconds in (("acme", acme_s), ("univ1", univ_s)):
+        consumed = records[name][SACCT_FIELDS.index("ConsumedEnergyRaw")]
+        assert consumed and abs(int(consumed) - WATTS * seconds) <= 2 * WATTS, sections["sacct"] + daemon_logs(root)
+    # the jobs shared node01 (4 and 2 of its 8 GPUs): the report gives each its GPU share of the node's joules,
+    # apportioned, and estimates nothing
+    for row, gpus, seconds in ((acme, 4, acme_s), (univ, 2, univ_s)):
+        share = gpus / 8
+        assert row.energy_kwh["apportioned"] == pytest.approx(WATTS * seconds * share / 3.6e6, abs=2 * WATTS * share / 3.6e6)
+        assert row.energy_kwh["measured"] == row.energy_kwh["estimated"] == 0, row.energy_kwh
     assert acme.costs["gpu"] == pytest.approx(4 * acme_s / 3600 * 3.0)
     # Slurm keeps a job's billing TRES whole: 4 GPUs × 3 + 1 CPU × 0.4 = 12.4 EUR/h is recorded as 12
     assert "billing=12," in records["acme"][5] and "billing=6," in records["univ1"][5], sections["sacct"]

@@ -68,6 +68,14 @@ def test_energy_section_sets_the_gather_plugin_and_budgets_make_limits_safe(riga
     assert settings["AcctGatherEnergyType"] == "acct_gather_energy/pm_counters"
     assert settings["AcctGatherNodeFreq"] == "30"
     assert settings["AccountingStorageEnforce"] == "associations,limits,qos,safe"
+    # slurmctld records a job's energy from its extern step only (a batch step's never reaches the job's record):
+    # every node energy plugin brings Contain, which starts that step; without a node meter there is no PrologFlags
+    for node in ("pm_counters", "ipmi"):
+        data = with_billing(riga)
+        data["energy"] = {"node": node}
+        assert _settings(_conf(data))["PrologFlags"] == "Contain"
+    data["energy"] = {"node": "none"}
+    assert "PrologFlags" not in _conf(data) and "PrologFlags" not in _conf(riga)
 
 
 def test_a_prepaid_budget_becomes_billing_minutes_at_list_price(riga):
@@ -103,7 +111,8 @@ def test_dcgm_job_stats_adds_the_prolog_epilog_folders_and_nothing_else_does(rig
     plan = build_plan(site)
     conf = render_all(site, plan)["slurm/slurm.conf"]
     settings = _settings(conf)
-    assert (settings["Prolog"], settings["Epilog"], settings["PrologFlags"]) == (f"{PROLOG_DIR}/*", f"{EPILOG_DIR}/*", "Alloc")
+    # Alloc for the prologs; Contain for the node meter (energy.node: pm_counters here too)
+    assert (settings["Prolog"], settings["Epilog"], settings["PrologFlags"]) == (f"{PROLOG_DIR}/*", f"{EPILOG_DIR}/*", "Alloc,Contain")
     assert slurm_vars(site, plan)["gf_slurm"]["job_scripts"] == ["dcgm-energy"]
     # the role installs into the folders slurm.conf reads
     defaults = yaml.safe_load((Path(__file__).parent.parent / "playbooks/roles/slurm_compute/defaults/main.yml").read_text())
@@ -113,5 +122,6 @@ def test_dcgm_job_stats_adds_the_prolog_epilog_folders_and_nothing_else_does(rig
         site = validate_data(data)
         plan = build_plan(site)
         conf = render_all(site, plan)["slurm/slurm.conf"]
-        assert "Prolog" not in conf and "Epilog" not in conf, other
+        settings = _settings(conf)
+        assert "Prolog" not in settings and "Epilog" not in settings and settings["PrologFlags"] == "Contain", other
         assert slurm_vars(site, plan)["gf_slurm"]["job_scripts"] == [], other

@@ -116,6 +116,7 @@ class SlurmPlan:
     budget_enforced: bool = False               # a tenant is prepaid: AccountingStorageEnforce gains 'safe'
     reboot_timeout_s: int = REBOOT_TIMEOUT_S    # ResumeTimeout: how long slurmctld waits for a node `scontrol reboot`s
     job_scripts: tuple[str, ...] = ()           # Prolog/Epilog pairs slurm_compute installs in prolog.d/epilog.d (JOB_SCRIPTS)
+    prolog_flags: tuple[str, ...] = ()          # PrologFlags: Alloc for job scripts, Contain for a node energy plugin
 
 
 @dataclass(frozen=True, slots=True)

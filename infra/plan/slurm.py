@@ -113,6 +113,13 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
             topology.append(("ethernet", f"Nodes={compress(rest)}"))
         if len(leaves) > 1:
             topology.append(("spine", f"Switches={','.join(leaves)}"))
+    job_scripts = tuple(name for name, declared in JOB_SCRIPTS.items() if declared(site))
+    # PrologFlags. Alloc: the job scripts' prologs run when a job is allocated (docs/metering.md). Contain: every job
+    # gets an extern step on each of its nodes for its whole allocation, and slurmctld (24.11, stepmgr.c
+    # _internal_step_complete) adds to a job's ConsumedEnergy the energy of its extern step alone under Contain, and
+    # without it that of its srun steps only: a batch step's reading never reaches the job's record, so a job that
+    # runs its work in its batch script would have none, and concurrent srun steps on one node would count it twice.
+    prolog_flags = (("Alloc",) if job_scripts else ()) + (("Contain",) if energy_gather else ())
     return SlurmPlan(
         cluster=s.cluster,
         controllers=tuple((h, hosts[h].address()) for h in s.controllers),
@@ -128,5 +135,6 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         energy_gather=energy_gather,
         energy_frequency_s=energy.node_frequency_s if energy_gather else None,
         budget_enforced=any(t.billing and t.billing.prepaid and t.slurm for t in site.tenants),
-        job_scripts=tuple(name for name, declared in JOB_SCRIPTS.items() if declared(site)),
+        job_scripts=job_scripts,
+        prolog_flags=prolog_flags,
     )
