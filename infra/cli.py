@@ -124,9 +124,9 @@ def cmd_usage(args: argparse.Namespace) -> int:
     except UsageInvalid as err:
         print(f"gigafactory usage: {err}", file=sys.stderr)
         return EXIT_INVALID
-    except AccountingUnavailable as err:
-        print(f"gigafactory usage: accounting host {err}", file=sys.stderr)
-        return EXIT_FAILED
+    except AccountingUnavailable as err:      # the contract: an unreachable accounting host is exit 2, as a
+        print(f"gigafactory usage: accounting host {err}", file=sys.stderr)   # Prometheus that does not answer
+        return EXIT_INVALID
     if args.eed is not None:
         inputs = eed_inputs(report)
         sys.stdout.write(json.dumps(inputs, indent=1) + "\n" if args.format == "json" else eed_table(inputs))

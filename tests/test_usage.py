@@ -242,7 +242,7 @@ def test_cli_accounting_host_failing_exits_1_with_host_and_reason(riga, tmp_path
     control = Recorded(1, "", "sacct: error: Problem talking to the database: Connection refused\nsecond line\n")
     rc, _, _ = _remote(monkeypatch, tmp_path, riga, control, "--period", "2026-11")
     err = capsys.readouterr().err
-    assert rc == 1 and err == (f"gigafactory usage: accounting host {riga['slurm']['accounting']['host']}: sacct failed "
+    assert rc == 2 and err == (f"gigafactory usage: accounting host {riga['slurm']['accounting']['host']}: sacct failed "
                                "(rc 1): sacct: error: Problem talking to the database: Connection refused\n")
     control = Recorded(0, "1|acme-ai|batch\n")
     rc, _, _ = _remote(monkeypatch, tmp_path, riga, control, "--period", "2026-11")
@@ -292,7 +292,7 @@ def test_cli_reaches_the_accounting_host_through_ansible_runner(riga, tmp_path):
     offline = _cli(tmp_path, data, "--period", "2026-11", "--format", "json")
     assert json.loads(out.stdout) == json.loads(offline.stdout)
     out = usage(str(tmp_path / "no-python"))
-    assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith(f"gigafactory usage: accounting host {host}: ") and out.stderr.count("\n") == 1
 
 
