@@ -200,6 +200,21 @@ def test_two_tenants_jobs_are_metered_priced_and_a_spent_budget_holds_the_next_j
     # Slurm keeps a job's billing TRES whole: 4 GPUs × 3 + 1 CPU × 0.4 = 12.4 EUR/h is recorded as 12
     assert "billing=12," in records["acme"][5] and "billing=6," in records["univ1"][5], sections["sacct"]
 
+    # a period boundary inside acme's job (the month cut 10 s after it started, as a month's end would cut a job
+    # that straddles it): each side gets the job's usage of its own seconds, and the two add up to the whole
+    import dataclasses
+    month = parse_period("2026-11", site.site.timezone)
+    cut = int(records["acme"][3]) + 10
+    before, after = (usage_report(site, dataclasses.replace(month, **bounds), read_sacct(lines, site.site.timezone))
+                     for bounds in ({"end": cut}, {"start": cut}))
+    acme_before = next(r for r in before.tenants if r.name == "acme-ai")
+    acme_after = next(r for r in after.tenants if r.name == "acme-ai")
+    assert acme_before.gpu_hours == {"h200": pytest.approx(4 * 10 / 3600)}
+    assert acme_after.gpu_hours == {"h200": pytest.approx(4 * (acme_s - 10) / 3600)}
+    assert acme_before.cpu_hours + acme_after.cpu_hours == pytest.approx(acme.cpu_hours)
+    assert acme_before.it_kwh + acme_after.it_kwh == pytest.approx(acme.it_kwh)
+    assert acme_before.it_kwh == pytest.approx(acme.it_kwh * 10 / acme_s)
+
 
 JOB_SCRIPTS_PLAY = """
 - name: slurm_compute's Prolog/Epilog pairs, into the chroot's Slurm folders
