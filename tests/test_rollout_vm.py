@@ -20,6 +20,7 @@ are left running (`gigafactory demo --down` stops them).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -97,7 +98,6 @@ def node_states() -> dict[str, str]:
 
 def test_drain_live_and_reboot_changes_roll_out_on_the_demos_vms(tmp_path):
     lock = os.open(LOCK, os.O_RDWR | os.O_CREAT)
-    import fcntl
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         from infra.vm.launcher import Launcher

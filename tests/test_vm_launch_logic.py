@@ -104,7 +104,8 @@ def test_a_vm_that_may_reboot_restarts_in_place_and_a_panic_still_ends_qemu() ->
 
 
 def test_a_sites_hosts_reboot_in_place() -> None:
-    from infra.orchestrate.demo import load_site, build_plan
+    from infra.plan import build_plan
+    from infra.site import load_site
     from infra.vm.site import specs_for_site
     from conftest import DEMO
     site = load_site(str(DEMO))
