@@ -27,6 +27,7 @@ def test_connection_inventory_pins_each_vm_with_strict_host_keys(tmp_path):
     assert ctl["ansible_ssh_private_key_file"] == str(tmp_path / "id_ed25519")
     assert ctl["ansible_ssh_common_args"] == (f"-o UserKnownHostsFile={tmp_path / 'known_hosts'} "
                                               "-o StrictHostKeyChecking=yes")
+    assert ctl["ansible_ssh_timeout"] == demo.CONNECT_TIMEOUT_S > 10   # an emulated guest's connect outlasts 10 s
 
 
 class FakeLauncher:

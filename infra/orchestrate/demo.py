@@ -18,6 +18,11 @@ def state_dir(site_name: str) -> Path:
     return REPO_ROOT / ".cache" / "demo" / site_name
 
 
+# Seconds to connect to an emulated guest: ssh's ConnectTimeout, and with Mitogen its whole bootstrap (an emulated
+# Python start receiving Mitogen's core), which Ansible's default of 10 s cuts short while three TCG guests boot.
+CONNECT_TIMEOUT_S = 60
+
+
 def connection_inventory(vms, from_image: frozenset[str] = frozenset()) -> dict:
     """An inventory source with how to reach each running VM; it is given after the site file and so wins.
 
@@ -35,6 +40,7 @@ def connection_inventory(vms, from_image: frozenset[str] = frozenset()) -> dict:
             "ansible_become": True,
             "ansible_ssh_private_key_file": str(vm.key_path),
             "ansible_ssh_common_args": f"-o UserKnownHostsFile={vm.known_hosts} -o StrictHostKeyChecking=yes",
+            "ansible_ssh_timeout": CONNECT_TIMEOUT_S,
         }
         if vm.name in from_image:
             hosts[vm.name]["gigafactory_part"] = "configure"
