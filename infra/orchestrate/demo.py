@@ -54,6 +54,11 @@ def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: boo
     plan = build_plan(site, str(site_path))
     vm_dir = state_dir(site.site.name)
     ensure_mirror_cache()      # the demo site's own Debian mirror (repositories.debian), on this machine's loopback
+    if "execution" in plan.groups:
+        # its Python index (repositories.python: python_index.GUEST_URL): what the execution hosts install
+        from ..render.inventory import execution_packages
+        from ..vm.python_index import ensure_python_index
+        ensure_python_index(execution_packages(site.provisioning.strategy))
     launcher = Launcher(vm_dir)
     booted = vm_dir / "booted.json"       # which hosts the running VMs booted from an image
     states = launcher.status()
