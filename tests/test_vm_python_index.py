@@ -88,3 +88,20 @@ def test_pip_installs_the_execution_hosts_pins_for_python_3_13_from_the_served_i
     assert list(target.glob("pydantic_core/_pydantic_core.cpython-313-x86_64-linux-gnu.so")), \
         sorted(p.name for p in (target / "pydantic_core").iterdir())
     assert "127.0.0.1" in (cache / "python-index" / "http.log").read_text()     # served by the index, not elsewhere
+
+
+def test_an_image_build_reaches_the_python_index_a_test_site_names_through_loopback():
+    """The image builder maps each test bed mirror the site names to this machine's loopback (its chroot relays)."""
+    from pathlib import Path
+
+    import yaml
+    from conftest import DEMO, site_data
+
+    from infra.image.build import testbed_mapping
+    from infra.site import parse_site
+    data = site_data(DEMO)
+    assert testbed_mapping(parse_site(yaml.safe_dump(data), str(DEMO), Path(DEMO).parent)) == \
+        {"http://10.0.2.2:3142": "http://127.0.0.1:3142"}
+    data["repositories"]["python"] = python_index.GUEST_URL
+    assert testbed_mapping(parse_site(yaml.safe_dump(data), str(DEMO), Path(DEMO).parent)) == \
+        {"http://10.0.2.2:3142": "http://127.0.0.1:3142", "http://10.0.2.2:3143": "http://127.0.0.1:3143"}
