@@ -2,19 +2,22 @@
 `provisioning.execution: {hosts: [ctl01]}` and `repositories.python` at the test bed's Python index
 (infra/vm/python_index.py: the execution host's pins as wheels for the guests' Python, on this machine's loopback).
 
-`gigafactory up --phase base,rdma`: the base phase runs on ctl01 first, from the controller (role execution_host: the
-virtualenv from the test bed's index, the project at the controller's revision), then on node01 and node02 from
-ctl01; the rdma phase runs on all three from ctl01. Each shard on ctl01 is `/opt/gigafactory/venv/bin/ansible-runner
-worker` over SSH, fed by transmit and read back by process into the same run directory, hosts.json and summary.
-ctl01 reaches node01 and node02 at their management addresses (192.168.100.0/24) with the host keys this machine
-pinned for them and the key this machine uses, streamed in the job into an ssh-agent there (ansible-runner's
-ssh_key). Proof that the tasks ran there: the shard's `command` artifact (the worker's directory and project on
-ctl01), and node01's sshd, which logged the connections from ctl01's management address.
+The test bed's VMs get their management addresses from the base phase (a site's hosts have theirs from DHCP at boot),
+so the demo's base phase runs from the controller first. Then `gigafactory up --phase base,rdma` of the variant: the
+base phase runs on ctl01 first, from the controller (role execution_host: the virtualenv from the test bed's index,
+the project at the controller's revision), then on node01 and node02 from ctl01; the rdma phase runs on all three from
+ctl01. Each shard on ctl01 is `/opt/gigafactory/venv/bin/ansible-runner worker` over SSH, fed by transmit and read
+back by process into the same run directory, hosts.json and summary. ctl01 reaches node01 and node02 at their
+management addresses (192.168.100.0/24) with the host keys this machine pinned for them and the key this machine uses,
+streamed in the job into an ssh-agent there (ansible-runner's ssh_key). Proof that the tasks ran there: the shard's
+`command` artifact (the worker's directory and project on ctl01), and node01's sshd, which logged the connections from
+ctl01's management address.
 
-The demo's VMs are reused when they run (as test_rollout_vm.py does); else booted from their images as `gigafactory
-demo` does (demo_boot) and stopped at the end. ctl01's image was built for a site where it executes nothing, so it
-takes the install part too (gigafactory_part: all). Then the rdma phase alone, run from the controller and from
-ctl01, for the wall time of each (printed, not asserted). Serialized through /tmp/gigafactory-vm.lock: slow.
+The demo's VMs are reused when they run (as test_rollout_vm.py does; GIGAFACTORY_DEMO_STATE names another checkout's
+state directory, whose VMs are then required); else booted from their images as `gigafactory demo` does (demo_boot)
+and stopped at the end. ctl01's image was built for a site where it executes nothing, so it takes the install part too
+(gigafactory_part: all). Then the rdma phase alone, run from the controller and from ctl01, for the wall time of each
+(printed, not asserted). Serialized through /tmp/gigafactory-vm.lock: slow.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ pytestmark = [
 ]
 
 LOCK = "/tmp/gigafactory-vm.lock"
-STATE = ROOT / ".cache" / "demo" / "demo"
+# the demo's VMs as `gigafactory demo` of this checkout keeps them; GIGAFACTORY_DEMO_STATE: another checkout's
+STATE = Path(os.environ.get("GIGAFACTORY_DEMO_STATE") or ROOT / ".cache" / "demo" / "demo")
 # beside the demo's site file: its group_vars apply, and it is in the project archive the execution host unpacks
 VARIANT = DEMO.parent / "execution-test.yml"
 
@@ -98,6 +102,7 @@ def test_ctl01_runs_the_phases_of_node01_and_node02(tmp_path):
     try:
         states = Launcher(STATE).status()
         if not (states and all(s.alive for s in states)):
+            assert "GIGAFACTORY_DEMO_STATE" not in os.environ, f"no demo VMs running in {STATE}"
             brought_up = True
             demo_boot(DEMO)
         data = yaml.safe_load(DEMO.read_text())
@@ -111,6 +116,10 @@ def test_ctl01_runs_the_phases_of_node01_and_node02(tmp_path):
         hosts = yaml.safe_load(conn.read_text())
         hosts["all"]["hosts"]["ctl01"]["gigafactory_part"] = "all"
         first_conn.write_text(yaml.safe_dump(hosts))
+        # The test bed's VMs get their management addresses from the base phase (a site's hosts from DHCP at boot):
+        # the base phase from here first, as `gigafactory demo` runs it (no change on provisioned VMs).
+        prepared, _ = gigafactory("up", str(DEMO), "--phase", "base", "-i", str(conn))
+        assert prepared.returncode == 0, prepared.stdout[-3000:]
         since = on("node01", "date", "+%Y-%m-%d %H:%M:%S")
 
         result, _ = gigafactory("up", str(VARIANT), "--phase", "base,rdma", "-i", str(first_conn))
@@ -120,14 +129,16 @@ def test_ctl01_runs_the_phases_of_node01_and_node02(tmp_path):
         assert {p["name"]: p["failed"] for p in summary["phases"]} == {"base": [], "rdma": []}, summary["phases"]
         assert summary["hosts"]["ok"] == 3 and summary["exit_code"] == 0, summary
         base = next(p for p in summary["phases"] if p["name"] == "base")
-        assert base["waves"] == [["ctl01"], ["node01", "node02"]], base
+        # the execution host alone first (Phase.first), then the canary and the rest (the site's batch 1, 100%)
+        assert base["waves"] == [["ctl01"], ["node01"], ["node02"]], base
         artifacts = sorted(p.name for p in (run / "ansible" / "artifacts").iterdir())
-        assert artifacts == ["01-base-w1-controller", "01-base-w2-ctl01", "03-rdma-w1-ctl01"], artifacts
+        assert artifacts == ["01-base-w1-controller", "01-base-w2-ctl01", "01-base-w3-ctl01", "03-rdma-w1-ctl01"], artifacts
         # ctl01's base phase ran here; node01's and node02's, and the rdma phase of all three, on ctl01
         assert ok_hosts(shard_events(run, "01-base-w1-controller")) == {"ctl01"}
-        assert ok_hosts(shard_events(run, "01-base-w2-ctl01")) == {"node01", "node02"}
+        assert ok_hosts(shard_events(run, "01-base-w2-ctl01")) == {"node01"}
+        assert ok_hosts(shard_events(run, "01-base-w3-ctl01")) == {"node02"}
         assert ok_hosts(shard_events(run, "03-rdma-w1-ctl01")) == {"ctl01", "node01", "node02"}
-        for ident in ("01-base-w2-ctl01", "03-rdma-w1-ctl01"):
+        for ident in ("01-base-w2-ctl01", "01-base-w3-ctl01", "03-rdma-w1-ctl01"):
             shard = run / "ansible" / "artifacts" / ident
             assert (shard / "status").read_text().strip() == "successful" and (shard / "rc").read_text().strip() == "0"
             command = json.loads((shard / "command").read_text())
