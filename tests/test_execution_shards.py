@@ -130,3 +130,94 @@ def test_the_project_archive_is_reproducible_and_named_by_its_contents(tmp_path)
         assert sorted(tar.getnames()) == ["ansible.cfg", "infra/__init__.py", "playbooks/base.yml"]
     (tree / "playbooks" / "base.yml").write_text("--- # changed\n")
     assert project_archive(tree, tmp_path / "a").revision != a.revision
+
+
+def _demo_connection(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A connection inventory, known_hosts and key as the test bed writes them (forwarded ports on loopback)."""
+    import yaml
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key-but-secret\n-----END OPENSSH PRIVATE KEY-----\n")
+    known = tmp_path / "known_hosts"
+    ports = {"ctl01": 58219, "node01": 33765, "node02": 49133}
+    known.write_text("".join(f"[127.0.0.1]:{p} ssh-ed25519 AAAA{h}KEY\n" for h, p in ports.items()))
+    conn = tmp_path / "connection.yml"
+    conn.write_text(yaml.safe_dump({"all": {"hosts": {h: {
+        "ansible_host": "127.0.0.1", "ansible_port": p, "ansible_user": "gigafactory", "ansible_become": True,
+        "ansible_ssh_private_key_file": str(key), "gigafactory_part": "configure",
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"}
+        for h, p in ports.items()}}}))
+    return conn, key, key.read_text()
+
+
+def test_a_remote_executor_is_reached_as_the_connection_inventory_says_and_reaches_the_others_on_management(tmp_path):
+    import yaml
+    from conftest import DEMO
+    demo = build_plan(load_site(DEMO), DEMO)
+    conn, key, secret = _demo_connection(tmp_path)
+    worker = default_worker_command(demo, "root", tmp_path, [conn])("ctl01", "02-base-w2-ctl01")
+    # this machine reaches ctl01 through its forwarded port, with its key and pinned host key
+    argv = worker.argv
+    assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    assert argv[argv.index("-p") + 1] == "58219" and argv[argv.index("-i") + 1] == str(key)
+    assert argv[argv.index("-l") + 1] == "gigafactory" and "127.0.0.1" in argv and f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in argv
+    # ctl01 reaches every host at its management address, port 22, with the host keys pinned here
+    shipped = yaml.safe_load(worker.files["connection.yml"])["all"]["hosts"]
+    for name in ("ctl01", "node01", "node02"):
+        address = demo.hosts[name].address("management")
+        assert address.startswith("192.168.100.")
+        assert shipped[name] == {"ansible_host": address, "ansible_user": "gigafactory", "ansible_become": True,
+                                 "gigafactory_part": "configure", "ansible_ssh_common_args":
+                                 f"-o UserKnownHostsFile={worker.workdir}/known_hosts -o StrictHostKeyChecking=yes"}
+        assert f"{address} ssh-ed25519 AAAA{name}KEY" in worker.files["known_hosts"].splitlines()
+    # the key goes with the job (ansible-runner's ssh_key), never on a command line or in the shipped files
+    assert worker.ssh_key == secret
+    assert not any("not-a-real-key" in a for a in argv) and not any("not-a-real-key" in t for t in worker.files.values())
+    assert "not-a-real-key" not in repr(worker)
+
+
+def test_the_key_reaches_the_workers_ssh_agent_and_no_file_of_the_run(tmp_path):
+    """A worker (a local ansible-runner worker standing in for the executor) gets the key in the streamed job: its
+    ansible-playbook runs under an ssh-agent holding it; no file of the run directory, here or in the worker's
+    directory while it runs, holds the key."""
+    import shutil
+    import subprocess
+
+    from infra.orchestrate.execution import Worker, worker_argv
+    from infra.orchestrate.runner import run_shard
+    if not (shutil.which("ssh-agent") and shutil.which("ssh-keygen")):
+        pytest.skip("needs ssh-agent and ssh-keygen")
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "executor-test", "-f", str(key)], check=True)
+    secret = key.read_text()
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(key)], capture_output=True, text=True).stdout.split()[1]
+    key.unlink()                      # only the text in memory from here on, as up reads it
+    playbook = tmp_path / "agent.yml"
+    playbook.write_text("""- hosts: all
+  gather_facts: false
+  tasks:
+    - name: The keys the agent holds
+      ansible.builtin.command: ssh-add -l
+      changed_when: false
+""")
+    conn = f"all:\n  hosts:\n    localhost:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+    workdir = str(tmp_path / "work" / "shard")
+    seen: list[str] = []
+
+    def sink(event):
+        res = (event.get("event_data") or {}).get("res") or {}
+        if res.get("stdout"):
+            seen.append(res["stdout"])
+        # while the worker runs: nothing under its directory holds the key (the FIFO is read and removed)
+        for path in Path(tmp_path / "work").rglob("*"):
+            if path.is_file():
+                assert "PRIVATE KEY" not in path.read_text(errors="replace"), path
+    worker = Worker([sys.executable, "-m", "ansible_runner", *worker_argv(workdir)[1:]], workdir,
+                    files={"connection.yml": conn}, ssh_key=secret)
+    result = run_shard(executor="stand-in", worker=worker, playbook=playbook, inventories=[], hosts=["localhost"],
+                       private_data_dir=tmp_path / "run", ident="01-x-w1-stand-in", ansible_config=REPO_ROOT / "ansible.cfg",
+                       extravars={}, check=False, sink=sink)
+    assert not result.failed, result.failed
+    assert any(fingerprint in s for s in seen), seen
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert "PRIVATE KEY" not in path.read_text(errors="replace"), path

@@ -169,15 +169,32 @@ def image_key(site: Site, image: TypeImage, phase_files: dict[str, str], plan: P
 
 
 def testbed_mapping(site: Site) -> dict[str, str]:
-    """A test bed's site names its mirror as its guests see it; here that is this machine's loopback
-    (infra/vm/mirror_cache.py): guest URL origin -> this machine's. Empty for a real site."""
+    """A test bed's site names its mirrors as its guests see them; here they are on this machine's loopback
+    (infra/vm/mirror_cache.py for Debian, infra/vm/python_index.py for pip): guest URL origin -> this machine's, for
+    each the site names. Empty for a real site."""
     if site.testbed is None:
         return {}
-    from ..vm.mirror_cache import GUEST_URL, HOST_URL
-    guest, here = urllib.parse.urlsplit(GUEST_URL), urllib.parse.urlsplit(HOST_URL)
-    if not any(urllib.parse.urlsplit(u).netloc == guest.netloc for u in site.repositories.urls().values()):
-        return {}
-    return {f"{guest.scheme}://{guest.netloc}": f"{here.scheme}://{here.netloc}"}
+    from ..vm import mirror_cache, python_index
+    named = {urllib.parse.urlsplit(u).netloc for u in site.repositories.urls().values()}
+    out = {}
+    for guest_url, here_url in ((mirror_cache.GUEST_URL, mirror_cache.HOST_URL),
+                                (python_index.GUEST_URL, python_index.HOST_URL)):
+        guest, here = urllib.parse.urlsplit(guest_url), urllib.parse.urlsplit(here_url)
+        if guest.netloc in named:
+            out[f"{guest.scheme}://{guest.netloc}"] = f"{here.scheme}://{here.netloc}"
+    return out
+
+
+def start_testbed_mirrors(site: Site, mapping: dict[str, str]) -> None:
+    """Start the test bed's mirrors the site names (as the demo does): Debian's cache, and the Python index with
+    what the site's execution hosts install."""
+    from ..vm import mirror_cache, python_index
+    origins = {urllib.parse.urlsplit(g).netloc for g in mapping}
+    if urllib.parse.urlsplit(mirror_cache.GUEST_URL).netloc in origins:
+        mirror_cache.ensure_mirror_cache()
+    if urllib.parse.urlsplit(python_index.GUEST_URL).netloc in origins:
+        from ..render.inventory import execution_packages
+        python_index.ensure_python_index(execution_packages(site.provisioning.strategy))
 
 
 def relays_for(mapping: dict[str, str]) -> Relays:
@@ -430,9 +447,8 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
     missing = [i for i in images if not (root / keys[i.node_type] / "image.json").is_file()]
     if missing:
         problems = unanswered(site, mapping)
-        if problems and mapping:            # the test bed's mirror cache, started on demand as the demo does
-            from ..vm.mirror_cache import ensure_mirror_cache
-            ensure_mirror_cache()
+        if problems and mapping:            # the test bed's mirrors, started on demand as the demo does
+            start_testbed_mirrors(site, mapping)
             problems = unanswered(site, mapping)
         if problems:
             raise ImageInputError("; ".join(problems))

@@ -47,11 +47,12 @@ def connection_inventory(vms, from_image: frozenset[str] = frozenset()) -> dict:
     return {"all": {"hosts": hosts}}
 
 
-def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: bool = False) -> int:
-    """Boot the site's hosts, write their connection inventory, run ``up``, then ``playbooks/acceptance.yml`` if present.
+def demo_boot(site_path: Path, from_scratch: bool = False) -> Path:
+    """Boot the site's hosts (or find them running) and write their connection inventory; return its path.
 
     Each host boots from its node type's image (``gigafactory image build``, from the cache or built natively
-    first) and ``up`` applies the configure part; ``from_scratch``: the bare test bed image and the full install."""
+    first; ``from_scratch``: the bare test bed image); running VMs are kept, as they booted. The test bed's mirrors
+    start first: the Debian mirror, and the Python index when the site has execution hosts (what they install)."""
     from ..vm.launcher import Launcher
     from ..vm.mirror_cache import ensure_mirror_cache
     from ..vm.site import specs_for_site
@@ -60,6 +61,11 @@ def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: boo
     plan = build_plan(site, str(site_path))
     vm_dir = state_dir(site.site.name)
     ensure_mirror_cache()      # the demo site's own Debian mirror (repositories.debian), on this machine's loopback
+    if "execution" in plan.groups:
+        # its Python index (repositories.python: python_index.GUEST_URL): what the execution hosts install
+        from ..render.inventory import execution_packages
+        from ..vm.python_index import ensure_python_index
+        ensure_python_index(execution_packages(site.provisioning.strategy))
     launcher = Launcher(vm_dir)
     booted = vm_dir / "booted.json"       # which hosts the running VMs booted from an image
     states = launcher.status()
@@ -75,7 +81,15 @@ def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: boo
     conn = vm_dir / "connection.yml"
     conn.write_text(yaml.safe_dump(connection_inventory(vms, from_image)), encoding="utf-8")
     (vm_dir / "vms.json").write_text(json.dumps([dataclasses.asdict(v) for v in vms], default=str, indent=1))
+    return conn
 
+
+def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: bool = False) -> int:
+    """Boot the site's hosts (``demo_boot``), run ``up``, then ``playbooks/acceptance.yml`` if present.
+
+    ``up`` applies the configure part to hosts booted from their node type's image; ``from_scratch``: the bare test
+    bed image and the full install."""
+    conn = demo_boot(site_path, from_scratch)
     options = options or UpOptions(site=site_path)
     options.site = site_path
     options.inventories = [conn, *options.inventories]

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -145,6 +145,8 @@ def _envvars(ansible_config: str, strategy: str, worker: Worker | None = None) -
     }
     if not here and worker.project:
         env["PYTHONPATH"] = worker.project
+        # ansible.cfg's fact cache is relative to the project, which the worker's user cannot write there
+        env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(PurePosixPath(worker.workdir).parent / "facts")
     return env
 
 
@@ -207,10 +209,20 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
     stderr_path = private_data_dir / "jobs" / f"{ident}.stderr"
     limit = _limit(hosts, job / "limit", f"{worker.workdir}/limit")
     explanation: dict[str, str] = {}
-    streamed = _job(playbook, inventories, limit, extravars, check, ansible_config, strategy, worker)
+    # A worker elsewhere takes the site file and the project's inventories, not this machine's connection
+    # inventories: its own view of them comes with the job (Worker.files, in its workdir).
+    sources = [i for k, i in enumerate(inventories) if k == 0 or worker.sees(i)]
+    for name, text in worker.files.items():
+        (job / name).write_text(text, encoding="utf-8")
+    streamed = _job(playbook, sources, limit, extravars, check, ansible_config, strategy, worker)
+    shipped = [f"{worker.workdir}/connection.yml"] if "connection.yml" in worker.files else []
     # Streaming takes one inventory path; every source goes on the command line instead, in order.
-    streamed["cmdline"] = shlex.join([a for i in streamed.pop("inventory") for a in ("-i", i)]
+    streamed["cmdline"] = shlex.join([a for i in streamed.pop("inventory") + shipped for a in ("-i", i)]
                                      + (["--check", "--diff"] if check else []))
+    if worker.ssh_key:
+        # ansible-runner's own credential path: in the job's arguments over the worker's pipe, into a FIFO there
+        # that ssh-add reads for an ssh-agent wrapping ansible-playbook; never a file, a command line or an artifact
+        streamed["ssh_key"] = worker.ssh_key
     heard = threading.Event()       # set on every message from the worker
 
     def status(data: dict[str, Any], runner_config: Any = None) -> None:

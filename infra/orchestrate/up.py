@@ -367,7 +367,7 @@ def _up(options: UpOptions) -> RunOutcome:
         # The base phase installs the project on the execution hosts from this archive (role execution_host).
         extravars["gf_project_archive"] = project_archive(REPO_ROOT, (run_dir / "project").resolve()).extravars()
     worker_command = options.worker_command or default_worker_command(
-        plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve())
+        plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve(), inventories[1:])
     reports: list[PhaseReport] = []
     stopped: str | None = None
 

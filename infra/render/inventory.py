@@ -159,14 +159,19 @@ def controller_versions(names: tuple[str, ...]) -> dict[str, str]:
         raise RuntimeError(f"the controller's Python has no {err.name}: install gigafactory's dependencies") from err
 
 
+def execution_packages(strategy: str) -> dict[str, str]:
+    """What an execution host installs for a site with this ``provisioning.strategy``: each distribution of
+    EXECUTION_PACKAGES (and mitogen for Mitogen's strategies) at the version this controller runs."""
+    return controller_versions(EXECUTION_PACKAGES + (("mitogen",) if strategy.startswith("mitogen_") else ()))
+
+
 def execution_vars(site: Site, plan: Plan) -> dict[str, Any]:
     """Variables of the ``execution`` group (hosts that run Ansible for others): ``gf_execution``, what the
     execution_host role installs there, at the controller's versions."""
     if "execution" not in plan.groups:
         return {}
-    names = EXECUTION_PACKAGES + (("mitogen",) if site.provisioning.strategy.startswith("mitogen_") else ())
     return {"gf_execution": {"venv": EXECUTION_VENV, "project": EXECUTION_PROJECT,
-                             "packages": controller_versions(names)}}
+                             "packages": execution_packages(site.provisioning.strategy)}}
 
 
 def boot_vars(site: Site, plan: Plan) -> dict[str, Any]:

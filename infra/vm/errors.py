@@ -4,5 +4,6 @@ from .image import ImageBuildError
 from .launcher import LauncherError
 from .mirror import MirrorNotFound
 from .mirror_cache import MirrorCacheError
+from .python_index import PythonIndexError
 
-TESTBED_ERRORS = (LauncherError, ImageBuildError, MirrorNotFound, MirrorCacheError)
+TESTBED_ERRORS = (LauncherError, ImageBuildError, MirrorNotFound, MirrorCacheError, PythonIndexError)
