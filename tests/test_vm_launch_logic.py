@@ -216,3 +216,9 @@ def test_a_diskless_host_without_a_declared_mac_is_refused(tmp_path: Path) -> No
     site = load_site(str(path))
     with pytest.raises(ValueError, match="node01: no boot MAC declared in pools"):
         specs_for_site(site, build_plan(site, str(path)), network_boot=["node01"])
+
+
+def test_adding_vms_needs_a_running_run(tmp_path: Path) -> None:
+    from infra.vm.launcher import Launcher, LauncherError
+    with pytest.raises(LauncherError, match="no running VMs .* run 'up' first"):
+        Launcher(tmp_path).add([DISKLESS])

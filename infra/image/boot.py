@@ -43,7 +43,9 @@ def ipxe_script(base_url: str | None, node_type: str, key: str, console: str = "
         lines.append(f"set {URL_VARIABLE} {base_url.rstrip('/')}")
     else:
         lines.append(f"# the caller sets {URL_VARIABLE} to the URL this bundle is served from")
+    # BOOTIF (pxelinux's convention, which live-boot reads): the interface iPXE booted from, by MAC, is the one
+    # live-boot configures and fetches through; without it, it takes the first interface that answers DHCP.
     lines += [f"kernel ${{{URL_VARIABLE}}}/vmlinuz initrd=initrd.img boot=live fetch=${{{URL_VARIABLE}}}/root.squashfs "
-              f"console={console} quiet",
+              f"BOOTIF=01-${{netX/mac:hexhyp}} console={console} quiet",
               f"initrd ${{{URL_VARIABLE}}}/initrd.img", "boot"]
     return "\n".join(lines) + "\n"

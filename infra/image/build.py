@@ -479,6 +479,35 @@ def site_images(site: Site, plan: Plan, site_path: Path, node_types: list[str] |
     return build(site, plan, site_path, images, phase_digests(REPO_ROOT, site_path, phases), say)
 
 
+def served_node_types(site: Site, plan: Plan) -> list[str]:
+    """The node types of the hosts with a declared boot MAC (``pools[].macs``): the bundles the boot server serves."""
+    declared = {host for pool in site.pools for host in pool.macs}
+    return list(dict.fromkeys(h.node_type for name, h in plan.hosts.items() if name in declared))
+
+
+def netboot_bundles(site: Site, plan: Plan, site_path: Path, node_types: list[str]) -> dict[str, Path]:
+    """Each node type's network-boot bundle in the cache (``<key>/netboot``), never built here: an ImageInputError
+    names every type without one and the command that builds it."""
+    from .chroot import REPO_ROOT
+    if not node_types:
+        return {}
+    images = type_images(site, plan, node_types)
+    digests = phase_digests(REPO_ROOT, site_path, tuple(dict.fromkeys(p for i in images for p in i.phases)))
+    found, missing = {}, []
+    for image in images:
+        path = images_root() / image_key(site, image, digests, plan)
+        if (path / "image.json").is_file():
+            found[image.node_type] = path / "netboot"
+        else:
+            missing.append(image.node_type)
+    if missing:
+        raise ImageInputError(
+            f"provisioning.images: no network-boot bundle of node type {', '.join(missing)} in {images_root()} for "
+            f"the boot server to serve: gigafactory image build {site_path} "
+            + " ".join(f"--node-type {t}" for t in missing))
+    return found
+
+
 # --- what exists ------------------------------------------------------------------------------------------------
 
 

@@ -214,27 +214,62 @@ class Launcher:
             for spec in specs:
                 if spec.name not in already_up:
                     self._boot(state, spec, files[spec.name], accel)
-            timeout = _boot_timeout(accel)
-            for spec in specs:
-                outcome = self._wait_banner(state.vms[spec.name], timeout, None)
-                if outcome != "ready":
-                    raise LauncherError(
-                        f"VM {spec.name} under {accel.value}: {outcome} before SSH came up; "
-                        f"see {state.vms[spec.name].serial_log}")
-            running = [self._running(state.vms[spec.name]) for spec in specs]
-            for vm in running:
-                self._check_login(vm)
-            return running
+            return self._wait_ready(state, specs, accel)
         except BaseException:
             self.down()
             raise
 
+    def add(self, specs: list[VMSpec], images: Mapping[str, Image] | None = None) -> list[RunningVM]:
+        """Boot more VMs into the running run (its segments, a new one with its own switch; its accelerator) and
+        return once each answers SSH: for a VM that needs what the first ones serve, such as a disk-less VM booting
+        from a boot server among them. On failure the added VMs are stopped; the others keep running."""
+        state = self._load()
+        if not state.vms or not all(s.alive for s in self.status()) or state.accel is None:
+            raise LauncherError(f"no running VMs in {self.state_dir}: run 'up' first")
+        taken = sorted({s.name for s in specs} & set(state.vms))
+        if taken:
+            raise LauncherError(f"VM {', '.join(taken)} is already in the run of {self.state_dir}")
+        images = dict(images or {})
+        bare = [s for s in specs if s.name not in images and s.boot == "disk"]
+        image = (self.image or build_image(self.recipe)) if bare else None
+        accel = Accel(state.accel)
+        try:
+            self._start_switches(state, specs)
+            files = {spec.name: self._prepare_vm(state, spec, images.get(spec.name) or image) for spec in specs}
+            self._write_known_hosts(state)
+            for spec in specs:
+                self._boot(state, spec, files[spec.name], accel)
+            return self._wait_ready(state, specs, accel)
+        except BaseException:
+            for spec in specs:
+                vm = state.vms.pop(spec.name, None)
+                if vm is not None:
+                    self._kill_vm(vm)
+                    if vm.overlay:
+                        Path(vm.overlay).unlink(missing_ok=True)
+            self._save(state)
+            raise
+
+    def _wait_ready(self, state: _RunState, specs: list[VMSpec], accel: Accel) -> list[RunningVM]:
+        timeout = _boot_timeout(accel)
+        for spec in specs:
+            outcome = self._wait_banner(state.vms[spec.name], timeout, None)
+            if outcome != "ready":
+                raise LauncherError(
+                    f"VM {spec.name} under {accel.value}: {outcome} before SSH came up; "
+                    f"see {state.vms[spec.name].serial_log}")
+        running = [self._running(state.vms[spec.name]) for spec in specs]
+        for vm in running:
+            self._check_login(vm)
+        return running
+
     def _start_switches(self, state: _RunState, specs: list[VMSpec]) -> None:
-        segments = sorted({nic.segment for spec in specs for nic in spec.nics})
+        """A switch per segment the specs use that the run has none for yet."""
+        segments = sorted({nic.segment for spec in specs for nic in spec.nics} - set(state.switches))
         if not segments:
             return
         # Unix socket paths are limited to 108 bytes; the state dir may be deep.
-        state.sockets_dir = tempfile.mkdtemp(prefix="gf-vde-")
+        state.sockets_dir = state.sockets_dir or tempfile.mkdtemp(prefix="gf-vde-")
         self._save(state)
         for segment in segments:
             sock = Path(state.sockets_dir) / segment
