@@ -26,6 +26,10 @@ rm -rf "$d"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --autoremove live-boot >/dev/null
 """
 
+# The squashfs root's /etc/fstab: never the disk image's (the test bed's names /dev/vda as the root, which
+# systemd-remount-fs then fails to apply to the overlay); live-boot appends its overlay root and /tmp at boot.
+NETBOOT_FSTAB = "# gigafactory network boot: the root is live-boot's overlay, which adds its lines at boot\n"
+
 URL_VARIABLE = "gf-image-url"       # the iPXE setting the script's files are read from
 _URL = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")
 

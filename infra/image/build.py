@@ -37,7 +37,7 @@ from ..vm.guest_files import CONFIGURE_SCRIPT
 from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, Image, boot_files, install_guest_files, unmount_below, cache_root,
                         cached_debootstrap, copy_tree)
 from ..vm.mirror import host_debian_mirror
-from .boot import NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
+from .boot import NETBOOT_FSTAB, NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
 from .chroot import Chroot, ChrootError, Relays
 from .manifest import MANIFEST_PROGRAM, summary
 
@@ -381,6 +381,7 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
     _tool(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), "-F", str(out / "disk.raw"), f"{size >> 10}k"])
     _tool(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(out / "disk.raw"), str(out / "disk.qcow2")])
     say(f"{image.node_type}: network-boot bundle (squashfs root)")
+    (rootfs / "etc" / "fstab").write_text(NETBOOT_FSTAB)        # the disk image, made above, keeps its own
     _tool(["mksquashfs", str(rootfs), str(net / "root.squashfs"), "-noappend", "-quiet", "-no-progress",
            *SQUASHFS_COMPRESSION, "-processors", str(os.cpu_count() or 1)])
     (net / "boot.ipxe").write_text(ipxe_script(None, image.node_type, key))
