@@ -12,7 +12,7 @@ script -> the bundle's boot.ipxe -> kernel and live-boot initrd over HTTP -> liv
 test bed's fw_cfg identity -> SSH. node01 is not booted: every `up` is limited to ctl01 and node02.
 
 Serialized with every other VM user through /tmp/gigafactory-vm.lock; its own launcher state (.cache/netboot/vms),
-never the demo's; the VMs are stopped at the end. Under TCG about 25 minutes with the images cached: slow. The boot
+never the demo's; the VMs are stopped at the end. Under TCG about 13 minutes with the images cached: slow. The boot
 times and the bundle's size are printed and written to .cache/netboot/figures.json (docs/images.md).
 """
 
