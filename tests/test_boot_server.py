@@ -156,3 +156,32 @@ curl -sS --max-time 20 http://{server}/boot/{mac}.ipxe
     assert result.returncode == 0, output + result.stderr.decode()
     assert "tftp-ok" in output
     assert f"set {boot.URL_VARIABLE} http://{server}/images/vm-compute" in output
+
+
+def test_the_bundles_script_makes_live_boot_fetch_through_the_interface_ipxe_booted_from():
+    kernel = next(line for line in boot.ipxe_script(None, "vm-compute", "k").splitlines() if line.startswith("kernel "))
+    assert f"boot=live fetch=${{{boot.URL_VARIABLE}}}/root.squashfs" in kernel
+    assert "BOOTIF=01-${netX/mac:hexhyp}" in kernel       # else live-boot takes the first interface DHCP answers on
+
+
+def test_up_passes_each_served_node_types_bundle_from_the_image_cache_and_refuses_without_one(tmp_path, monkeypatch):
+    from infra.image.build import image_key, images_root, phase_digests, served_node_types, type_images
+    from infra.image.chroot import REPO_ROOT
+    from infra.orchestrate.up import OrchestrationError, UpOptions, boot_bundles, up
+    from infra.plan import build_plan
+    from infra.site import load_site
+    monkeypatch.setenv("GIGAFACTORY_CACHE", str(tmp_path / "cache"))
+    path = site_file(tmp_path, proxy=False)
+    site = load_site(str(path))
+    plan = build_plan(site, str(path))
+    assert served_node_types(site, plan) == ["vm-compute"]          # node01 and node02 declare MACs, ctl01 none
+    runs = tmp_path / "runs"
+    with pytest.raises(OrchestrationError, match="no network-boot bundle of node type vm-compute .*--node-type vm-compute"):
+        up(UpOptions(site=path, only=["boot"], runs_root=runs))
+    assert not runs.exists()                                          # refused before anything was touched
+    # once built (the image's image.json under its key), the bundle is its netboot/ folder in the cache
+    image = type_images(site, plan, ["vm-compute"])[0]
+    built = images_root() / image_key(site, image, phase_digests(REPO_ROOT, path, image.phases), plan)
+    built.mkdir(parents=True)
+    (built / "image.json").write_text("{}")
+    assert boot_bundles(site, plan, path) == {"vm-compute": str(built / "netboot")}

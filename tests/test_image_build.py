@@ -18,6 +18,7 @@ from conftest import DEMO, ROOT, site_data
 
 from infra.cli import main
 from infra.image.build import BUILD_FILES, image_key, install_extravars, phase_digests, tree_kernel, type_images
+from infra.image.boot import NETBOOT_FSTAB
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.stack.node_configuration import PhaseInputs
@@ -235,6 +236,9 @@ def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the
     conf = subprocess.run(["unsquashfs", "-cat", str(folder / "netboot" / "root.squashfs"),
                            "etc/initramfs-tools/update-initramfs.conf"], capture_output=True, text=True, check=True).stdout
     assert "update_initramfs=yes" in conf
+    fstab = subprocess.run(["unsquashfs", "-cat", str(folder / "netboot" / "root.squashfs"), "etc/fstab"],
+                           capture_output=True, text=True, check=True).stdout
+    assert fstab == NETBOOT_FSTAB           # never the disk's root (/dev/vda on a test bed): live-boot adds the overlay
     assert [p.name for p in (cache / "chroots").iterdir() if p.name.startswith("image-base-")], "the base is cached"
     for name, kind in (("disk.raw", "raw"), ("disk.qcow2", "qcow2")):
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(folder / name)],

@@ -149,3 +149,76 @@ def test_image_build_commands_write_to_stderr_never_to_stdout(capfd):
     _run(["echo", "building"])
     out, err = capfd.readouterr()
     assert out == "" and "building" in err
+
+
+DISKLESS = SPEC.model_copy(update={"boot": "network", "boot_interface": "enp0s4"})
+NO_DISK = VMFiles(kernel=None, initrd=None, overlay=None, serial_log=Path("/s/serial.log"),
+                  pidfile=Path("/s/qemu.pid"), fw_cfg={"host_key": Path("/s/hk"), "nics": Path("/s/nics.json")})
+
+
+def test_a_diskless_vm_boots_ipxe_from_its_boot_nic_only() -> None:
+    argv = qemu_argv(DISKLESS, NO_DISK, Accel.TCG, 2222, SOCKETS)
+    assert not {"-kernel", "-initrd", "-append", "-drive"} & set(argv)
+    devices = _pairs(argv, "-device")
+    assert not [d for d in devices if d.startswith("virtio-blk")]
+    nics = [d for d in devices if d.startswith("virtio-net-pci")]
+    booting = [d for d in nics if "bootindex=" in d]
+    # the boot NIC keeps QEMU's iPXE ROM; the SSH NIC (user network) and the other segment's have none
+    assert booting == [f"virtio-net-pci,netdev=nic0,mac={SPEC.mac_of(SPEC.nics[0])},addr=0x4,bootindex=1"]
+    assert all(d.endswith(",romfile=") for d in nics if d not in booting) and len(nics) == 3
+    assert _pairs(argv, "-boot") == ["strict=on"]
+
+
+def test_a_diskless_vm_keeps_its_identity_through_fw_cfg() -> None:
+    fw_cfg = _pairs(qemu_argv(DISKLESS, NO_DISK, Accel.TCG, 2222, SOCKETS), "-fw_cfg")
+    assert "name=opt/gigafactory/hostname,string=node-a" in fw_cfg
+    assert {"name=opt/gigafactory/host_key,file=/s/hk", "name=opt/gigafactory/nics,file=/s/nics.json"} <= set(fw_cfg)
+
+
+def test_a_disk_vm_has_no_boot_order_or_rom_settings() -> None:
+    argv = qemu_argv(SPEC, FILES, Accel.TCG, 2222, SOCKETS)
+    assert "-boot" not in argv
+    assert not [d for d in _pairs(argv, "-device") if "bootindex" in d or "romfile" in d]
+    with pytest.raises(ValueError, match="kernel, initrd and overlay"):
+        qemu_argv(SPEC, NO_DISK, Accel.TCG, 2222, SOCKETS)
+
+
+def _demo_with_macs(tmp_path: Path) -> Path:
+    import yaml
+    from conftest import DEMO
+    data = yaml.safe_load(DEMO.read_text())
+    data["provisioning"]["images"] = {"server": "ctl01"}
+    data["pools"][1]["macs"] = {"node02": "52:54:00:6e:0d:02"}
+    path = tmp_path / "site.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_sites_declared_mac_is_on_the_management_nic_and_a_diskless_host_boots_from_it(tmp_path: Path) -> None:
+    from infra.plan import build_plan
+    from infra.site import load_site
+    from infra.vm.site import specs_for_site
+    path = _demo_with_macs(tmp_path)
+    site = load_site(str(path))
+    specs = {s.name: s for s in specs_for_site(site, build_plan(site, str(path)), network_boot=["node02"])}
+    node02 = specs["node02"]
+    assert (node02.boot, node02.boot_interface) == ("network", "enp0s4")
+    assert node02.boot_nic.segment == "management" and node02.mac_of(node02.boot_nic) == "52:54:00:6e:0d:02"
+    assert (specs["node01"].boot, specs["ctl01"].boot) == ("disk", "disk")
+    assert specs["node01"].nics[0].mac is None          # no declared MAC: a derived one
+
+
+def test_a_diskless_host_without_a_declared_mac_is_refused(tmp_path: Path) -> None:
+    from infra.plan import build_plan
+    from infra.site import load_site
+    from infra.vm.site import specs_for_site
+    path = _demo_with_macs(tmp_path)
+    site = load_site(str(path))
+    with pytest.raises(ValueError, match="node01: no boot MAC declared in pools"):
+        specs_for_site(site, build_plan(site, str(path)), network_boot=["node01"])
+
+
+def test_adding_vms_needs_a_running_run(tmp_path: Path) -> None:
+    from infra.vm.launcher import Launcher, LauncherError
+    with pytest.raises(LauncherError, match="no running VMs .* run 'up' first"):
+        Launcher(tmp_path).add([DISKLESS])

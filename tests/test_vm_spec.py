@@ -49,6 +49,10 @@ def test_macs_are_derived_deterministically_and_distinct() -> None:
         (lambda d: d[1].update(name="node-a"), "name: 'node-a' is used by more than one VM"),
         (lambda d: d[1]["nics"][0].update(address="10.77.0.1/24"), "nics.address: 10.77.0.1 is given to more"),
         (lambda d: d[1]["nics"].append(dict(d[1]["nics"][0])), "[1]: Value error, VM 'node-b' uses an interface twice"),
+        (lambda d: d[0].update(boot="pxe"), "[0].boot"),
+        (lambda d: d[0].update(boot="network"), "[0]: Value error, VM 'node-a' boots from the network: boot_interface"),
+        (lambda d: d[0].update(boot="network", boot_interface="enp0s9"), "[0]: Value error, VM 'node-a' boots from"),
+        (lambda d: d[0].update(boot_interface="enp0s4"), "[0]: Value error, VM 'node-a' boots from its disk"),
     ],
 )
 def test_bad_field_is_named(mutate, field: str) -> None:

@@ -26,6 +26,10 @@ rm -rf "$d"
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --autoremove live-boot >/dev/null
 """
 
+# The squashfs root's /etc/fstab: never the disk image's (the test bed's names /dev/vda as the root, which
+# systemd-remount-fs then fails to apply to the overlay); live-boot appends its overlay root and /tmp at boot.
+NETBOOT_FSTAB = "# gigafactory network boot: the root is live-boot's overlay, which adds its lines at boot\n"
+
 URL_VARIABLE = "gf-image-url"       # the iPXE setting the script's files are read from
 _URL = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")
 
@@ -43,7 +47,9 @@ def ipxe_script(base_url: str | None, node_type: str, key: str, console: str = "
         lines.append(f"set {URL_VARIABLE} {base_url.rstrip('/')}")
     else:
         lines.append(f"# the caller sets {URL_VARIABLE} to the URL this bundle is served from")
+    # BOOTIF (pxelinux's convention, which live-boot reads): the interface iPXE booted from, by MAC, is the one
+    # live-boot configures and fetches through; without it, it takes the first interface that answers DHCP.
     lines += [f"kernel ${{{URL_VARIABLE}}}/vmlinuz initrd=initrd.img boot=live fetch=${{{URL_VARIABLE}}}/root.squashfs "
-              f"console={console} quiet",
+              f"BOOTIF=01-${{netX/mac:hexhyp}} console={console} quiet",
               f"initrd ${{{URL_VARIABLE}}}/initrd.img", "boot"]
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ from ..vm.guest_files import CONFIGURE_SCRIPT
 from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, Image, boot_files, install_guest_files, unmount_below, cache_root,
                         cached_debootstrap, copy_tree)
 from ..vm.mirror import host_debian_mirror
-from .boot import NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
+from .boot import NETBOOT_FSTAB, NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
 from .chroot import Chroot, ChrootError, Relays
 from .manifest import MANIFEST_PROGRAM, summary
 
@@ -398,6 +398,7 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
     _tool(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), "-F", str(out / "disk.raw"), f"{size >> 10}k"])
     _tool(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(out / "disk.raw"), str(out / "disk.qcow2")])
     say(f"{image.node_type}: network-boot bundle (squashfs root)")
+    (rootfs / "etc" / "fstab").write_text(NETBOOT_FSTAB)        # the disk image, made above, keeps its own
     _tool(["mksquashfs", str(rootfs), str(net / "root.squashfs"), "-noappend", "-quiet", "-no-progress",
            *SQUASHFS_COMPRESSION, "-processors", str(os.cpu_count() or 1)])
     (net / "boot.ipxe").write_text(ipxe_script(None, image.node_type, key))
@@ -493,6 +494,35 @@ def site_images(site: Site, plan: Plan, site_path: Path, node_types: list[str] |
     images = type_images(site, plan, node_types)
     phases = tuple(dict.fromkeys(p for image in images for p in image.phases))
     return build(site, plan, site_path, images, phase_digests(REPO_ROOT, site_path, phases), say)
+
+
+def served_node_types(site: Site, plan: Plan) -> list[str]:
+    """The node types of the hosts with a declared boot MAC (``pools[].macs``): the bundles the boot server serves."""
+    declared = {host for pool in site.pools for host in pool.macs}
+    return list(dict.fromkeys(h.node_type for name, h in plan.hosts.items() if name in declared))
+
+
+def netboot_bundles(site: Site, plan: Plan, site_path: Path, node_types: list[str]) -> dict[str, Path]:
+    """Each node type's network-boot bundle in the cache (``<key>/netboot``), never built here: an ImageInputError
+    names every type without one and the command that builds it."""
+    from .chroot import REPO_ROOT
+    if not node_types:
+        return {}
+    images = type_images(site, plan, node_types)
+    digests = phase_digests(REPO_ROOT, site_path, tuple(dict.fromkeys(p for i in images for p in i.phases)))
+    found, missing = {}, []
+    for image in images:
+        path = images_root() / image_key(site, image, digests, plan)
+        if (path / "image.json").is_file():
+            found[image.node_type] = path / "netboot"
+        else:
+            missing.append(image.node_type)
+    if missing:
+        raise ImageInputError(
+            f"provisioning.images: no network-boot bundle of node type {', '.join(missing)} in {images_root()} for "
+            f"the boot server to serve: gigafactory image build {site_path} "
+            + " ".join(f"--node-type {t}" for t in missing))
+    return found
 
 
 # --- what exists ------------------------------------------------------------------------------------------------

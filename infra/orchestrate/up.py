@@ -33,6 +33,7 @@ from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, p
 from .waves import BatchInvalid, phase_waves, waves
 
 HEALTH_PHASE = "health"   # the rollout's gate before a node goes back into service
+BOOT_PHASE = "boot"       # the boot server's phase: it serves the node types' bundles from this machine's image cache
 
 
 class OrchestrationError(ValueError):
@@ -92,6 +93,16 @@ class RunOutcome:
     exit_code: int
     stopped: str | None = None
     wall_seconds: float = 0.0
+
+
+def boot_bundles(site: Site, plan: Plan, site_path: Path) -> dict[str, str]:
+    """What the boot phase serves (role boot_server's ``gf_boot_bundles``): each served node type's network-boot
+    bundle in this machine's image cache, by node type; none built is an OrchestrationError naming the command."""
+    from ..image.build import ImageInputError, netboot_bundles, served_node_types
+    try:
+        return {t: str(p) for t, p in netboot_bundles(site, plan, site_path, served_node_types(site, plan)).items()}
+    except ImageInputError as err:
+        raise OrchestrationError(str(err)) from None
 
 
 def selected_phases(phases: tuple[Phase, ...], only: list[str] | None) -> list[Phase]:
@@ -325,6 +336,8 @@ def _up(options: UpOptions) -> RunOutcome:
             raise OrchestrationError(f"--retry: no earlier {'check ' if options.check else ''}run of this site in {runs}")
         again = retry_starts(read_hosts(previous), phase_names)
         start = {h: again[h] for h in chosen if h in again}
+    boot = [p for p in phases if p.name == BOOT_PHASE]
+    bundles = boot_bundles(site, plan, site_path) if boot and set(boot[0].hosts(plan)) & set(start) else None
     run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o700)          # also a --run-dir that existed before
@@ -366,6 +379,8 @@ def _up(options: UpOptions) -> RunOutcome:
     if "execution" in plan.groups and any(p.local for p in phases):
         # The base phase installs the project on the execution hosts from this archive (role execution_host).
         extravars["gf_project_archive"] = project_archive(REPO_ROOT, (run_dir / "project").resolve()).extravars()
+    if bundles is not None:
+        extravars["gf_boot_bundles"] = bundles
     worker_command = options.worker_command or default_worker_command(
         plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve(), inventories[1:])
     reports: list[PhaseReport] = []

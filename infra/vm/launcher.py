@@ -67,7 +67,7 @@ class _VMState:
     ssh_port: int
     pidfile: str
     serial_log: str
-    overlay: str
+    overlay: str | None          # None: a disk-less VM
     pid: int | None = None
 
 
@@ -174,13 +174,14 @@ class Launcher:
     # -- up ------------------------------------------------------------------------------
     def up(self, specs: list[VMSpec], images: Mapping[str, Image] | None = None) -> list[RunningVM]:
         """Boot every spec and return once each answers SSH with its injected host key. A VM named in ``images``
-        boots from that image (its node type's, infra.image); the others from the launcher's (the bare recipe)."""
+        boots from that image (its node type's, infra.image); the others from the launcher's (the bare recipe), but
+        a disk-less one (``boot: network``) from whatever its boot NIC's segment serves."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if any(s.alive for s in self.status()):
             raise LauncherError(f"VMs of {self.state_dir} are still running: run 'down' first")
         self.down()  # what a crashed run left: switches, sockets, overlays
         images = dict(images or {})
-        bare = [s for s in specs if s.name not in images]
+        bare = [s for s in specs if s.name not in images and s.boot == "disk"]
         image = (self.image or build_image(self.recipe)) if bare else None
         generate_key(self.key_path, "gigafactory-run")
         state = _RunState()
@@ -213,27 +214,62 @@ class Launcher:
             for spec in specs:
                 if spec.name not in already_up:
                     self._boot(state, spec, files[spec.name], accel)
-            timeout = _boot_timeout(accel)
-            for spec in specs:
-                outcome = self._wait_banner(state.vms[spec.name], timeout, None)
-                if outcome != "ready":
-                    raise LauncherError(
-                        f"VM {spec.name} under {accel.value}: {outcome} before SSH came up; "
-                        f"see {state.vms[spec.name].serial_log}")
-            running = [self._running(state.vms[spec.name]) for spec in specs]
-            for vm in running:
-                self._check_login(vm)
-            return running
+            return self._wait_ready(state, specs, accel)
         except BaseException:
             self.down()
             raise
 
+    def add(self, specs: list[VMSpec], images: Mapping[str, Image] | None = None) -> list[RunningVM]:
+        """Boot more VMs into the running run (its segments, a new one with its own switch; its accelerator) and
+        return once each answers SSH: for a VM that needs what the first ones serve, such as a disk-less VM booting
+        from a boot server among them. On failure the added VMs are stopped; the others keep running."""
+        state = self._load()
+        if not state.vms or not all(s.alive for s in self.status()) or state.accel is None:
+            raise LauncherError(f"no running VMs in {self.state_dir}: run 'up' first")
+        taken = sorted({s.name for s in specs} & set(state.vms))
+        if taken:
+            raise LauncherError(f"VM {', '.join(taken)} is already in the run of {self.state_dir}")
+        images = dict(images or {})
+        bare = [s for s in specs if s.name not in images and s.boot == "disk"]
+        image = (self.image or build_image(self.recipe)) if bare else None
+        accel = Accel(state.accel)
+        try:
+            self._start_switches(state, specs)
+            files = {spec.name: self._prepare_vm(state, spec, images.get(spec.name) or image) for spec in specs}
+            self._write_known_hosts(state)
+            for spec in specs:
+                self._boot(state, spec, files[spec.name], accel)
+            return self._wait_ready(state, specs, accel)
+        except BaseException:
+            for spec in specs:
+                vm = state.vms.pop(spec.name, None)
+                if vm is not None:
+                    self._kill_vm(vm)
+                    if vm.overlay:
+                        Path(vm.overlay).unlink(missing_ok=True)
+            self._save(state)
+            raise
+
+    def _wait_ready(self, state: _RunState, specs: list[VMSpec], accel: Accel) -> list[RunningVM]:
+        timeout = _boot_timeout(accel)
+        for spec in specs:
+            outcome = self._wait_banner(state.vms[spec.name], timeout, None)
+            if outcome != "ready":
+                raise LauncherError(
+                    f"VM {spec.name} under {accel.value}: {outcome} before SSH came up; "
+                    f"see {state.vms[spec.name].serial_log}")
+        running = [self._running(state.vms[spec.name]) for spec in specs]
+        for vm in running:
+            self._check_login(vm)
+        return running
+
     def _start_switches(self, state: _RunState, specs: list[VMSpec]) -> None:
-        segments = sorted({nic.segment for spec in specs for nic in spec.nics})
+        """A switch per segment the specs use that the run has none for yet."""
+        segments = sorted({nic.segment for spec in specs for nic in spec.nics} - set(state.switches))
         if not segments:
             return
         # Unix socket paths are limited to 108 bytes; the state dir may be deep.
-        state.sockets_dir = tempfile.mkdtemp(prefix="gf-vde-")
+        state.sockets_dir = state.sockets_dir or tempfile.mkdtemp(prefix="gf-vde-")
         self._save(state)
         for segment in segments:
             sock = Path(state.sockets_dir) / segment
@@ -252,7 +288,7 @@ class Launcher:
             state.switches[segment] = pid
             self._save(state)
 
-    def _prepare_vm(self, state: _RunState, spec: VMSpec, image: Image) -> VMFiles:
+    def _prepare_vm(self, state: _RunState, spec: VMSpec, image: Image | None) -> VMFiles:
         vm_dir = self._vm_dir(spec.name)
         if vm_dir.exists():
             shutil.rmtree(vm_dir)
@@ -262,17 +298,21 @@ class Launcher:
         nics.write_text(json.dumps([
             {"segment": n.segment, "interface": n.interface, "mac": spec.mac_of(n),
              "address": str(n.address) if n.address else None} for n in spec.nics], indent=2))
-        overlay = vm_dir / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image.disk_format,
-                        "-b", str(image.disk), str(overlay)], check=True)
+        kernel = initrd = overlay = None          # a disk-less VM: the firmware boots from its NIC
+        if spec.boot == "disk":
+            if image is None:
+                raise LauncherError(f"VM {spec.name}: no image to boot from")
+            kernel, initrd, overlay = image.kernel, image.initrd, vm_dir / "disk.qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", image.disk_format,
+                            "-b", str(image.disk), str(overlay)], check=True)
         files = VMFiles(
-            kernel=image.kernel, initrd=image.initrd, overlay=overlay,
+            kernel=kernel, initrd=initrd, overlay=overlay,
             serial_log=vm_dir / "serial.log", pidfile=vm_dir / "qemu.pid",
             fw_cfg={"host_key": host_key, "host_key_pub": host_key.with_suffix(".pub"),
                     "authorized_keys": self.key_path.with_suffix(".pub"), "nics": nics},
         )
         state.vms[spec.name] = _VMState(spec.name, _free_port(), str(files.pidfile),
-                                        str(files.serial_log), str(overlay))
+                                        str(files.serial_log), str(overlay) if overlay else None)
         self._save(state)
         return files
 
@@ -330,7 +370,8 @@ class Launcher:
         state = self._load()
         for vm in state.vms.values():
             self._kill_vm(vm)
-            Path(vm.overlay).unlink(missing_ok=True)
+            if vm.overlay:
+                Path(vm.overlay).unlink(missing_ok=True)
             for key in self._vm_dir(vm.name).glob("ssh_host_*"):
                 key.unlink()
         switches = dict(state.switches)

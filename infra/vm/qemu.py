@@ -22,14 +22,39 @@ KERNEL_ARGS = (
 
 @dataclass(frozen=True)
 class VMFiles:
-    """Where one VM's run-time files live."""
+    """Where one VM's run-time files live (a disk-less VM has no kernel, initrd or overlay)."""
 
-    kernel: Path
-    initrd: Path
-    overlay: Path
+    kernel: Path | None
+    initrd: Path | None
+    overlay: Path | None
     serial_log: Path
     pidfile: Path
     fw_cfg: dict[str, Path] = field(default_factory=dict)
+
+
+def _nic_device(spec: VMSpec, netdev: str, mac: str, slot: int, boot: bool) -> str:
+    """A virtio NIC. On a disk-less VM only the boot NIC carries an option ROM (iPXE) and a boot index; every other
+    NIC has none (``romfile=``), so the firmware never tries the SSH NIC's user network or a private segment."""
+    device = f"virtio-net-pci,netdev={netdev},mac={mac},addr={slot:#x}"
+    if spec.boot == "network":
+        device += ",bootindex=1" if boot else ",romfile="
+    return device
+
+
+def boot_argv(spec: VMSpec, files: VMFiles) -> list[str]:
+    """What the VM boots: the image's kernel, initrd and overlay disk; or, disk-less, the firmware's network boot
+    (SeaBIOS with ``strict=on``: the boot NIC's iPXE or nothing), its console text on the serial port (sgabios)."""
+    if spec.boot == "network":
+        return ["-boot", "strict=on", "-device", "sga"]
+    if files.kernel is None or files.initrd is None or files.overlay is None:
+        raise ValueError(f"VM {spec.name!r} boots from its disk: kernel, initrd and overlay are needed")
+    return [
+        "-kernel", str(files.kernel), "-initrd", str(files.initrd), "-append", KERNEL_ARGS,
+        # The overlay is the VM's own throw-away layer over the cached image: cache=unsafe lets the host ignore
+        # the guest's flushes, which under TCG otherwise dominate every dpkg run (a host crash loses only the VM).
+        "-drive", f"if=none,id=disk0,format=qcow2,cache=unsafe,file={files.overlay}",
+        "-device", f"virtio-blk-pci,drive=disk0,addr={DISK_SLOT:#x}",
+    ]
 
 
 def qemu_argv(
@@ -50,18 +75,15 @@ def qemu_argv(
         # Either a reboot ends QEMU, or it restarts the guest and only a panic (reported by the pvpanic device
         # once its driver loaded; earlier, the kernel's panic=-1 restarts it) ends QEMU.
         *(["-device", "pvpanic", "-action", "panic=exit-failure"] if spec.reboot else ["-no-reboot"]),
-        "-kernel", str(files.kernel), "-initrd", str(files.initrd), "-append", KERNEL_ARGS,
-        # The overlay is the VM's own throw-away layer over the cached image: cache=unsafe lets the host ignore
-        # the guest's flushes, which under TCG otherwise dominate every dpkg run (a host crash loses only the VM).
-        "-drive", f"if=none,id=disk0,format=qcow2,cache=unsafe,file={files.overlay}",
-        "-device", f"virtio-blk-pci,drive=disk0,addr={DISK_SLOT:#x}",
+        *boot_argv(spec, files),
         "-netdev", f"user,id=mgmt,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-        "-device", f"virtio-net-pci,netdev=mgmt,mac={spec.mgmt_mac},addr={MGMT_SLOT:#x}",
+        "-device", _nic_device(spec, "mgmt", spec.mgmt_mac, MGMT_SLOT, boot=False),
     ]
     for index, nic in enumerate(spec.nics):
         argv += [
             "-netdev", f"vde,id=nic{index},sock={segment_sockets[nic.segment]}",
-            "-device", f"virtio-net-pci,netdev=nic{index},mac={spec.mac_of(nic)},addr={nic.slot:#x}",
+            "-device", _nic_device(spec, f"nic{index}", spec.mac_of(nic), nic.slot,
+                                   boot=nic.interface == spec.boot_interface),
         ]
     argv += ["-device", f"virtio-rng-pci,addr={RNG_SLOT:#x}"]
     argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}/hostname,string={spec.name}"]

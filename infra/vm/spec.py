@@ -7,7 +7,7 @@ import json
 import re
 from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -56,7 +56,7 @@ class NicSpec(BaseModel):
 
 
 class VMSpec(BaseModel):
-    """One VM: name (also its hostname), size, and NICs on private segments."""
+    """One VM: name (also its hostname), size, NICs on private segments, and what it boots from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,6 +67,10 @@ class VMSpec(BaseModel):
     # False: a reboot (or a panic) ends QEMU, which the launcher reports as 'exited' at once. True: the guest
     # restarts in place like a real host (day-two rollouts reboot nodes), and a panic still ends QEMU (pvpanic).
     reboot: bool = False
+    # disk: the image's kernel, initrd and a throw-away overlay of its disk. network: no disk, no kernel given; the
+    # firmware boots iPXE (QEMU's ROM, Debian's ipxe-qemu) from the NIC ``boot_interface`` names, and only from it.
+    boot: Literal["disk", "network"] = "disk"
+    boot_interface: str | None = None
 
     @model_validator(mode="after")
     def _interfaces_unique(self) -> VMSpec:
@@ -74,6 +78,21 @@ class VMSpec(BaseModel):
         if len(names) != len(set(names)):
             raise ValueError(f"VM {self.name!r} uses an interface twice: {names}")
         return self
+
+    @model_validator(mode="after")
+    def _network_boot_names_one_of_its_nics(self) -> VMSpec:
+        names = [nic.interface for nic in self.nics]
+        if self.boot == "network" and self.boot_interface not in names:
+            raise ValueError(f"VM {self.name!r} boots from the network: boot_interface must name one of its NICs "
+                             f"({', '.join(names) or 'it has none'}), not {self.boot_interface!r}")
+        if self.boot == "disk" and self.boot_interface is not None:
+            raise ValueError(f"VM {self.name!r} boots from its disk: boot_interface is only for boot: network")
+        return self
+
+    @property
+    def boot_nic(self) -> NicSpec | None:
+        """The NIC a disk-less VM boots from (None for a disk boot)."""
+        return next((n for n in self.nics if n.interface == self.boot_interface), None)
 
     def mac_of(self, nic: NicSpec) -> str:
         return nic.mac or derived_mac(self.name, nic.segment, nic.interface)
