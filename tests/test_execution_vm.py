@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import pytest
 import yaml
 
 from conftest import DEMO, ROOT
+from vmcli import LOCK, gigafactory, on_vm
 
 pytestmark = [
     pytest.mark.vm, pytest.mark.root, pytest.mark.slow,
@@ -43,20 +43,15 @@ pytestmark = [
                        reason="needs root, qemu and flock"),
 ]
 
-LOCK = "/tmp/gigafactory-vm.lock"
 # the demo's VMs as `gigafactory demo` of this checkout keeps them; GIGAFACTORY_DEMO_STATE: another checkout's
 STATE = Path(os.environ.get("GIGAFACTORY_DEMO_STATE") or ROOT / ".cache" / "demo" / "demo")
 # beside the demo's site file: its group_vars apply, and it is in the project archive the execution host unpacks
 VARIANT = DEMO.parent / "execution-test.yml"
 
 
-def gigafactory(*args: str, timeout: float = 3600) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", "import sys; from infra.cli import main; sys.exit(main())", *args]
+def timed(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    print(f"$ gigafactory {' '.join(args)}: rc {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    result = gigafactory(*args)
     return result, time.monotonic() - start
 
 
@@ -68,16 +63,7 @@ def run_dir_of(result: subprocess.CompletedProcess) -> Path:
 
 
 def on(host: str, *command: str) -> str:
-    """A command on a demo VM over SSH as root (sudo), with the VMs' pinned host keys."""
-    import shlex
-
-    from infra.vm.ssh import ssh_argv
-    vm = {v["name"]: v for v in json.loads((STATE / "vms.json").read_text())}[host]
-    argv = ssh_argv(vm["ssh_host"], vm["ssh_port"], vm["user"], Path(vm["key_path"]), Path(vm["known_hosts"]),
-                    [shlex.join(["sudo", "-n", *command])])
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{host}: {shlex.join(command)}: rc {result.returncode}: {result.stderr.strip()}"
-    return result.stdout.strip()
+    return on_vm(STATE, host, *command)
 
 
 def shard_events(run: Path, ident: str) -> list[dict]:
@@ -118,11 +104,11 @@ def test_ctl01_runs_the_phases_of_node01_and_node02(tmp_path):
         first_conn.write_text(yaml.safe_dump(hosts))
         # The test bed's VMs get their management addresses from the base phase (a site's hosts from DHCP at boot):
         # the base phase from here first, as `gigafactory demo` runs it (no change on provisioned VMs).
-        prepared, _ = gigafactory("up", str(DEMO), "--phase", "base", "-i", str(conn))
+        prepared, _ = timed("up", str(DEMO), "--phase", "base", "-i", str(conn))
         assert prepared.returncode == 0, prepared.stdout[-3000:]
         since = on("node01", "date", "+%Y-%m-%d %H:%M:%S")
 
-        result, _ = gigafactory("up", str(VARIANT), "--phase", "base,rdma", "-i", str(first_conn))
+        result, _ = timed("up", str(VARIANT), "--phase", "base,rdma", "-i", str(first_conn))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         run = run_dir_of(result)
         summary = json.loads((run / "summary.json").read_text())
@@ -156,9 +142,9 @@ def test_ctl01_runs_the_phases_of_node01_and_node02(tmp_path):
         assert on("ctl01", "sh", "-c", "ls /var/tmp/gigafactory/demo 2>/dev/null | grep -v '^facts$' || true") == ""
 
         # the rdma phase alone, from the controller and from ctl01: the wall time of each (reported, not asserted)
-        here, here_s = gigafactory("up", str(DEMO), "--phase", "rdma", "-i", str(conn))
+        here, here_s = timed("up", str(DEMO), "--phase", "rdma", "-i", str(conn))
         assert here.returncode == 0, here.stdout[-3000:]
-        there, there_s = gigafactory("up", str(VARIANT), "--phase", "rdma", "-i", str(conn))
+        there, there_s = timed("up", str(VARIANT), "--phase", "rdma", "-i", str(conn))
         assert there.returncode == 0, there.stdout[-3000:]
         for name, res, wall in (("controller", here, here_s), ("ctl01", there, there_s)):
             s = json.loads((run_dir_of(res) / "summary.json").read_text())

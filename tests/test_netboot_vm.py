@@ -25,7 +25,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from vmcli import LOCK, gigafactory
 
 pytestmark = [
     pytest.mark.vm, pytest.mark.root, pytest.mark.slow,
@@ -40,7 +40,6 @@ pytestmark = [
                        reason="needs root, qemu and flock"),
 ]
 
-LOCK = "/tmp/gigafactory-vm.lock"
 WORK = ROOT / ".cache" / "netboot"
 MAC = "52:54:00:6e:0d:02"          # node02's boot interface, as the site declares it
 DISKLESS = "node02"
@@ -59,15 +58,6 @@ def netboot_site() -> Path:
     next(p for p in data["pools"] if p["name"] == "compute")["macs"] = {DISKLESS: MAC}
     (folder / "site.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     return folder / "site.yml"
-
-
-def gigafactory(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", "import sys; from infra.cli import main; sys.exit(main())", *args]
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    print(f"$ gigafactory {' '.join(args)}: rc {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 def on(vm, *command: str, check: bool = True, timeout: float = 120) -> str:

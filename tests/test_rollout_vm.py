@@ -24,10 +24,8 @@ import fcntl
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from vmcli import LOCK, gigafactory, on_vm
 
 pytestmark = [
     pytest.mark.vm, pytest.mark.root, pytest.mark.slow,
@@ -43,29 +42,11 @@ pytestmark = [
 ]
 
 DEMO_DIR = ROOT / "inventories" / "demo"
-LOCK = "/tmp/gigafactory-vm.lock"
 STATE = ROOT / ".cache" / "demo" / "demo"
 
 
-def gigafactory(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", "import sys; from infra.cli import main; sys.exit(main())", *args]
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    print(f"$ gigafactory {' '.join(args)}: rc {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
 def on(host: str, *command: str) -> str:
-    """A command on a demo VM over SSH (its user, sudo for root), the VMs' pinned host keys."""
-    from infra.vm.ssh import ssh_argv
-    vm = {v["name"]: v for v in json.loads((STATE / "vms.json").read_text())}[host]
-    # ssh hands the remote shell one line: each argument quoted for it
-    argv = ssh_argv(vm["ssh_host"], vm["ssh_port"], vm["user"], Path(vm["key_path"]), Path(vm["known_hosts"]),
-                    [shlex.join(["sudo", "-n", *command])])
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{host}: {shlex.join(command)}: rc {result.returncode}: {result.stderr.strip()}"
-    return result.stdout.strip()
+    return on_vm(STATE, host, *command)
 
 
 def site_version(tmp: Path, name: str, change) -> Path:
