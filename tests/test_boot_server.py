@@ -102,8 +102,8 @@ def test_each_hosts_ipxe_script_names_its_node_types_bundle(rendered):
 
 @pytest.fixture(scope="module")
 def debian_dnsmasq(tmp_path_factory):
-    """Debian 13's dnsmasq, ipxe and nginx in a throw-away overlay of a cached chroot (private mount namespace)."""
-    base = cached_chroot("boot", "trixie", ["dnsmasq-base", "ipxe", "curl", "nginx"])
+    """Debian 13's dnsmasq, ipxe, nginx and busybox (its udhcpc) in a throw-away overlay of a cached chroot (private mount namespace)."""
+    base = cached_chroot("boot", "trixie", ["dnsmasq-base", "ipxe", "curl", "nginx", "busybox"])
     layers = tmp_path_factory.mktemp("boot-chroot")
     with Chroot(layers / "layers" / "merged", layers / "scratch", setup=overlay_setup(base, layers / "layers")) as chroot:
         yield chroot
@@ -156,6 +156,44 @@ curl -sS --max-time 20 http://{server}/boot/{mac}.ipxe
     assert result.returncode == 0, output + result.stderr.decode()
     assert "tftp-ok" in output
     assert f"set {boot.URL_VARIABLE} http://{server}/images/vm-compute" in output
+
+
+def test_a_declared_mac_is_leased_its_planned_address_and_no_router_an_undeclared_one_nothing(rendered,
+                                                                                               debian_dnsmasq):
+    """A real DHCP exchange on a veth pair in a private network namespace: busybox's udhcpc with node01's MAC gets
+    node01's planned address and no router (the boot server is not the network's gateway); another MAC gets no
+    lease at all."""
+    out, addresses = rendered[False], plan_addresses()
+    server = addresses["ctl01"]
+    body = f"""
+cp {out}/dnsmasq.conf "$R/tmp/boot.conf"
+mkdir -p "$R/srv/gigafactory/tftp"
+printf '%s\\n' '#!/bin/sh' '[ "$1" = bound ] && echo "lease ip=$ip router=${{router:-none}}"' 'exit 0' > "$R/tmp/lease.sh"
+chmod 0755 "$R/tmp/lease.sh"
+export R
+exec unshare --net bash -c '
+set -eu
+ip link set lo up
+ip link add srv type veth peer name cli
+ip addr add {server}/24 dev srv
+ip link set srv up
+chroot "$R" dnsmasq --conf-file=/tmp/boot.conf --user=root --pid-file=/tmp/dnsmasq.pid --log-facility=/tmp/dnsmasq.log
+trap "kill \\$(cat $R/tmp/dnsmasq.pid)" EXIT
+ip link set cli address {MACS["node01"].lower()}
+ip link set cli up
+chroot "$R" busybox udhcpc -i cli -n -q -f -t 5 -T 2 -s /tmp/lease.sh
+ip link set cli down
+ip link set cli address 52:54:00:aa:00:99
+ip link set cli up
+if chroot "$R" busybox udhcpc -i cli -n -q -f -t 2 -T 2 -s /tmp/lease.sh; then echo undeclared-leased; fi
+'
+"""
+    result = debian_dnsmasq.shell(body, check=False, timeout=120)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output + result.stderr.decode()
+    leases = [line for line in output.splitlines() if line.startswith("lease ")]
+    assert leases == [f"lease ip={addresses['node01']} router=none"], output
+    assert "undeclared-leased" not in output
 
 
 def test_the_bundles_script_makes_live_boot_fetch_through_the_interface_ipxe_booted_from():
