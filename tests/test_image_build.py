@@ -194,6 +194,38 @@ def test_the_chroot_runners_dev_is_private_with_five_nodes(tmp_path):
 # --- a real build -----------------------------------------------------------------------------------------------
 
 
+def test_a_second_install_pass_that_changes_anything_is_named_task_by_task(tmp_path, monkeypatch):
+    """The builder runs every phase's install part again over the finished tree; whatever changes there (a task
+    that is not idempotent, which a node booted from the image would repeat) is returned, phase, role and task."""
+    from types import SimpleNamespace
+
+    from infra.image import build as image_build
+    from infra.orchestrate import runner
+    from infra.orchestrate.runner import WaveResult
+    path = ROOT / "inventories" / "demo" / "site.yml"
+    site = load_site(path)
+    plan = build_plan(site, path)
+    [image] = type_images(site, plan, ["vm-compute"])
+    root = tmp_path / "root"
+    (root / "boot").mkdir(parents=True)
+    (root / "boot" / "vmlinuz-6.12.0-1-amd64").write_bytes(b"")
+    (root / "boot" / "initrd.img-6.12.0-1-amd64").write_bytes(b"")
+    host = "image-k"
+
+    def fake_run_wave(*, ident, sink, hosts, **_):
+        changes = ident == "03-slurm-again"        # one task of one role changes on the second pass
+        sink({"event": "runner_on_ok", "event_data": {"host": host, "role": "slurm_common",
+              "task": "Slurm directories", "res": {"changed": changes}}})
+        return WaveResult(hosts=list(hosts), changed={host: int(changes)})
+    monkeypatch.setattr(runner, "run_wave", fake_run_wave)
+    chroot = SimpleNamespace(root=root, python=Path("/usr/bin/python3"), tmp=Path("/tmp"))
+    run = lambda again: image_build._run_phases(site, plan, path, image, "k", chroot, tmp_path / "work",  # noqa: E731
+                                                lambda _: None, again=again)
+    (tmp_path / "work").mkdir()
+    assert run(False) == []
+    assert run(True) == ["slurm: slurm_common: Slurm directories"]
+
+
 def small_site(tmp_path: Path) -> Path:
     """The demo without fabric, Slurm or tenants: one plain node type, so its image holds base and health."""
     data = site_data(DEMO)

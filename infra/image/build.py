@@ -296,26 +296,39 @@ def install_extravars(phase: str, kernel: str) -> dict[str, str]:
 
 
 def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, chroot: Chroot,
-                work: Path, say: Say) -> None:
+                work: Path, say: Say, again: bool = False) -> list[str]:
+    """Every phase's install part into the tree. ``again``: a second pass over the finished tree, which must find
+    the install part satisfied; returns the tasks that changed there ("phase: role: task"), for the caller to refuse."""
     from ..orchestrate.runner import run_wave
     from ..orchestrate.up import REPO_ROOT
     host = f"image-{key}"
     inventory_dir = work / "inventory"
-    inventory_dir.mkdir()
-    (inventory_dir / "hosts.yml").write_text(yaml.safe_dump(_inventory(site, plan, image, host, chroot)))
-    beside = site_path.parent / "group_vars"
-    if beside.is_dir():
-        (inventory_dir / "group_vars").symlink_to(beside)
+    if not inventory_dir.is_dir():
+        inventory_dir.mkdir()
+        (inventory_dir / "hosts.yml").write_text(yaml.safe_dump(_inventory(site, plan, image, host, chroot)))
+        beside = site_path.parent / "group_vars"
+        if beside.is_dir():
+            (inventory_dir / "group_vars").symlink_to(beside)
+    changed: list[str] = []
     for i, phase in enumerate(image.phases, 1):
-        say(f"{image.node_type}: phase {phase} (install part)")
+        say(f"{image.node_type}: phase {phase} ({'install part again: nothing may change' if again else 'install part'})")
+        show = _ansible_events(say, image.node_type, phase)
+
+        def sink(event: dict[str, Any], show=show, phase=phase) -> None:
+            show(event)
+            data = event.get("event_data") or {}
+            if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+                changed.append(f"{phase}: {data.get('role') or '-'}: {data.get('task', '')}")
         result = run_wave(playbook=REPO_ROOT / "playbooks" / f"{phase}.yml", inventories=[inventory_dir / "hosts.yml"],
-                          hosts=[host], private_data_dir=work / "ansible", ident=f"{i:02d}-{phase}",
+                          hosts=[host], private_data_dir=work / "ansible", ident=f"{i:02d}-{phase}" + ("-again" * again),
                           ansible_config=REPO_ROOT / "ansible.cfg", check=False,
-                          extravars=install_extravars(phase, tree_kernel(chroot.root)),
-                          sink=_ansible_events(say, image.node_type, phase))
+                          extravars=install_extravars(phase, tree_kernel(chroot.root)), sink=sink)
         if result.failed:
             failure = result.failed[host]
             raise ImageBuildFailed(f"{image.node_type}: phase {phase} failed at task {failure.task!r}: {failure.message}")
+        if result.changed.get(host) and not any(c.startswith(f"{phase}: ") for c in changed):
+            changed.append(f"{phase}: {result.changed[host]} task(s)")
+    return changed
 
 
 # Settings of the tree while it is built, none of them in the image: dpkg without fsync (the tree is thrown away on
@@ -374,6 +387,11 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
             if site.testbed is not None:
                 chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])
             _run_phases(site, plan, site_path, image, key, chroot, work, say)
+            # A node booted from the image finds its install part satisfied: proved on the image itself, every build.
+            changed = _run_phases(site, plan, site_path, image, key, chroot, work, say, again=True)
+            if changed:
+                raise ImageBuildFailed(f"{image.node_type}: the install part changed the finished image again: "
+                                       + "; ".join(changed))
             say(f"{image.node_type}: initrds (disk, network boot) and the package manifest")
             chroot.run(["/bin/sh", "-c", BUILD_SETTINGS_OFF])
             chroot.run(["/bin/sh", "-c", FINISH], timeout=1800)
