@@ -132,13 +132,22 @@ def print_acceptance(report: dict, path: Path) -> None:
     slurm, rdma = report.get("slurm"), report.get("rdma")
     table.add_row("Slurm 2-node job", f"ran on {', '.join(slurm['ran_on'])} (account {slurm['account']})"
                   if slurm else "not run")
-    table.add_row("RDMA write bandwidth", f"{' -> '.join(reversed(rdma['pair']))}: {float(rdma['gbits']):.2f} Gb/s "
-                  f"(floor {float(rdma['floor']):g})" if rdma else "not run")
+    table.add_row("RDMA write bandwidth", rdma_result(rdma) if rdma else "not run")
     for host, passed in sorted(report.get("health", {}).items()):
         reason = (report.get("health_reasons") or {}).get(host) or ""
         table.add_row(f"health gate {host}", "passed" if passed else f"FAILED: {reason}")
     Console().print(table)
     print(f"acceptance report: {path}")
+
+
+def rdma_result(rdma: dict) -> str:
+    """The RDMA row: the pair's figure, the verdict with its floor and rule, and on emulated HCAs each node's loopback."""
+    pair = " -> ".join(reversed(rdma["pair"]))
+    if "detail" not in rdma:       # a report of before the verdict had a rule: a fixed floor
+        return f"{pair}: {float(rdma['gbits']):.2f} Gb/s (floor {float(rdma['floor']):g})"
+    verdict = rdma["detail"].removeprefix("ib_write_bw ").replace(" Gb/s, ", " Gb/s, passed: " if rdma["passed"] else " Gb/s, FAILED: ", 1)
+    loopback = ", ".join(f"{host} {gbits:.2g}" for host, gbits in sorted(rdma.get("loopback", {}).items()))
+    return f"{pair}: {verdict}" + (f" (loopback {loopback} Gb/s)" if loopback else "")
 
 
 def demo_down(site_path: Path) -> None:

@@ -132,6 +132,7 @@ def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
         out[f.name] = {
             "kind": f.kind,
             "rate": f.rate,
+            "link_gbits": declared[f.name].link_gbits,
             "rails": [{"rail": r.rail, "cidr": r.cidr, "interface": r.interface} for r in f.rails],
             "ip_mode": ip.mode if ip else None,
             "ip_mtu": ip.mtu if ip else None,

@@ -222,6 +222,12 @@ class FabricIp(Strict):
     mtu: int | None = None
 
 
+# One rail's link rate in Gb/s for each fabric rate (InfiniBand 4x ports: EDR 100, HDR 200, NDR 400, XDR 800; Ethernet
+# as named): the acceptance's floor on real HCAs is a fraction of it (playbooks/acceptance.yml, docs/testbed.md).
+RATE_GBITS: dict[str, int] = {"edr": 100, "hdr": 200, "ndr": 400, "xdr": 800,
+                              "25g": 25, "100g": 100, "200g": 200, "400g": 400, "800g": 800}
+
+
 class Fabric(Strict):
     name: Annotated[Name, LIVE]
     kind: Annotated[Literal["infiniband", "roce"], REBOOT]
@@ -234,6 +240,11 @@ class Fabric(Strict):
     ipoib: Annotated[FabricIp | None, DRAIN] = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
                                    description="IP over the fabric (IPoIB, or plain IP on RoCE): one subnet per rail.")
     interfaces: Annotated[list[InterfaceName] | None, DRAIN] = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
+
+    @property
+    def link_gbits(self) -> int:
+        """One rail's link rate in Gb/s (``rate`` as a number)."""
+        return RATE_GBITS[self.rate]
 
 
 # --- hardware and placement ---------------------------------------------------------
