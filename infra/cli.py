@@ -101,7 +101,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
             raise UsageInvalid("--period", "give either --period YYYY-MM (or YYYY) or --eed YYYY")
         if args.eed is not None and "-" in args.eed:
             raise UsageInvalid("--eed", f"{args.eed!r} is not a year: write e.g. 2026")
-        period = parse_period(args.period or args.eed, timezone, "--period" if args.period else "--eed")
+        option = "--period" if args.period is not None else "--eed"      # '' is given, and no period
+        period = parse_period(args.period if args.period is not None else args.eed, timezone, option)
         share = None
         if site.energy and site.energy.supply:
             with _open_input(site.energy.supply, "energy.supply") as supply:

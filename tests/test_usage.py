@@ -163,6 +163,8 @@ def test_cli_eed_prints_it_energy_pue_and_renewable_factor(riga, tmp_path):
 @pytest.mark.parametrize("args, sacct, field", [
     (["--period", "2026-13"], None, "--period"),
     (["--period", "november"], None, "--period"),
+    (["--period", ""], None, "--period"),
+    (["--eed", ""], None, "--eed"),
     (["--eed", "2026-11"], None, "--eed"),
     ([], None, "--period"),
     (["--period", "2026-11", "--tenant", "nobody"], None, "--tenant"),
