@@ -133,7 +133,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         print(f"gigafactory usage: accounting host {err}", file=sys.stderr)   # Prometheus that does not answer
         return EXIT_INVALID
     if args.eed is not None:
-        inputs = eed_inputs(report)
+        inputs = eed_inputs(report, site)
         sys.stdout.write(json.dumps(inputs, indent=1) + "\n" if args.format == "json" else eed_table(inputs))
         return EXIT_OK
     sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))

@@ -16,6 +16,7 @@ from metering_data import with_billing, with_two_gpu_models
 from infra import cli
 from infra.orchestrate.rollout import CommandResult
 
+from infra.site import SiteInvalid
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
 from infra.usage.report import _Hourly
@@ -487,6 +488,45 @@ def test_a_year_is_the_sum_of_its_months_and_its_pue_facility_over_it_energy(rig
         assert ({r.name: r for r in whole.tenants}[name].total
                 == pytest.approx(sum({r.name: r for r in m.tenants}[name].total for m in months), rel=1e-9))
     assert whole.idle.gpu_hours["h200"] == pytest.approx(sum(m.idle.gpu_hours["h200"] for m in months), rel=1e-9)
-    assert whole.pue == pytest.approx(whole.total.facility_kwh / whole.total.it_kwh, rel=1e-12)
+    site_lines = (whole.total, whole.unmetered)                         # the site's PUE: every host of it
+    assert whole.pue == pytest.approx(sum(r.facility_kwh for r in site_lines) / sum(r.it_kwh for r in site_lines),
+                                      rel=1e-12)
     assert whole.pue != pytest.approx(sum(e["pue"] for e in data["energy"]["pue"]) / 10, rel=1e-6)
     assert whole.pue_source == "energy.pue and site.site.power.pue"
+
+
+# --- EED: every host of the site file, energy reuse and water --------------------------------------------------------
+
+def test_cli_eed_counts_every_host_of_the_site_and_the_facility_meters(riga, tmp_path):
+    """Slurm's 96 nodes from accounting (idle: at their rating), the 32 Kubernetes workers and 11 control, storage
+    and service hosts no meter covers at their power ratings; energy reuse and water from energy.facility."""
+    data = with_billing(riga)
+    data["energy"]["facility"] = [{"period": "2025", "reused_kwh": 1.0e6}] + [
+        {"period": f"2025-{m:02d}", "water_m3": 100.0} for m in range(1, 13)]
+    out = _cli(tmp_path, data, "--eed", "2025", "--format", "json", sacct=HEADER + "\n")
+    assert out.returncode == 0, out.stderr
+    eed = json.loads(out.stdout)
+    other = (32 * 10.2 + 11 * 0.8) * 8760
+    assert eed["other_hosts"] == 43 and eed["it_energy_other_hosts_kwh"] == pytest.approx(other)
+    assert eed["it_energy_kwh"] == pytest.approx(96 * 10.2 * 8760 + other)
+    assert eed["total_energy_kwh"] == pytest.approx(eed["it_energy_kwh"] * 1.2)            # no PUE for 2025: design
+    assert eed["energy_reuse_factor"] == pytest.approx(1.0e6 / eed["total_energy_kwh"])
+    assert eed["water_usage_effectiveness_l_per_kwh"] == pytest.approx(1200 * 1000 / eed["it_energy_kwh"])
+    assert "potable water input (m³)" in eed["not_in_site_file"]
+    data["energy"]["facility"].pop()                                    # December's water missing: no year's figure
+    out = _cli(tmp_path, data, "--eed", "2025", sacct=HEADER + "\n")
+    assert out.returncode == 0 and "water input (m³)                not declared (energy.facility)" in out.stdout
+
+
+@pytest.mark.parametrize("entry, field", [
+    ({"period": "2025", "water_m3": -1.0}, "energy.facility[0].water_m3"),
+    ({"period": "2025", "reused_kwh": float("nan")}, "energy.facility[0].reused_kwh"),
+    ({"period": "2025", "reused_kwh": float("inf")}, "energy.facility[0].reused_kwh"),
+    ({"period": "25", "water_m3": 1.0}, "energy.facility[0].period"),
+])
+def test_facility_meters_are_bounded_numbers(riga, entry, field):
+    data = with_billing(riga)
+    data["energy"]["facility"] = [entry]
+    with pytest.raises(SiteInvalid) as err:
+        validate_data(data)
+    assert field in str(err.value)

@@ -31,6 +31,7 @@ from .sacct import Job, UsageInvalid
 
 FLAGS = ("measured", "apportioned", "estimated")
 IDLE = "(idle)"
+UNMETERED = "(unmetered hosts)"
 
 
 @dataclass
@@ -71,6 +72,9 @@ class Report:
     idle: TenantUsage | None
     total: TenantUsage | None
     kubernetes: list[str] = field(default_factory=list)     # clusters whose usage came from their Prometheus
+    # the site's other hosts (control, storage, service, clusters not metered) at their power ratings: the EED's
+    unmetered: TenantUsage | None = None                    # whole-site IT energy is total + unmetered
+    unmetered_hosts: int = 0
 
 
 def pue_for(site: Site, period: Period) -> tuple[float, str]:
@@ -270,15 +274,25 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     mean_share = sum(shares) / len(shares) if shares else declared
     kwh_by_hour = {name: spread.values() for name, spread in hourly.items()}
 
+    elapsed = _Hourly(hours)
+    elapsed.add(0.0, p_end - p_start, (p_end - p_start) / 3600)
+    hour_share = elapsed.values()                       # of each hour, the part inside [start, min(end, now))
     idle = None
     if (site.slurm is not None or metered) and tenant is None:
         idle = TenantUsage(IDLE, known=True)
-        kwh_by_hour[IDLE] = _idle(site, idle, node_counts, used, hours, p_end - p_start)
+        kwh_by_hour[IDLE] = _idle(site, idle, node_counts, used, hour_share)
         idle.cpu_hours -= sum(r.cpu_hours for r in rows.values())
+    others = _unmetered_hosts(site, metered) if tenant is None else {}
+    unmetered = TenantUsage(UNMETERED, known=True) if others else None
+    if unmetered is not None:
+        kw = sum(site.node_types[nt].power_kw for nt in others.values())
+        kwh_by_hour[UNMETERED] = [kw * s for s in hour_share]
+        unmetered.energy_kwh["estimated"] = sum(kwh_by_hour[UNMETERED])
 
     pue_by_hour = [pue for i, (first, pue, _) in enumerate(pues)
                    for _ in range(first, pues[i + 1][0] if i + 1 < len(pues) else hours)]
-    for row in [*rows.values(), *([idle] if idle else [])]:
+    all_rows = [*rows.values(), *(r for r in (idle, unmetered) if r is not None)]
+    for row in all_rows:
         if by_hour:
             kwh = kwh_by_hour.get(row.name, ())
             row.facility_kwh = sum(k * p for k, p in zip(kwh, pue_by_hour, strict=False))
@@ -287,10 +301,9 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         else:
             row.facility_kwh = row.it_kwh * pues[0][1]
             row.renewable_kwh = row.facility_kwh * mean_share
-        if billing is not None and row is not idle:
+        if billing is not None and row.name in rows:
             _price(row, billing)
 
-    all_rows = [*rows.values(), *([idle] if idle else [])]
     it, facility = sum(r.it_kwh for r in all_rows), sum(r.facility_kwh for r in all_rows)
     if len({pue for _, pue, _ in pues}) == 1:
         pue = pues[0][1]
@@ -300,17 +313,26 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     shown = [rows[tenant]] if tenant is not None else list(rows.values())
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
     return Report(site.site.name, period, billing.currency if billing else None, pue, " and ".join(sources), basis,
-                  shown, idle, total, metered)
+                  shown, idle, total, metered, unmetered, len(others))
 
 
-def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict[str, _Hourly], hours: int,
-          seconds: float) -> list[float]:
-    """Fill ``idle`` with each node type's capacity over the first ``seconds`` of the period less what was allocated
-    (GPU-hours per model, energy at the power rating by the same unit; CPU-hours of the capacity, from which the
-    caller takes the tenants'); returns its kWh per hour."""
-    elapsed = _Hourly(hours)
-    elapsed.add(0.0, seconds, seconds / 3600)
-    hour_share = elapsed.values()                       # of each hour, the part inside [start, min(end, now))
+def _unmetered_hosts(site: Site, metered: list[str]) -> dict[str, str]:
+    """Host -> node type of the site's hosts that neither Slurm's partitions nor a metered cluster covers."""
+    covered = {host for pool in site.pools if any(pool.name in part.pools for part in
+                                                  (site.slurm.partitions if site.slurm else ())) for host in pool.hosts}
+    for cluster in site.kubernetes:
+        if cluster.name in metered:
+            covered.update(_cluster_nodes(site, cluster))
+    return {host: pool.type for pool in site.pools for host in pool.hosts
+            if host not in covered and pool.type in site.node_types}
+
+
+def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict[str, _Hourly],
+          hour_share: list[float]) -> list[float]:
+    """Fill ``idle`` with each node type's capacity over the hours counted (``hour_share``: of each hour, the part
+    counted) less what was allocated (GPU-hours per model, energy at the power rating by the same unit; CPU-hours of
+    the capacity, from which the caller takes the tenants'); returns its kWh per hour."""
+    hours = len(hour_share)
     kwh = [0.0] * hours
     for nt_name, count in node_counts.items():
         nt = site.node_types[nt_name]
@@ -323,7 +345,7 @@ def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict
             idle.gpu_hours[model] = idle.gpu_hours.get(model, 0.0) + sum(free)
         rate = nt.power_kw / units
         kwh = [k + f * rate for k, f in zip(kwh, free, strict=True)]
-        idle.cpu_hours += cpus * count * seconds / 3600
+        idle.cpu_hours += cpus * count * sum(hour_share)
     idle.energy_kwh["estimated"] = sum(kwh)
     return kwh
 
@@ -468,19 +490,47 @@ def _sum(rows: list[TenantUsage]) -> TenantUsage:
     return total
 
 
-def eed_inputs(report: Report) -> dict[str, float | str | list[str]]:
-    """What Delegated Regulation (EU) 2024/1364 asks of a data centre that this report can compute, for its period."""
-    it = report.total.it_kwh if report.total else 0.0
-    facility = report.total.facility_kwh if report.total else 0.0
-    renewable = report.total.renewable_kwh if report.total else 0.0
+NOT_IN_SITE_FILE = ("potable water input (m³)", "energy of IT equipment that is no host of the site file: network "
+                    "switches, storage appliances (IT energy counts the site file's hosts)")
+
+
+def _facility_meter(site: Site, period: Period, name: str) -> float | None:
+    """``energy.facility``'s ``name`` for the period: its own entry, else (a year) the sum of its twelve months'."""
+    entries = {e.period: getattr(e, name) for e in site.energy.facility} if site.energy else {}
+    if entries.get(period.name) is not None:
+        return entries[period.name]
+    months = [entries.get(f"{period.name}-{m:02d}") for m in range(1, 13)] if period.months == 12 else [None]
+    return sum(months) if all(v is not None for v in months) else None
+
+
+def eed_inputs(report: Report, site: Site) -> dict[str, float | str | list[str] | None]:
+    """What Delegated Regulation (EU) 2024/1364 asks of a data centre that this report and the site file can give,
+    for its period: IT energy of every host of the site file (Slurm's accounting and the metered clusters for theirs,
+    the others at their power ratings), total energy, PUE, renewable energy, energy reuse and water; and what they
+    cannot (NOT_IN_SITE_FILE)."""
+    lines = [r for r in (report.total, report.unmetered) if r is not None]
+    it = sum(r.it_kwh for r in lines)
+    facility = sum(r.facility_kwh for r in lines)
+    renewable = sum(r.renewable_kwh for r in lines)
+    reused = _facility_meter(site, report.period, "reused_kwh")
+    water = _facility_meter(site, report.period, "water_m3")
     return {
         "period": report.period.name,
         "it_energy_kwh": it,
+        "it_energy_metered_nodes_kwh": report.total.it_kwh if report.total else 0.0,
+        "it_energy_other_hosts_kwh": report.unmetered.it_kwh if report.unmetered else 0.0,
+        "other_hosts": report.unmetered_hosts,
         "total_energy_kwh": facility,
         "pue": report.pue,
         "pue_source": report.pue_source,
         "renewable_energy_kwh": renewable,
         "renewable_energy_factor": renewable / facility if facility else 0.0,
         "renewable_basis": report.renewable_basis,
+        "reused_energy_kwh": reused,
+        "energy_reuse_factor": reused / facility if reused is not None and facility else None,
+        "water_input_m3": water,
+        "water_usage_effectiveness_l_per_kwh": water * 1000 / it if water is not None and it else None,
         "kubernetes_from_prometheus": report.kubernetes,
+        "metered_by": ["Slurm's accounting"] * (site.slurm is not None) + [f"the Prometheus of {c}" for c in report.kubernetes],
+        "not_in_site_file": list(NOT_IN_SITE_FILE),
     }
