@@ -403,11 +403,13 @@ def _edge_case_jobs(rng: random.Random, period) -> list[str]:
     for job in range(1, rng.randint(20, 60)):
         start = int(period.start + rng.uniform(-2, period.hours / 24 + 1) * 86400)
         end = "Unknown" if rng.random() < 0.15 else start + rng.randint(0, 3 * 86400)
-        kind = rng.choice(("h200", "b200", "untyped", "cpu-only"))
+        kind = rng.choice(("h200", "b200", "untyped", "cpu-only", "both"))
         gpus = rng.choice((1, 2, 4, 8, 16))
         nodes = max(1, gpus // 8)
         if kind == "cpu-only":
             partition, tres = "batch", f"cpu={rng.choice((1, 16, 224))},mem=64G,node=1"
+        elif kind == "both":                            # an untyped request Slurm met with nodes of both models
+            partition, tres = "batch", f"cpu=448,gres/gpu:b200=8,gres/gpu:h200={gpus},gres/gpu={8 + gpus},mem=64G,node={1 + nodes}"
         elif kind == "untyped":
             partition, tres = "interactive", f"cpu={8 * gpus},gres/gpu={gpus},mem=64G,node={nodes}"
         else:
@@ -444,6 +446,19 @@ def test_a_job_without_gpus_on_gpu_nodes_pays_cpu_hours_and_takes_no_gpu_share(t
     acme = {r.name: r for r in report.tenants}["acme-ai"]
     assert acme.cpu_hours == 32 and acme.gpu_hours == {} and acme.it_kwh == 0
     assert report.idle.gpu_hours == {"h200": 80 * 8 * 720, "b200": 16 * 8 * 720}
+
+
+def test_a_job_on_nodes_of_two_gpu_models_counts_each_models_gpus_once(two_models):
+    both = ("1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|"
+            "cpu=448,gres/gpu:b200=8,gres/gpu:h200=4,gres/gpu=12,mem=120G,node=2||")
+    report = _report(two_models, jobs=[both])
+    acme = {r.name: r for r in report.tenants}["acme-ai"]
+    assert acme.jobs == 1 and acme.gpu_hours == {"b200": 16.0, "h200": 8.0} and acme.cpu_hours == pytest.approx(896)
+    assert acme.energy_kwh["estimated"] == pytest.approx(11.0 * 2 + 10.2 / 2 * 2)
+    assert report.idle.gpu_hours == {"h200": 80 * 8 * 720 - 8, "b200": 16 * 8 * 720 - 16}
+    # a record of more GPUs than its nodes hold: the estimate is the GPUs' share of as many nodes as they fill
+    crowded = "2|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=8,gres/gpu:h200=16,gres/gpu=16,node=1||"
+    assert {r.name: r for r in _report(two_models, jobs=[crowded]).tenants}["acme-ai"].it_kwh == pytest.approx(10.2 * 2 * 2)
 
 
 def test_a_period_not_over_counts_up_to_now(site):

@@ -229,13 +229,16 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         else:
             units = 0 if gpu_node else job.cpus         # no GPU held on a GPU node: no share of it, nor of its energy
         capacity = per_node * nodes
+        if units > capacity:                            # more than its nodes hold (a part of a job of several GPU
+            nodes = -(-units // per_node)               # types): as many nodes as its units fill
+            capacity = per_node * nodes
         share = units / capacity if capacity and units < capacity else 1.0
         if units:
             spread = used.get(nt_name)
             if spread is None:
                 spread = used[nt_name] = _Hourly(hours)
             spread.add(a - p_start, b - p_start, units * h)
-        row.jobs += 1
+        row.jobs += not job.gpu_split or job.gpu_model == job.gpu_split[0][0]      # a job of several GPU types: once
         row.cpu_hours += job.cpus * h
         row.memory_gb_hours += job.mem_gb * h
         fraction = (b - a) / (end - job.start) if end > job.start else 1.0     # a straddling job's readings split by time
