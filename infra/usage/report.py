@@ -202,6 +202,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     by_hour = supply_share is not None or len({pue for _, pue, _ in pues}) > 1     # energy kept hour by hour
     hourly: dict[str, _Hourly] = {}                     # per tenant line: kWh per hour (when by_hour)
     used: dict[str, _Hourly] = {}                       # per node type: unit-hours allocated, per hour
+    used_total: dict[str, float] = {}                   # the same, for Slurm's jobs, when not kept hour by hour
     p_start = period.start
     p_end = period.end if now is None else min(period.end, max(period.start, now))
     # What each (partition, GPU type, GPU job?) runs on: node type, GPU model if metered by GPUs, units per node,
@@ -233,7 +234,9 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
             nodes = -(-units // per_node)               # types): as many nodes as its units fill
             capacity = per_node * nodes
         share = units / capacity if capacity and units < capacity else 1.0
-        if units:
+        if units and not by_hour:
+            used_total[nt_name] = used_total.get(nt_name, 0.0) + units * h
+        elif units:
             spread = used.get(nt_name)
             if spread is None:
                 spread = used[nt_name] = _Hourly(hours)
@@ -283,7 +286,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     idle = None
     if (site.slurm is not None or metered) and tenant is None:
         idle = TenantUsage(IDLE, known=True)
-        kwh_by_hour[IDLE] = _idle(site, idle, node_counts, used, hour_share)
+        kwh_by_hour[IDLE] = _idle(site, idle, node_counts, used, used_total, hour_share)
         idle.cpu_hours -= sum(r.cpu_hours for r in rows.values())
     others = _unmetered_hosts(site, metered) if tenant is None else {}
     unmetered = TenantUsage(UNMETERED, known=True) if others else None
@@ -331,10 +334,11 @@ def _unmetered_hosts(site: Site, metered: list[str]) -> dict[str, str]:
 
 
 def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict[str, _Hourly],
-          hour_share: list[float]) -> list[float]:
+          used_total: dict[str, float], hour_share: list[float]) -> list[float]:
     """Fill ``idle`` with each node type's capacity over the hours counted (``hour_share``: of each hour, the part
-    counted) less what was allocated (GPU-hours per model, energy at the power rating by the same unit; CPU-hours of
-    the capacity, from which the caller takes the tenants'); returns its kWh per hour."""
+    counted) less what was allocated, hour by hour (``used``) or in all (``used_total``): GPU-hours per model, energy
+    at the power rating by the same unit; CPU-hours of the capacity, from which the caller takes the tenants'.
+    Returns its kWh per hour (of the allocations kept hour by hour)."""
     hours = len(hour_share)
     kwh = [0.0] * hours
     for nt_name, count in node_counts.items():
@@ -343,13 +347,14 @@ def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict
         units = nt.gpus if nt.gpus else cpus
         allocated = used[nt_name].values() if nt_name in used else [0.0] * hours
         free = [units * count * s - u for s, u in zip(hour_share, allocated, strict=True)]
+        free_total = sum(free) - used_total.get(nt_name, 0.0)
         if nt.gpus:
             model = gres_name(nt.gpu.model)
-            idle.gpu_hours[model] = idle.gpu_hours.get(model, 0.0) + sum(free)
+            idle.gpu_hours[model] = idle.gpu_hours.get(model, 0.0) + free_total
         rate = nt.power_kw / units
         kwh = [k + f * rate for k, f in zip(kwh, free, strict=True)]
+        idle.energy_kwh["estimated"] += free_total * rate
         idle.cpu_hours += cpus * count * sum(hour_share)
-    idle.energy_kwh["estimated"] = sum(kwh)
     return kwh
 
 
