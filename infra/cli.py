@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,7 +102,9 @@ def cmd_usage(args: argparse.Namespace) -> int:
             raise UsageInvalid("--period", "give either --period YYYY-MM (or YYYY) or --eed YYYY")
         if args.eed is not None and "-" in args.eed:
             raise UsageInvalid("--eed", f"{args.eed!r} is not a year: write e.g. 2026")
-        period = parse_period(args.period or args.eed, timezone, "--period" if args.period else "--eed")
+        option = "--period" if args.period is not None else "--eed"      # '' is given, and no period
+        period = parse_period(args.period if args.period is not None else args.eed, timezone, option)
+        now = time.time()                   # a period not over yet counts up to now
         share = None
         if site.energy and site.energy.supply:
             with _open_input(site.energy.supply, "energy.supply") as supply:
@@ -111,14 +114,16 @@ def cmd_usage(args: argparse.Namespace) -> int:
                     raise UsageInvalid("energy.supply", "not UTF-8 text") from None
         kubernetes = _kubernetes_usage(args, site, period)
         if args.sacct is None and site.slurm is None and kubernetes:
-            report = usage_report(site, period, [], share, args.tenant, kubernetes)
+            report = usage_report(site, period, [], share, args.tenant, kubernetes, now)
         elif args.sacct is None:
             lines, source = _cluster_sacct(args, site, period)
-            report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant, kubernetes)
+            report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant, kubernetes,
+                                  now)
         else:
             with _open_input(args.sacct, "--sacct") as lines:
                 try:
-                    report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant, kubernetes)
+                    report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant, kubernetes,
+                                          now)
                 except UnicodeDecodeError as err:
                     raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
     except UsageInvalid as err:
@@ -128,7 +133,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         print(f"gigafactory usage: accounting host {err}", file=sys.stderr)   # Prometheus that does not answer
         return EXIT_INVALID
     if args.eed is not None:
-        inputs = eed_inputs(report)
+        inputs = eed_inputs(report, site)
         sys.stdout.write(json.dumps(inputs, indent=1) + "\n" if args.format == "json" else eed_table(inputs))
         return EXIT_OK
     sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))

@@ -76,6 +76,7 @@ FIRES = {
     "prepaid_tenants_have_a_class": None,
     "money_in_billing_currency": None,
     "energy_pue_periods_unique": None,
+    "energy_facility_periods_unique": None,
     "opencost_prices_match_tariffs": None,
 }
 
@@ -113,6 +114,8 @@ EXTRA = {
     "prepaid_tenants_have_a_class": lambda d: with_billing(d)["tenants"][1]["billing"].pop("class"),
     "money_in_billing_currency": lambda d: with_billing(d)["tenants"][1]["billing"]["prepaid"].update(currency="USD"),
     "energy_pue_periods_unique": lambda d: with_billing(d)["energy"]["pue"].append({"period": "2026", "pue": 1.3}),
+    "energy_facility_periods_unique": lambda d: with_billing(d)["energy"].update(
+        facility=[{"period": "2026", "water_m3": 10.0}, {"period": "2026", "reused_kwh": 5.0}]),
     "opencost_prices_match_tariffs": lambda d: (with_billing(d)["kubernetes"][0]["addons"].append("opencost"),   # a warning
                                                 d["tenants"][0]["storage_tb"].update(home=1)),
 }

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 import yaml
 from conftest import ROOT, bin_path, run
-from metering_data import with_billing
+from metering_data import with_billing, with_two_gpu_models
 
 from infra import cli
 from infra.orchestrate.rollout import CommandResult
 
+from infra.site import SiteInvalid
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
 from infra.usage.report import _Hourly
@@ -163,6 +165,8 @@ def test_cli_eed_prints_it_energy_pue_and_renewable_factor(riga, tmp_path):
 @pytest.mark.parametrize("args, sacct, field", [
     (["--period", "2026-13"], None, "--period"),
     (["--period", "november"], None, "--period"),
+    (["--period", ""], None, "--period"),
+    (["--eed", ""], None, "--eed"),
     (["--eed", "2026-11"], None, "--eed"),
     ([], None, "--period"),
     (["--period", "2026-11", "--tenant", "nobody"], None, "--tenant"),
@@ -379,3 +383,165 @@ def test_a_malformed_dcgm_word_names_line_and_field(site, word):
     with pytest.raises(UsageInvalid) as err:
         _report(site, jobs=[line])
     assert err.value.field == "--sacct line 2, AdminComment" and word in str(err.value)
+
+
+# --- conservation: tenants + idle = capacity, per GPU model and in kWh, for every period -----------------------------
+
+NODES = {"h200": (80, 10.2), "b200": (16, 11.0)}       # with_two_gpu_models: nodes and kW per node of each GPU model
+
+
+@pytest.fixture
+def two_models(riga):
+    return validate_data(with_two_gpu_models(riga))
+
+
+def _edge_case_jobs(rng: random.Random, period) -> list[str]:
+    """sacct lines (no meter readings: every kWh at the power rating) of jobs that cross the period's start or end,
+    overlap, hold GPUs of either model (typed, or untyped in an H200-only partition), hold no GPU on GPU nodes,
+    still run, or are job steps."""
+    lines = []
+    for job in range(1, rng.randint(20, 60)):
+        start = int(period.start + rng.uniform(-2, period.hours / 24 + 1) * 86400)
+        end = "Unknown" if rng.random() < 0.15 else start + rng.randint(0, 3 * 86400)
+        kind = rng.choice(("h200", "b200", "untyped", "cpu-only", "both"))
+        gpus = rng.choice((1, 2, 4, 8, 16))
+        nodes = max(1, gpus // 8)
+        if kind == "cpu-only":
+            partition, tres = "batch", f"cpu={rng.choice((1, 16, 224))},mem=64G,node=1"
+        elif kind == "both":                            # an untyped request Slurm met with nodes of both models
+            partition, tres = "batch", f"cpu=448,gres/gpu:b200=8,gres/gpu:h200={gpus},gres/gpu={8 + gpus},mem=64G,node={1 + nodes}"
+        elif kind == "untyped":
+            partition, tres = "interactive", f"cpu={8 * gpus},gres/gpu={gpus},mem=64G,node={nodes}"
+        else:
+            partition = rng.choice(("batch", kind if kind == "b200" else "interactive"))
+            tres = f"cpu={8 * gpus},gres/gpu:{kind}={gpus},gres/gpu={gpus},mem=64G,node={nodes}"
+        account = rng.choice(("acme-ai", "univ-latvia", "lab-x"))
+        lines.append(f"{job}|{account}|{partition}|{start}|{end}|{tres}||")
+        if rng.random() < 0.2:
+            lines.append(f"{job}.batch|{account}||{start}|{end}|cpu=1,mem=1G,node=1||")
+    return lines
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_tenants_and_idle_add_up_to_capacity_per_gpu_model_and_in_kwh(two_models, seed):
+    """A property over generated edge-case months: a finished one, or one that is not over ("now" fixed inside it,
+    as the command passes its clock)."""
+    rng = random.Random(seed)
+    period = parse_period("2026-11", "Europe/Riga")
+    now = None if seed % 2 else period.start + rng.uniform(0, period.hours) * 3600
+    report = usage_report(two_models, period, read_sacct([HEADER, *_edge_case_jobs(rng, period)], "Europe/Riga"),
+                          now=now)
+    elapsed = (min(period.end, now or period.end) - period.start) / 3600
+    rows = [*report.tenants, report.idle]
+    for model, (nodes, _) in NODES.items():
+        assert sum(r.gpu_hours.get(model, 0.0) for r in rows) == pytest.approx(nodes * 8 * elapsed, rel=1e-9), model
+    capacity_kwh = sum(nodes * kw for nodes, kw in NODES.values()) * elapsed
+    assert sum(r.it_kwh for r in rows) == pytest.approx(capacity_kwh, rel=1e-9)
+    assert report.total.it_kwh == pytest.approx(capacity_kwh, rel=1e-9)
+
+
+def test_a_job_without_gpus_on_gpu_nodes_pays_cpu_hours_and_takes_no_gpu_share(two_models):
+    cpu_only = "1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=16,mem=64G,node=1|36000000|"
+    report = _report(two_models, jobs=[cpu_only])
+    acme = {r.name: r for r in report.tenants}["acme-ai"]
+    assert acme.cpu_hours == 32 and acme.gpu_hours == {} and acme.it_kwh == 0
+    assert report.idle.gpu_hours == {"h200": 80 * 8 * 720, "b200": 16 * 8 * 720}
+
+
+def test_a_job_on_nodes_of_two_gpu_models_counts_each_models_gpus_once(two_models):
+    both = ("1|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|"
+            "cpu=448,gres/gpu:b200=8,gres/gpu:h200=4,gres/gpu=12,mem=120G,node=2||")
+    report = _report(two_models, jobs=[both])
+    acme = {r.name: r for r in report.tenants}["acme-ai"]
+    assert acme.jobs == 1 and acme.gpu_hours == {"b200": 16.0, "h200": 8.0} and acme.cpu_hours == pytest.approx(896)
+    assert acme.energy_kwh["estimated"] == pytest.approx(11.0 * 2 + 10.2 / 2 * 2)
+    assert report.idle.gpu_hours == {"h200": 80 * 8 * 720 - 8, "b200": 16 * 8 * 720 - 16}
+    # a record of more GPUs than its nodes hold: the estimate is the GPUs' share of as many nodes as they fill
+    crowded = "2|acme-ai|batch|2026-11-02T10:00:00|2026-11-02T12:00:00|cpu=8,gres/gpu:h200=16,gres/gpu=16,node=1||"
+    assert {r.name: r for r in _report(two_models, jobs=[crowded]).tenants}["acme-ai"].it_kwh == pytest.approx(10.2 * 2 * 2)
+
+
+def test_a_period_not_over_counts_up_to_now(site):
+    """On the 6th of November at 00:00, five days have passed: the idle line holds five days, a running job five
+    days less its start."""
+    period = parse_period("2026-11", "Europe/Riga")
+    now = period.start + 5 * 86400
+    running = "3|univ-latvia|batch|2026-11-04T00:00:00|Unknown|cpu=16,gres/gpu:h200=2,gres/gpu=2,mem=128G,node=1||"
+    report = usage_report(site, period, read_sacct([HEADER, running], "Europe/Riga"), now=now)
+    assert report.total.gpu_hours == {"h200": 96 * 8 * 5 * 24}
+    assert {r.name: r for r in report.tenants}["univ-latvia"].gpu_hours == {"h200": 2 * 2 * 24}
+    assert report.idle.it_kwh == pytest.approx(96 * 10.2 * 5 * 24 - 10.2 * 2 / 8 * 2 * 24)
+
+
+def test_cli_counts_a_period_to_its_clock(riga, tmp_path):
+    out = _cli(tmp_path, with_billing(riga), "--period", "2099-01", "--format", "json", sacct=HEADER + "\n")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["idle"]["gpu_hours"] == {"h200": 0.0}
+
+
+def test_a_year_is_the_sum_of_its_months_and_its_pue_facility_over_it_energy(riga):
+    """Months declare different PUEs (two none: the design PUE): the year's facility energy, costs and idle line
+    are its months' sums, and its PUE is annual facility energy over annual IT energy, not a mean of PUEs."""
+    data = with_billing(riga)
+    data["energy"]["pue"] = [{"period": f"2026-{m:02d}", "pue": 1.1 + m / 40} for m in range(1, 11)]
+    site = validate_data(data)
+    rng = random.Random(7)
+    year = parse_period("2026", "Europe/Riga")
+    jobs = []
+    for job in range(1, 300):
+        start = int(year.start + rng.uniform(0, 365) * 86400)
+        gpus = rng.choice((1, 8, 16))
+        jobs.append(f"{job}|{rng.choice(('acme-ai', 'univ-latvia'))}|batch|{start}|{start + rng.randint(60, 9 * 86400)}|"
+                    f"cpu={28 * gpus},gres/gpu:h200={gpus},gres/gpu={gpus},mem=64G,node={max(1, gpus // 8)}|"
+                    f"{rng.choice(('', str(rng.randint(1, 10 ** 9))))}|")
+    whole = usage_report(site, year, read_sacct([HEADER, *jobs], "Europe/Riga"))
+    months = [usage_report(site, parse_period(f"2026-{m:02d}", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"))
+              for m in range(1, 13)]
+    assert whole.total.facility_kwh == pytest.approx(sum(m.total.facility_kwh for m in months), rel=1e-9)
+    assert whole.total.total == pytest.approx(sum(m.total.total for m in months), rel=1e-9)
+    for name in ("acme-ai", "univ-latvia"):
+        assert ({r.name: r for r in whole.tenants}[name].total
+                == pytest.approx(sum({r.name: r for r in m.tenants}[name].total for m in months), rel=1e-9))
+    assert whole.idle.gpu_hours["h200"] == pytest.approx(sum(m.idle.gpu_hours["h200"] for m in months), rel=1e-9)
+    site_lines = (whole.total, whole.unmetered)                         # the site's PUE: every host of it
+    assert whole.pue == pytest.approx(sum(r.facility_kwh for r in site_lines) / sum(r.it_kwh for r in site_lines),
+                                      rel=1e-12)
+    assert whole.pue != pytest.approx(sum(e["pue"] for e in data["energy"]["pue"]) / 10, rel=1e-6)
+    assert whole.pue_source == "energy.pue and site.site.power.pue"
+
+
+# --- EED: every host of the site file, energy reuse and water --------------------------------------------------------
+
+def test_cli_eed_counts_every_host_of_the_site_and_the_facility_meters(riga, tmp_path):
+    """Slurm's 96 nodes from accounting (idle: at their rating), the 32 Kubernetes workers and 11 control, storage
+    and service hosts no meter covers at their power ratings; energy reuse and water from energy.facility."""
+    data = with_billing(riga)
+    data["energy"]["facility"] = [{"period": "2025", "reused_kwh": 1.0e6}] + [
+        {"period": f"2025-{m:02d}", "water_m3": 100.0} for m in range(1, 13)]
+    out = _cli(tmp_path, data, "--eed", "2025", "--format", "json", sacct=HEADER + "\n")
+    assert out.returncode == 0, out.stderr
+    eed = json.loads(out.stdout)
+    other = (32 * 10.2 + 11 * 0.8) * 8760
+    assert eed["other_hosts"] == 43 and eed["it_energy_other_hosts_kwh"] == pytest.approx(other)
+    assert eed["it_energy_kwh"] == pytest.approx(96 * 10.2 * 8760 + other)
+    assert eed["total_energy_kwh"] == pytest.approx(eed["it_energy_kwh"] * 1.2)            # no PUE for 2025: design
+    assert eed["energy_reuse_factor"] == pytest.approx(1.0e6 / eed["total_energy_kwh"])
+    assert eed["water_usage_effectiveness_l_per_kwh"] == pytest.approx(1200 * 1000 / eed["it_energy_kwh"])
+    assert "potable water input (m³)" in eed["not_in_site_file"]
+    data["energy"]["facility"].pop()                                    # December's water missing: no year's figure
+    out = _cli(tmp_path, data, "--eed", "2025", sacct=HEADER + "\n")
+    assert out.returncode == 0 and "water input (m³)                not declared (energy.facility)" in out.stdout
+
+
+@pytest.mark.parametrize("entry, field", [
+    ({"period": "2025", "water_m3": -1.0}, "energy.facility[0].water_m3"),
+    ({"period": "2025", "reused_kwh": float("nan")}, "energy.facility[0].reused_kwh"),
+    ({"period": "2025", "reused_kwh": float("inf")}, "energy.facility[0].reused_kwh"),
+    ({"period": "25", "water_m3": 1.0}, "energy.facility[0].period"),
+])
+def test_facility_meters_are_bounded_numbers(riga, entry, field):
+    data = with_billing(riga)
+    data["energy"]["facility"] = [entry]
+    with pytest.raises(SiteInvalid) as err:
+        validate_data(data)
+    assert field in str(err.value)

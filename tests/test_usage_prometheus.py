@@ -481,4 +481,4 @@ def test_a_site_without_slurm_is_reported_from_prometheus_alone(riga, tmp_path, 
     assert {r["tenant"]: r["gpu_hours"] for r in report["tenants"]}["gov-lv"] == {"h200": 4.0}
     assert report["total"]["gpu_hours"] == {"h200": 32 * 8 * 720}              # the cluster's workers only
     assert cli.main(["usage", str(tmp_path / "site.yml"), "--eed", "2026"]) == 0
-    assert "from Slurm's accounting and the Prometheus of riga-infer:" in capsys.readouterr().out
+    assert "every host of the site file: the Prometheus of riga-infer for their nodes" in capsys.readouterr().out

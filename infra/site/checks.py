@@ -838,6 +838,15 @@ def energy_pue_periods_unique(site: Site, index: SiteIndex) -> Iterator[Problem]
 
 
 @check
+def energy_facility_periods_unique(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    seen: set[str] = set()
+    for i, entry in enumerate(site.energy.facility if site.energy else ()):
+        if entry.period in seen:
+            yield Problem(fp("energy", "facility", i, "period"), f"facility meters for {entry.period} are declared twice")
+        seen.add(entry.period)
+
+
+@check
 def opencost_prices_match_tariffs(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """A warning: OpenCost holds one GPU and one storage price per cluster; where the cluster's GPU models (or the
     storage its tenants are allotted) have different tariffs, it prices them at their weighted mean."""

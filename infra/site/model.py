@@ -455,6 +455,17 @@ class PueByPeriod(Strict):
     pue: float = Field(ge=1.0, le=3.0)
 
 
+class FacilityByPeriod(Strict):
+    """What the facility's own meters read over a period beyond IT energy, for the EED report (Delegated Regulation
+    (EU) 2024/1364): energy reused and water taken in."""
+    IMPACT: ClassVar[Impact] = NONE    # reports only
+    period: BillingPeriod
+    reused_kwh: float | None = Field(default=None, ge=0, le=1e10, description="Waste heat reused outside the data "
+                                     "centre (kWh): the energy reuse factor's numerator.")
+    water_m3: float | None = Field(default=None, ge=0, le=1e9, description="Total water input (m³): the water usage "
+                                   "effectiveness's numerator.")
+
+
 class Energy(Strict):
     IMPACT: ClassVar[Impact] = RESTART  # acct_gather_energy and its frequency: slurmd restarts
     node: Literal["ipmi", "pm_counters", "none"] = Field(default="none", description="How node energy is measured "
@@ -465,6 +476,8 @@ class Energy(Strict):
                                    "default: site.power.pue.")
     supply: Annotated[DataFile | None, NONE] = Field(default=None, description="Hourly supply CSV beside the site file: "
                                     "hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh.")
+    facility: Annotated[list[FacilityByPeriod], NONE] = Field(default_factory=list, description="Energy reused and "
+                                    "water taken in per year or month, as the facility's meters read them (EED).")
 
 
 # --- provisioning and the local test bed --------------------------------------------

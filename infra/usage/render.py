@@ -99,12 +99,21 @@ def as_table(report: Report) -> str:
 
 
 def eed_table(inputs: dict[str, Any]) -> str:
+    def declared(value: float | None, fmt: str, unit: str) -> str:
+        return f"{value:{fmt}}{unit}" if value is not None else "not declared (energy.facility)"
     return "\n".join([
-        f"EED inputs for {inputs['period']} (Delegated Regulation (EU) 2024/1364), from Slurm's accounting"
-        + "".join(f" and the Prometheus of {c}" for c in inputs.get("kubernetes_from_prometheus", [])) + ":",
-        f"  IT energy (kWh)                 {inputs['it_energy_kwh']:,.1f}",
+        f"EED inputs for {inputs['period']} (Delegated Regulation (EU) 2024/1364), every host of the site file: "
+        f"{' and '.join(inputs['metered_by']) or 'no meter'} for their nodes, power ratings for the "
+        f"{inputs['other_hosts']} other hosts:",
+        f"  IT energy (kWh)                 {inputs['it_energy_kwh']:,.1f} ({inputs['it_energy_metered_nodes_kwh']:,.1f} "
+        f"metered nodes, {inputs['it_energy_other_hosts_kwh']:,.1f} other hosts)",
         f"  total energy (kWh)              {inputs['total_energy_kwh']:,.1f}",
         f"  PUE                             {inputs['pue']:g} ({inputs['pue_source']})",
         f"  renewable energy (kWh)          {inputs['renewable_energy_kwh']:,.1f}",
         f"  renewable energy factor (REF)   {inputs['renewable_energy_factor']:.3f} ({inputs['renewable_basis']})",
+        f"  reused energy (kWh)             {declared(inputs['reused_energy_kwh'], ',.1f', '')}",
+        f"  energy reuse factor (ERF)       {declared(inputs['energy_reuse_factor'], '.3f', '')}",
+        f"  water input (m³)                {declared(inputs['water_input_m3'], ',.1f', '')}",
+        f"  water usage effectiveness (WUE) {declared(inputs['water_usage_effectiveness_l_per_kwh'], '.3f', ' L/kWh')}",
+        "  not from the site file: " + "; ".join(inputs["not_in_site_file"]),
     ]) + "\n"

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from ..plan.slurm import gres_name
 from ..site.index import SiteIndex
 from ..site.model import NodeType, Site
-from .periods import Period
+from .periods import Period, parse_period
 from .prometheus import KubernetesUsage, PrometheusFailed
 from .sacct import Job, UsageInvalid
 
 FLAGS = ("measured", "apportioned", "estimated")
 IDLE = "(idle)"
+UNMETERED = "(unmetered hosts)"
 
 
 @dataclass
@@ -71,20 +72,30 @@ class Report:
     idle: TenantUsage | None
     total: TenantUsage | None
     kubernetes: list[str] = field(default_factory=list)     # clusters whose usage came from their Prometheus
+    # the site's other hosts (control, storage, service, clusters not metered) at their power ratings: the EED's
+    unmetered: TenantUsage | None = None                    # whole-site IT energy is total + unmetered
+    unmetered_hosts: int = 0
 
 
 def pue_for(site: Site, period: Period) -> tuple[float, str]:
-    """The PUE declared for the period (exact, else its year, else the mean of its year's months), else the design PUE."""
+    """The PUE declared for a month (exact, else its year), else the design PUE; a year's own entry, else the design
+    PUE, for a year (whose report weighs each month's PUE by its energy: ``month_pues``)."""
     entries = {e.period: e.pue for e in site.energy.pue} if site.energy else {}
-    year = period.name[:4]
-    if period.name in entries:
-        return entries[period.name], "energy.pue"
-    if year in entries:
-        return entries[year], "energy.pue"
-    months = [v for k, v in entries.items() if k.startswith(year + "-")]
-    if months and "-" not in period.name:
-        return sum(months) / len(months), "energy.pue"
+    for name in (period.name, period.name[:4]):
+        if name in entries:
+            return entries[name], "energy.pue"
     return site.site.power.pue, "site.site.power.pue"
+
+
+def month_pues(site: Site, period: Period) -> list[tuple[int, float, str]]:
+    """Per month of ``period``: its first hour (from the period's start), its PUE and where that came from."""
+    if period.months == 1:
+        return [(0, *pue_for(site, period))]
+    out = []
+    for month in range(1, 13):
+        part = parse_period(f"{period.name}-{month:02d}", period.timezone)
+        out.append((round((part.start - period.start) / 3600), *pue_for(site, part)))
+    return out
 
 
 def _slurm_node_types(site: Site) -> tuple[dict[str, list[tuple[str, NodeType]]], dict[str, int]]:
@@ -119,12 +130,13 @@ def _node_type_of(job: Job, by_partition, all_types, line: str) -> tuple[str, No
                              f"{job.gpus} GPU(s) of type {job.gpu_model!r}")
 
 
-def _shape(job: Job, by_partition, all_types) -> tuple[str, str | None, int, float]:
-    """Node type name, GPU model (GRES type) if the job is metered by GPUs, units per node, node power (kW)."""
+def _shape(job: Job, by_partition, all_types) -> tuple[str, str | None, int, float, bool]:
+    """Node type name, GPU model (GRES type) if the job is metered by GPUs, units per node (GPUs on GPU nodes, else
+    CPUs), node power (kW), whether the node type has GPUs."""
     nt_name, nt = _node_type_of(job, by_partition, all_types, f"--sacct job of account {job.account!r}")
-    if job.gpus and nt.gpus:
-        return nt_name, job.gpu_model or gres_name(nt.gpu.model), nt.gpus, nt.power_kw
-    return nt_name, None, nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core, nt.power_kw
+    if nt.gpus:
+        return nt_name, (job.gpu_model or gres_name(nt.gpu.model)) if job.gpus else None, nt.gpus, nt.power_kw, True
+    return nt_name, None, nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core, nt.power_kw, False
 
 
 class _Hourly:
@@ -162,9 +174,10 @@ class _Hourly:
 
 
 def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: list[float | None] | None = None,
-                 tenant: str | None = None, kubernetes: Iterable[KubernetesUsage] = ()) -> Report:
+                 tenant: str | None = None, kubernetes: Iterable[KubernetesUsage] = (), now: float | None = None) -> Report:
     """Usage per tenant over ``period`` from ``jobs`` and the clusters' ``kubernetes`` usage; ``supply_share`` is
-    the hourly renewable share, if known."""
+    the hourly renewable share, if known. ``now`` (epoch seconds) ends a period that is not over yet: running jobs
+    and the idle capacity count up to it, not to the period's end."""
     tenants_by_name = {t.name: t for t in site.tenants}
     if tenant is not None and tenant not in tenants_by_name:
         raise UsageInvalid("--tenant", f"unknown tenant {tenant!r}; tenants of {site.site.name}: "
@@ -184,12 +197,17 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
             by_account[row.account] = row
     by_partition, node_counts = _slurm_node_types(site)
     all_types = list(dict.fromkeys(e for entries in by_partition.values() for e in entries))
-    used_units: dict[str, float] = {}
     hours = round(period.hours)
-    hourly: dict[str, _Hourly] = {}
-    p_start, p_end = period.start, period.end
-    # What each (partition, GPU type, GPU job?) runs on: node type, its units (GPUs or CPUs) per node, power.
-    shapes: dict[tuple, tuple[str, str | None, int, float]] = {}
+    pues = month_pues(site, period)
+    by_hour = supply_share is not None or len({pue for _, pue, _ in pues}) > 1     # energy kept hour by hour
+    hourly: dict[str, _Hourly] = {}                     # per tenant line: kWh per hour (when by_hour)
+    used: dict[str, _Hourly] = {}                       # per node type: unit-hours allocated, per hour
+    used_total: dict[str, float] = {}                   # the same, for Slurm's jobs, when not kept hour by hour
+    p_start = period.start
+    p_end = period.end if now is None else min(period.end, max(period.start, now))
+    # What each (partition, GPU type, GPU job?) runs on: node type, GPU model if metered by GPUs, units per node,
+    # power, whether its nodes have GPUs (then GPUs are the unit of capacity, idle and energy).
+    shapes: dict[tuple, tuple[str, str | None, int, float, bool]] = {}
     for job in jobs:
         end = p_end if job.end is None else job.end
         a, b = max(job.start, p_start), min(end, p_end)
@@ -203,18 +221,27 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _shape(job, by_partition, all_types)
-        nt_name, model, per_node, power_kw = shape
+        nt_name, model, per_node, power_kw, gpu_node = shape
         h = (b - a) / 3600
         nodes = job.nodes if job.nodes > 0 else 1
         if model is not None:
             row.gpu_hours[model] = row.gpu_hours.get(model, 0.0) + job.gpus * h
             units = job.gpus
         else:
-            units = job.cpus
+            units = 0 if gpu_node else job.cpus         # no GPU held on a GPU node: no share of it, nor of its energy
         capacity = per_node * nodes
+        if units > capacity:                            # more than its nodes hold (a part of a job of several GPU
+            nodes = -(-units // per_node)               # types): as many nodes as its units fill
+            capacity = per_node * nodes
         share = units / capacity if capacity and units < capacity else 1.0
-        used_units[nt_name] = used_units.get(nt_name, 0.0) + units * h
-        row.jobs += 1
+        if units and not by_hour:
+            used_total[nt_name] = used_total.get(nt_name, 0.0) + units * h
+        elif units:
+            spread = used.get(nt_name)
+            if spread is None:
+                spread = used[nt_name] = _Hourly(hours)
+            spread.add(a - p_start, b - p_start, units * h)
+        row.jobs += not job.gpu_split or job.gpu_model == job.gpu_split[0][0]      # a job of several GPU types: once
         row.cpu_hours += job.cpus * h
         row.memory_gb_hours += job.mem_gb * h
         fraction = (b - a) / (end - job.start) if end > job.start else 1.0     # a straddling job's readings split by time
@@ -232,7 +259,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
             kwh = max(kwh, gpu_kwh)
         else:
             row.energy_kwh[flag] += kwh
-        if supply_share is not None:
+        if by_hour:
             spread = hourly.get(row.name)
             if spread is None:
                 spread = hourly[row.name] = _Hourly(hours)
@@ -240,11 +267,10 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
 
     metered = []
     for usage in kubernetes:
-        _add_kubernetes(site, usage, rows, used_units, node_counts,
-                        (lambda name: hourly.setdefault(name, _Hourly(hours))) if supply_share is not None else None)
+        _add_kubernetes(site, usage, rows, lambda name: used.setdefault(name, _Hourly(hours)), node_counts,
+                        (lambda name: hourly.setdefault(name, _Hourly(hours))) if by_hour else None)
         metered.append(usage.cluster)
 
-    pue, pue_source = pue_for(site, period)
     declared = site.site.power.renewable_share
     shares = [declared if s is None else s for s in supply_share] if supply_share is not None else None
     if shares is None:
@@ -252,36 +278,84 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     else:
         basis = "hourly" if all(s is not None for s in supply_share) else "hourly, gaps declared"
     mean_share = sum(shares) / len(shares) if shares else declared
+    kwh_by_hour = {name: spread.values() for name, spread in hourly.items()}
 
+    elapsed = _Hourly(hours)
+    elapsed.add(0.0, p_end - p_start, (p_end - p_start) / 3600)
+    hour_share = elapsed.values()                       # of each hour, the part inside [start, min(end, now))
     idle = None
     if (site.slurm is not None or metered) and tenant is None:
         idle = TenantUsage(IDLE, known=True)
-        for nt_name, count in node_counts.items():
-            nt = site.node_types[nt_name]
-            cpus = nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core
-            units = nt.gpus if nt.gpus else cpus
-            free = max(0.0, units * count * period.hours - used_units.get(nt_name, 0.0))
-            if nt.gpus:
-                model = gres_name(nt.gpu.model)
-                idle.gpu_hours[model] = idle.gpu_hours.get(model, 0.0) + free
-            idle.energy_kwh["estimated"] += free * nt.power_kw / units
-            idle.cpu_hours += cpus * count * period.hours
-        idle.cpu_hours = max(0.0, idle.cpu_hours - sum(r.cpu_hours for r in rows.values()))
+        kwh_by_hour[IDLE] = _idle(site, idle, node_counts, used, used_total, hour_share)
+        idle.cpu_hours -= sum(r.cpu_hours for r in rows.values())
+    others = _unmetered_hosts(site, metered) if tenant is None else {}
+    unmetered = TenantUsage(UNMETERED, known=True) if others else None
+    if unmetered is not None:
+        kw = sum(site.node_types[nt].power_kw for nt in others.values())
+        kwh_by_hour[UNMETERED] = [kw * s for s in hour_share]
+        unmetered.energy_kwh["estimated"] = sum(kwh_by_hour[UNMETERED])
 
-    for row in [*rows.values(), *([idle] if idle else [])]:
-        row.facility_kwh = row.it_kwh * pue
-        spread = hourly.get(row.name)
-        if shares is not None and spread is not None:
-            row.renewable_kwh = sum(k * s for k, s in zip(spread.values(), shares, strict=False)) * pue
+    pue_by_hour = [pue for i, (first, pue, _) in enumerate(pues)
+                   for _ in range(first, pues[i + 1][0] if i + 1 < len(pues) else hours)]
+    all_rows = [*rows.values(), *(r for r in (idle, unmetered) if r is not None)]
+    for row in all_rows:
+        if by_hour:
+            kwh = kwh_by_hour.get(row.name, ())
+            row.facility_kwh = sum(k * p for k, p in zip(kwh, pue_by_hour, strict=False))
+            row.renewable_kwh = (sum(k * s * p for k, s, p in zip(kwh, shares, pue_by_hour, strict=False))
+                                 if shares is not None else row.facility_kwh * declared)
         else:
+            row.facility_kwh = row.it_kwh * pues[0][1]
             row.renewable_kwh = row.facility_kwh * mean_share
-        if billing is not None and row is not idle:
+        if billing is not None and row.name in rows:
             _price(row, billing)
 
+    it, facility = sum(r.it_kwh for r in all_rows), sum(r.facility_kwh for r in all_rows)
+    if len({pue for _, pue, _ in pues}) == 1:
+        pue = pues[0][1]
+    else:                                               # the EU definition: the period's facility over IT energy
+        pue = facility / it if it else sum(pue_by_hour) / hours
+    sources = list(dict.fromkeys(source for _, _, source in pues))
     shown = [rows[tenant]] if tenant is not None else list(rows.values())
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
-    return Report(site.site.name, period, billing.currency if billing else None, pue, pue_source, basis,
-                  shown, idle, total, metered)
+    return Report(site.site.name, period, billing.currency if billing else None, pue, " and ".join(sources), basis,
+                  shown, idle, total, metered, unmetered, len(others))
+
+
+def _unmetered_hosts(site: Site, metered: list[str]) -> dict[str, str]:
+    """Host -> node type of the site's hosts that neither Slurm's partitions nor a metered cluster covers."""
+    covered = {host for pool in site.pools if any(pool.name in part.pools for part in
+                                                  (site.slurm.partitions if site.slurm else ())) for host in pool.hosts}
+    for cluster in site.kubernetes:
+        if cluster.name in metered:
+            covered.update(_cluster_nodes(site, cluster))
+    return {host: pool.type for pool in site.pools for host in pool.hosts
+            if host not in covered and pool.type in site.node_types}
+
+
+def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict[str, _Hourly],
+          used_total: dict[str, float], hour_share: list[float]) -> list[float]:
+    """Fill ``idle`` with each node type's capacity over the hours counted (``hour_share``: of each hour, the part
+    counted) less what was allocated, hour by hour (``used``) or in all (``used_total``): GPU-hours per model, energy
+    at the power rating by the same unit; CPU-hours of the capacity, from which the caller takes the tenants'.
+    Returns its kWh per hour (of the allocations kept hour by hour)."""
+    hours = len(hour_share)
+    kwh = [0.0] * hours
+    for nt_name, count in node_counts.items():
+        nt = site.node_types[nt_name]
+        cpus = nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core
+        units = nt.gpus if nt.gpus else cpus
+        allocated = used[nt_name].values() if nt_name in used else [0.0] * hours
+        free = [units * count * s - u for s, u in zip(hour_share, allocated, strict=True)]
+        free_total = sum(free) - used_total.get(nt_name, 0.0)
+        if nt.gpus:
+            model = gres_name(nt.gpu.model)
+            idle.gpu_hours[model] = idle.gpu_hours.get(model, 0.0) + free_total
+        rate = nt.power_kw / units
+        kwh = [k + f * rate for k, f in zip(kwh, free, strict=True)]
+        idle.energy_kwh["estimated"] += free_total * rate
+        idle.cpu_hours += cpus * count * sum(hour_share)
+    return kwh
 
 
 def _cluster_nodes(site: Site, cluster) -> dict[str, str]:
@@ -303,10 +377,10 @@ def site_gpu_model(product: str, models: Iterable[str]) -> str | None:
     return max(matches, key=len) if matches else None
 
 
-def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUsage], used_units: dict[str, float],
-                    node_counts: dict[str, int], spread_of) -> None:
+def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUsage], used_of, node_counts: dict[str, int],
+                    spread_of) -> None:
     """Add a cluster's namespace usage to its tenants' lines (a namespace no tenant declares gets its own line), its
-    nodes to the capacity and their allocated shares to ``used_units``."""
+    nodes to the capacity and their allocated shares, hour by hour, to ``used_of(node type)``."""
     cluster = next((c for c in site.kubernetes if c.name == usage.cluster), None)
     if cluster is None:
         raise UsageInvalid("--prometheus", f"unknown Kubernetes cluster {usage.cluster!r}")
@@ -374,7 +448,9 @@ def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUs
         # the node's share this namespace held: its GPUs on GPU nodes, its CPUs elsewhere
         share = gpu if nt.gpus else cpu
         units = nt.gpus if nt.gpus else cpus
-        used_units[nt_name] = used_units.get(nt_name, 0.0) + sum(share.values())
+        allocated = used_of(nt_name)
+        for hour, unit_h in share.items():
+            allocated.add_hour(hour, unit_h)
         if nt.gpus and namespace in measured:
             continue
         for hour, unit_h in share.items():
@@ -422,19 +498,47 @@ def _sum(rows: list[TenantUsage]) -> TenantUsage:
     return total
 
 
-def eed_inputs(report: Report) -> dict[str, float | str | list[str]]:
-    """What Delegated Regulation (EU) 2024/1364 asks of a data centre that this report can compute, for its period."""
-    it = report.total.it_kwh if report.total else 0.0
-    facility = report.total.facility_kwh if report.total else 0.0
-    renewable = report.total.renewable_kwh if report.total else 0.0
+NOT_IN_SITE_FILE = ("potable water input (m³)", "energy of IT equipment that is no host of the site file: network "
+                    "switches, storage appliances (IT energy counts the site file's hosts)")
+
+
+def _facility_meter(site: Site, period: Period, name: str) -> float | None:
+    """``energy.facility``'s ``name`` for the period: its own entry, else (a year) the sum of its twelve months'."""
+    entries = {e.period: getattr(e, name) for e in site.energy.facility} if site.energy else {}
+    if entries.get(period.name) is not None:
+        return entries[period.name]
+    months = [entries.get(f"{period.name}-{m:02d}") for m in range(1, 13)] if period.months == 12 else [None]
+    return sum(months) if all(v is not None for v in months) else None
+
+
+def eed_inputs(report: Report, site: Site) -> dict[str, float | str | list[str] | None]:
+    """What Delegated Regulation (EU) 2024/1364 asks of a data centre that this report and the site file can give,
+    for its period: IT energy of every host of the site file (Slurm's accounting and the metered clusters for theirs,
+    the others at their power ratings), total energy, PUE, renewable energy, energy reuse and water; and what they
+    cannot (NOT_IN_SITE_FILE)."""
+    lines = [r for r in (report.total, report.unmetered) if r is not None]
+    it = sum(r.it_kwh for r in lines)
+    facility = sum(r.facility_kwh for r in lines)
+    renewable = sum(r.renewable_kwh for r in lines)
+    reused = _facility_meter(site, report.period, "reused_kwh")
+    water = _facility_meter(site, report.period, "water_m3")
     return {
         "period": report.period.name,
         "it_energy_kwh": it,
+        "it_energy_metered_nodes_kwh": report.total.it_kwh if report.total else 0.0,
+        "it_energy_other_hosts_kwh": report.unmetered.it_kwh if report.unmetered else 0.0,
+        "other_hosts": report.unmetered_hosts,
         "total_energy_kwh": facility,
         "pue": report.pue,
         "pue_source": report.pue_source,
         "renewable_energy_kwh": renewable,
         "renewable_energy_factor": renewable / facility if facility else 0.0,
         "renewable_basis": report.renewable_basis,
+        "reused_energy_kwh": reused,
+        "energy_reuse_factor": reused / facility if reused is not None and facility else None,
+        "water_input_m3": water,
+        "water_usage_effectiveness_l_per_kwh": water * 1000 / it if water is not None and it else None,
         "kubernetes_from_prometheus": report.kubernetes,
+        "metered_by": ["Slurm's accounting"] * (site.slurm is not None) + [f"the Prometheus of {c}" for c in report.kubernetes],
+        "not_in_site_file": list(NOT_IN_SITE_FILE),
     }

@@ -58,6 +58,7 @@ class Job(NamedTuple):
     nodes: int
     energy_j: int           # ConsumedEnergyRaw; 0 when not measured
     gpu_energy_j: int = 0   # its GPUs' energy from DCGM (AdminComment), 0 unless every GPU of the job has a reading
+    gpu_split: tuple[tuple[str, int], ...] = ()     # GPUs per GRES type when the job holds several types
 
 
 def sacct_argv(start: float, end: float) -> list[str]:
@@ -82,12 +83,13 @@ def _time(value: str, zone: ZoneInfo, where: str) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp()
 
 
-def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int]:
-    """cpus, memory in GB, GPUs, GPU type, nodes from an AllocTRES string such as
-    ``billing=24,cpu=224,gres/gpu:h200=8,gres/gpu=8,mem=1945.60G,node=1``."""
+def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int, tuple[tuple[str, int], ...]]:
+    """cpus, memory in GB, GPUs, GPU type, nodes and, for a job on nodes of several GPU types, GPUs per type, from an
+    AllocTRES string such as ``billing=24,cpu=224,gres/gpu:h200=8,gres/gpu=8,mem=1945.60G,node=1``."""
     cpus = gpus = nodes = 0
     mem = 0.0
     model = None
+    typed: dict[str, int] = {}
     try:
         for item in value.split(","):
             if not item:
@@ -104,14 +106,16 @@ def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int]:
                 gpus = max(gpus, int(amount))
             elif key.startswith("gres/gpu:"):
                 model = key[9:]
-                gpus = max(gpus, int(amount))
+                typed[model] = int(amount)
             elif key == "node":
                 nodes = int(amount)
     except (ValueError, KeyError):
         raise UsageInvalid(where, f"{value!r} is not a TRES list such as 'cpu=8,mem=64G,gres/gpu:h200=1,node=1'") from None
-    if cpus < 0 or gpus < 0 or nodes < 0 or mem < 0:
+    if cpus < 0 or gpus < 0 or nodes < 0 or mem < 0 or any(n < 0 for n in typed.values()):
         raise UsageInvalid(where, f"{value!r} has a negative count")
-    return cpus, mem, gpus, model, nodes
+    gpus = max(gpus, sum(typed.values()))
+    split = tuple(sorted((m, n) for m, n in typed.items() if n)) if len(typed) > 1 else ()
+    return cpus, mem, gpus, model, nodes, split
 
 
 def gpu_energy(comment: str, gpus: int, where: str) -> int:
@@ -145,7 +149,7 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
     width = len(header)
     i_comment = header.index(COMMENT_FIELD) if COMMENT_FIELD in header else None
     splits = width - 1 if i_comment == width - 1 else -1            # a '|' in the last field, the comment, is its own
-    shapes: dict[str, tuple[int, float, int, str | None, int]] = {}    # AllocTRES repeats: parse each once
+    shapes: dict[str, tuple] = {}                       # AllocTRES repeats: parse each once
     for number, line in enumerate(it, start=2):
         fields = line.rstrip("\n").split("|", splits)
         if len(fields) != width:
@@ -167,7 +171,7 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
             parsed = _tres(tres, f"{where}, AllocTRES")
             if len(shapes) < MAX_SHAPES:
                 shapes[tres] = parsed
-        cpus, mem, gpus, model, nodes = parsed
+        cpus, mem, gpus, model, nodes, split = parsed
         energy = fields[i_energy]
         if energy in ("", "0"):
             joules = 0
@@ -181,4 +185,18 @@ def read_sacct(lines: Iterable[str], timezone: str, source: str = "--sacct") -> 
         if not account:
             raise UsageInvalid(f"{where}, Account", "empty: every job runs under a tenant's account")
         gpu_joules = gpu_energy(fields[i_comment], gpus, f"{where}, {COMMENT_FIELD}") if i_comment is not None else 0
-        yield Job(account, fields[i_part], start, end, cpus, mem, gpus, model, nodes, joules, gpu_joules)
+        job = Job(account, fields[i_part], start, end, cpus, mem, gpus, model, nodes, joules, gpu_joules, split)
+        if split:
+            yield from _parts(job)
+        else:
+            yield job
+
+
+def _parts(job: Job) -> Iterator[Job]:
+    """A job on nodes of several GPU types as one part per type, its CPUs, memory, nodes and energy in proportion to
+    its GPUs of that type; each part keeps ``gpu_split``, and the report counts the job once (its first part)."""
+    for model, n in job.gpu_split:
+        f = n / job.gpus
+        yield job._replace(gpus=n, gpu_model=model, cpus=job.cpus * f, mem_gb=job.mem_gb * f,
+                           nodes=max(1, round(job.nodes * f)), energy_j=job.energy_j * f,
+                           gpu_energy_j=job.gpu_energy_j * f)
