@@ -44,7 +44,7 @@ def dearmour(data: bytes) -> bytes:
     except StopIteration:
         raise NotAKey(f"the armour has no {ARMOUR_END.decode()!r} line") from None
     body = [line.strip() for line in lines[1:end]]
-    if "" in body:                                  # armour headers (Version:, Comment:) end at the first blank line
+    if b"" in body:                                 # armour headers (Version:, Comment:) end at the first blank line
         body = body[body.index(b"") + 1:]
     checksum = None
     if body and body[-1].startswith(b"="):
@@ -54,7 +54,7 @@ def dearmour(data: bytes) -> bytes:
         expected = base64.b64decode(checksum, validate=True) if checksum is not None else None
     except (binascii.Error, ValueError):
         raise NotAKey("the armour is not valid base64") from None
-    if expected is not None and int.from_bytes(expected, "big") != crc24(packets):
+    if expected is not None and (len(expected) != 3 or int.from_bytes(expected, "big") != crc24(packets)):
         raise NotAKey("the armour's CRC24 checksum does not match its content")
     return packets
 
