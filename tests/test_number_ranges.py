@@ -206,6 +206,14 @@ def test_a_supply_row_out_of_range_is_refused_naming_line_and_column(row, column
     assert fragment in str(err.value) and len(str(err.value)) < 200, err.value
 
 
+@pytest.mark.parametrize("hour", ["9" * 400, "9" * 13, "253402300800"])
+def test_a_supply_hour_beyond_the_year_9999_is_refused(hour):
+    with pytest.raises(UsageInvalid) as err:
+        hourly_renewable_share([HEADER, hour + ",1,0,0,300\n"], NOVEMBER)
+    assert str(err.value).startswith("energy.supply line 2, hour: ") and "before the year 10000" in str(err.value), err.value
+    assert len(str(err.value)) < 120
+
+
 def test_a_nan_supply_row_never_reaches_the_report(riga, tmp_path):
     (tmp_path / "supply.csv").write_text(HEADER + "2026-11-01T00:00,nan,0,0,300\n")
     data = with_billing(riga)
