@@ -71,6 +71,7 @@ FIRES = {
     "partition_keys_in_range": None,
     "partition_keys_unique": None,
     "site_repositories_name_their_keys": None,
+    "repository_keys_match_fingerprints": None,
     "billing_tariffs_resolve": None,
     "tenant_classes_resolve": None,
     "prepaid_tenants_have_a_class": None,
@@ -109,6 +110,8 @@ EXTRA = {
     "partition_keys_in_range": lambda d: d["tenants"][0].update(partition_key="0x7fff"),
     "partition_keys_unique": lambda d: (d["tenants"][0].update(partition_key="0x0100"), d["tenants"][1].update(partition_key="0x0100")),
     "site_repositories_name_their_keys": lambda d: None,      # a warning, and riga-1's mirrors name no keys
+    "repository_keys_match_fingerprints": lambda d: d["repositories"].update(cuda={   # relative to the tests' directory
+        "url": d["repositories"]["cuda"], "signed_by": "tests/keys/test.asc", "fingerprint": "0" * 40}),
     "billing_tariffs_resolve": lambda d: with_billing(d)["billing"]["tariffs"]["gpu_hour"].update(B200=5.0),
     "tenant_classes_resolve": lambda d: with_billing(d)["tenants"][0]["billing"].update({"class": "startup"}),
     "prepaid_tenants_have_a_class": lambda d: with_billing(d)["tenants"][1]["billing"].pop("class"),

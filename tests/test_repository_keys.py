@@ -15,9 +15,10 @@ from infra.site import load_site
 from infra.site.checks import run_checks
 from conftest import RIGA, site_data
 
-ARMOURED = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ0000BYJKwYBBAHaRw8BAQdA\n-----END PGP PUBLIC KEY BLOCK-----\n"
-BINARY = b"\x99\x01\x0d\x04" + bytes(64)
-FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
+KEYS = Path(__file__).parent / "keys"              # a throw-away key made with gpg: ed25519, a cv25519 subkey
+ARMOURED = (KEYS / "test.asc").read_text()
+BINARY = (KEYS / "test.gpg").read_bytes()
+FINGERPRINT = "04206DE7719AAE0B677A831382ECAA2973440187"
 
 
 def keyless(site) -> set[str]:

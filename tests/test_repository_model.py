@@ -13,8 +13,8 @@ from infra.render.inventory import group_vars
 from infra.site import SiteInvalid, load_site, validate_data
 from infra.site.model import Repository
 
-KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ0000BYJKwYBBAHaRw8BAQdA\n-----END PGP PUBLIC KEY BLOCK-----\n"
-FINGERPRINT = "0123 4567 89AB CDEF 0123  4567 89ab cdef 0123 4567"
+KEY = (Path(__file__).parent / "keys" / "test.asc").read_text()     # a throw-away key made with gpg
+FINGERPRINT = "0420 6DE7 719A AE0B 677A  831382ec aa29 7344 0187"
 
 
 def write_site(directory: Path, data: dict) -> Path:
@@ -52,7 +52,7 @@ def test_a_key_file_is_resolved_beside_the_site_file_and_the_fingerprint_normali
     site = load_site(write_site(tmp_path, data))
     cuda = site.repositories.cuda
     assert cuda.signed_by == tmp_path / "keys" / "mirror.asc"
-    assert cuda.fingerprint == "0123456789ABCDEF0123456789ABCDEF01234567"
+    assert cuda.fingerprint == "04206DE7719AAE0B677A831382ECAA2973440187"
     assert site.repositories.urls()["cuda"] == "http://mirror.riga-1.internal/cuda"
     assert site.repositories.urls()["debian_security"] == "http://mirror.riga-1.internal/debian-security"
 

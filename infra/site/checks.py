@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
-from .model import CONTROLLER, LustreStorage, NfsStorage, Site
+from .model import CONTROLLER, LustreStorage, NfsStorage, Repository, Site
+from .openpgp import NotAKey, key_fingerprints
 from .problems import Problem, field_path as fp
 
 Check = Callable[[Site, SiteIndex], Iterator[Problem]]
@@ -343,6 +344,22 @@ def site_repositories_name_their_keys(site: Site, index: SiteIndex) -> Iterator[
         yield Problem(f"repositories.{name}.signed_by", f"repositories.{name} names no signing key; APT verifies every site "
                       f"repository, so the {phase} phase stops before it installs {what} until repositories.{name}.signed_by "
                       f"(an OpenPGP key file beside the site file) or repositories.{name}.fingerprint is set", severity="warning")
+
+
+@check
+def repository_keys_match_fingerprints(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A repository naming a key file and a fingerprint: the file holds a key (or subkey) with that fingerprint."""
+    for name, repo in vars(site.repositories).items():
+        if not isinstance(repo, Repository) or repo.signed_by is None or repo.fingerprint is None:
+            continue
+        try:
+            found = key_fingerprints(repo.signed_by.read_bytes())
+        except (OSError, NotAKey) as err:       # the type read it when the site loaded; it changed since
+            yield Problem(f"repositories.{name}.signed_by", f"the key file can no longer be read as a public key ({err})")
+            continue
+        if repo.fingerprint not in found:
+            yield Problem(f"repositories.{name}.fingerprint", f"the key file repositories.{name}.signed_by holds no key "
+                          f"with fingerprint {repo.fingerprint}; it holds {', '.join(found)}")
 
 
 @check

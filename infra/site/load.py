@@ -38,6 +38,10 @@ def parse_site(text: str, source: str = "<site>", directory: str | Path | None =
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         reason = getattr(err, "problem", None) or str(err)
         raise SiteInvalid(source, [Problem("", f"not valid YAML{at}: {reason}")]) from None
+    except ValueError as err:                   # a scalar YAML resolves but Python cannot build: a 5,000-digit integer
+        reason = ("an integer longer than 4300 digits" if "integer string conversion" in str(err)
+                  else f"a value that cannot be read ({str(err)[:100]})")
+        raise SiteInvalid(source, [Problem("", f"not valid site data: {reason}")]) from None
     return validate_data(data, source, directory)
 
 
@@ -78,8 +82,14 @@ def _problem(error: dict) -> Problem:
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) or kind.startswith("value_error") else f" (got {value!r})"
+    shown = "" if isinstance(value, (dict, list)) or kind.startswith("value_error") else f" (got {_shown(value)})"
     return Problem(field_path(*loc), f"{message}{shown}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as a problem quotes it: a 300-digit number or a long string cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _clean_loc(loc: tuple) -> tuple:

@@ -15,8 +15,9 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, C
 
 from .hostlists import Hostlist
 from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Impact
-from .types import (AbsolutePath, BillingPeriod, Constrained, CountryCode, Currency, DataFile, DriverBranch, HostName,
-                    IdentityGroup, ImageRegistry, MacAddress,
+from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, Currency, DataFile, DriverBranch, ExportPath,
+                    Gigabytes, HostName, HugePages, IdentityGroup, ImageRegistry, Kilowatts, MacAddress, Megabytes, MountPoint,
+                    Mtu, Percent, Price, PriceFactor, Pue, RackUnits, Seconds, Share, StatePath, Terabytes, VlanId,
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
                     PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
 
@@ -66,9 +67,9 @@ class Strict(BaseModel):
 
 class Power(Strict):
     IMPACT: ClassVar[Impact] = NONE    # planning: the capacity check and reports
-    facility_kw: float = Field(gt=0, description="Contracted power for IT load and cooling together.")
-    pue: float = Field(ge=1.0, le=3.0, description="Design power usage effectiveness.")
-    renewable_share: float = Field(ge=0.0, le=1.0)
+    facility_kw: Kilowatts = Field(gt=0, description="Contracted power for IT load and cooling together.")
+    pue: Pue = Field(description="Design power usage effectiveness.")
+    renewable_share: Share
 
 
 class SiteInfo(Strict):
@@ -188,8 +189,8 @@ class Software(Strict):
 
 class Network(Strict):
     cidr: Annotated[Cidr, REPLACE]
-    vlan: Annotated[int | None, REBOOT] = Field(default=None, ge=1, le=4094)
-    mtu: Annotated[int, DRAIN] = Field(default=1500, ge=576, le=9216)
+    vlan: Annotated[VlanId | None, REBOOT] = None
+    mtu: Annotated[Mtu, DRAIN] = Field(default=1500, le=9216)
     reserved: Annotated[list[Cidr], REPLACE] = Field(default_factory=list, description="Ranges kept for external systems.")
     interface: Annotated[InterfaceName | None, REBOOT] = Field(
         default=None, description="Host interface carrying this network, if configured by the base role.")
@@ -204,9 +205,9 @@ class Networks(Strict):
 class Switch(Strict):
     vendor: Annotated[Vendor, NONE]
     model: Annotated[ModelName, NONE]
-    ports: Annotated[int, LIVE] = Field(ge=4, le=1024)      # the tree's tiers: Slurm's topology.conf
-    power_kw: Annotated[float, NONE] = Field(ge=0)
-    rack_units: Annotated[int, NONE] = Field(default=1, ge=1)
+    ports: Annotated[Count, LIVE] = Field(ge=4, le=1024)      # the tree's tiers: Slurm's topology.conf
+    power_kw: Annotated[Kilowatts, NONE]
+    rack_units: Annotated[RackUnits, NONE] = 1
 
 
 class SubnetManager(Strict):
@@ -219,7 +220,7 @@ class FabricIp(Strict):
     IMPACT: ClassVar[Impact] = DRAIN   # every host's IPoIB addresses: jobs talking over them lose their peers
     cidr: Cidr
     mode: Literal["datagram", "connected"] = "datagram"
-    mtu: int | None = None
+    mtu: Mtu | None = None
 
 
 # One rail's link rate in Gb/s for each fabric rate (InfiniBand 4x ports: EDR 100, HDR 200, NDR 400, XDR 800; Ethernet
@@ -232,9 +233,9 @@ class Fabric(Strict):
     name: Annotated[Name, LIVE]
     kind: Annotated[Literal["infiniband", "roce"], REBOOT]
     rate: Annotated[Literal["edr", "hdr", "ndr", "xdr", "25g", "100g", "200g", "400g", "800g"], NONE]
-    rails: Annotated[int, DRAIN] = Field(default=1, ge=1, le=16)
+    rails: Annotated[Count, DRAIN] = Field(default=1, ge=1, le=16)
     topology: Annotated[Literal["rail-optimized", "fat-tree"], LIVE] = "fat-tree"
-    scalable_unit: Annotated[int, LIVE] = Field(default=32, ge=1, description="Nodes per scalable unit.")
+    scalable_unit: Annotated[Count, LIVE] = Field(default=32, ge=1, le=65536, description="Nodes per scalable unit.")
     switch: Annotated[Switch, NONE]
     subnet_manager: Annotated[SubnetManager | None, RESTART] = None
     ipoib: Annotated[FabricIp | None, DRAIN] = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
@@ -252,22 +253,22 @@ class Fabric(Strict):
 
 class Gpu(Strict):
     model: Annotated[ModelName, DRAIN] = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
-    count: Annotated[int, DRAIN] = Field(ge=0, le=72)
-    memory_gb: Annotated[int, NONE] = Field(default=0, ge=0)
+    count: Annotated[Count, DRAIN] = Field(le=72)
+    memory_gb: Annotated[Gigabytes, NONE] = 0
     nvswitch: Annotated[bool, DRAIN] = False
     nvlink_domain: Annotated[bool, DRAIN] = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
 
 
 class Cpu(Strict):
     IMPACT: ClassVar[Impact] = DRAIN   # the node's Slurm definition (CPUs, sockets, cores, threads)
-    sockets: int = Field(ge=1, le=8)
-    cores_per_socket: int = Field(ge=1, le=512)
-    threads_per_core: int = Field(default=1, ge=1, le=8)
+    sockets: Count = Field(ge=1, le=8)
+    cores_per_socket: Count = Field(ge=1, le=512)
+    threads_per_core: Count = Field(default=1, ge=1, le=8)
 
 
 class Hca(Strict):
     model: Annotated[ModelName, NONE]
-    count: Annotated[int, DRAIN] = Field(ge=0, le=16)
+    count: Annotated[Count, DRAIN] = Field(le=16)
 
 
 class NodeType(Strict):
@@ -275,12 +276,12 @@ class NodeType(Strict):
     model: Annotated[Text, NONE] = Field(description="Chassis model, as the vendor writes it (descriptive).")
     gpu: Annotated[Gpu | None, DRAIN] = None
     cpu: Annotated[Cpu, DRAIN]
-    memory_gb: Annotated[int, DRAIN] = Field(ge=1)
+    memory_gb: Annotated[Gigabytes, DRAIN] = Field(ge=1)
     hca: Annotated[Hca | None, DRAIN] = None
-    local_nvme_tb: Annotated[float, LIVE] = Field(default=0, ge=0)
-    power_kw: Annotated[float, NONE] = Field(ge=0)
-    rack_units: Annotated[int, NONE] = Field(ge=1, le=48)
-    hugepages_2m: Annotated[int, REBOOT] = Field(default=0, ge=0, description="2 MiB huge pages reserved at boot.")
+    local_nvme_tb: Annotated[Terabytes, LIVE] = 0
+    power_kw: Annotated[Kilowatts, NONE]
+    rack_units: Annotated[RackUnits, NONE] = Field(le=48)
+    hugepages_2m: Annotated[HugePages, REBOOT] = Field(default=0, description="2 MiB huge pages reserved at boot.")
 
     @property
     def gpus(self) -> int:
@@ -294,8 +295,8 @@ class NodeType(Strict):
 class Rack(Strict):
     IMPACT: ClassVar[Impact] = NONE    # placement: where a host is planned, not what runs on it
     names: Hostlist = Field(min_length=1)
-    power_kw: float = Field(gt=0)
-    units: int = Field(default=42, ge=1, le=60)
+    power_kw: Kilowatts = Field(gt=0)
+    units: RackUnits = 42
 
 
 class Pool(Strict):
@@ -322,7 +323,7 @@ class Partition(Strict):
     pools: list[Name] = Field(min_length=1)
     default: bool = False
     max_time: SlurmTime = "UNLIMITED"
-    max_nodes: int | None = Field(default=None, ge=1)
+    max_nodes: Annotated[Count, Field(ge=1)] | None = None
 
 
 class Slurm(Strict):
@@ -333,7 +334,7 @@ class Slurm(Strict):
     partitions: Annotated[list[Partition], LIVE] = Field(min_length=1)
     topology: Annotated[Literal["tree", "none"], RESTART] = "tree"
     containers: Annotated[Literal["pyxis", "none"], RESTART] = "none"
-    state_save_location: Annotated[AbsolutePath, RESTART] = "/var/spool/slurmctld"
+    state_save_location: Annotated[StatePath, RESTART] = "/var/spool/slurmctld"
 
 
 class Kubernetes(Strict):
@@ -357,9 +358,9 @@ class NfsStorage(Strict):
     name: Annotated[Name, LIVE]
     kind: Literal["nfs"]
     server: HostName
-    export: AbsolutePath
-    mount: AbsolutePath
-    capacity_tb: Annotated[float, NONE] = Field(gt=0)
+    export: ExportPath
+    mount: MountPoint
+    capacity_tb: Annotated[Terabytes, NONE] = Field(gt=0)
 
 
 class LustreStorage(Strict):
@@ -368,8 +369,8 @@ class LustreStorage(Strict):
     kind: Literal["lustre"]
     mgs: LustreNid = Field(description="MGS NID, e.g. '10.42.255.10@tcp'.")
     fsname: LustreFsName
-    mount: AbsolutePath
-    capacity_tb: Annotated[float, NONE] = Field(gt=0)
+    mount: MountPoint
+    capacity_tb: Annotated[Terabytes, NONE] = Field(gt=0)
 
 
 Storage = Annotated[NfsStorage | LustreStorage, Field(discriminator="kind")]
@@ -378,24 +379,24 @@ Storage = Annotated[NfsStorage | LustreStorage, Field(discriminator="kind")]
 class TenantSlurm(Strict):
     IMPACT: ClassVar[Impact] = LIVE    # sacctmgr on the accounting host: limits and shares apply to the next job
     account: Name
-    gpus: int | None = Field(default=None, ge=0)
-    cpus: int | None = Field(default=None, ge=0)
-    nodes: int | None = Field(default=None, ge=0)
-    fairshare: int = Field(default=1, ge=0)
+    gpus: Count | None = None
+    cpus: Count | None = None
+    nodes: Count | None = None
+    fairshare: Count = 1
 
 
 class TenantKubernetes(Strict):
     IMPACT: ClassVar[Impact] = LIVE    # the namespace's objects (ResourceQuota, RoleBinding)
     cluster: Name
     namespace: Name
-    gpus: int = Field(ge=0)
+    gpus: Count
     group: IdentityGroup | None = Field(default=None, description="Identity-provider group bound to the namespace; default: the tenant name.")
 
 
 class Money(Strict):
     """An amount with its currency written out (units explicit)."""
     IMPACT: ClassVar[Impact] = LIVE
-    amount: float = Field(ge=0)
+    amount: Amount
     currency: Currency
 
 
@@ -412,7 +413,7 @@ class Tenant(Strict):
     name: Name
     slurm: TenantSlurm | None = None
     kubernetes: TenantKubernetes | None = None
-    storage_tb: dict[Name, float] = Field(default_factory=dict)
+    storage_tb: dict[Name, Terabytes] = Field(default_factory=dict)
     fabric_isolation: Annotated[bool, DRAIN] = Field(default=False, description="Own InfiniBand partition key.")
     pools: Annotated[list[Name], DRAIN] = Field(default_factory=list, description="Pools whose hosts are dedicated to the tenant (whole hosts); "
                              "fabric_isolation needs them.")
@@ -427,17 +428,17 @@ class Tenant(Strict):
 class Tariffs(Strict):
     """Prices in billing.currency; each key names its unit."""
     IMPACT: ClassVar[Impact] = LIVE    # TRESBillingWeights and PriorityWeightTRES: scontrol reconfigure
-    gpu_hour: dict[ModelName, float] = Field(default_factory=dict, description="Per GPU model (node_types.*.gpu.model).")
-    cpu_hour: float = Field(default=0, ge=0, description="Per hardware thread (Slurm CPU) and hour.")
-    memory_gb_hour: float = Field(default=0, ge=0)
-    storage_tb_month: dict[Name, float] = Field(default_factory=dict, description="Per storage system (storage.*.name).")
-    energy_kwh: float = Field(default=0, ge=0, description="Per facility kWh (IT energy × PUE).")
+    gpu_hour: dict[ModelName, Price] = Field(default_factory=dict, description="Per GPU model (node_types.*.gpu.model).")
+    cpu_hour: Price = Field(default=0, description="Per hardware thread (Slurm CPU) and hour.")
+    memory_gb_hour: Price = 0
+    storage_tb_month: dict[Name, Price] = Field(default_factory=dict, description="Per storage system (storage.*.name).")
+    energy_kwh: Price = Field(default=0, description="Per facility kWh (IT energy × PUE).")
 
 
 class TenantClass(Strict):
     IMPACT: ClassVar[Impact] = LIVE
     name: Name
-    price_factor: float = Field(default=1.0, ge=0, le=100)
+    price_factor: PriceFactor = 1.0
 
 
 class Billing(Strict):
@@ -452,7 +453,7 @@ class Billing(Strict):
 class PueByPeriod(Strict):
     IMPACT: ClassVar[Impact] = NONE    # reports only
     period: BillingPeriod
-    pue: float = Field(ge=1.0, le=3.0)
+    pue: Pue
 
 
 class FacilityByPeriod(Strict):
@@ -471,7 +472,7 @@ class Energy(Strict):
     node: Literal["ipmi", "pm_counters", "none"] = Field(default="none", description="How node energy is measured "
                                                           "(Slurm's acct_gather_energy plugin).")
     gpu: Literal["dcgm-job-stats", "dcgm-exporter", "none"] = "none"
-    node_frequency_s: int = Field(default=30, ge=1, le=3600, description="AcctGatherNodeFreq: seconds between node samples.")
+    node_frequency_s: Seconds = Field(default=30, ge=1, le=3600, description="AcctGatherNodeFreq: seconds between node samples.")
     pue: Annotated[list[PueByPeriod], NONE] = Field(default_factory=list, description="PUE measured per year or month; "
                                    "default: site.power.pue.")
     supply: Annotated[DataFile | None, NONE] = Field(default=None, description="Hourly supply CSV beside the site file: "
@@ -495,7 +496,7 @@ class Execution(Strict):
     split: Literal["scalable_unit", "rack", "count"] = Field(default="count", description=(
         "How a wave's hosts are split: by scalable unit or by rack (an execution host takes its own first), "
         "or in equal runs of hosts in plan order."))
-    idle_timeout: int = Field(default=3600, ge=1, le=86400, description=(
+    idle_timeout: Seconds = Field(default=3600, ge=1, description=(
         "Seconds a shard's worker may stay silent (no event) before its execution host is given up: the worker is "
         "stopped and the shard's hosts are reported unreachable. Longer than the slowest single task."))
 
@@ -510,9 +511,9 @@ class BootImages(Strict):
 
 class Provisioning(Strict):
     IMPACT: ClassVar[Impact] = NONE
-    max_fail_percent: float = Field(default=10, ge=0, le=100)
-    max_unavailable_percent: float = Field(
-        default=10, gt=0, le=100,
+    max_fail_percent: Percent = 10
+    max_unavailable_percent: Percent = Field(
+        default=10, gt=0,
         description="Day-two rollouts of drain- and reboot-class changes: at most this share of a Slurm partition's "
                     "nodes (of a Kubernetes cluster's workers, of a pool's hosts) out of service at once; "
                     "at least one node.")
@@ -529,8 +530,8 @@ class Provisioning(Strict):
 class Testbed(Strict):
     """Local QEMU virtual machines standing in for the site's hosts (demo and tests)."""
     IMPACT: ClassVar[Impact] = REBOOT  # the VMs restart with their new size
-    memory_mb: int = Field(default=2048, ge=512)
-    cpus: int = Field(default=2, ge=1)
+    memory_mb: Megabytes = Field(default=2048, ge=512)
+    cpus: Count = Field(default=2, ge=1, le=1024)
 
 
 class Site(Strict):

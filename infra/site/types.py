@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from .openpgp import NotAKey, key_fingerprints
+
 
 @dataclass(frozen=True)
 class Constrained:
@@ -207,9 +209,11 @@ def _url(value: str) -> str | None:
         return "it contains white space, a quote or another character a URL must escape"
     try:
         parts = urlsplit(value)
-        parts.port                                  # noqa: B018 -- raises ValueError on a bad port
+        port = parts.port                           # raises ValueError on a port that is not a number
     except ValueError as err:
         return str(err)
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} is not from 1 to 65535"
     if parts.scheme not in ("http", "https"):
         return "the scheme must be http or https"
     if not parts.hostname:
@@ -228,9 +232,19 @@ Url = Annotated[str, *_typed(
 # A container image repository as kubeadm's imageRepository and containerd take it: a registry host
 # (with an optional port) and optional path components, no scheme.
 _REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+
+
+def _registry(value: str) -> str | None:
+    why = _pattern(_REGISTRY.pattern, 512)(value)
+    port = value.split("/")[0].partition(":")[2]
+    if why is None and port and not 1 <= int(port) <= 65535:
+        return f"port {port} is not from 1 to 65535"
+    return why
+
+
 ImageRegistry = Annotated[str, *_typed(
     "a container image registry such as 'registry.example:5000' or 'registry.example/mirror': a host name, "
-    "an optional port and optional lower-case path components, without a scheme", _pattern(_REGISTRY.pattern, 512))]
+    "an optional port (1-65535) and optional lower-case path components, without a scheme", _registry)]
 
 
 @lru_cache(maxsize=1)
@@ -288,7 +302,6 @@ KeyFingerprint = Annotated[str, BeforeValidator(_fingerprint), *_typed(
 _RELATIVE = re.compile(r"[A-Za-z0-9._-]{1,255}(/[A-Za-z0-9._-]{1,255})*")
 _KEY_WHAT = ("a path relative to the site file's directory, inside it (names of letters, digits, '.', '_' and '-'; "
              "no '..'), of an OpenPGP public key file (binary, or ASCII-armoured '-----BEGIN PGP PUBLIC KEY BLOCK-----')")
-_ARMOURED = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 MAX_KEY_BYTES = 1 << 20
 
 
@@ -304,7 +317,14 @@ def _beside_site_file(what: str) -> Callable[[Any, Any], Any]:
             why = ""
         if why is not None:
             raise _refusal(value, what, why)
-        return (Path((info.context or {}).get("directory", ".")) / value).absolute()
+        directory = Path((info.context or {}).get("directory", "."))
+        path = (directory / value).absolute()
+        # A name inside the directory can still leave it through a symbolic link (of the file or of a directory on
+        # the way): what it resolves to must be inside the directory's own resolved path. The outside path is not
+        # quoted, nor anything of what it holds.
+        if not path.resolve().is_relative_to(directory.resolve()):
+            raise _refusal(value, what, "a symbolic link on the way leads outside the site file's directory")
+        return path
     return resolve
 
 
@@ -312,10 +332,13 @@ def _key_file(path: Path) -> Path:
     if not path.is_file():
         raise ValueError(f"no key file at {str(path)!r}: expected {_KEY_WHAT}")
     with path.open("rb") as f:
-        head = f.read(MAX_KEY_BYTES + 1)
-    # Binary keys start with a public-key packet (tag 6): old format 0x98-0x9b, new format 0xc6.
-    if len(head) > MAX_KEY_BYTES or not (head.lstrip().startswith(_ARMOURED) or head[:1] in (b"\x98", b"\x99", b"\x9a", b"\x9b", b"\xc6")):
-        raise ValueError(f"{str(path)!r} is not an OpenPGP public key of at most {MAX_KEY_BYTES} bytes: expected {_KEY_WHAT}")
+        data = f.read(MAX_KEY_BYTES + 1)
+    if len(data) > MAX_KEY_BYTES:
+        raise ValueError(f"{str(path)!r} is larger than {MAX_KEY_BYTES} bytes: expected {_KEY_WHAT}")
+    try:
+        key_fingerprints(data)
+    except NotAKey as err:
+        raise ValueError(f"{str(path)!r} is not an OpenPGP public key ({err}): expected {_KEY_WHAT}") from None
     return path
 
 
@@ -338,8 +361,12 @@ PartitionKey = Annotated[str, BeforeValidator(_partition_key, json_schema_input_
 
 # --- billing and energy -------------------------------------------------------------
 
+def _currency(value: str) -> str | None:
+    return None if value in ISO_4217 else "not an active ISO 4217 currency code"
+
+
 Currency = Annotated[str, *_typed("an ISO 4217 currency code: three upper-case letters such as 'EUR'",
-                                  _pattern(r"[A-Z]{3}", 3), {"pattern": "^[A-Z]{3}$"})]
+                                  _currency, {"pattern": "^[A-Z]{3}$"})]
 
 _PERIOD = r"\d{4}(-(0[1-9]|1[0-2]))?"
 BillingPeriod = Annotated[str, *_typed("a period: a year ('2026') or a month ('2026-11')",
@@ -358,3 +385,105 @@ def _data_file(path: Path) -> Path:
 DataFile = Annotated[Path, Constrained(_DATA_WHAT), BeforeValidator(_beside_site_file(_DATA_WHAT), json_schema_input_type=str),
                      AfterValidator(_data_file)]
 """A data file named relative to the site file (e.g. the hourly energy supply), held as its absolute path."""
+
+
+# --- numbers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """Marker on an annotated number type: its range, in words. ``tests/test_number_ranges.py`` fails if a model
+    field holds an int or float without one."""
+    what: str
+
+
+def _number(kind: type, what: str, *, ge: float, le: float, gt: float | None = None) -> Any:
+    """An int or float type from ``ge`` (or above ``gt``) to ``le``; a float is finite (no NaN, no infinity)."""
+    bounds: dict[str, Any] = {"le": le, **({"gt": gt} if gt is not None else {"ge": ge})}
+    if kind is float:
+        bounds["allow_inf_nan"] = False
+    return Annotated[kind, Bounded(what), Field(**bounds)]
+
+
+INT32_MAX = 2**31 - 1
+Count = _number(int, "a whole number from 0 to 2147483647 (what Slurm's and Kubernetes' 32-bit fields hold)",
+                ge=0, le=INT32_MAX)
+"""How many of something (hosts, GPUs, CPUs, ports, shares); fields narrow the range with ``Field``."""
+RackUnits = _number(int, "a whole number of rack units from 1 to 60", ge=1, le=60)
+Gigabytes = _number(int, "a whole number of gigabytes from 0 to 1048576 (1 PB)", ge=0, le=2**20)
+Megabytes = _number(int, "a whole number of megabytes from 0 to 1048576 (1 TB)", ge=0, le=2**20)
+HugePages = _number(int, "a whole number of 2 MiB huge pages from 0 to 536870912 (1 PB)", ge=0, le=2**29)
+Seconds = _number(int, "a whole number of seconds from 0 to 86400 (a day)", ge=0, le=86400)
+VlanId = _number(int, "a VLAN ID from 1 to 4094 (IEEE 802.1Q)", ge=1, le=4094)
+Mtu = _number(int, "an MTU in bytes from 576 to 65520 (IPoIB's connected mode at most)", ge=576, le=65520)
+Kilowatts = _number(float, "a finite power in kW from 0 to 1000000 (1 GW)", ge=0, le=1_000_000)
+Terabytes = _number(float, "a finite size in TB from 0 to 1000000 (1 EB)", ge=0, le=1_000_000)
+Share = _number(float, "a finite share from 0 to 1", ge=0, le=1)
+Percent = _number(float, "a finite percentage from 0 to 100", ge=0, le=100)
+Pue = _number(float, "a finite power usage effectiveness from 1.0 to 3.0", ge=1.0, le=3.0)
+Price = _number(float, "a finite price per unit from 0 to 1000000 in the billing currency", ge=0, le=1_000_000)
+"""A tariff: it becomes a TRESBillingWeights weight Slurm reads as a double and prices every job."""
+Amount = _number(float, "a finite amount from 0 to 1000000000000 (10^12)", ge=0, le=10**12)
+"""Money, e.g. a prepaid budget: on Slurm its billing-minutes (amount / class factor x 60) stay within 63 bits."""
+PRICE_FACTOR_MIN = 0.01
+
+
+def _price_factor(value: float) -> float:
+    if 0 < value < PRICE_FACTOR_MIN:
+        raise ValueError(f"{value!r} is not allowed: a price factor is 0 (free) or from {PRICE_FACTOR_MIN} to 100 "
+                         "(a smaller one multiplies a prepaid budget's Slurm billing-minutes beyond what Slurm holds)")
+    return value
+
+
+PriceFactor = Annotated[float, Bounded(f"a finite factor: 0 (free) or from {PRICE_FACTOR_MIN} to 100"),
+                        Field(ge=0, le=100, allow_inf_nan=False), AfterValidator(_price_factor)]
+
+# ISO 4217's list one, active codes (January 2026): every currency a bill can be paid in. Left out: the codes
+# for no currency and testing (XXX, XTS), precious metals (XAU, XAG, XPD, XPT) and accounting units (XBA-XBD,
+# XDR, XSU, XUA); withdrawn codes (HRK 2023, SLL 2024, ZWL 2024, ANG 2025, BGN 2026 ...). Update it when the ISO
+# 4217 maintenance agency publishes an amendment that adds or withdraws a code.
+ISO_4217 = frozenset("""
+AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD CAD CDF CHE CHF
+CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD
+HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD
+MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN
+PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD
+TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
+""".split())
+
+# --- where mount points and daemon state belong ---------------------------------------
+
+# Never below these: the system's own files, kernel interfaces and run-time state.
+SYSTEM_PATHS = ("/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                "/libx32", "/run", "/var/run", "/var/lock", "/tmp", "/root", "/opt", "/var/log", "/var/cache")
+STATE_ROOTS = ("/var/spool", "/var/lib", "/srv")
+"""A daemon's state (slurmctld's StateSaveLocation): the FHS's places for spooled and variable state."""
+MOUNT_ROOTS = ("/home", "/mnt", "/srv", "/scratch", "/lustre", "/gpfs", "/data", "/shared", "/projects", "/work", "/nfs")
+"""Shared file systems mounted on every host: home directories, scratch and project file systems."""
+EXPORT_ROOTS = ("/export", "/srv", "/home", "/data", "/scratch", "/nfs")
+"""What an NFS server exports: its served trees, never its system."""
+
+
+def _under(roots: tuple[str, ...], *, itself: bool) -> Callable[[str], str | None]:
+    """A path check: absolute and normalised, below one of ``roots`` (or one of them ``itself``)."""
+    def check(value: str) -> str | None:
+        why = _absolute_path(value)
+        if why is not None:
+            return why
+        if any(value == s or value.startswith(s + "/") for s in SYSTEM_PATHS) or value == "/":
+            return "it is the system's own directory or below one"
+        if not any((itself and value == r) or value.startswith(r + "/") for r in roots):
+            return f"not {'at or ' if itself else ''}below {', '.join(roots)}"
+        return None
+    return check
+
+
+StatePath = Annotated[str, *_typed(
+    f"an absolute, normalised path below {', '.join(STATE_ROOTS)} (where a daemon keeps its state)",
+    _under(STATE_ROOTS, itself=False))]
+MountPoint = Annotated[str, *_typed(
+    f"an absolute, normalised path at or below {', '.join(MOUNT_ROOTS)} (where shared file systems are mounted)",
+    _under(MOUNT_ROOTS, itself=True))]
+ExportPath = Annotated[str, *_typed(
+    f"an absolute, normalised path at or below {', '.join(EXPORT_ROOTS)} (what an NFS server exports)",
+    _under(EXPORT_ROOTS, itself=True))]

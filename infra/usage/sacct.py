@@ -71,10 +71,15 @@ def sacct_argv(start: float, end: float) -> list[str]:
             "--noheader", "--starttime", utc(start), "--endtime", utc(end), f"--format={','.join(SACCT_FORMAT)}"]
 
 
+EPOCH_MAX = 253402300799                            # 9999-12-31T23:59:59Z, the last second datetime holds
+
+
 def _time(value: str, zone: ZoneInfo, where: str) -> float | None:
     if value in _NOT_STARTED:
         return None
     if value.isdigit():
+        if len(value) > 12 or int(value) > EPOCH_MAX:   # a 400-digit epoch is infinite as a float
+            raise UsageInvalid(where, f"{value[:20]!r}{'...' if len(value) > 20 else ''} is not a time before the year 10000")
         return float(value)
     try:
         parsed = datetime.fromisoformat(value)

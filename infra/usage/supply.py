@@ -9,6 +9,7 @@ within the hour (a surplus in one hour covers no other): min(contracted, grid).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,9 @@ from .periods import Period
 from .sacct import UsageInvalid, _time
 
 SUPPLY_FIELDS = ("hour", "grid_kwh", "onsite_renewable_kwh", "contracted_renewable_kwh", "carbon_g_per_kwh")
+# Each column's upper bound: an hour of a 10 GW site, and ten times the most carbon-intensive generation (lignite,
+# about 1,200 g/kWh). Above them a figure is a typo or an attack, not a measurement.
+SUPPLY_MAX = {"grid_kwh": 1e7, "onsite_renewable_kwh": 1e7, "contracted_renewable_kwh": 1e7, "carbon_g_per_kwh": 12_000}
 
 
 def hourly_renewable_share(lines: Iterable[str], period: Period, source: str = "energy.supply") -> list[float | None]:
@@ -34,15 +38,25 @@ def hourly_renewable_share(lines: Iterable[str], period: Period, source: str = "
             raise UsageInvalid(f"{where}, hour", "empty")
         values = {}
         for name in SUPPLY_FIELDS[1:]:
-            try:
-                values[name] = float(row[name])
-            except (TypeError, ValueError):
-                raise UsageInvalid(f"{where}, {name}", f"{row[name]!r} is not a number") from None
-            if values[name] < 0:
-                raise UsageInvalid(f"{where}, {name}", f"{row[name]!r} is negative")
+            values[name] = _supply_value(row[name], SUPPLY_MAX[name], f"{where}, {name}")
         index = int((start - period.start) // 3600)
         if 0 <= index < hours:
             consumed = values["grid_kwh"] + values["onsite_renewable_kwh"]
             renewable = values["onsite_renewable_kwh"] + min(values["contracted_renewable_kwh"], values["grid_kwh"])
             share[index] = renewable / consumed if consumed else 0.0
     return share
+
+
+def _supply_value(text: str | None, maximum: float, where: str) -> float:
+    """One figure of the supply file: a finite number from 0 to ``maximum`` (NaN, infinities and 300-digit numbers
+    refused); the message quotes at most the figure's first 40 characters."""
+    shown = repr(text if text is None or len(text) <= 40 else text[:40] + "...")
+    try:
+        value = float(text)                         # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageInvalid(where, f"{shown} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageInvalid(where, f"{shown} is not a finite number")
+    if not 0 <= value <= maximum:
+        raise UsageInvalid(where, f"{shown} is not from 0 to {maximum:,.0f}")
+    return value
