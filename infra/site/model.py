@@ -15,7 +15,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, C
 
 from .hostlists import Hostlist
 from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Impact
-from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, Currency, DataFile, DriverBranch, ExportPath,
+from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, CubicMetres, KilowattHours, Currency, DataFile, DriverBranch, ExportPath,
                     Gigabytes, HostName, HugePages, IdentityGroup, ImageRegistry, Kilowatts, MacAddress, Megabytes, MountPoint,
                     Mtu, Percent, Price, PriceFactor, Pue, RackUnits, Seconds, Share, StatePath, Terabytes, VlanId,
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
@@ -461,9 +461,9 @@ class FacilityByPeriod(Strict):
     (EU) 2024/1364): energy reused and water taken in."""
     IMPACT: ClassVar[Impact] = NONE    # reports only
     period: BillingPeriod
-    reused_kwh: float | None = Field(default=None, ge=0, le=1e10, description="Waste heat reused outside the data "
+    reused_kwh: KilowattHours | None = Field(default=None, description="Waste heat reused outside the data "
                                      "centre (kWh): the energy reuse factor's numerator.")
-    water_m3: float | None = Field(default=None, ge=0, le=1e9, description="Total water input (m³): the water usage "
+    water_m3: CubicMetres | None = Field(default=None, description="Total water input (m³): the water usage "
                                    "effectiveness's numerator.")
 
 
