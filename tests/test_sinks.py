@@ -7,14 +7,17 @@ into words."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, bin_path
 from jinja2 import nodes
 
 from infra.render.escape import FILTERS, UnsafeValue, integer, secret_word
@@ -189,3 +192,44 @@ def test_sacctmgr_budget_and_caps_are_argv_words_of_whole_numbers():
             f.tenant_budget_argv({"account": "a", "budget_billing_minutes": hostile})
     with pytest.raises(ValueError, match="gpus"):
         f.tenant_grptres_arg({"account": "a", "gpus": "8,cpu=-1"})
+
+
+SACCTMGR = """#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["SACCTMGR_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+TENANT = {"tenant": "acme-ai", "account": "acme-ai", "fairshare": 40, "gpus": 64, "cpus": None, "nodes": None,
+          "budget_billing_minutes": 600}
+
+
+def run_slurm_tenants(tmp_path: Path, tenants: list[dict]) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """The slurm_tenants role on this machine against a stand-in sacctmgr that records each argv (and knows nothing)."""
+    stub = tmp_path / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "sacctmgr").write_text(SACCTMGR.replace("/usr/bin/env python3", sys.executable))
+    (stub / "sacctmgr").chmod(0o755)
+    log = tmp_path / "argv.jsonl"
+    log.write_text("")
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                                     "vars": {"gigafactory_part": "configure"}, "roles": ["slurm_tenants"]}]))
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"slurm_tenants": tenants, "slurm_tenants_cluster": "riga", "slurm_tenants_members": {}}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{stub}:{os.environ['PATH']}", SACCTMGR_LOG=str(log))
+    result = subprocess.run([bin_path("ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
+                             "-e", f"@{extra}", str(play)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return result, [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_sacctmgr_gets_each_site_value_as_one_argument_and_a_hostile_one_is_refused(tmp_path):
+    result, calls = run_slurm_tenants(tmp_path, [TENANT])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert ["--immediate", "modify", "qos", "where", "name=acme-ai", "set", "GrpTRESMins=billing=600", "Flags+=NoDecay"] in calls
+    assert ["--immediate", "add", "account", "acme-ai", "cluster=riga", "description=acme-ai", "organization=acme-ai", "fairshare=40",
+            "qos=acme-ai", "defaultqos=acme-ai"] in calls
+    result, calls = run_slurm_tenants(tmp_path, [dict(TENANT, account="acme-ai set GrpTRESMins=billing=-1")])
+    assert result.returncode != 0 and "tenant account 'acme-ai set GrpTRESMins=billing=-1' holds ' '" in result.stdout
+    assert not any("acme-ai" in word for call in calls for word in call)       # sacctmgr never saw the account
+    result, calls = run_slurm_tenants(tmp_path, [dict(TENANT, fairshare="40 qos=other")])
+    assert result.returncode != 0 and "tenant fairshare '40 qos=other' is not an integer" in result.stdout
