@@ -57,6 +57,13 @@ HOSTILE = {
     "a comma in the GPU type adds a GRES": (lambda p: with_first_node_group(p, gres="gpu:h200,gpu:8"), "GRES type 'h200,gpu' holds ','"),
     "a comma in a node feature adds a feature": (lambda p: with_first_node_group(p, features=("h200,evil",)), "node feature"),
     "a newline in the site's name (header comment)": (lambda p: dataclasses.replace(p, site="riga\nSlurmUser=root"), "U+000A"),
+    "a blank in PriorityWeightTRES adds a key": (lambda p: with_slurm(p, priority_weight_tres="CPU=1 SlurmUser=root"), "PriorityWeightTRES"),
+    "a word as a node's CPU count": (lambda p: with_first_node_group(p, cpus="8 Weight=0"), "node CPUs"),
+    "a word as AcctGatherNodeFreq": (lambda p: with_slurm(p, energy_gather="acct_gather_energy/ipmi", energy_frequency_s="30 x"),
+                                     "energy.node_frequency_s"),
+    "a blank in a PrologFlags flag": (lambda p: with_slurm(p, prolog_flags=("Alloc Contain",)), "PrologFlags"),
+    "a comment in a host name of /etc/hosts": (lambda p: dataclasses.replace(
+        p, hosts={k: dataclasses.replace(h, name=h.name + " #") for k, h in list(p.hosts.items())[:1]}), "host name"),
     "a newline in a topology switch": (lambda p: with_slurm(p, topology=(("su1\nSwitchName=evil", "Nodes=gpu0001"),)), "U+000A"),
 }
 

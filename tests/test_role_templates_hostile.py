@@ -39,6 +39,34 @@ BOOT = {"boot_server_plan": {"server": "10.40.0.5", "network": "10.40.0.0", "net
         "boot_server_tftp_root": "/srv/gigafactory/tftp", "boot_server_http_root": "/srv/gigafactory/http",
         "boot_server_dhcp_lease": "12h"}
 
+PARTITION = {"name": "acme", "key": "0x8001", "default": False, "tenant": "acme", "index0": False, "limited": ["svc01"], "full": ["gpu0001"]}
+GUIDS = {"svc01": ["0x0002c90300000001"], "gpu0001": ["0x0002c90300000002"]}
+
+
+def partitions(guids: dict | None = None, **partition) -> dict:
+    fabric = {"subnet_managers": ["ctl01"], "partitions": [dict(PARTITION, **partition)]}
+    return {"_rdma_sm_fabrics": [{"key": "compute", "value": fabric}], "_rdma_sm_fabric": fabric,
+            "_rdma_member_guids": guids or GUIDS}
+
+
+OPENSM = {"_rdma_sm_fabrics": [{"key": "compute", "value": {}}], "_rdma_sm_fabric": {"subnet_managers": ["ctl01"]},
+          "_rdma_sm_priority": 15, "rdma_opensm_config_dir": "/etc/opensm", "rdma_opensm_log_file": "/var/log/opensm.log"}
+SLURMDBD = {"gf_site": "riga-1", "inventory_hostname": "db01", "slurm_dbd_database": "slurm_acct_db", "slurm_dbd_db_user": "slurm",
+            "_slurm_dbd_password": "Zx81bQ"}
+CUDA_SOURCE = {"nvidia_driver_repository": "http://10.40.0.5/cuda", "nvidia_driver_repository_suite": "/",
+               "nvidia_driver_repository_signed_by": "/usr/share/keyrings/gigafactory-cuda.gpg"}
+DOCA_SOURCE = {"rdma_doca_repository": "http://10.40.0.5/doca", "rdma_doca_suite": "/", "rdma_doca_signed_by": "/usr/share/keyrings/gigafactory-doca.gpg"}
+GRUB = {"base_iommu_passthrough": True, "base_hugepages_2m": 1024}
+
+BOOT_MENU = {"boot_server_plan": {"server": "10.40.0.5/evil"}}
+KUBEADM_JOIN = {k: v for k, v in KUBEADM.items() if k != "kubernetes_name"} | {
+    "kubernetes_join_token": "abcdef.0123456789abcdef", "kubernetes_join_ca_hash": "sha256:00", "kubernetes_certificate_key": ""}
+SITE_SOURCE = {"site_repository_key_name": "cuda", "site_repository_key_uris": "http://10.40.0.5/cuda", "site_repository_key_suites": "/",
+               "site_repository_key_components": [], "site_repository_key_signed_by": "/usr/share/keyrings/gigafactory-cuda.gpg"}
+# Templates that print values but have no hostile case here, and why.
+NO_CASE = {"cuda/templates/cuda.sh.j2": "tests/test_cuda_role.py runs it in a login shell with shell text in a CUDA version",
+           "node_health/templates/health-expect.json.j2": "the whole file is one value through to_nice_json"}
+
 
 def boot(**host) -> dict:
     return dict(BOOT, boot_server_plan=dict(BOOT["boot_server_plan"], hosts=[dict(BOOT_HOST, **host)]))
@@ -126,7 +154,65 @@ CASES = {
     "chrony ordinary": ("base/templates/chrony.conf.j2", CHRONY, None),
     "chrony newline in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 iburst\nallow all"]), "U+000A"),
     "chrony blank in a server": ("base/templates/chrony.conf.j2", dict(CHRONY, base_ntp_servers=["ntp01 key 1"]), "NTP server"),
+    "partitions ordinary": ("rdma/templates/partitions.conf.j2", partitions(), None),
+    "partitions comma in a partition name adds a flag": ("rdma/templates/partitions.conf.j2", partitions(name="acme, ipoib, defmember=full"),
+                                                         "partition name 'acme,"),
+    "partitions equals in a key": ("rdma/templates/partitions.conf.j2", partitions(key="0x8001=full"), "partition key of acme"),
+    "partitions semicolon in a GUID ends the partition": ("rdma/templates/partitions.conf.j2",
+                                                         partitions(guids=dict(GUIDS, gpu0001=["0x1=full; evil=0x8002 : ALL=full"])),
+                                                         "port GUID of gpu0001"),
+    "partitions newline in a tenant comment": ("rdma/templates/partitions.conf.j2", partitions(tenant="acme\nevil=0x8002 : ALL=full ;"), "U+000A"),
+    "opensm ordinary": ("rdma/templates/opensm.conf.j2", OPENSM, None),
+    "opensm a word as priority": ("rdma/templates/opensm.conf.j2", dict(OPENSM, _rdma_sm_priority="15\nno_partition_enforcement TRUE"),
+                                  "subnet manager priority"),
+    "opensm a priority out of range": ("rdma/templates/opensm.conf.j2", dict(OPENSM, _rdma_sm_priority=16), "outside 0..15"),
+    "cuda sources ordinary": ("nvidia_driver/templates/cuda.sources.j2", CUDA_SOURCE, None),
+    "cuda sources a second key in Signed-By": ("nvidia_driver/templates/cuda.sources.j2",
+                                              dict(CUDA_SOURCE, nvidia_driver_repository_signed_by="/k.gpg /tmp/evil.gpg"),
+                                              "Signed-By of repositories.cuda"),
+    "cuda sources newline in Signed-By": ("nvidia_driver/templates/cuda.sources.j2",
+                                         dict(CUDA_SOURCE, nvidia_driver_repository_signed_by="/k.gpg\nTrusted: yes"), "U+000A"),
+    "doca sources ordinary": ("rdma/templates/doca.sources.j2", DOCA_SOURCE, None),
+    "doca sources newline in Signed-By": ("rdma/templates/doca.sources.j2", dict(DOCA_SOURCE, rdma_doca_signed_by="/k.gpg\nTrusted: yes"),
+                                         "U+000A"),
+    "slurmdbd ordinary": ("slurm_dbd/templates/slurmdbd.conf.j2", SLURMDBD, None),
+    "slurmdbd blank in the database": ("slurm_dbd/templates/slurmdbd.conf.j2", dict(SLURMDBD, slurm_dbd_database="acct StorageHost=evil"),
+                                       "slurmdbd database"),
+    "slurmdbd newline in the user": ("slurm_dbd/templates/slurmdbd.conf.j2", dict(SLURMDBD, slurm_dbd_db_user="slurm\nStorageHost=evil"),
+                                     "U+000A"),
+    "slurmdbd a password with a comment is refused unseen": ("slurm_dbd/templates/slurmdbd.conf.j2",
+                                                             dict(SLURMDBD, _slurm_dbd_password="Zx81#bQ"), "(not shown: a secret)"),
+    "grub ordinary": ("base/templates/grub.cfg.j2", GRUB, None),
+    "grub a command line in the huge pages": ("base/templates/grub.cfg.j2", dict(GRUB, base_hugepages_2m='8 init=/bin/sh"'),
+                                              "node_types.hugepages_2m"),
+    "grub shell in the huge pages": ("base/templates/grub.cfg.j2", dict(GRUB, base_hugepages_2m="$(reboot)"), "is not an integer"),
+    "sysctl newline in a value": ("base/templates/sysctl.conf.j2", {"_base_sysctls": {"vm.nr_hugepages": "8\nkernel.modules_disabled = 1"}},
+                                  "U+000A"),
+    "sysctl a second setting in a key": ("base/templates/sysctl.conf.j2", {"_base_sysctls": {"kernel.x = 1 #": 1}}, "sysctl key"),
+    "mariadb a word as the lock timeout": ("slurm_dbd/templates/mariadb.cnf.j2",
+                                           {"slurm_dbd_innodb_buffer_pool_size": "128M", "slurm_dbd_innodb_lock_wait_timeout": "900 skip-grant-tables"},
+                                           "innodb_lock_wait_timeout"),
+    "systemd limits newline in memlock": ("base/templates/systemd-limits.conf.j2", {"base_memlock": "1\n[Manager]"}, "U+000A"),
+    "modules blank in a module": ("rdma/templates/modules-load.conf.j2", {"_rdma_modules": ["ib_uverbs evil"]}, "kernel module"),
+    "ipxe menu path in the server": ("boot_server/templates/menu.ipxe.j2", BOOT_MENU, "boot server address"),
+    "containerd newline in the registry": ("kubernetes/templates/containerd-config.toml.j2",
+                                           {"kubernetes_image_repository": "r\n[plugins.x]", "kubernetes_pause_version": "3.10"}, "U+000A"),
+    "kubeadm join newline in the cluster name": ("kubernetes/templates/kubeadm-join.yaml.j2", dict(KUBEADM_JOIN, kubernetes_name="riga\nx: 1"),
+                                                 "U+000A"),
+    "kubernetes sysctl newline in a value": ("kubernetes/templates/sysctl.conf.j2", {"kubernetes_sysctls": {"net.ipv4.ip_forward": "1\nkernel.x = 1"}},
+                                             "U+000A"),
+    "peermem a word as the HCA count": ("nvidia_driver/templates/peermem.conf.j2", {"gf_hcas": "2\nblacklist nvidia"}, "HCA count"),
+    "site sources newline in the repository name": ("site_repository_key/templates/site.sources.j2", dict(SITE_SOURCE, site_repository_key_name="x\ny"),
+                                                    "U+000A"),
+    "limits blank in memlock": ("base/templates/limits.conf.j2", {"base_memlock": "unlimited\n* hard nofile 1"}, "U+000A"),
 }
+
+
+def test_every_role_template_that_prints_a_value_has_a_hostile_case():
+    templates = {str(t.relative_to(ROLES)) for t in ROLES.glob("*/templates/**/*.j2")
+                 if "{{" in t.read_text().replace("{{ ansible_managed }}", "")}
+    hostile = {src for src, _, refusal in CASES.values() if refusal is not None}
+    assert sorted(templates - hostile - set(NO_CASE)) == []
 
 
 def case_file(name: str) -> str:
@@ -152,7 +238,7 @@ def rendered(tmp_path_factory) -> tuple[Path, dict]:
     tasks.append({"name": "Write the refusals", "ansible.builtin.copy": {"content": "{{ refused | to_json }}", "dest": str(out / "refused.json"),
                                                                          "mode": "0644"}})
     play = [{"name": "Templates with hostile values", "hosts": "localhost", "connection": "local", "gather_facts": False,
-             "vars": {"refused": {}}, "vars_files": [str(ROLES / "slurm_controller" / "vars" / "main.yml")], "tasks": tasks}]
+             "vars": {"refused": {}}, "vars_files": [str(ROLES / role / "vars" / "main.yml") for role in ("slurm_controller", "base")], "tasks": tasks}]
     (out / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     result = subprocess.run([bin_path("ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",

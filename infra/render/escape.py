@@ -51,6 +51,30 @@ def one_word(value: object, what: str | None = None, forbid: str = "") -> str:
     return text
 
 
+def integer(value: object, what: str | None = None, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an integer, refused unless it is one (an int, not a bool, or ASCII digits with an optional
+    leading '-') within ``minimum`` and ``maximum``: a number sink never gets a word, a blank or a fraction."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise UnsafeValue(f"{_label(what)}{value!r} is not an integer")
+    text = str(value)
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise UnsafeValue(f"{_label(what)}{text!r} is not an integer")
+    number = int(text)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise UnsafeValue(f"{_label(what)}{number} is outside {minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}")
+    return number
+
+
+def secret_word(value: object, what: str | None = None) -> str:
+    """A secret (a password) as one word, checked like ``one_word``; a refusal never shows the value."""
+    try:
+        return one_word(value, what)
+    except UnsafeValue:
+        raise UnsafeValue(f"{_label(what)}(not shown: a secret) is empty or holds a blank, a control character, '#', "
+                          "a quote or a backslash") from None
+
+
 def gres_fields(value: object, what: str | None = None) -> tuple[str, str, int]:
     """A Slurm GRES ``name:type:count`` as its three fields, refused unless it has exactly three,
     the first two single words without ':' or ',' and the last a count."""
@@ -128,6 +152,8 @@ def systemd_quote(value: object, what: str | None = None) -> str:
 FILTERS = {
     "one_line": one_line,
     "one_word": one_word,
+    "integer": integer,
+    "secret_word": secret_word,
     "gres": gres,
     "gres_fields": gres_fields,
     "systemd_escape": systemd_escape,

@@ -26,6 +26,17 @@ def sacctmgr_associations(text: str) -> dict[str, list[str]]:
     return out
 
 
+def _count(tenant: dict, key: str) -> int:
+    """A tenant's number as an integer of at least -1 (sacctmgr's "no limit"), refused if it is anything else: a word
+    or a blank in a number would become another sacctmgr argument or TRES."""
+    value = tenant.get(key)
+    text = str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not text.lstrip("-").isdigit() or not text.isascii() \
+            or int(text) < -1:
+        raise ValueError(f"tenant {tenant.get('account')!r}: {key} {value!r} is not a whole number")
+    return int(text)
+
+
 def tenant_grptres(tenant: dict) -> dict[str, str]:
     """The GrpTRES a tenant's caps mean, as sacctmgr shows it (uncapped TRES absent)."""
     return {tres: str(tenant[key]) for tres, key in TRES if tenant.get(key) is not None}
@@ -33,7 +44,7 @@ def tenant_grptres(tenant: dict) -> dict[str, str]:
 
 def tenant_grptres_arg(tenant: dict) -> str:
     """The GrpTRES argument that sets every cap, clearing (-1) the ones the tenant does not have."""
-    return ",".join(f"{tres}={tenant[key] if tenant.get(key) is not None else -1}" for tres, key in TRES)
+    return ",".join(f"{tres}={_count(tenant, key) if tenant.get(key) is not None else -1}" for tres, key in TRES)
 
 
 def sacctmgr_budgets(text: str) -> dict[str, dict]:
@@ -61,12 +72,17 @@ def tenant_budget(tenant: dict) -> dict:
     return {"billing": str(minutes) if minutes is not None else None, "nodecay": minutes is not None}
 
 
+def tenant_budget_argv(tenant: dict) -> list[str]:
+    """The sacctmgr ``set`` arguments, one per argv word, that make a QOS match ``tenant_budget`` (-1 clears the
+    limit); the budget is refused unless it is a whole number."""
+    if tenant.get("budget_billing_minutes") is None:
+        return ["GrpTRESMins=billing=-1", "Flags-=NoDecay"]
+    return [f"GrpTRESMins=billing={_count(tenant, 'budget_billing_minutes')}", "Flags+=NoDecay"]
+
+
 def tenant_budget_args(tenant: dict) -> str:
-    """The sacctmgr ``set`` arguments that make a QOS match ``tenant_budget`` (-1 clears the limit)."""
-    minutes = tenant.get("budget_billing_minutes")
-    if minutes is None:
-        return "GrpTRESMins=billing=-1 Flags-=NoDecay"
-    return f"GrpTRESMins=billing={int(minutes)} Flags+=NoDecay"
+    """``tenant_budget_argv`` as one line (for people; the role passes the list as argv)."""
+    return " ".join(tenant_budget_argv(tenant))
 
 
 class FilterModule:
@@ -79,4 +95,5 @@ class FilterModule:
             "sacctmgr_budgets": sacctmgr_budgets,
             "tenant_budget": tenant_budget,
             "tenant_budget_args": tenant_budget_args,
+            "tenant_budget_argv": tenant_budget_argv,
         }
