@@ -194,9 +194,9 @@ def _cluster_sacct(args: argparse.Namespace, site: Site, period):
 
 def node_control(host: str, inventories: list[Path], private_data_dir: Path):
     """How ``usage`` reaches ``host``: ansible-runner's ad-hoc command module, as ``up``'s rollout does."""
-    from .orchestrate.project import REPO_ROOT
+    from .orchestrate.project import ansible_root
     from .orchestrate.rollout import AnsibleCommand
-    return AnsibleCommand(host, inventories, private_data_dir, REPO_ROOT / "ansible.cfg")
+    return AnsibleCommand(host, inventories, private_data_dir, ansible_root() / "ansible.cfg")
 
 
 def _open_input(path, field: str):

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from ..orchestrate.phases import PHASES
+from ..orchestrate.project import ansible_root
 from ..plan import Plan, build_plan, group_name
 from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
@@ -300,7 +301,6 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
     """Every phase's install part into the tree. ``again``: a second pass over the finished tree, which must find
     the install part satisfied; returns the tasks that changed there ("phase: role: task"), for the caller to refuse."""
     from ..orchestrate.runner import run_wave
-    from ..orchestrate.up import REPO_ROOT
     host = f"image-{key}"
     inventory_dir = work / "inventory"
     if not inventory_dir.is_dir():
@@ -319,9 +319,9 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
             data = event.get("event_data") or {}
             if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
                 changed.append(f"{phase}: {data.get('role') or '-'}: {data.get('task', '')}")
-        result = run_wave(playbook=REPO_ROOT / "playbooks" / f"{phase}.yml", inventories=[inventory_dir / "hosts.yml"],
+        result = run_wave(playbook=ansible_root() / "playbooks" / f"{phase}.yml", inventories=[inventory_dir / "hosts.yml"],
                           hosts=[host], private_data_dir=work / "ansible", ident=f"{i:02d}-{phase}" + ("-again" * again),
-                          ansible_config=REPO_ROOT / "ansible.cfg", check=False,
+                          ansible_config=ansible_root() / "ansible.cfg", check=False,
                           extravars=install_extravars(phase, tree_kernel(chroot.root)), sink=sink)
         if result.failed:
             failure = result.failed[host]
@@ -508,10 +508,9 @@ def site_images(site: Site, plan: Plan, site_path: Path, node_types: list[str] |
                 say: Say = _print) -> list[BuiltImage]:
     """The image of each node type asked for (default: every type with hosts), from the cache or built: what
     ``gigafactory image build`` and the demo's launcher both run."""
-    from .chroot import REPO_ROOT
     images = type_images(site, plan, node_types)
     phases = tuple(dict.fromkeys(p for image in images for p in image.phases))
-    return build(site, plan, site_path, images, phase_digests(REPO_ROOT, site_path, phases), say)
+    return build(site, plan, site_path, images, phase_digests(ansible_root(), site_path, phases), say)
 
 
 def served_node_types(site: Site, plan: Plan) -> list[str]:
@@ -523,11 +522,10 @@ def served_node_types(site: Site, plan: Plan) -> list[str]:
 def netboot_bundles(site: Site, plan: Plan, site_path: Path, node_types: list[str]) -> dict[str, Path]:
     """Each node type's network-boot bundle in the cache (``<key>/netboot``), never built here: an ImageInputError
     names every type without one and the command that builds it."""
-    from .chroot import REPO_ROOT
     if not node_types:
         return {}
     images = type_images(site, plan, node_types)
-    digests = phase_digests(REPO_ROOT, site_path, tuple(dict.fromkeys(p for i in images for p in i.phases)))
+    digests = phase_digests(ansible_root(), site_path, tuple(dict.fromkeys(p for i in images for p in i.phases)))
     found, missing = {}, []
     for image in images:
         path = images_root() / image_key(site, image, digests, plan)

@@ -6,15 +6,33 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# An installed package carries the checkout's ansible.cfg and playbooks/ here (pyproject.toml; docs/install.md).
+INSTALLED_ANSIBLE = Path(__file__).resolve().parents[1] / "_ansible"
 # What Ansible on an execution host reads: its configuration, the playbooks with their roles and plugins, the infra
 # package the inventory plugin and filters import, and the site files kept in the repository.
 PROJECT_PARTS = ("ansible.cfg", "infra", "playbooks", "inventories")
 SKIPPED = ("__pycache__", ".pytest_cache")
+
+
+def ansible_root() -> Path:
+    """The directory holding ``ansible.cfg`` and ``playbooks/`` (roles, plugins): the copy inside an installed
+    package (``infra/_ansible``), else the checkout's top. ansible.cfg's relative paths resolve against it."""
+    return INSTALLED_ANSIBLE if (INSTALLED_ANSIBLE / "ansible.cfg").is_file() else REPO_ROOT
+
+
+def installed_fact_cache(ansible_config: Path) -> Path | None:
+    """Ansible's fact cache when ``ansible_config`` is an installed package's, whose ``.cache/`` beside it would be
+    inside the package: beside the image cache (``$GIGAFACTORY_CACHE``, else ``~/.cache/gigafactory``); None for a
+    checkout's, whose ansible.cfg keeps it in the checkout."""
+    if not Path(ansible_config).is_relative_to(INSTALLED_ANSIBLE):
+        return None
+    return Path(os.environ.get("GIGAFACTORY_CACHE") or Path.home() / ".cache" / "gigafactory") / "ansible-facts"
 
 
 @dataclass(frozen=True)

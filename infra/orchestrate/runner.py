@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import ansible_runner
 
 from .execution import Worker
+from .project import installed_fact_cache
 
 EventSink = Callable[[dict[str, Any]], None]
 LIMIT_INLINE_MAX = 100   # more hosts than this go to --limit @file
@@ -143,6 +144,8 @@ def _envvars(ansible_config: str, strategy: str, worker: Worker | None = None) -
         # provisioning.strategy; Mitogen's strategies are found through playbooks/plugins/strategy (ansible.cfg).
         "ANSIBLE_STRATEGY": strategy,
     }
+    if here and (facts := installed_fact_cache(Path(ansible_config))):
+        env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(facts)
     if not here and worker.project:
         env["PYTHONPATH"] = worker.project
         # ansible.cfg's fact cache is relative to the project, which the worker's user cannot write there

@@ -22,7 +22,7 @@ from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, compress, expand
 from .phases import PHASES, Phase
-from .project import REPO_ROOT, project_archive
+from .project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
 from .execution import Shard, WorkerCommand, default_worker_command, shards
 from .rollout import (NEW, ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
@@ -53,8 +53,8 @@ class UpOptions:
     run_dir: Path | None = None
     runs_root: Path = Path("runs")
     inventories: list[Path] = field(default_factory=list)
-    playbook_dir: Path = REPO_ROOT / "playbooks"
-    ansible_config: Path = REPO_ROOT / "ansible.cfg"
+    playbook_dir: Path = ansible_root() / "playbooks"
+    ansible_config: Path = ansible_root() / "ansible.cfg"
     extravars: dict[str, Any] = field(default_factory=dict)
     out: TextIO | None = None
     progress: Progress | None = None

@@ -174,13 +174,17 @@ class PhaseInputs:
     files: Mapping[str, str]            # phase name -> digest of the files it reads
 
     @classmethod
-    def of(cls, site: Site, plan: Plan, root: Path, site_file: str) -> PhaseInputs:
-        """Reads every phase's files now: a missing one raises PhaseInputError before anything is declared."""
+    def of(cls, site: Site, plan: Plan, root: Path, site_file: str, playbooks: Path | None = None) -> PhaseInputs:
+        """Reads every phase's files now: a missing one raises PhaseInputError before anything is declared.
+        ``playbooks``: the directory holding playbooks/ (default ``root``; an installed package's infra/_ansible)."""
+        books = playbooks or root
         beside = site_inventory_files(root, site_file)
+        if books != root:
+            beside = tuple((root / rel).as_posix() for rel in beside)
         files: dict[str, str] = {}
         for spec in ORCHESTRATION_PHASES:
             try:
-                files[spec.name] = files_digest(root, phase_files(root, Phase(spec.name, "all").playbook) + beside)
+                files[spec.name] = files_digest(books, phase_files(books, Phase(spec.name, "all").playbook) + beside)
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
         return cls(root, site_file, plan, inventory_view(site, plan), files)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 
+from ..orchestrate.project import ansible_root
 from ..plan import Plan, build_plan
 from ..site import Site, SiteInvalid, load_site
 from ..site.checks import run_checks
@@ -46,10 +47,10 @@ def load(path: Path) -> tuple[Site, Plan]:
         raise pulumi.RunError(rejection(err)) from None
 
 
-def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT) -> dict[str, Any]:
-    """Every component of the site; returns the stack outputs."""
+def declare_site(site: Site, plan: Plan, site_rel: str, root: Path = ROOT, playbooks: Path | None = None) -> dict[str, Any]:
+    """Every component of the site; returns the stack outputs. ``playbooks``: where playbooks/ is (default ``root``)."""
     try:
-        inputs = PhaseInputs.of(site, plan, root, site_rel)
+        inputs = PhaseInputs.of(site, plan, root, site_rel, playbooks)
     except PhaseInputError as err:
         raise pulumi.RunError(f"{err}; nothing was declared") from None
     charts = chart_source(site.repositories.charts.url if site.repositories.charts else None, root)
@@ -86,5 +87,5 @@ def main() -> None:
         if problem.severity == "warning":
             pulumi.log.warn(f"{value}: {problem}")
     rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-    for key, output in declare_site(site, plan, rel).items():
+    for key, output in declare_site(site, plan, rel, ROOT, ansible_root()).items():
         pulumi.export(key, output)
