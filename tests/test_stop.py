@@ -229,3 +229,12 @@ def test_the_hosts_left_drained_come_with_the_command_that_resumes_them():
     worker = plan.groups["k8s_worker"][0]
     assert resume_commands(plan, ["gpu0001", "gpu0002", worker]) == [
         "scontrol update nodename=gpu[0001-0002] state=resume", f"kubectl uncordon {worker}"]
+
+
+def test_a_scheduler_command_asked_after_the_interruption_is_not_run(tmp_path):
+    from infra.orchestrate.rollout import AnsibleCommand
+    control = AnsibleCommand("ctl01", [tmp_path / "none.yml"], tmp_path / "control", ROOT / "ansible.cfg",
+                             cancel=lambda: True)
+    result = control.run(["scontrol", "update", "nodename=node01", "state=resume"])
+    assert result.rc == 1 and "interrupted" in result.stderr
+    assert control.calls == 0 and not (tmp_path / "control").exists()

@@ -104,6 +104,8 @@ class AnsibleCommand:
 
     def run(self, argv: Sequence[str]) -> CommandResult:
         from .runner import _envvars
+        if self.cancel():
+            return CommandResult(1, "", f"interrupted: {' '.join(argv[:2])} not run")
         self.calls += 1
         results: list[dict[str, Any]] = []
 

@@ -247,6 +247,8 @@ def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: 
     def run_phases(which: list[Phase], targets: list[str]) -> dict[str, str]:
         failed: dict[str, str] = {}
         for phase in which:
+            if options.cancel.requested:
+                break                       # the rollout sees it and stops; no further phase starts
             index = phase_names.index(phase.name)
             wave = [h for h in targets if h in members[phase.name] and start[h] <= index and h not in failed]
             if not wave:
@@ -438,6 +440,9 @@ def _up(options: UpOptions) -> RunOutcome:
                                        one_wave_when_small=options.batch is None and not local)
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
+                stopped = interrupted()         # asked between waves: the next one does not start
+                if stopped:
+                    break
                 progress.wave_start(phase.name, k, wave)
                 result = run_one(phase, wave, f"{prefix}{index + 1:02d}-{phase.name}-w{k}", local)
                 report.failed += list(result.failed)
