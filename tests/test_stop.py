@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from test_orchestrate import HOSTS, bed  # noqa: F401 - bed is the fixture run_bed builds on
+from test_orchestrate import HOSTS, bed, sharded_site  # noqa: F401 - bed is the fixture run_bed builds on
 
 WAIT_S = 120            # bounds every wait: a run that does not stop fails the test instead of hanging it
 
@@ -26,10 +26,15 @@ import dataclasses, sys
 from pathlib import Path
 from infra.orchestrate import cli
 from infra.orchestrate.phases import Phase
-books, argv = Path(sys.argv[1]), sys.argv[2:]
+books, executors, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+sys.path.insert(0, str(Path(__file__).parent))
+if executors:               # the shards' workers as local processes (test_orchestrate.local_executors)
+    sys.path.insert(0, executors)
+    from test_orchestrate import local_executors
 plain = cli.options_from
 cli.options_from = lambda args: dataclasses.replace(
-    plain(args), phases=(Phase("one"), Phase("two")), playbook_dir=books)
+    plain(args), phases=(Phase("one"), Phase("two")), playbook_dir=books,
+    worker_command=local_executors(Path(args.site).parent.parent) if executors else None)
 from infra.cli import main
 sys.exit(main(argv))
 """
@@ -74,16 +79,19 @@ def run_bed(bed):  # noqa: F811 - the parameter names test_orchestrate's fixture
     driver.write_text(DRIVER)
     run_dir = tmp_path / "run"
 
-    def start() -> subprocess.Popen:
+    def start(sharded: bool = False) -> subprocess.Popen:
+        if sharded:
+            sharded_site(bed)
         env = dict(os.environ, PYTHONPATH=str(ROOT), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-        return subprocess.Popen([sys.executable, str(driver), str(books), "up", str(site), "-i", str(inv),
+        return subprocess.Popen([sys.executable, str(driver), str(books), str(ROOT / "tests") if sharded else "", "up", str(site), "-i", str(inv),
                                  "--run-dir", str(run_dir)], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     return tmp_path, run_dir, start
 
 
-def _sleep_started(run_dir: Path, hosts_dir: Path) -> bool:
-    """The Sleep task's start events in the run's job events, and its command running on every host."""
+def _sleep_started(run_dir: Path, hosts_dir: Path, sharded: bool = False) -> bool:
+    """The Sleep task's start events in the run's job events (a shard's, buffered, are read after the shard), and
+    its command running on every host."""
     started = set()
     for path in (run_dir / "ansible" / "artifacts").glob("*/job_events/*.json"):
         try:
@@ -93,7 +101,7 @@ def _sleep_started(run_dir: Path, hosts_dir: Path) -> bool:
         data = event.get("event_data") or {}
         if event.get("event") == "runner_on_start" and data.get("task") == "Sleep":
             started.add(data.get("host"))
-    return started == set(HOSTS) and all((hosts_dir / h / "sleep.pid").is_file() for h in HOSTS)
+    return (sharded or started == set(HOSTS)) and all((hosts_dir / h / "sleep.pid").is_file() for h in HOSTS)
 
 
 def _wait_for(condition, proc: subprocess.Popen) -> None:
@@ -143,11 +151,13 @@ def _assert_stopped_between_tasks(tmp: Path, run_dir: Path, proc: subprocess.Pop
     return summary
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_a_real_run_between_tasks_and_writes_its_record(run_bed, sig, code):
+@pytest.mark.parametrize("sig, code, sharded", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
+                                               (signal.SIGINT, 130, True)])
+def test_a_signal_stops_a_real_run_between_tasks_and_writes_its_record(run_bed, sig, code, sharded):
+    """Sharded: the wave runs as shards on execution hosts (ansible-runner's transmit / worker / process)."""
     tmp, run_dir, start = run_bed
-    proc = start()
-    _wait_for(lambda: _sleep_started(run_dir, tmp / "hosts"), proc)
+    proc = start(sharded)
+    _wait_for(lambda: _sleep_started(run_dir, tmp / "hosts", sharded), proc)
     proc.send_signal(sig)
     out, err = _ended(proc)
     summary = _assert_stopped_between_tasks(tmp, run_dir, proc, out, err, code, signal.Signals(sig).name)

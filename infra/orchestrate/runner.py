@@ -277,7 +277,9 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
     if rc_file.is_file() and status_file.is_file() and "silent" not in explanation:
         rc_text = rc_file.read_text().strip()
         rc = int(rc_text) if rc_text.lstrip("-").isdigit() else None
-        _conclude(result, collect, rc, status_file.read_text().strip(), lambda: "")
+        status = status_file.read_text().strip()
+        # a worker whose playbook this run's cancellation killed reports it failed: it was cancelled
+        _conclude(result, collect, rc, CANCELED if cancel.requested and status != "successful" else status, lambda: "")
     elif cancel.requested:
         result.rc, result.status, result.cancelled = code, CANCELED, True
     else:
