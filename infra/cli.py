@@ -59,10 +59,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    """Every file rendered before the first is written; a directory that cannot take them is exit 2, naming it, and
+    an unexpected failure exit 1 with a sentence: never a traceback."""
     from .render.files import render_all, write_all
-    site, plan = load(args.site)
     out = Path(args.out)
-    for path in write_all(render_all(site, plan), out):
+    try:
+        site, plan = load(args.site)
+        files = render_all(site, plan)
+    except (SiteInvalid, UnsafeValue):
+        raise
+    except Exception as err:  # noqa: BLE001 - a bug, said in a sentence
+        print(f"gigafactory render: {args.site}: {type(err).__name__}: {err} (a bug in gigafactory; please report it "
+              "with the site file)", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        written = write_all(files, out)
+    except OSError as err:
+        print(f"gigafactory render: --out {str(out)!r}: cannot write {str(err.filename or out)!r}: "
+              f"{err.strerror or err}", file=sys.stderr)
+        return EXIT_INVALID
+    for path in written:
         print(path)
     return EXIT_OK
 

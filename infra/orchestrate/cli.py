@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..site.hostlists import compress
+from .cancel import Cancellation
 from .phases import PHASES
 from .up import OrchestrationError, UpOptions, up
 from .waves import BatchInvalid, parse_batch
@@ -57,20 +58,27 @@ def options_from(args: argparse.Namespace) -> UpOptions:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    try:
-        if getattr(args, "against", None) is not None:
-            return _up_against(args)
-        if getattr(args, "force_replace", False):
-            print("error: --force-replace goes with --against REF (the change whose replace-class hosts it applies)",
-                  file=sys.stderr)
+    """The run under SIGINT/SIGTERM handlers of its own: the first signal stops it between tasks (exit 130 or 143,
+    hosts.json and summary.json written), a second at once."""
+    cancel = Cancellation()
+    with cancel.handling():
+        try:
+            if getattr(args, "against", None) is not None:
+                return _up_against(args, cancel)
+            if getattr(args, "force_replace", False):
+                print("error: --force-replace goes with --against REF (the change whose replace-class hosts it "
+                      "applies)", file=sys.stderr)
+                return EXIT_INVALID
+            return up(dataclasses.replace(options_from(args), cancel=cancel)).exit_code
+        except OrchestrationError as err:
+            print(f"error: {err}", file=sys.stderr)
             return EXIT_INVALID
-        return up(options_from(args)).exit_code
-    except OrchestrationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
+        except KeyboardInterrupt:
+            print(f"{cancel.name}: stopped at once", file=sys.stderr)
+            return cancel.exit_code
 
 
-def _up_against(args: argparse.Namespace) -> int:
+def _up_against(args: argparse.Namespace, cancel: Cancellation) -> int:
     """``up SITE --against REF``: the change's diff (the one ``gigafactory diff`` prints, computed the same way),
     then the run with each host's class as its impact: nothing -> untouched, new -> every phase, removed -> named
     only, replace -> refused unless ``--force-replace`` (then applied like a new host)."""
@@ -109,7 +117,7 @@ def _up_against(args: argparse.Namespace) -> int:
     if removed:
         print(f"removed from the site, not touched: {compress(removed)} (take them out of service by hand)")
     options = options_from(args)                   # after the diff's print: a live table takes over the terminal
-    return up(dataclasses.replace(options, impacts=impacts, force_replace=args.force_replace,
+    return up(dataclasses.replace(options, cancel=cancel, impacts=impacts, force_replace=args.force_replace,
                                   site_text=site_text)).exit_code
 
 

@@ -100,9 +100,12 @@ class AnsibleCommand:
     private_data_dir: Path
     ansible_config: Path
     calls: int = 0
+    cancel: Callable[[], bool] = lambda: False   # the run's cancellation (never ansible-runner's signal handlers)
 
     def run(self, argv: Sequence[str]) -> CommandResult:
         from .runner import _envvars
+        if self.cancel():
+            return CommandResult(1, "", f"interrupted: {' '.join(argv[:2])} not run")
         self.calls += 1
         results: list[dict[str, Any]] = []
 
@@ -118,7 +121,7 @@ class AnsibleCommand:
             private_data_dir=str(self.private_data_dir), ident=f"control-{self.host}-{self.calls:05d}",
             host_pattern=self.host, module="ansible.builtin.command", module_args=json.dumps({"argv": list(argv)}),
             inventory=[str(i) for i in self.inventories], envvars=_envvars(str(self.ansible_config), AD_HOC_STRATEGY),
-            suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20)
+            suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20, cancel_callback=self.cancel)
         if not results:
             return CommandResult(runner.rc if runner.rc else 1, "", f"ansible {runner.status}: no result from {self.host}")
         res = results[-1].get("res") or {}
@@ -373,6 +376,7 @@ class NodeOutcome:
 class RolloutResult:
     nodes: dict[str, NodeOutcome]
     stopped: str | None = None
+    left_out: list[str] = field(default_factory=list)   # taken out of service by this rollout and not put back
 
     @property
     def failed(self) -> list[str]:
@@ -396,6 +400,7 @@ class Rollout:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     stop_reason: Callable[[int, int, int], str | None] | None = None   # (failed, started, total) -> why to stop
+    cancelled: Callable[[], bool] = lambda: False    # asked to stop (SIGINT/SIGTERM): nothing more starts or resumes
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -431,9 +436,17 @@ class Rollout:
                     n.message += f" (and could not be kept out: {err})"
                 self._say(f"rollout: {h} failed and stays out of service: {n.message}")
 
+        def interrupted() -> bool:
+            if self.cancelled() and not result.stopped:
+                result.stopped = "interrupted: no more nodes taken out, updated or put back"
+                self._say(f"rollout: {result.stopped}")
+            return self.cancelled()
+
         def finish(hosts: list[str]) -> None:
             """Health gate, then back into service."""
             failed = self.health(hosts) if hosts else {}
+            if interrupted():
+                return          # the gate did not finish: no node goes back
             fail([h for h in hosts if h in failed], {h: f"health gate: {failed[h]}" for h in failed})
             for h in hosts:
                 if h in failed:
@@ -448,7 +461,7 @@ class Rollout:
                 out.discard(h)
                 self._say(f"rollout: {h} updated and back in service")
 
-        while pending or waiting or rebooting:
+        while (pending or waiting or rebooting) and not interrupted():
             started = len(order) - len(pending)
             if self.stop_reason and not result.stopped and started:
                 result.stopped = self.stop_reason(len(result.failed), started, len(order))
@@ -457,7 +470,7 @@ class Rollout:
             if pending and not result.stopped:
                 # take out as many as the domains allow, nodes running no job first
                 for h in self._idle_first(pending):
-                    if not room(h):
+                    if not room(h) or interrupted():
                         continue
                     pending.remove(h)
                     out.add(h)
@@ -496,6 +509,8 @@ class Rollout:
                     nodes[h].steps.append("idle")
                 self._say(f"rollout: updating {', '.join(free)}")
                 failed = self.apply(free)
+                if interrupted():
+                    break
                 fail([h for h in free if h in failed], failed)
                 updated = [h for h in free if h not in failed]
                 direct, plain_reboot = [], []
@@ -549,6 +564,7 @@ class Rollout:
                 self.sleep(self.poll_s)
         for h in pending:
             nodes[h].message = f"not started: {result.stopped}"
+        result.left_out = [h for h in order if h in out]
         return result
 
     def _idle_first(self, pending: list[str]) -> list[str]:
@@ -571,7 +587,8 @@ def _by_scheduler(hosts: Iterable[str], schedulers: Mapping[str, Scheduler]) -> 
     return list(groups.values())
 
 
-def ansible_reboot(hosts: list[str], inventories: list[Path], private_data_dir: Path, ansible_config: Path) -> Failures:
+def ansible_reboot(hosts: list[str], inventories: list[Path], private_data_dir: Path, ansible_config: Path,
+                   cancel: Callable[[], bool] = lambda: False) -> Failures:
     """Reboot ``hosts`` no scheduler reboots through ansible-runner's ad-hoc ``ansible.builtin.reboot``
     (it waits until each is back); the hosts it failed on, with the reason."""
     from .runner import _envvars, failure_message
@@ -590,7 +607,8 @@ def ansible_reboot(hosts: list[str], inventories: list[Path], private_data_dir: 
     ansible_runner.run(private_data_dir=str(private_data_dir), host_pattern=",".join(hosts),
                        module="ansible.builtin.reboot", module_args=json.dumps({"reboot_timeout": REBOOT_TIMEOUT_S}),
                        inventory=[str(i) for i in inventories], envvars=_envvars(str(ansible_config), AD_HOC_STRATEGY),
-                       suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20)
+                       suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20,
+                       cancel_callback=cancel)
     for h in hosts:
         if h not in reached and h not in failed:
             failed[h] = "no result from the reboot"

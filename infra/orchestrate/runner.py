@@ -18,12 +18,14 @@ from typing import Any, TextIO
 
 import ansible_runner
 
+from .cancel import Cancellation
 from .execution import Worker
 from .project import installed_fact_cache
 
 EventSink = Callable[[dict[str, Any]], None]
 LIMIT_INLINE_MAX = 100   # more hosts than this go to --limit @file
 HOST_RESULTS = frozenset({"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"})
+CANCELED = "canceled"   # ansible-runner's status of a job its cancel_callback stopped
 
 
 @dataclass
@@ -44,6 +46,7 @@ class WaveResult:
     task_seconds: float = 0.0        # inside tasks: each task start to the next task start or the recap
     host_tasks: int = 0              # task results (ok, changed, failed, skipped, unreachable), one per host and task
     controller_seconds: float = 0.0  # sharded: this process's CPU time to send the shards and read their events
+    cancelled: bool = False          # stopped when asked (SIGINT/SIGTERM): its hosts neither failed nor finished
 
     @property
     def ok(self) -> list[str]:
@@ -178,14 +181,16 @@ def _limit(hosts: list[str], file: Path, path_there: str) -> str:
 
 def run_wave(*, playbook: Path, inventories: list[Path], hosts: list[str], private_data_dir: Path, ident: str,
              ansible_config: Path, extravars: dict[str, Any], check: bool, sink: EventSink,
-             strategy: str = "linear") -> WaveResult:
-    """Run ``playbook`` limited to ``hosts``; every host the recap counts as failed or unreachable is in ``.failed``."""
+             strategy: str = "linear", cancel: Cancellation | None = None) -> WaveResult:
+    """Run ``playbook`` limited to ``hosts``; every host the recap counts as failed or unreachable is in ``.failed``.
+    ``cancel`` stops ansible-playbook when set (``.cancelled``); never ansible-runner's own signal handlers."""
     result = WaveResult(hosts=list(hosts))
     collect = _Collector(result, sink)
     private_data_dir.mkdir(parents=True, exist_ok=True)
     limit_file = private_data_dir / f"{ident}.limit"
     runner = ansible_runner.run(
         private_data_dir=str(private_data_dir), ident=ident, event_handler=collect, quiet=True,
+        cancel_callback=cancel or Cancellation(),
         **_job(playbook, inventories, _limit(hosts, limit_file, str(limit_file)), extravars, check, ansible_config, strategy))
     _conclude(result, collect, runner.rc, runner.status, lambda: _stdout_tail(runner))
     return result
@@ -193,7 +198,8 @@ def run_wave(*, playbook: Path, inventories: list[Path], hosts: list[str], priva
 
 def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: list[Path], hosts: list[str],
               private_data_dir: Path, ident: str, ansible_config: Path, extravars: dict[str, Any], check: bool,
-              sink: EventSink, strategy: str = "linear", idle_timeout: float = 3600) -> WaveResult:
+              sink: EventSink, strategy: str = "linear", idle_timeout: float = 3600,
+              cancel: Cancellation | None = None) -> WaveResult:
     """Run one shard of a wave on an execution host through ansible-runner's streaming interface.
 
     ``transmit`` packs the job (``private_data_dir/jobs/<ident>``) into ``worker.argv``'s stdin, an
@@ -201,8 +207,10 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
     ``private_data_dir/artifacts/<ident>`` here, the events as one ``job_events.jsonl`` (a file per event cost the
     controller ten times the CPU). The outcome is the worker's status and rc from those artifacts;
     without them (the executor died, was unreachable, or sent nothing for ``idle_timeout`` seconds and was stopped)
-    every host of the shard is unreachable, with the reason.
+    every host of the shard is unreachable, with the reason. ``cancel``, once set, kills the worker and what it
+    started here (on an execution host, its ssh connection): the shard is ``.cancelled``.
     """
+    cancel = cancel or Cancellation()
     cpu0 = time.thread_time()
     result = WaveResult(hosts=list(hosts))
     collect = _Collector(result, sink)
@@ -244,30 +252,39 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
         watchdog = threading.Thread(target=_stop_when_silent, args=(proc, heard, done, idle_timeout, explanation),
                                     name=f"watchdog-{ident}", daemon=True)
         watchdog.start()
+        stopper = threading.Thread(target=_stop_when_cancelled, args=(proc, cancel, done), name=f"cancel-{ident}",
+                                   daemon=True)
+        stopper.start()
         try:
             try:
                 # suppress_output_file: the worker keeps no stdout file of its own (its display text is uncensored);
                 # the stdout artifact is written here from the censored events.
                 ansible_runner.run(streamer="transmit", _output=proc.stdin, private_data_dir=str(job),
-                                   suppress_output_file=True, **streamed)
+                                   suppress_output_file=True, cancel_callback=cancel, **streamed)
                 proc.stdin.close()
             except (BrokenPipeError, OSError) as exc:
                 explanation.setdefault("text", f"the job could not be sent: {exc}")
             artifacts.mkdir(parents=True, exist_ok=True)
             with open(artifacts / "job_events.jsonl", "w", encoding="utf-8") as collect.events:
                 ansible_runner.run(streamer="process", _input=proc.stdout, private_data_dir=str(private_data_dir),
-                                   ident=ident, event_handler=event, status_handler=status, quiet=True)
+                                   ident=ident, event_handler=event, status_handler=status, quiet=True,
+                                   cancel_callback=cancel)
             proc.stdout.close()
             code = proc.wait()
         finally:
             done.set()
             heard.set()         # wakes the watchdog
             watchdog.join()
+            stopper.join()
     rc_file, status_file = artifacts / "rc", artifacts / "status"
     if rc_file.is_file() and status_file.is_file() and "silent" not in explanation:
         rc_text = rc_file.read_text().strip()
         rc = int(rc_text) if rc_text.lstrip("-").isdigit() else None
-        _conclude(result, collect, rc, status_file.read_text().strip(), lambda: "")
+        status = status_file.read_text().strip()
+        # a worker whose playbook this run's cancellation killed reports it failed: it was cancelled
+        _conclude(result, collect, rc, CANCELED if cancel.requested and status != "successful" else status, lambda: "")
+    elif cancel.requested:
+        result.rc, result.status, result.cancelled = code, CANCELED, True
     else:
         tail = " | ".join(line.strip() for line in stderr_path.read_text(errors="replace").splitlines()[-3:])
         reason = (f"execution host {executor} {explanation.get('silent', 'stopped before the shard finished')} "
@@ -298,9 +315,20 @@ def _stop_when_silent(proc: subprocess.Popen, heard: threading.Event, done: thre
         return
 
 
+def _stop_when_cancelled(proc: subprocess.Popen, cancel: Cancellation, done: threading.Event) -> None:
+    """Once ``cancel`` is set, stop the worker: its process group and everything under it (``cancel()`` kills them;
+    neither transmit nor process polls it); return when ``done`` is set."""
+    while not done.is_set():
+        if cancel.wait(0.5):
+            cancel()
+            return
+
+
 def _conclude(result: WaveResult, collect: _Collector, rc: int | None, status: str, tail: Callable[[], str]) -> None:
-    """Per-host outcome from the play recap; every host failed when the playbook never reached it."""
+    """Per-host outcome from the play recap; every host failed when the playbook never reached it, unless it was
+    cancelled (then only the hosts that failed before are)."""
     result.rc, result.status = rc, status
+    result.cancelled = status == CANCELED
     stats = collect.stats or {}
     for host in result.hosts:
         result.changed[host] = int((stats.get("changed") or {}).get(host, 0))
@@ -308,7 +336,11 @@ def _conclude(result: WaveResult, collect: _Collector, rc: int | None, status: s
         if counted:
             result.failed[host] = collect.last_failure.get(host) or HostFailure(None, "failed",
                                                                                 host in (stats.get("dark") or {}))
-    if not collect.stats or (rc not in (0, None) and not result.failed):
+    if result.cancelled:
+        for host, failure in collect.last_failure.items():
+            if host in result.hosts:
+                result.failed.setdefault(host, failure)
+    elif not collect.stats or (rc not in (0, None) and not result.failed):
         # The playbook never reached its recap (syntax error, missing file, inventory error): every host failed.
         text = tail()
         for host in result.hosts:

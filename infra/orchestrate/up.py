@@ -21,6 +21,7 @@ from ..site import Site, parse_site
 from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, compress, expand
+from .cancel import Cancellation
 from .phases import PHASES, Phase
 from .project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
@@ -69,6 +70,8 @@ class UpOptions:
     node_control: Callable[[str], NodeControl] | None = None   # how scontrol/kubectl reach a host (default ansible-runner)
     rollout_poll_s: float = 10
     rollout_reboot_timeout_s: float = REBOOT_TIMEOUT_S
+    # SIGINT/SIGTERM (installed by the command line around the run): every ansible-runner job and rollout wait polls it
+    cancel: Cancellation = field(default_factory=Cancellation)
 
 
 @dataclass
@@ -93,6 +96,7 @@ class RunOutcome:
     exit_code: int
     stopped: str | None = None
     wall_seconds: float = 0.0
+    left_drained: list[str] = field(default_factory=list)   # taken out of service by this run's rollout, not put back
 
 
 def boot_bundles(site: Site, plan: Plan, site_path: Path) -> dict[str, str]:
@@ -146,6 +150,8 @@ def _record_wave(hosts: dict[str, HostResult], phase: str, result: WaveResult) -
         if failure:
             r.status = UNREACHABLE if failure.unreachable else FAILED
             r.failed_task, r.message = failure.task, failure.message
+        elif result.cancelled:
+            r.message = f"interrupted during {phase}"      # pending: --retry starts it from this phase
         else:
             r.phases_done.append(phase)
 
@@ -210,6 +216,7 @@ def _run_sharded(plan: Plan, execution: Execution, worker_command: WorkerCommand
         merged.task_seconds += r.task_seconds
         merged.host_tasks += r.host_tasks
         merged.controller_seconds += r.controller_seconds
+        merged.cancelled = merged.cancelled or r.cancelled
     merged.status = "failed" if merged.failed else "successful"
     return merged
 
@@ -228,9 +235,10 @@ def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: 
               impacts: dict[str, HostImpact], rolled: list[str], phases: list[Phase], start: dict[str, int],
               phase_names: list[str], hosts: dict[str, HostResult],
               run_one: Callable[[Phase, list[str], str], WaveResult], control: Callable[[str], NodeControl],
-              progress: Progress, reboot: Apply) -> tuple[dict[str, Any], str | None]:
+              progress: Progress, reboot: Apply) -> tuple[dict[str, Any], str | None, list[str]]:
     """The drain- and reboot-class hosts through the rollout: each selected phase but health as the update,
-    the health phase as the gate. Returns the rollout's record for summary.json and why the run stopped."""
+    the health phase as the gate. Returns the rollout's record for summary.json, why the run stopped, and the
+    hosts it left out of service."""
     health = next((p for p in options.phases if p.name == HEALTH_PHASE), None)
     updates = [p for p in phases if p.name != HEALTH_PHASE]
     members = {p.name: set(p.hosts(plan)) for p in options.phases}
@@ -239,6 +247,8 @@ def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: 
     def run_phases(which: list[Phase], targets: list[str]) -> dict[str, str]:
         failed: dict[str, str] = {}
         for phase in which:
+            if options.cancel.requested:
+                break                       # the rollout sees it and stops; no further phase starts
             index = phase_names.index(phase.name)
             wave = [h for h in targets if h in members[phase.name] and start[h] <= index and h not in failed]
             if not wave:
@@ -256,12 +266,13 @@ def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: 
         health=lambda targets: run_phases([health], targets) if health else {},
         reboot=reboot, max_unavailable_percent=max_unavailable, max_fail=max_fail, progress=progress,
         poll_s=options.rollout_poll_s, reboot_timeout_s=options.rollout_reboot_timeout_s,
+        cancelled=options.cancel, sleep=options.cancel.wait,
         stop_reason=lambda failed, started, total: stop_reason("rollout", failed, started, failed, total, max_fail))
     result = rollout.run()
     for h, node in result.nodes.items():
         if node.status == "failed" and hosts[h].status not in (FAILED, UNREACHABLE):
             hosts[h].status, hosts[h].message = FAILED, node.message
-    return {h: asdict(n) for h, n in result.nodes.items()}, result.stopped
+    return {h: asdict(n) for h, n in result.nodes.items()}, result.stopped, result.left_out
 
 
 RUN_UMASK = 0o077   # run directories 0700, files 0600: ansible-runner's artifacts, events and stdout included
@@ -391,7 +402,8 @@ def _up(options: UpOptions) -> RunOutcome:
         job = dict(
             playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
             private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
-            check=options.check, extravars={**extravars, "gf_phase": phase.name}, strategy=strategy)
+            check=options.check, extravars={**extravars, "gf_phase": phase.name}, strategy=strategy,
+            cancel=options.cancel)
 
         def sink(event: dict, name: str = phase.name) -> None:
             progress.event(name, event)
@@ -405,7 +417,8 @@ def _up(options: UpOptions) -> RunOutcome:
         return result
 
     control = options.node_control or (lambda host: AnsibleCommand(
-        host, inventories, (run_dir / "ansible" / "control").resolve(), options.ansible_config.resolve()))
+        host, inventories, (run_dir / "ansible" / "control").resolve(), options.ansible_config.resolve(),
+        cancel=options.cancel))
     rollout_report: dict[str, Any] | None = None
 
     def in_waves(these: set[str], prefix: str = "") -> str | None:
@@ -427,6 +440,9 @@ def _up(options: UpOptions) -> RunOutcome:
                                        one_wave_when_small=options.batch is None and not local)
             progress.phase_start(phase.name, targets, len(report.waves))
             for k, wave in enumerate(report.waves, 1):
+                stopped = interrupted()         # asked between waves: the next one does not start
+                if stopped:
+                    break
                 progress.wave_start(phase.name, k, wave)
                 result = run_one(phase, wave, f"{prefix}{index + 1:02d}-{phase.name}-w{k}", local)
                 report.failed += list(result.failed)
@@ -437,7 +453,7 @@ def _up(options: UpOptions) -> RunOutcome:
                 report.controller_seconds += result.controller_seconds
                 progress.wave_end(phase.name, result.ok, list(result.failed))
                 stopped = stop_reason(phase.name, len(result.failed), len(wave), len(report.failed), len(targets),
-                                      max_fail)
+                                      max_fail) or interrupted()
                 if stopped:
                     break
             report.note = "stopped" if stopped else f"done: {len(targets) - len(report.failed)} ok, {len(report.failed)} failed"
@@ -446,6 +462,11 @@ def _up(options: UpOptions) -> RunOutcome:
                 break
         return stopped
 
+    def interrupted() -> str | None:
+        if options.cancel.requested:
+            return f"interrupted ({options.cancel.name}): later tasks, waves and phases not run"
+        return None
+
     def reconfigure() -> str | None:
         live = [h for h in start if h in impacts and impacts[h].impact == "live"
                 and hosts[h].status not in (FAILED, UNREACHABLE)]
@@ -453,39 +474,72 @@ def _up(options: UpOptions) -> RunOutcome:
             return _reconfigure(Slurm(control(plan.slurm.controllers[0][0])), progress)
         return None
 
+    left_drained: list[str] = []
+    head = {
+        "site": site.site.name, "site_file": str(site_path), "started": started_at.isoformat(), "check": options.check,
+        "retry_of": str(previous) if previous else None, "limit": options.limit, "max_fail_percent": max_fail,
+        "batch": sizes, "inventories": [str(i) for i in inventories], "playbook_dir": str(options.playbook_dir)}
     try:
-        stopped = in_waves({h for h in hosts if h not in rolled and h not in after})
+        stopped = in_waves({h for h in hosts if h not in rolled and h not in after}) or interrupted()
         if not stopped and not after:
-            stopped = reconfigure()
+            stopped = reconfigure() or interrupted()
         if rolled and not stopped:
-            rollout_report, stopped = _roll_out(
+            rollout_report, stopped, left_drained = _roll_out(
                 options, plan, site.provisioning.max_unavailable_percent, max_fail, impacts, rolled, phases,
                 start, phase_names, hosts, run_one, control, progress,
                 reboot=lambda hs: ansible_reboot(hs, inventories, (run_dir / "ansible" / "control").resolve(),
-                                                 options.ansible_config.resolve()))
+                                                 options.ansible_config.resolve(), options.cancel))
+            stopped = interrupted() or stopped
             write_hosts(run_dir, hosts)
         if after and stopped:
             progress.message(f"not run: the live-class hosts {', '.join(after)} (they follow the rollout, which stopped)")
         elif after:
             progress.message(f"after the rollout: the live-class hosts {', '.join(after)}, then scontrol reconfigure")
-            stopped = in_waves(set(after), "after-rollout-") or reconfigure()
+            stopped = in_waves(set(after), "after-rollout-") or reconfigure() or interrupted()
+    except KeyboardInterrupt:
+        # the second signal: stopped at once; the record is still written, then the command line exits
+        progress.close()
+        _conclude_run(run_dir, hosts, plan_of, reports, rollout_report, left_drained, plan,
+                      "interrupted at once: the running tasks were killed", out, head, options.cancel, t0)
+        raise
     finally:
         progress.close()
+    return _conclude_run(run_dir, hosts, plan_of, reports, rollout_report, left_drained, plan, stopped, out, head,
+                         options.cancel, t0)
+
+
+def resume_commands(plan: Plan, nodes: list[str]) -> list[str]:
+    """How an operator puts ``nodes`` (left out of service by a rollout) back once checked: by their scheduler."""
+    compute = [h for h in nodes if h in set(plan.groups.get("slurm_compute", ()))]
+    workers = [h for h in nodes if h in set(plan.groups.get("k8s_worker", ())) and h not in compute]
+    return ([f"scontrol update nodename={compress(compute)} state=resume"] if compute else []) \
+        + [f"kubectl uncordon {h}" for h in workers]
+
+
+def _conclude_run(run_dir: Path, hosts: dict[str, HostResult], plan_of: dict[str, list[str]],
+                  reports: list[PhaseReport], rollout_report: dict[str, Any] | None, left_drained: list[str],
+                  plan: Plan, stopped: str | None, out: TextIO, head: dict[str, Any], cancel: Cancellation,
+                  t0: float) -> RunOutcome:
+    """hosts.json and summary.json, then the final message: why it stopped, the hosts left drained, the table."""
     _final_status(hosts, plan_of)
     write_hosts(run_dir, hosts)
-    exit_code = 0 if all(r.status == OK for r in hosts.values()) and not stopped else 1
-    outcome = RunOutcome(run_dir, hosts, reports, exit_code, stopped, time.monotonic() - t0)
+    if cancel.requested:                # 130 for SIGINT, 143 for SIGTERM, as the shell reports a process it killed
+        exit_code = cancel.exit_code
+    else:
+        exit_code = 0 if all(r.status == OK for r in hosts.values()) and not stopped else 1
+    outcome = RunOutcome(run_dir, hosts, reports, exit_code, stopped, time.monotonic() - t0, list(left_drained))
     write_json(run_dir / "summary.json", {
-        "site": site.site.name, "site_file": str(site_path), "started": started_at.isoformat(),
-        "finished": datetime.now(UTC).isoformat(), "check": options.check,
-        "retry_of": str(previous) if previous else None, "limit": options.limit, "max_fail_percent": max_fail,
-        "batch": sizes, "inventories": [str(i) for i in inventories], "playbook_dir": str(options.playbook_dir),
-        "phases": [asdict(r) for r in reports], "rollout": rollout_report, "stopped": stopped, "exit_code": exit_code,
+        **head, "finished": datetime.now(UTC).isoformat(), "phases": [asdict(r) for r in reports],
+        "rollout": rollout_report, "stopped": stopped, "exit_code": exit_code,
+        "left_drained": list(left_drained), "resume": resume_commands(plan, left_drained),
         "wall_seconds": outcome.wall_seconds,
         "hosts": {s: sum(1 for r in hosts.values() if r.status == s) for s in (OK, FAILED, UNREACHABLE, PENDING)},
     })
     if stopped:
         print(f"stopped: {stopped}", file=out)
+    if left_drained:
+        print(f"left drained by this run: {compress(left_drained)}; once checked, resume them with: "
+              + "; ".join(resume_commands(plan, left_drained)), file=out)
     print_summary(hosts, out)
     print(f"run directory: {run_dir}", file=out)
     return outcome

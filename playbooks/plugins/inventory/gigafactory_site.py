@@ -21,27 +21,40 @@ description:
     directory the execution_host role installs, and the Python packages to pin there at the controller's versions).
   - The C(boot_server) group (provisioning.images.server) carries C(gf_boot) (the server's management address, the
     management network, proxy_dhcp, and each host with a declared MAC, with its name, MAC, address and node type).
-  - An invalid site file fails inventory parsing with every problem listed.
+  - An invalid site file ends the command with every problem listed and exit 2; every other failure (a file that
+    cannot be read, a bug) ends it with the plugin's message and exit 2 or 1, never a fallback to the next plugin.
 options: {}
 """
 
 import os
 import re
+import sys
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
 from ansible.utils.display import Display
 
 
+EXIT_INVALID, EXIT_FAILED = 2, 1
+
+
+def fail(message, code):
+    """End the command with ``message``. Ansible catches every exception an inventory plugin raises and tries the next
+    plugin (yaml), which reads a site file as an empty inventory and exits 0: a partial inventory, silently."""
+    Display().error(f"gigafactory_site: {message}", wrap_text=False)
+    sys.exit(code)
+
+
 class InventoryModule(BaseInventoryPlugin):
     NAME = "gigafactory_site"
 
     def verify_file(self, path):
-        """Site files: named site.yml, or YAML whose top level declares both site: and pools:."""
+        """Site files: named site.yml (readable or not: then parse() says why), or YAML whose top level declares both
+        site: and pools:."""
+        if os.path.basename(path) in ("site.yml", "site.yaml") and os.path.lexists(path):
+            return True
         if not super().verify_file(path):
             return False
-        if os.path.basename(path) in ("site.yml", "site.yaml"):
-            return True
         if not path.endswith((".yml", ".yaml")) and os.path.splitext(path)[1]:
             return False
         try:
@@ -54,6 +67,17 @@ class InventoryModule(BaseInventoryPlugin):
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         try:
+            self._parse(inventory, path)
+        except AnsibleParserError as err:
+            fail(str(err), EXIT_FAILED)
+        except OSError as err:
+            fail(f"{path}: cannot be read: {err.strerror or err}", EXIT_INVALID)
+        except Exception as err:  # noqa: BLE001 - any failure ends the command (see fail), named, never a traceback
+            fail(f"{path}: {type(err).__name__}: {err} (a bug in gigafactory; please report it with the site file)",
+                 EXIT_FAILED)
+
+    def _parse(self, inventory, path):
+        try:
             from infra.plan import build_plan, group_name
             from infra.render.inventory import (boot_vars, execution_vars, group_vars, host_vars, kubernetes_vars, node_type_vars,
                                                 slurm_vars)
@@ -64,10 +88,7 @@ class InventoryModule(BaseInventoryPlugin):
             site = load_site(path)
             plan = build_plan(site, path)
         except SiteInvalid as err:
-            # Said here as well as raised: Ansible would otherwise try the next
-            # plugin (yaml), which reads a site file as an empty inventory.
-            Display().error(f"gigafactory_site: {err}", wrap_text=False)
-            raise AnsibleParserError(str(err)) from err
+            fail(str(err), EXIT_INVALID)
         for key, value in group_vars(site, plan).items():
             inventory.set_variable("all", key, value)
         inventory.set_variable("all", "ansible_user", site.provisioning.user)
