@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .plan import Plan, build_plan
 from .render.escape import UnsafeValue
 from .site import Site, SiteInvalid, load_site, site_warnings
+from .site.problems import printable
 
 if TYPE_CHECKING:
     from .plan.diff import SiteDiff
@@ -284,7 +285,7 @@ def _add_later_commands(sub) -> None:
 
 def report_invalid(err: SiteInvalid) -> None:
     n = len(err.problems)
-    print(f"{err.source}: {n} problem{'s' if n != 1 else ''}:", file=sys.stderr)
+    print(printable(f"{err.source}: {n} problem{'s' if n != 1 else ''}:"), file=sys.stderr)
     for problem in err.problems:
         print(f"  {problem}", file=sys.stderr)
 

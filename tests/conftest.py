@@ -24,6 +24,14 @@ def site_data(path: Path) -> dict:
     return copy.deepcopy(_CACHE[path])
 
 
+def keyless_mirrors(data: dict) -> dict:
+    """riga-1's site data with its mirrors as the shared riga-1 declares them: plain URLs for Debian, CUDA, DOCA and
+    Slurm, no signing keys, no enroot, Kubernetes or chart mirror (six warnings)."""
+    data["repositories"] = {name: repo["url"] if isinstance(repo, dict) else repo for name, repo in data["repositories"].items()
+                            if name in ("debian", "cuda", "doca", "slurm")}
+    return data
+
+
 @pytest.fixture
 def riga() -> dict:
     """riga-1's site file as a fresh dict (mutate freely)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 from infra.site import checks
+from conftest import keyless_mirrors
 from metering_data import with_billing
 from test_site_validation import CASES, problems_of
 
@@ -58,6 +59,9 @@ FIRES = {
     "kubernetes_has_package_mirror": None,
     "slurm_containers_have_a_repository": None,
     "host_names_plan_distinct_addresses": None,
+    "inventory_group_names_distinct": None,
+    "host_names_not_reserved": None,
+    "tenant_groups_not_kubernetes_system": None,
     "hosts_fit_their_racks": "rack power",
     "networks_hold_their_hosts": "network too small",
     "fabrics_fit_their_switches": None,
@@ -94,11 +98,14 @@ EXTRA = {
     "kubernetes_cidrs_sized": lambda d: d["kubernetes"][0].update(pod_cidr="10.112.0.0/20"),
     "kubernetes_addons_fit_cluster": lambda d: d["kubernetes"][0].update(rdma="sriov", addons=["gpu-operator"]),
     "kubernetes_control_plane_dedicated": lambda d: d["kubernetes"][0].update(control_plane=["k8s-cp01", "gpu0001"]),
-    "kubernetes_addons_have_chart_mirror": lambda d: None,    # a warning, and riga-1 has no chart mirror
-    "kubernetes_has_package_mirror": lambda d: None,          # a warning, and riga-1 has no Kubernetes package mirror
-    "slurm_containers_have_a_repository": lambda d: None,     # a warning, and riga-1 asks for pyxis without an enroot mirror
+    "kubernetes_addons_have_chart_mirror": keyless_mirrors,   # a warning: no chart mirror
+    "kubernetes_has_package_mirror": keyless_mirrors,         # a warning: no Kubernetes package mirror
+    "slurm_containers_have_a_repository": keyless_mirrors,    # a warning: pyxis without an enroot mirror
     "host_names_plan_distinct_addresses": lambda d: d["pools"][2]["hosts"].append("ctl1"),
     "fabrics_fit_their_switches": lambda d: d["fabrics"][0].update(scalable_unit=48),
+    "inventory_group_names_distinct": lambda d: d["kubernetes"][0].update(name="worker"),
+    "host_names_not_reserved": lambda d: d["pools"][2]["hosts"].append("localhost"),
+    "tenant_groups_not_kubernetes_system": lambda d: d["tenants"][0]["kubernetes"].update(group="system:authenticated"),
     "isolated_tenants_have_dedicated_pools": lambda d: d["tenants"][0].update(fabric_isolation=True),
     "tenant_pools_exist": lambda d: d["tenants"][0].update(pools=["trian"]),
     "pools_dedicated_to_one_tenant": lambda d: (d["tenants"][0].update(pools=["train"]), d["tenants"][1].update(pools=["train"])),
@@ -109,9 +116,9 @@ EXTRA = {
                                                 d["fabrics"][0]["subnet_manager"].update(hosts=["sm01", "gpu0001"])),
     "partition_keys_in_range": lambda d: d["tenants"][0].update(partition_key="0x7fff"),
     "partition_keys_unique": lambda d: (d["tenants"][0].update(partition_key="0x0100"), d["tenants"][1].update(partition_key="0x0100")),
-    "site_repositories_name_their_keys": lambda d: None,      # a warning, and riga-1's mirrors name no keys
+    "site_repositories_name_their_keys": keyless_mirrors,     # a warning: mirrors that name no keys
     "repository_keys_match_fingerprints": lambda d: d["repositories"].update(cuda={   # relative to the tests' directory
-        "url": d["repositories"]["cuda"], "signed_by": "tests/keys/test.asc", "fingerprint": "0" * 40}),
+        "url": d["repositories"]["cuda"]["url"], "signed_by": "tests/keys/test.asc", "fingerprint": "0" * 40}),
     "billing_tariffs_resolve": lambda d: with_billing(d)["billing"]["tariffs"]["gpu_hour"].update(B200=5.0),
     "tenant_classes_resolve": lambda d: with_billing(d)["tenants"][0]["billing"].update({"class": "startup"}),
     "prepaid_tenants_have_a_class": lambda d: with_billing(d)["tenants"][1]["billing"].pop("class"),

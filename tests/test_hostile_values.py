@@ -100,7 +100,7 @@ HOSTILE = {
     "newline after a time limit": (lambda d: d["slurm"]["partitions"][0].update(max_time="04:00:00\n"),
                                    "slurm.partitions[0].max_time", "not a Slurm time limit"),
     "newline after a version": (lambda d: d["kubernetes"][0].update(version="1.33\n"), "kubernetes[0].version", "not a version"),
-    "node type name with a space": (lambda d: d["node_types"].update({"cpu 1u": d["node_types"]["cpu-1u"]}), "node_types.cpu 1u", "DNS label"),
+    "node type name with a space": (lambda d: d["node_types"].update({"cpu 1u": d["node_types"]["cpu-1u"]}), "node_types['cpu 1u']", "DNS label"),
     "site name with a slash": (lambda d: d["site"].update(name="riga/1"), "site.name", "DNS label"),
     "site name '..'": (lambda d: d["site"].update(name=".."), "site.name", "DNS label"),
     "tenants differing only in case": (lambda d: d["tenants"][1].update(name="ACME-AI"), "tenants[1].name", "lower-case"),

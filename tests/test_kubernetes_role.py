@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import RIGA, ROOT, bin_path, playbook, site_data
+from conftest import RIGA, ROOT, bin_path, keyless_mirrors, playbook, site_data
 
 ROLE = ROOT / "playbooks" / "roles" / "kubernetes"
 TOKEN = "abcdef.0123456789abcdef"
@@ -122,7 +122,7 @@ STOP = """
 
 
 def test_without_a_kubernetes_mirror_the_role_stops_first_and_says_which_field(tmp_path):
-    result = playbook(tmp_path, site_data(RIGA), STOP)
+    result = playbook(tmp_path, keyless_mirrors(site_data(RIGA)), STOP)
     assert result.returncode == 2, result.stdout[-3000:]
     assert "cluster riga-infer is declared but the site names no repositories.kubernetes" in result.stdout
     assert "kubelet, kubeadm, kubectl" in result.stdout

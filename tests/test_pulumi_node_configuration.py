@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, site_data, RIGA
+from conftest import ROOT, keyless_mirrors, site_data, RIGA
 from infra.plan import build_plan
 from infra.stack import node_configuration as nc
 from infra.site import validate_data
@@ -286,7 +286,7 @@ def test_phases_are_the_orchestrations(monkeypatch):
 
 
 def test_chart_mirror_warning_only_without_a_mirror():
-    data = site_data(RIGA)
+    data = keyless_mirrors(site_data(RIGA))
     warnings = [p for p in run_checks(validate_data(data)) if p.severity == "warning"]
     assert [p.path for p in warnings] == ["repositories.charts", "repositories.kubernetes", "repositories.enroot",
                                           # riga-1's mirrors name no signing keys (tests/test_repository_keys.py)
@@ -296,7 +296,7 @@ def test_chart_mirror_warning_only_without_a_mirror():
 
 
 def test_kubernetes_package_mirror_warning_names_the_clusters_and_goes_with_a_mirror():
-    data = site_data(RIGA)
+    data = keyless_mirrors(site_data(RIGA))
     [warning] = [p for p in run_checks(validate_data(data)) if p.path == "repositories.kubernetes"]
     assert warning.severity == "warning" and "'riga-infer'" in warning.message and "kubeadm" in warning.message
     data["repositories"]["kubernetes"] = "http://mirror.riga-1.internal/kubernetes"

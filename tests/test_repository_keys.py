@@ -13,7 +13,7 @@ from infra.plan import build_plan
 from infra.render.inventory import group_vars
 from infra.site import load_site
 from infra.site.checks import run_checks
-from conftest import RIGA, site_data
+from conftest import RIGA, keyless_mirrors, site_data
 
 KEYS = Path(__file__).parent / "keys"              # a throw-away key made with gpg: ed25519, a cv25519 subkey
 ARMOURED = (KEYS / "test.asc").read_text()
@@ -31,8 +31,8 @@ def load(tmp_path: Path, data: dict):
     return load_site(path)
 
 
-def test_riga1_validates_with_a_warning_per_repository_it_installs_from_without_a_key():
-    site = load_site(RIGA)
+def test_riga1_validates_with_a_warning_per_repository_it_installs_from_without_a_key(tmp_path):
+    site = load(tmp_path, keyless_mirrors(site_data(RIGA)))
     assert keyless(site) == {"repositories.cuda.signed_by", "repositories.doca.signed_by", "repositories.slurm.signed_by"}
     message = next(str(p) for p in run_checks(site) if p.path == "repositories.doca.signed_by")
     assert "the rdma phase stops before it installs DOCA-OFED" in message, message
@@ -43,7 +43,7 @@ def test_a_named_key_file_or_fingerprint_silences_the_warning_and_reaches_the_ro
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "cuda.asc").write_text(ARMOURED)
     (tmp_path / "keys" / "doca.gpg").write_bytes(BINARY)
-    data = site_data(RIGA)
+    data = keyless_mirrors(site_data(RIGA))
     data["repositories"]["cuda"] = {"url": data["repositories"]["cuda"], "signed_by": "keys/cuda.asc"}
     data["repositories"]["doca"] = {"url": data["repositories"]["doca"], "signed_by": "keys/doca.gpg", "fingerprint": FINGERPRINT}
     data["repositories"]["slurm"] = {"url": data["repositories"]["slurm"], "fingerprint": FINGERPRINT}
@@ -58,7 +58,7 @@ def test_a_named_key_file_or_fingerprint_silences_the_warning_and_reaches_the_ro
 
 
 def test_only_repositories_a_phase_installs_from_are_asked_for_a_key(tmp_path):
-    data = site_data(RIGA)
+    data = keyless_mirrors(site_data(RIGA))
     data["software"]["rdma"] = "inbox"                       # DOCA no longer installed: its mirror may stay keyless
     data["repositories"]["kubernetes"] = "http://mirror.riga-1.internal/kubernetes"   # riga-1 has a cluster
     data["repositories"]["enroot"] = "http://mirror.riga-1.internal/enroot"           # and pyxis

@@ -39,6 +39,9 @@ def test_plain_urls_become_repositories_and_reach_the_roles_as_strings():
         "cuda": "http://mirror.riga-1.internal/cuda/debian13/x86_64",
         "doca": "http://mirror.riga-1.internal/doca/debian13/x86_64",
         "slurm": "http://mirror.riga-1.internal/slurm/debian13",
+        "enroot": "http://mirror.riga-1.internal/enroot/debian13",
+        "kubernetes": "http://mirror.riga-1.internal/kubernetes",
+        "charts": "http://mirror.riga-1.internal/charts",
     }
 
 

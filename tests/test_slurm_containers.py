@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import RIGA, playbook, site_data
+from conftest import RIGA, keyless_mirrors, playbook, site_data
 
 PLAY = """
 - name: The Slurm roles' container step on a site without an enroot repository
@@ -19,7 +19,7 @@ PLAY = """
 
 def test_validate_warns_of_pyxis_without_an_enroot_repository():
     from infra.site import site_warnings, validate_data
-    site = site_data(RIGA)
+    site = keyless_mirrors(site_data(RIGA))
     assert "repositories.enroot" in [w.path for w in site_warnings(validate_data(site))]
     site["repositories"]["enroot"] = "http://mirror.riga-1.internal/enroot"
     assert "repositories.enroot" not in [w.path for w in site_warnings(validate_data(site))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..site.index import SiteIndex
 from ..site.model import NfsStorage, Site
-from ..site.problems import Problem, SiteInvalid
+from ..site.problems import Problem, SiteInvalid, field_path as fp
 from .addresses import allocate_networks
 from .fabric import plan_fabric
 from .kubernetes import plan_clusters
@@ -19,7 +19,7 @@ from .placement import place_hosts
 from .power import site_power_kw
 from .slurm import plan_slurm
 
-__all__ = ["Capacity", "FabricPlan", "HostPlan", "NetworkPlan", "Plan", "RailPlan", "SlurmPlan", "build_plan", "group_name"]
+__all__ = ["Capacity", "FabricPlan", "HostPlan", "NetworkPlan", "Plan", "RailPlan", "SlurmPlan", "build_plan", "group_name", "inventory_groups"]
 
 
 def group_name(*parts: str) -> str:
@@ -54,7 +54,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
             rails_of[host] = (fabric.name, rails)
         su_of.update(units)
 
-    groups = _groups(site, index, rails_of)
+    groups = inventory_groups(site, index, rails_of)
     host_groups: dict[str, list[str]] = {h: [] for h in order}
     for group, members in groups.items():
         for host in members:
@@ -88,24 +88,33 @@ def ntp_servers(site: Site) -> tuple[str, ...]:
     return (site.pools[0].hosts[0],)
 
 
-def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str, ...]]:
+def inventory_groups(site: Site, index: SiteIndex, rails_of: dict, problems: list[Problem] | None = None) -> dict[str, tuple[str, ...]]:
+    """Every Ansible group of the site and its hosts. Each group has one meaning (a role, or one pool, node type,
+    fabric or cluster); a name that two meanings produce, or that is also a host's, is appended to ``problems``
+    (their groups would merge, e.g. a cluster named 'worker' with every cluster's workers)."""
     groups: dict[str, list[str]] = {}
     seen: dict[str, set[str]] = {}
+    meaning: dict[str, str] = {}
 
-    def add(group: str, members) -> None:
+    def add(group: str, members, what: str = "", path: str = "") -> None:
+        what = what or f"role {group!r}"
+        first = meaning.setdefault(group, what)
+        if first != what and problems is not None:
+            problems.append(Problem(path, f"{what} and {first} both give Ansible group {group!r}: their hosts would "
+                                          f"merge into one group; rename {what}"))
         have, out = seen.setdefault(group, set()), groups.setdefault(group, [])
         for m in members:
             if m not in have:
                 have.add(m)
                 out.append(m)
 
-    for pool in site.pools:
-        add(group_name("pool", pool.name), pool.hosts)
-        add(group_name("type", pool.type), pool.hosts)
-        if index.node_type(pool).gpus:
+    for i, pool in enumerate(site.pools):
+        add(group_name("pool", pool.name), pool.hosts, f"pool {pool.name!r}", fp("pools", i, "name"))
+        add(group_name("type", pool.type), pool.hosts, f"node type {pool.type!r}", fp("pools", i, "type"))
+        if (node_type := index.node_type(pool)) is not None and node_type.gpus:
             add("gpu", pool.hosts)
     for host, (fabric, _) in rails_of.items():
-        add(group_name("fabric", fabric), [host])
+        add(group_name("fabric", fabric), [host], f"fabric {fabric!r}", "fabrics")
         add("rdma", [host])
     for fabric in site.fabrics:
         if fabric.subnet_manager:
@@ -117,13 +126,15 @@ def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str
         add("slurm_controller", s.controllers)
         add("slurm_dbd", [s.accounting.host])
         add("slurm_login", s.login)
-        add("slurm_compute", [h for p in dict.fromkeys(p for part in s.partitions for p in part.pools) for h in index.pools[p].hosts])
+        add("slurm_compute", [h for p in dict.fromkeys(p for part in s.partitions for p in part.pools)
+                              for h in (index.pools[p].hosts if p in index.pools else ())])
         add("slurm", [h for g in ("slurm_controller", "slurm_dbd", "slurm_login", "slurm_compute") for h in groups.get(g, ())])
-    for cluster in site.kubernetes:
-        workers = [h for p in cluster.workers for h in index.pools[p].hosts]
+    for i, cluster in enumerate(site.kubernetes):
+        workers = [h for p in cluster.workers for h in (index.pools[p].hosts if p in index.pools else ())]
         add("k8s_control_plane", cluster.control_plane)
         add("k8s_worker", workers)
-        add(group_name("k8s", cluster.name), list(cluster.control_plane) + workers)
+        add(group_name("k8s", cluster.name), list(cluster.control_plane) + workers, f"cluster {cluster.name!r}",
+            fp("kubernetes", i, "name"))
     for system in site.storage:
         if isinstance(system, NfsStorage):
             add("nfs_server", [system.server])
@@ -131,6 +142,11 @@ def _groups(site: Site, index: SiteIndex, rails_of: dict) -> dict[str, tuple[str
     executors = [h for h in site.provisioning.execution.hosts if h in index.host_pools]
     if executors:
         add("execution", executors)
+    if problems is not None:
+        for host, pools in index.host_pools.items():
+            if host in groups:
+                problems.append(Problem(fp("pools", pools[0], "hosts"), f"host {host!r} has the name of Ansible group "
+                                        f"{host!r} ({meaning[host]}): a pattern naming one would match both; rename the host"))
     return {g: tuple(m) for g, m in groups.items()}
 
 

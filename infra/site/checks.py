@@ -220,7 +220,7 @@ def tenant_clusters_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
         namespaces.add((k.cluster, k.namespace))
 
 
-# Namespaces a tenant may not take: Kubernetes' own and those the add-ons install into.
+# Namespaces a tenant may not take: Kubernetes' own (and any 'kube-' one) and those the add-ons install into.
 RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "gpu-operator",
                        "nvidia-network-operator", "node-feature-discovery", "kueue-system", "monitoring", "opencost")
 NODE_CIDR_PREFIX = 24           # kubeadm's default: each node gets a /24 of the pod network
@@ -230,9 +230,19 @@ NODE_CIDR_PREFIX = 24           # kubeadm's default: each node gets a /24 of the
 def tenant_namespaces_not_reserved(site: Site, index: SiteIndex) -> Iterator[Problem]:
     for i, tenant in enumerate(site.tenants):
         k = tenant.kubernetes
-        if k is not None and k.namespace in RESERVED_NAMESPACES:
+        if k is not None and (k.namespace in RESERVED_NAMESPACES or k.namespace.startswith("kube-")):
             yield Problem(fp("tenants", i, "kubernetes", "namespace"), f"namespace {k.namespace!r} belongs to Kubernetes or an add-on; "
                           "give the tenant its own")
+
+
+@check
+def tenant_groups_not_kubernetes_system(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A tenant's RoleBinding names its own group: 'system:authenticated' would give every user of the cluster edit rights."""
+    for i, tenant in enumerate(site.tenants):
+        k = tenant.kubernetes
+        if k is not None and k.group is not None and k.group.startswith("system:"):
+            yield Problem(fp("tenants", i, "kubernetes", "group"), f"group {k.group!r} is one Kubernetes gives meaning to "
+                          "('system:' groups hold every authenticated user, service account or node); name the tenant's own group")
 
 
 @check
@@ -393,6 +403,33 @@ def host_names_plan_distinct_addresses(site: Site, index: SiteIndex) -> Iterator
         if clashes:
             yield Problem(fp("pools", i, "hosts"), f"host names that differ only in their number's zero padding plan to the "
                           f"same address ({_choices(clashes)}): addresses come from a name's prefix and number; rename one of each pair")
+
+
+@check
+def inventory_group_names_distinct(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Each Ansible group name has one meaning and is no host's name, computed by the code that makes the groups."""
+    from ..plan import inventory_groups
+    from ..plan.fabric import plan_fabric
+    rails_of = {}
+    for i, fabric in enumerate(site.fabrics):
+        rails_of.update({host: (fabric.name, rails) for host, rails in plan_fabric(index, i, [])[1].items()})
+    problems: list[Problem] = []
+    inventory_groups(site, index, rails_of, problems)
+    yield from problems
+
+
+# Host names with a meaning of their own: Ansible's implicit local host and its two built-in groups, and the
+# name provisioning.execution gives the machine running gigafactory up.
+RESERVED_HOST_NAMES = ("localhost", "all", "ungrouped", CONTROLLER)
+
+
+@check
+def host_names_not_reserved(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """'localhost' would make delegate_to: localhost tasks run on a site host; 'controller' is the controller."""
+    for host, pools in index.host_pools.items():
+        if host in RESERVED_HOST_NAMES:
+            yield Problem(fp("pools", pools[0], "hosts"), f"host name {host!r} already means something to Ansible or "
+                          f"gigafactory (reserved: {', '.join(RESERVED_HOST_NAMES)}); rename the host")
 
 
 # --- room, addresses and power: the plan's own computations, run as checks ---------

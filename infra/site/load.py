@@ -7,12 +7,12 @@ import typing
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from .checks import run_checks
 from .model import Site
 from .problems import Problem, SiteInvalid, field_path
+from .yamldata import MAX_SITE_CHARACTERS, load_yaml
 
 
 def load_site(path: str | Path) -> Site:
@@ -24,24 +24,15 @@ def load_site(path: str | Path) -> Site:
 def read_site_text(path: Path) -> str:
     """The text of the site file at ``path``; raises SiteInvalid if it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:
+            return handle.read(MAX_SITE_CHARACTERS + 1)   # load_yaml refuses a longer one: never read a whole /dev/zero
     except (OSError, UnicodeDecodeError) as err:
         raise SiteInvalid(str(path), [Problem("", f"cannot read the site file: {err}")]) from None
 
 
 def parse_site(text: str, source: str = "<site>", directory: str | Path | None = None) -> Site:
     """The validated site in ``text``; files it names (repository keys) are relative to ``directory``, else the current one."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        reason = getattr(err, "problem", None) or str(err)
-        raise SiteInvalid(source, [Problem("", f"not valid YAML{at}: {reason}")]) from None
-    except ValueError as err:                   # a scalar YAML resolves but Python cannot build: a 5,000-digit integer
-        reason = ("an integer longer than 4300 digits" if "integer string conversion" in str(err)
-                  else f"a value that cannot be read ({str(err)[:100]})")
-        raise SiteInvalid(source, [Problem("", f"not valid site data: {reason}")]) from None
+    data = load_yaml(text, source)
     return validate_data(data, source, directory)
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
+
+# A key that reads as itself in a field path; any other is quoted (a '.' would read as a level, a line break as a
+# new problem, a right-to-left override would reorder the line on the terminal).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_:+-]*")
 
 
 @dataclass(frozen=True)
@@ -14,7 +19,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.path or "(top level)"
-        return f"{where}: {self.message}"
+        return printable(f"{where}: {self.message}")
 
 
 class SiteInvalid(Exception):
@@ -27,11 +32,19 @@ class SiteInvalid(Exception):
 
 
 def field_path(*parts: str | int) -> str:
-    """``("pools", 1, "racks")`` -> ``pools[1].racks``."""
+    """``("pools", 1, "racks")`` -> ``pools[1].racks``; a key that is not plain is quoted: ``macs['a.b\\n']``."""
     out = ""
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part := str(part)):
+            out += f"[{part!r}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on or hide (line breaks, controls, bidirectional
+    overrides, invisible formatting) written as its Python escape: one problem, one line, in reading order."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

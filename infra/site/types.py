@@ -152,9 +152,20 @@ Vendor = Annotated[str, BeforeValidator(_lower), *_typed(
     "(compared in lower case)", _pattern(_VENDOR, 64), {"pattern": f"^{_VENDOR}$"})]
 
 _MAC = r"[0-9a-f]{2}(:[0-9a-f]{2}){5}"
+
+
+def _unicast_mac(value: str) -> str | None:
+    """A network interface's own address: not group (multicast/broadcast: the first octet's low bit), not all zeros."""
+    if (why := _pattern(_MAC, 17)(value)) is not None:
+        return why
+    if int(value[:2], 16) & 1:
+        return "a multicast or broadcast address"
+    return "all zeros" if value == "00:00:00:00:00:00" else None
+
+
 MacAddress = Annotated[str, BeforeValidator(_lower), *_typed(
-    "a MAC address: six pairs of hexadecimal digits separated by ':' such as '52:54:00:12:34:56' (compared in "
-    "lower case)", _pattern(_MAC, 17), {"pattern": f"^{_MAC}$"})]
+    "a MAC address of one interface (unicast): six pairs of hexadecimal digits separated by ':' such as '52:54:00:12:34:56', the "
+    "first octet even (compared in lower case)", _unicast_mac, {"pattern": f"^{_MAC}$"})]
 """A network interface's hardware address: the boot server answers a host's DHCP requests by it."""
 
 # --- text, paths, addresses ---------------------------------------------------------
