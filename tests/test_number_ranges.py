@@ -229,3 +229,54 @@ def test_a_nan_supply_row_never_reaches_the_report(riga, tmp_path):
 
 def test_riga_still_validates():
     assert problems_of(site_data(RIGA)) == []
+
+
+def _models(root: type[BaseModel]) -> list[type[BaseModel]]:
+    found, pending = [], [root]
+    while pending:
+        model = pending.pop()
+        if model in found:
+            continue
+        found.append(model)
+        for field in model.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                tp = stack.pop()
+                if isinstance(tp, type) and issubclass(tp, BaseModel):
+                    pending.append(tp)
+                stack += [a for a in get_args(tp) if not isinstance(a, (str, int, float))]
+    return found
+
+
+def test_a_fields_own_narrower_range_holds_beside_its_types():
+    """Field(ge=1, le=16) on a Count field stays in force: the type's wider range must not replace it (pydantic
+    keeps one ge/le per field; before the type's range became a validator, rails 17 and memory_gb 0 passed)."""
+    import annotated_types
+    narrowed = 0
+    for model in _models(Site):
+        schema = model.model_json_schema()["properties"]
+        for name, field in model.model_fields.items():
+            lows = [m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)]
+            highs = [m.le for m in field.metadata if isinstance(m, annotated_types.Le)]
+            if not lows and not highs:
+                continue
+            prop = schema[field.alias or name]
+            prop = next((p for p in prop.get("anyOf", [prop]) if "minimum" in p or "maximum" in p), prop)
+            if lows:
+                assert prop.get("minimum") == max(lows), (model.__name__, name, prop)
+            if highs:
+                assert prop.get("maximum") == min(highs), (model.__name__, name, prop)
+            narrowed += 1
+    assert narrowed > 10
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["fabrics"][0].update(rails=17), "fabrics[0].rails"),
+    (lambda d: d["node_types"]["hgx-h200"].update(memory_gb=0), "node_types.hgx-h200.memory_gb"),
+    (lambda d: d["tenants"][0]["slurm"].update(fairshare=True), "tenants[0].slurm.fairshare"),
+])
+def test_a_fields_own_range_and_whole_numbers_are_enforced(riga, change, field):
+    change(riga)
+    with pytest.raises(SiteInvalid) as err:
+        parse_site(yaml.safe_dump(riga))
+    assert field in str(err.value), str(err.value)

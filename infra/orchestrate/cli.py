@@ -126,11 +126,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..stack.phase_files import PhaseInputError
     from ..vm.errors import TESTBED_ERRORS
     from .demo import demo_down, demo_up
+    cancel = Cancellation()
     try:
         if args.down:
             demo_down(Path(args.site))
             return 0
-        return demo_up(Path(args.site), options_from(args), from_scratch=args.from_scratch)
+        with cancel.handling():                     # as for up: the first signal stops between tasks, a second at once
+            return demo_up(Path(args.site), dataclasses.replace(options_from(args), cancel=cancel),
+                           from_scratch=args.from_scratch)
+    except KeyboardInterrupt:
+        print(f"{cancel.name}: stopped at once", file=sys.stderr)
+        return cancel.exit_code
     except OrchestrationError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID

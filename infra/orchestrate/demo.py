@@ -94,8 +94,8 @@ def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: boo
     options.site = site_path
     options.inventories = [conn, *options.inventories]
     outcome = up(options)
-    if outcome.exit_code != 0:
-        return outcome.exit_code
+    if outcome.exit_code != 0 or options.cancel.requested:
+        return outcome.exit_code or options.cancel.exit_code
     return acceptance(options, outcome.run_dir)
 
 

@@ -88,6 +88,12 @@ def ntp_servers(site: Site) -> tuple[str, ...]:
     return (site.pools[0].hosts[0],)
 
 
+ROLE_GROUPS = ("gpu", "rdma", "subnet_manager", "boot_server", "slurm_controller", "slurm_dbd", "slurm_login",
+               "slurm_compute", "slurm", "k8s_control_plane", "k8s_worker", "nfs_server", "execution")
+"""The groups named for a role, which the playbooks take as host patterns: no host may be named like one, whether
+or not the site has such hosts (a pattern naming an empty group would match the host of that name)."""
+
+
 def inventory_groups(site: Site, index: SiteIndex, rails_of: dict, problems: list[Problem] | None = None) -> dict[str, tuple[str, ...]]:
     """Every Ansible group of the site and its hosts. Each group has one meaning (a role, or one pool, node type,
     fabric or cluster); a name that two meanings produce, or that is also a host's, is appended to ``problems``
@@ -97,6 +103,7 @@ def inventory_groups(site: Site, index: SiteIndex, rails_of: dict, problems: lis
     meaning: dict[str, str] = {}
 
     def add(group: str, members, what: str = "", path: str = "") -> None:
+        assert what or group in ROLE_GROUPS, group     # a role's group is one of ROLE_GROUPS
         what = what or f"role {group!r}"
         first = meaning.setdefault(group, what)
         if first != what and problems is not None:
@@ -144,9 +151,10 @@ def inventory_groups(site: Site, index: SiteIndex, rails_of: dict, problems: lis
         add("execution", executors)
     if problems is not None:
         for host, pools in index.host_pools.items():
-            if host in groups:
+            if host in groups or host in ROLE_GROUPS:
+                what = meaning.get(host, f"role {host!r}")
                 problems.append(Problem(fp("pools", pools[0], "hosts"), f"host {host!r} has the name of Ansible group "
-                                        f"{host!r} ({meaning[host]}): a pattern naming one would match both; rename the host"))
+                                        f"{host!r} ({what}): a pattern naming one would match both; rename the host"))
     return {g: tuple(m) for g, m in groups.items()}
 
 

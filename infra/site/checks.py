@@ -420,7 +420,7 @@ def inventory_group_names_distinct(site: Site, index: SiteIndex) -> Iterator[Pro
 
 # Host names with a meaning of their own: Ansible's implicit local host and its two built-in groups, and the
 # name provisioning.execution gives the machine running gigafactory up.
-RESERVED_HOST_NAMES = ("localhost", "all", "ungrouped", CONTROLLER)
+RESERVED_HOST_NAMES = ("localhost", "localhost4", "localhost6", "ip6-localhost", "ip6-loopback", "all", "ungrouped", CONTROLLER)
 
 
 @check

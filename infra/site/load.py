@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from .checks import run_checks
 from .model import Site
 from .problems import Problem, SiteInvalid, field_path
+from .types import shown
 from .yamldata import MAX_SITE_CHARACTERS, load_yaml
 
 
@@ -73,14 +74,9 @@ def _problem(error: dict) -> Problem:
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) or kind.startswith("value_error") else f" (got {_shown(value)})"
-    return Problem(field_path(*loc), f"{message}{shown}")
+    got = "" if isinstance(value, (dict, list)) or kind.startswith("value_error") else f" (got {shown(value)})"
+    return Problem(field_path(*loc), f"{message}{got}")
 
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``value`` as a problem quotes it: a 300-digit number or a long string cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _clean_loc(loc: tuple) -> tuple:

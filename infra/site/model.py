@@ -21,15 +21,27 @@ from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, Cubi
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
                     PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
 
-_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_TIME = re.compile(r"^(?:(\d{1,10})-)?(\d{1,10})(?::(\d{1,10}))?(?::(\d{1,10}))?$")
+SLURM_MINUTES_MAX = 2**32 - 2          # Slurm keeps a time limit in minutes in 32 bits (2^32 - 1 is INFINITE)
 
 
 def _slurm_time(value: str) -> str:
     """Slurm time limits: ``minutes``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``, ``UNLIMITED``."""
     if value.upper() in ("UNLIMITED", "INFINITE"):
         return "UNLIMITED"
-    if not _TIME.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Slurm time limit; write e.g. '04:00:00', '2-00:00:00' or 'UNLIMITED'")
+    match = _TIME.fullmatch(value)
+    if not match:
+        raise ValueError(f"{value[:40]!r} is not a Slurm time limit; write e.g. '04:00:00', '2-00:00:00' or 'UNLIMITED'")
+    days, *rest = match.groups()
+    numbers = [int(x) for x in rest if x is not None]
+    if days is not None:                            # D-HH, D-HH:MM, D-HH:MM:SS
+        minutes = int(days) * 1440 + numbers[0] * 60 + (numbers[1] if len(numbers) > 1 else 0)
+    elif len(numbers) == 3:                         # HH:MM:SS
+        minutes = numbers[0] * 60 + numbers[1]
+    else:                                           # minutes, MM:SS
+        minutes = numbers[0]
+    if minutes > SLURM_MINUTES_MAX:
+        raise ValueError(f"{value!r} is longer than Slurm holds ({SLURM_MINUTES_MAX} minutes); write 'UNLIMITED'")
     return value
 
 
@@ -232,7 +244,7 @@ RATE_GBITS: dict[str, int] = {"edr": 100, "hdr": 200, "ndr": 400, "xdr": 800,
 class Fabric(Strict):
     name: Annotated[Name, LIVE]
     kind: Annotated[Literal["infiniband", "roce"], REBOOT]
-    rate: Annotated[Literal["edr", "hdr", "ndr", "xdr", "25g", "100g", "200g", "400g", "800g"], NONE]
+    rate: Annotated[Literal[tuple(RATE_GBITS)], NONE]       # one of the table's rates
     rails: Annotated[Count, DRAIN] = Field(default=1, ge=1, le=16)
     topology: Annotated[Literal["rail-optimized", "fat-tree"], LIVE] = "fat-tree"
     scalable_unit: Annotated[Count, LIVE] = Field(default=32, ge=1, le=65536, description="Nodes per scalable unit.")

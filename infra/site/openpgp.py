@@ -104,6 +104,8 @@ def fingerprint(body: bytes) -> str:
     """The fingerprint of a public-key or public-subkey packet's body, upper-case hexadecimal."""
     version = body[0] if body else None
     if version == 4:
+        if len(body) > 0xFFFF:
+            raise NotAKey(f"a version 4 key packet of {len(body)} bytes: its fingerprint holds at most 65535")
         return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body, usedforsecurity=False).hexdigest().upper()
     if version == 6:
         return hashlib.sha256(b"\x9b" + len(body).to_bytes(4, "big") + body).hexdigest().upper()

@@ -34,7 +34,13 @@ class Constrained:
 
 
 def _refusal(value: str, what: str, why: str = "") -> ValueError:
-    return ValueError(f"{value!r} is not allowed{f' ({why})' if why else ''}: {what}")
+    return ValueError(f"{shown(value)} is not allowed{f' ({why})' if why else ''}: {what}")
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` as a problem quotes it: a 300-digit number or a long string cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _invisible(value: str) -> str | None:
@@ -275,8 +281,17 @@ CountryCode = Annotated[str, *_typed("an ISO 3166-1 alpha-2 country code such as
                                      _pattern(r"[A-Z]{2}", 2), {"pattern": "^[A-Z]{2}$"})]
 DriverBranch = Annotated[str, *_typed("an NVIDIA driver branch: three digits such as '570'",
                                       _pattern(r"\d{3}", 3), {"pattern": r"^\d{3}$"})]
-WaveSize = Annotated[str, *_typed("a wave size: a number of hosts ('1') or a percentage ('25%')",
-                                  _pattern(r"\d{1,6}%?", 7), {"pattern": r"^\d+%?$"})]
+def _wave_size(value: str) -> str | None:
+    """As ``up --batch`` takes it (infra/orchestrate/waves.py): hosts above 0, a percentage from 1 to 100."""
+    why = _pattern(r"\d{1,6}%?", 7)(value)
+    if why is not None:
+        return why
+    n = int(value.rstrip("%"))
+    return "0 hosts make no wave" if n == 0 else "more than 100%" if value.endswith("%") and n > 100 else None
+
+
+WaveSize = Annotated[str, *_typed("a wave size: a number of hosts above 0 ('1') or a percentage from 1 to 100 ('25%')",
+                                  _wave_size, {"pattern": r"^\d+%?$"})]
 
 
 def _lustre_nid(value: str) -> str | None:
@@ -409,11 +424,28 @@ class Bounded:
 
 
 def _number(kind: type, what: str, *, ge: float, le: float, gt: float | None = None) -> Any:
-    """An int or float type from ``ge`` (or above ``gt``) to ``le``; a float is finite (no NaN, no infinity)."""
-    bounds: dict[str, Any] = {"le": le, **({"gt": gt} if gt is not None else {"ge": ge})}
-    if kind is float:
-        bounds["allow_inf_nan"] = False
-    return Annotated[kind, Bounded(what), Field(**bounds)]
+    """An int or float type from ``ge`` (or above ``gt``) to ``le``; a float is finite (no NaN, no infinity).
+
+    The range is a validator, not ``Field(ge=, le=)``: pydantic keeps one ``ge`` and one ``le`` per field, the
+    type's after the field's, so a field's own narrower ``Field(ge=1, le=16)`` would silently give way to it."""
+    def bound(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else str(x)
+
+    def in_range(value: Any) -> Any:            # worded as pydantic words its own bounds
+        if gt is not None and value <= gt:
+            raise ValueError(f"Input should be greater than {bound(gt)} (got {shown(value)})")
+        if gt is None and value < ge:
+            raise ValueError(f"Input should be greater than or equal to {bound(ge)} (got {shown(value)})")
+        if value > le:
+            raise ValueError(f"Input should be less than or equal to {bound(le)} (got {shown(value)})")
+        return value
+
+    def schema(json_schema: dict[str, Any]) -> None:
+        json_schema.setdefault("exclusiveMinimum" if gt is not None else "minimum", gt if gt is not None else ge)
+        json_schema.setdefault("maximum", le)
+    # a float is finite; a whole number is one (YAML's 'yes' is no count of 1)
+    exact = {"allow_inf_nan": False} if kind is float else {"strict": True}
+    return Annotated[kind, Bounded(what), Field(**exact, json_schema_extra=schema), AfterValidator(in_range)]
 
 
 INT32_MAX = 2**31 - 1
@@ -491,9 +523,18 @@ def _under(roots: tuple[str, ...], *, itself: bool) -> Callable[[str], str | Non
     return check
 
 
+def _slurm_state(value: str) -> str | None:
+    """Below /var/spool or /var/lib, a directory of Slurm's own (slurmctld, slurm/...): the state directory is a
+    mount point, which must not hide another daemon's state (/var/lib/dpkg, /var/lib/mysql, /var/spool/cron)."""
+    why = _under(STATE_ROOTS, itself=False)(value)
+    if why is None and value.startswith(("/var/spool/", "/var/lib/")) and not value.split("/")[3].startswith("slurm"):
+        return "below /var/spool and /var/lib only a directory of Slurm's own, such as /var/spool/slurmctld"
+    return why
+
+
 StatePath = Annotated[str, *_typed(
-    f"an absolute, normalised path below {', '.join(STATE_ROOTS)} (where a daemon keeps its state)",
-    _under(STATE_ROOTS, itself=False))]
+    f"an absolute, normalised path below {', '.join(STATE_ROOTS)} (where a daemon keeps its state; below /var/spool "
+    "and /var/lib a directory whose name starts with 'slurm')", _slurm_state)]
 MountPoint = Annotated[str, *_typed(
     f"an absolute, normalised path at or below {', '.join(MOUNT_ROOTS)} (where shared file systems are mounted)",
     _under(MOUNT_ROOTS, itself=True))]

@@ -51,9 +51,10 @@ class SiteLoader(yaml.SafeLoader):
         if isinstance(node, MappingNode):
             seen: dict[Any, yaml.Mark] = {}
             for key_node, _ in node.value:
-                if key_node.tag == MERGE_TAG or not isinstance(key_node, ScalarNode):
-                    continue   # merged keys may be overridden; complex keys are refused by the model
-                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key_node, ScalarNode):
+                    continue   # complex keys are refused by the model
+                # a merge key itself appears once; the keys it brings in may be overridden
+                key = "<<" if key_node.tag == MERGE_TAG else self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise DuplicateKey(node, key, seen[key], key_node.start_mark)
                 seen[key] = key_node.start_mark

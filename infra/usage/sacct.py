@@ -35,6 +35,8 @@ _DCGM = re.compile(r"dcgm-energy:([A-Za-z0-9._-]+):gpus=([0-9]{1,4}):joules=([0-
 _MEM_UNITS = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
 _NOT_STARTED = ("Unknown", "None", "")
 MAX_SHAPES = 100_000                # distinct AllocTRES strings remembered while reading
+COUNT_MAX = 2**31 - 1              # CPUs, GPUs, nodes of one allocation: what Slurm's 32-bit counts hold
+MEM_GB_MAX = 1e9                   # a job's memory in GB (1 EB): beyond any machine, and finite
 NO_VALUE = 1 << 63                 # sacct prints NO_VAL64 (2^64 - 2) for an energy it did not read
 
 
@@ -118,6 +120,9 @@ def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int, tup
         raise UsageInvalid(where, f"{value!r} is not a TRES list such as 'cpu=8,mem=64G,gres/gpu:h200=1,node=1'") from None
     if cpus < 0 or gpus < 0 or nodes < 0 or mem < 0 or any(n < 0 for n in typed.values()):
         raise UsageInvalid(where, f"{value!r} has a negative count")
+    if max(cpus, gpus, nodes, *typed.values()) > COUNT_MAX or not mem <= MEM_GB_MAX:     # NaN fails the second
+        raise UsageInvalid(where, f"{value[:80]!r} holds a count above {COUNT_MAX} or a memory that is not a finite "
+                                  f"figure up to {MEM_GB_MAX:g} GB: no allocation is that large")
     gpus = max(gpus, sum(typed.values()))
     split = tuple(sorted((m, n) for m, n in typed.items() if n)) if len(typed) > 1 else ()
     return cpus, mem, gpus, model, nodes, split
