@@ -17,6 +17,8 @@ ROLE = ROOT / "playbooks" / "roles" / "nvidia_driver"
 ON_GPU0001 = f"""  hosts: gpu0001
   connection: local
   gather_facts: false
+  vars:
+    site_repository_key_signed_by: /etc/apt/keyrings/gigafactory-cuda.asc   # as site_repository_key sets it first
   vars_files:
     - {ROLE}/defaults/main.yml
     - {ROLE}/vars/main.yml

@@ -10,6 +10,7 @@ infra/render's templates (``FILTERS``) and, through playbooks/plugins/filter/gig
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Unicode categories that break or hide a line: controls (\n, \r, \t, ESC, NEL ...), format characters
@@ -64,6 +65,21 @@ def integer(value: object, what: str | None = None, minimum: int | None = None, 
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise UnsafeValue(f"{_label(what)}{number} is outside {minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}")
     return number
+
+
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
+
+
+def signed_by(value: object, what: str | None = None) -> str:
+    """A deb822 ``Signed-By`` value: one or more blank-separated key files (absolute paths) or OpenPGP fingerprints
+    (40 or 64 hex digits), as site_repository_key writes it (a file, and the fingerprint when the site names one)."""
+    words = one_line(value, what).split(" ")
+    for word in words:
+        one_word(word, what)
+        if not (word.startswith("/") or _FINGERPRINT.fullmatch(word)):
+            raise UnsafeValue(f"{_label(what)}{word!r} is neither a key file's absolute path nor a fingerprint of 40 or "
+                              "64 hex digits")
+    return " ".join(words)
 
 
 def secret_word(value: object, what: str | None = None) -> str:
@@ -154,6 +170,7 @@ FILTERS = {
     "one_word": one_word,
     "integer": integer,
     "secret_word": secret_word,
+    "signed_by": signed_by,
     "gres": gres,
     "gres_fields": gres_fields,
     "systemd_escape": systemd_escape,
