@@ -239,8 +239,8 @@ EOF
     # would put the token on a command line itself (the process watcher caught exactly that, now and then).
     while IFS= read -r line; do
       case "$line" in
-        *"token: @TOKEN2@") echo "join: token ok" >> /var/log/kubeadm-standin.calls ;;
-        *"certificateKey: @KEY2@") echo "join: key ok" >> /var/log/kubeadm-standin.calls ;;
+        *'token: "@TOKEN2@"') echo "join: token ok" >> /var/log/kubeadm-standin.calls ;;      # JSON strings, as the
+        *'certificateKey: "@KEY2@"') echo "join: key ok" >> /var/log/kubeadm-standin.calls ;;  # role writes them
       esac
     done < /etc/kubernetes/kubeadm-join.yaml
     echo "apiVersion: v1" > /etc/kubernetes/kubelet.conf
