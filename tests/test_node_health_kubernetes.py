@@ -50,7 +50,7 @@ PLAY = """
 
 # What "fixing the declaration" means on this machine (no GPU, no HCA): the node type promises nothing it lacks.
 HEALTHY = ["-e", '{"node_health_gpus": 0, "node_health_hcas": 0, "node_health_cuda": {}, "node_health_driver_branch": null,'
-                 ' "node_health_rails": [], "node_health_fabric_rate": null, "node_health_gpu_model": null}']
+                 ' "node_health_rails": [], "node_health_fabric_gbits": null, "node_health_gpu_model": null}']
 
 
 class ApiServer:

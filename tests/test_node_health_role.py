@@ -44,7 +44,7 @@ def test_expectations_come_from_the_node_type_and_the_site(installed):
     assert expect["node"] == "gpu0001" and expect["node_type"] == "hgx-h200"
     assert (expect["gpus"], expect["gpu_model"], expect["driver_branch"]) == (8, "H200", "570")
     assert expect["cuda"] == {"12.8": "/usr/local/cuda-12.8"}
-    assert (expect["hcas"], expect["fabric_rate"], len(expect["rails"])) == (8, "ndr", 8)
+    assert (expect["hcas"], expect["fabric_gbits"], len(expect["rails"])) == (8, 400, 8)
 
 
 def test_the_gate_fails_a_node_without_its_gpus_and_writes_why(installed):
