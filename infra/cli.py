@@ -211,7 +211,7 @@ def _cluster_sacct(args: argparse.Namespace, site: Site, period):
 
 def node_control(host: str, inventories: list[Path], private_data_dir: Path):
     """How ``usage`` reaches ``host``: ansible-runner's ad-hoc command module, as ``up``'s rollout does."""
-    from .orchestrate.project import ansible_root
+    from .project import ansible_root
     from .orchestrate.rollout import AnsibleCommand
     return AnsibleCommand(host, inventories, private_data_dir, ansible_root() / "ansible.cfg")
 

@@ -201,7 +201,7 @@ def test_a_second_install_pass_that_changes_anything_is_named_task_by_task(tmp_p
 
     from infra.image import build as image_build
     from infra.orchestrate import runner
-    from infra.orchestrate.runner import WaveResult
+    from infra.runner.ansible import WaveResult
     path = ROOT / "inventories" / "demo" / "site.yml"
     site = load_site(path)
     plan = build_plan(site, path)

@@ -19,7 +19,7 @@ from conftest import DEMO, RIGA, site_data
 
 from infra.cli import main as cli_main
 from infra.orchestrate import PHASES, Phase, UpOptions, up
-from infra.orchestrate.execution import Worker
+from infra.runner.execution import Worker
 from infra.orchestrate.up import OrchestrationError
 from infra.orchestrate.waves import phase_waves, waves
 from infra.plan import build_plan

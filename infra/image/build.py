@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-from ..orchestrate.phases import PHASES
-from ..orchestrate.project import ansible_root
+from ..plan.phases import PHASES
+from ..project import ansible_root
 from ..plan import Plan, build_plan, group_name
 from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
-from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
+from ..runner.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
 from ..vm.guest_files import CONFIGURE_SCRIPT
 from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, Image, boot_files, install_guest_files, unmount_below, cache_root,
                         cached_debootstrap, copy_tree)
@@ -300,7 +300,7 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
                 work: Path, say: Say, again: bool = False) -> list[str]:
     """Every phase's install part into the tree. ``again``: a second pass over the finished tree, which must find
     the install part satisfied; returns the tasks that changed there ("phase: role: task"), for the caller to refuse."""
-    from ..orchestrate.runner import run_wave
+    from ..runner.ansible import run_wave
     host = f"image-{key}"
     inventory_dir = work / "inventory"
     if not inventory_dir.is_dir():

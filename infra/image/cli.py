@@ -13,7 +13,7 @@ EXIT_FAILED, EXIT_INVALID = 1, 2
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..cli import load
-    from ..stack.phase_files import PhaseInputError
+    from ..runner.phase_files import PhaseInputError
     from ..vm.image import ImageBuildError
     from ..vm.mirror import MirrorNotFound
     from ..vm.mirror_cache import MirrorCacheError

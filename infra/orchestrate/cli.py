@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ..site.hostlists import compress
-from .cancel import Cancellation
-from .phases import PHASES
+from ..runner.cancel import Cancellation
+from ..plan.phases import PHASES
 from .up import OrchestrationError, UpOptions, up
 from .waves import BatchInvalid, parse_batch
 
@@ -123,7 +123,7 @@ def _up_against(args: argparse.Namespace, cancel: Cancellation) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..image.build import ImageBuildFailed, ImageInputError
-    from ..stack.phase_files import PhaseInputError
+    from ..runner.phase_files import PhaseInputError
     from ..vm.errors import TESTBED_ERRORS
     from .demo import demo_down, demo_up
     cancel = Cancellation()

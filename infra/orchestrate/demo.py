@@ -108,7 +108,7 @@ def host_images(site, plan, site_path: Path) -> dict:
 
 def acceptance(options: UpOptions, run_dir: Path) -> int:
     """Run ``acceptance.yml`` (if the playbook directory has one) as a last phase of its own and print its report."""
-    from .phases import Phase
+    from ..plan.phases import Phase
     if not (options.playbook_dir / "acceptance.yml").is_file():
         print("acceptance: no playbooks/acceptance.yml yet; skipped")
         return 0

@@ -21,14 +21,14 @@ from ..site import Site, parse_site
 from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, compress, expand
-from .cancel import Cancellation
-from .phases import PHASES, Phase
-from .project import REPO_ROOT, ansible_root, project_archive
+from ..runner.cancel import Cancellation
+from ..plan.phases import PHASES, Phase
+from ..project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
-from .execution import Shard, WorkerCommand, default_worker_command, shards
+from ..runner.execution import Shard, WorkerCommand, default_worker_command, shards
 from .rollout import (NEW, ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
                       Slurm, ansible_reboot, availability_domains, host_impacts, schedulers_for)
-from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
+from ..runner.ansible import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
                     record_site_file, retry_starts, write_hosts, write_json)
 from .waves import BatchInvalid, phase_waves, waves
