@@ -24,7 +24,7 @@ WAIT_S = 120            # bounds every wait: a run that does not stop fails the 
 DRIVER = """\
 import dataclasses, sys
 from pathlib import Path
-from infra.orchestrate import cli
+from infra.cli import orchestrate as cli
 from infra.plan.phases import Phase
 books, executors, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 sys.path.insert(0, str(Path(__file__).parent))

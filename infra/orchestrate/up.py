@@ -14,6 +14,7 @@ from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from ..image.cache import ImageInputError, netboot_bundles, served_node_types
 from ..plan import Plan, build_plan
 from ..plan.model import REBOOT_TIMEOUT_S
 from ..render.files import render_all, write_all
@@ -102,7 +103,6 @@ class RunOutcome:
 def boot_bundles(site: Site, plan: Plan, site_path: Path) -> dict[str, str]:
     """What the boot phase serves (role boot_server's ``gf_boot_bundles``): each served node type's network-boot
     bundle in this machine's image cache, by node type; none built is an OrchestrationError naming the command."""
-    from ..image.build import ImageInputError, netboot_bundles, served_node_types
     try:
         return {t: str(p) for t, p in netboot_bundles(site, plan, site_path, served_node_types(site, plan)).items()}
     except ImageInputError as err:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from infra.vm.accel import Accel, accel_override, boot_outcome, choose_accel, kvm_usable
-from infra.vm.guest_files import GUEST_USER
+from infra.image.guest_files import GUEST_USER
 from infra.vm.image import Image, Recipe, build_image
 from infra.vm.qemu import VMFiles, qemu_argv
 from infra.vm.spec import VMSpec
