@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = "inventories/demo/site.yml"
 
 sys.path.insert(0, str(ROOT))
-from infra.image.build import BASE_PREFIX, IMAGES_DIR  # noqa: E402  (benchmarks are scripts)
-from infra.vm.image import CHROOTS_DIR, TESTBED_BASE_PREFIX, cache_root  # noqa: E402
+from infra.image.build import BASE_PREFIX  # noqa: E402  (benchmarks are scripts)
+from infra.image.cache import IMAGES_DIR  # noqa: E402
+from infra.image.base import CHROOTS_DIR, cache_root  # noqa: E402
+from infra.vm.image import TESTBED_BASE_PREFIX  # noqa: E402
 
 
 def run_demo(env: dict[str, str], *extra: str) -> tuple[int, float]:

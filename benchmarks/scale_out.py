@@ -65,7 +65,7 @@ def cpu(who: int) -> float:
 
 def run(tmp: Path, hosts: int, tasks: int, executors: int, strategy: str = "linear") -> dict[str, float]:
     from infra.orchestrate import Phase, UpOptions, up
-    from infra.orchestrate.execution import Worker
+    from infra.runner.execution import Worker
     from infra.plan import build_plan
     data = large_site(max(hosts, 5))
     data["site"]["name"] = "bench"

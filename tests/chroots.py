@@ -15,13 +15,13 @@ from pathlib import Path
 import yaml
 
 from infra.image.chroot import Chroot
-from infra.vm.image import cached_debootstrap
+from infra.image.base import cached_debootstrap
 
 
 def cached_chroot(prefix: str, suite: str, packages: list[str], components: tuple[str, ...] = ("main",),
                   variant: str = "minbase") -> Path:
     """The chroot for this package list from this machine's mirror (the image builder's cached base, one
-    implementation: infra/vm/image.py's ``cached_debootstrap``)."""
+    implementation: infra/image/base.py's ``cached_debootstrap``)."""
     return cached_debootstrap(prefix, suite, packages, components=components, variant=variant)
 
 

@@ -70,7 +70,7 @@ def playbook(tmp_path: Path, site: dict, play: str) -> subprocess.CompletedProce
 def mirror_cache():
     """Chroot tests' Debian mirror: the mirror cache's URL on this machine; stopped afterwards if this test started it."""
     from infra.vm import mirror_cache as cache
-    from infra.vm.image import cache_root
+    from infra.image.base import cache_root
     running = cache._answering()
     cache.ensure_mirror_cache()
     yield cache.HOST_URL

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT, bin_path, run
 from ib_write_bw_standin import report as ib_write_bw_report
 
-from infra.orchestrate.demo import print_acceptance
+from infra.vm.demo import print_acceptance
 from infra.site.model import RATE_GBITS, Fabric
 
 

@@ -203,8 +203,8 @@ def test_the_bundles_script_makes_live_boot_fetch_through_the_interface_ipxe_boo
 
 
 def test_up_passes_each_served_node_types_bundle_from_the_image_cache_and_refuses_without_one(tmp_path, monkeypatch):
-    from infra.image.build import image_key, images_root, phase_digests, served_node_types, type_images
-    from infra.image.chroot import REPO_ROOT
+    from infra.image.cache import image_key, images_root, phase_digests, served_node_types, type_images
+    from infra.project import REPO_ROOT
     from infra.orchestrate.up import OrchestrationError, UpOptions, boot_bundles, up
     from infra.plan import build_plan
     from infra.site import load_site

@@ -114,8 +114,8 @@ def test_a_command_module_that_fails_to_import_stops_the_cli_loudly(monkeypatch,
     import sys
 
     from infra.cli import main
-    monkeypatch.setitem(sys.modules, "infra.orchestrate.cli", None)        # `import` of it now raises ImportError
+    monkeypatch.setitem(sys.modules, "infra.cli.orchestrate", None)        # `import` of it now raises ImportError
     assert main(["validate", str(RIGA)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("gigafactory: the orchestration commands could not be loaded") and "infra.orchestrate.cli" in err
+    assert err.startswith("gigafactory: the orchestration commands could not be loaded") and "infra.cli.orchestrate" in err
     assert "Traceback" not in err

@@ -119,7 +119,7 @@ def test_an_address_change_is_a_replace(capsys, tmp_path, demo):
 
 
 def test_addresses_moved_by_another_field_are_found_in_the_plans(capsys, tmp_path, demo):
-    # ctl[01-17] outgrows its block of 16 addresses: every block after it moves (infra/plan/addresses.py).
+    # ctl[01-17] outgrows its block of 16 addresses: every block after it moves (infra/site/addresses.py).
     result = changed(capsys, tmp_path, demo, lambda d: d["pools"][0].update(hosts="ctl[01-17]"))
     fields = {c["field"]: c for c in result["changes"]}
     assert fields["pools[service].hosts"]["impact"] == "live"

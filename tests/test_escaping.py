@@ -83,9 +83,9 @@ def test_riga1_renders_through_the_checks_unchanged():
 
 
 def test_cli_render_of_a_hostile_plan_exits_2_naming_the_value_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    import infra.cli
-    real = infra.cli.build_plan
-    monkeypatch.setattr(infra.cli, "build_plan", lambda site, path=None: with_slurm(real(site, path), state_save_location="/x\nSlurmUser=root"))
+    import infra.plan
+    real = infra.plan.build_plan
+    monkeypatch.setattr(infra.plan, "build_plan", lambda site, path=None: with_slurm(real(site, path), state_save_location="/x\nSlurmUser=root"))
     out = tmp_path / "out"
     assert main(["render", str(RIGA), "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -52,7 +52,7 @@ def configured_index() -> str:
 def test_an_execution_host_gets_the_controllers_ansible_and_project(tmp_path):
     from chroots import RoleRun
 
-    from infra.orchestrate.project import REPO_ROOT, project_archive
+    from infra.project import REPO_ROOT, project_archive
     archive = project_archive(REPO_ROOT, tmp_path / "project")
     site = site_data(DEMO)
     site.setdefault("provisioning", {})["execution"] = {"hosts": ["controller", HOST]}

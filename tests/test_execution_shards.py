@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import RIGA
 
-from infra.orchestrate.execution import default_worker_command, shards
-from infra.orchestrate.project import REPO_ROOT
+from infra.runner.execution import default_worker_command, shards
+from infra.project import REPO_ROOT
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.site.model import Execution
@@ -70,7 +70,7 @@ def test_a_site_host_is_reached_over_ssh_with_known_host_keys_the_controller_loc
 
 
 def test_a_remote_workers_job_names_its_paths_and_the_virtualenv_there(riga, tmp_path):
-    from infra.orchestrate.runner import _job
+    from infra.runner.ansible import _job
     worker = default_worker_command(riga, "root", tmp_path)("ctl01", "01-base-w1-ctl01")
     job = _job(REPO_ROOT / "playbooks" / "base.yml", [REPO_ROOT / "inventories" / "demo" / "site.yml"], "ctl01", {},
                False, REPO_ROOT / "ansible.cfg", "mitogen_linear", worker)
@@ -115,7 +115,7 @@ def test_execution_hosts_are_a_plan_group_whose_variables_pin_the_controllers_ve
 def test_the_project_archive_is_reproducible_and_named_by_its_contents(tmp_path):
     import tarfile
 
-    from infra.orchestrate.project import project_archive
+    from infra.project import project_archive
     tree = tmp_path / "tree"
     (tree / "playbooks" / "roles" / "__pycache__").mkdir(parents=True)
     (tree / "infra").mkdir()
@@ -182,8 +182,8 @@ def test_the_key_reaches_the_workers_ssh_agent_and_no_file_of_the_run(tmp_path):
     import shutil
     import subprocess
 
-    from infra.orchestrate.execution import Worker, worker_argv
-    from infra.orchestrate.runner import run_shard
+    from infra.runner.execution import Worker, worker_argv
+    from infra.runner.ansible import run_shard
     if not (shutil.which("ssh-agent") and shutil.which("ssh-keygen")):
         pytest.skip("needs ssh-agent and ssh-keygen")
     key = tmp_path / "key"

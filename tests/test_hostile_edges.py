@@ -72,8 +72,8 @@ def test_the_demo_command_stops_on_a_signal_with_the_shells_code(monkeypatch, tm
     """gigafactory demo installs the same handlers as up: a second signal ends it at once with 128 + the signal."""
     import os
 
-    from infra.orchestrate import demo as demo_module
-    from infra.orchestrate.cli import cmd_demo
+    from infra.vm import demo as demo_module
+    from infra.cli.orchestrate import cmd_demo
 
     def interrupted(site, options, from_scratch):
         assert options.cancel is not None

@@ -17,7 +17,8 @@ import yaml
 from conftest import DEMO, ROOT, site_data
 
 from infra.cli import main
-from infra.image.build import BUILD_FILES, image_key, install_extravars, phase_digests, tree_kernel, type_images
+from infra.image.build import BUILD_FILES, install_extravars, tree_kernel
+from infra.image.cache import image_key, phase_digests, type_images
 from infra.image.boot import NETBOOT_FSTAB
 from infra.plan import build_plan
 from infra.site import load_site
@@ -200,8 +201,7 @@ def test_a_second_install_pass_that_changes_anything_is_named_task_by_task(tmp_p
     from types import SimpleNamespace
 
     from infra.image import build as image_build
-    from infra.orchestrate import runner
-    from infra.orchestrate.runner import WaveResult
+    from infra.runner.ansible import WaveResult
     path = ROOT / "inventories" / "demo" / "site.yml"
     site = load_site(path)
     plan = build_plan(site, path)
@@ -217,7 +217,7 @@ def test_a_second_install_pass_that_changes_anything_is_named_task_by_task(tmp_p
         sink({"event": "runner_on_ok", "event_data": {"host": host, "role": "slurm_common",
               "task": "Slurm directories", "res": {"changed": changes}}})
         return WaveResult(hosts=list(hosts), changed={host: int(changes)})
-    monkeypatch.setattr(runner, "run_wave", fake_run_wave)
+    monkeypatch.setattr(image_build, "run_wave", fake_run_wave)       # as the builder imports it
     chroot = SimpleNamespace(root=root, python=Path("/usr/bin/python3"), tmp=Path("/tmp"))
     run = lambda again: image_build._run_phases(site, plan, path, image, "k", chroot, tmp_path / "work",  # noqa: E731
                                                 lambda _: None, again=again)

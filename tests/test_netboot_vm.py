@@ -92,7 +92,7 @@ def boot_id_after(vm, old: str, timeout: float) -> str:
 
 def test_a_diskless_vm_boots_its_bundle_through_ipxe_passes_up_and_the_gate_and_reboots_stateless():
     from infra.image.build import site_images
-    from infra.orchestrate.demo import connection_inventory
+    from infra.vm.demo import connection_inventory
     from infra.plan import build_plan
     from infra.site import load_site
     from infra.vm.launcher import Launcher

@@ -19,7 +19,7 @@ from conftest import DEMO, RIGA, site_data
 
 from infra.cli import main as cli_main
 from infra.orchestrate import PHASES, Phase, UpOptions, up
-from infra.orchestrate.execution import Worker
+from infra.runner.execution import Worker
 from infra.orchestrate.up import OrchestrationError
 from infra.orchestrate.waves import phase_waves, waves
 from infra.plan import build_plan
@@ -206,7 +206,7 @@ def test_an_invalid_site_exits_2_and_runs_nothing(bed, monkeypatch, capsys):
     with pytest.raises(SiteInvalid):
         up(bed.options())
     from infra import cli
-    from infra.orchestrate import cli as ocli
+    from infra.cli import orchestrate as ocli
     monkeypatch.setattr(ocli, "options_from", lambda args: bed.options())
     assert cli.main(["up", str(bed.site_file)]) == 2
     assert not (bed.root / "runs").exists()
@@ -587,7 +587,7 @@ def against(bed, mutate) -> Path:
 
 def test_up_against_prints_the_diff_then_rolls_out_by_class_and_the_live_table_shows_the_wait(bed, monkeypatch, capsys):
     from rich.console import Console
-    from infra.orchestrate import cli as ocli
+    from infra.cli import orchestrate as ocli
     from infra.orchestrate.progress import LiveProgress
     old = against(bed, lambda d: d["node_types"]["vm-compute"].update(memory_gb=d["node_types"]["vm-compute"]["memory_gb"] + 1))
     slurm = BusySlurm(polls=2, watch=lambda: {h: bed.log(h) for h in HOSTS})
@@ -613,7 +613,7 @@ def test_up_against_prints_the_diff_then_rolls_out_by_class_and_the_live_table_s
 
 
 def test_up_against_nothing_changed_touches_nothing_and_new_hosts_get_every_phase(bed, monkeypatch, capsys):
-    from infra.orchestrate import cli as ocli
+    from infra.cli import orchestrate as ocli
     old = bed.root / "old.yml"
     old.write_text(bed.site_file.read_text())
     slurm = RecordedSlurm()
@@ -633,7 +633,7 @@ def test_up_against_nothing_changed_touches_nothing_and_new_hosts_get_every_phas
 
 
 def test_up_against_refuses_a_replace_unless_forced_and_removed_hosts_are_named_only(bed, monkeypatch, capsys):
-    from infra.orchestrate import cli as ocli
+    from infra.cli import orchestrate as ocli
     old = against(bed, lambda d: d["networks"]["management"].update(cidr="192.168.201.0/24"))
     slurm = RecordedSlurm()
     monkeypatch.setattr(ocli, "options_from", lambda args: bed.options(node_control=lambda host: slurm))
@@ -658,7 +658,7 @@ def test_up_against_refuses_a_replace_unless_forced_and_removed_hosts_are_named_
 
 @pytest.mark.parametrize("case", ["no-such-ref", "invalid-old", "invalid-site", "retry", "force-alone"])
 def test_up_against_bad_input_exits_2_and_touches_nothing(bed, monkeypatch, capsys, case):
-    from infra.orchestrate import cli as ocli
+    from infra.cli import orchestrate as ocli
     monkeypatch.setattr(ocli, "options_from", lambda args: bed.options())
     old = bed.root / "old.yml"
     data = yaml.safe_load(bed.site_file.read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.orchestrate import demo
+from infra.vm import demo
 from infra.orchestrate.up import RunOutcome
 from infra.vm.launcher import RunningVM
 
@@ -44,9 +44,9 @@ class FakeLauncher:
         return [fake_vm(s.name, 2200 + i, self.state_dir) for i, s in enumerate(specs)]
 
 
-def built_images(site, plan, site_path, node_types=None, say=None):
+def built_images(site, plan, site_path, node_types=None, say=None, mapping=None, start_mirrors=None):
     """What ``site_images`` returns, without building: one image per node type, named after it."""
-    from infra.image.build import BuiltImage
+    from infra.image.cache import BuiltImage
     return [BuiltImage(t, Path("/cache") / t, t, cached=True) for t in sorted({h.node_type for h in plan.hosts.values()})]
 
 

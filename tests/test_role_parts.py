@@ -234,7 +234,7 @@ def test_an_install_run_twice_changes_nothing_the_second_time_and_writes_no_host
 def test_the_install_part_reads_no_variable_the_image_key_leaves_out(role):
     """The image's cache key hashes every inventory variable its host receives but host lists
     (infra/image/build.py CONFIGURE_VARIABLES): an install part that read one would be served stale from the cache."""
-    from infra.image.build import CONFIGURE_VARIABLES
+    from infra.image.cache import CONFIGURE_VARIABLES
     names = set(CONFIGURE_VARIABLES)
     for name in ("vars/main.yml", "defaults/main.yml"):     # a role's own names for them
         path = ROLES / role / name

@@ -24,8 +24,8 @@ WAIT_S = 120            # bounds every wait: a run that does not stop fails the 
 DRIVER = """\
 import dataclasses, sys
 from pathlib import Path
-from infra.orchestrate import cli
-from infra.orchestrate.phases import Phase
+from infra.cli import orchestrate as cli
+from infra.plan.phases import Phase
 books, executors, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 sys.path.insert(0, str(Path(__file__).parent))
 if executors:               # the shards' workers as local processes (test_orchestrate.local_executors)
@@ -192,7 +192,7 @@ def _interrupted_rollout(when: str):
 
     from test_rollout import Clock, FakeSlurm, Recorder
 
-    from infra.orchestrate.cancel import Cancellation
+    from infra.runner.cancel import Cancellation
     from infra.orchestrate.progress import LineProgress
     from infra.orchestrate.rollout import HostImpact, Rollout, Slurm
     clock, cancel = Clock(), Cancellation()

@@ -26,6 +26,7 @@ from conftest import ROOT, bin_path, run
 from metering_data import with_billing
 
 from infra import cli
+from infra.usage.prometheus import prometheus_urls
 from infra.image.chroot import DEV_LINKS, DEV_NODES
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
@@ -405,11 +406,11 @@ def test_a_bad_prometheus_option_exits_2_reaching_nothing(riga, tmp_path, args, 
 
 
 def test_without_prometheus_riga_reports_slurm_only(riga, tmp_path):
-    assert cli.prometheus_urls(validate_data(riga), []) == {}
+    assert prometheus_urls(validate_data(riga), []) == {}
     riga["kubernetes"][0]["prometheus"] = "http://prom.riga-1.internal:9090"
     site = validate_data(riga)
-    assert cli.prometheus_urls(site, []) == {"riga-infer": "http://prom.riga-1.internal:9090"}
-    assert cli.prometheus_urls(site, ["http://10.40.0.9:9090"]) == {"riga-infer": "http://10.40.0.9:9090"}
+    assert prometheus_urls(site, []) == {"riga-infer": "http://prom.riga-1.internal:9090"}
+    assert prometheus_urls(site, ["http://10.40.0.9:9090"]) == {"riga-infer": "http://10.40.0.9:9090"}
 
 
 # --- merging into the report --------------------------------------------------------------------------------------

@@ -144,8 +144,8 @@ def test_accelerator_selects_cpu_model(accel: Accel, cpu: str) -> None:
 
 
 def test_image_build_commands_write_to_stderr_never_to_stdout(capfd):
-    """``python -m infra.vm up`` prints its JSON on stdout; a cold image build must not mix its log into it."""
-    from infra.vm.image import _run
+    """``python -m infra.cli.vm up`` prints its JSON on stdout; a cold image build must not mix its log into it."""
+    from infra.image.base import _run
     _run(["echo", "building"])
     out, err = capfd.readouterr()
     assert out == "" and "building" in err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.vm.mirror import ENV_OVERRIDE, MirrorNotFound, apt_sources, host_debian_mirror, host_debian_security_mirror
+from infra.image.mirror import ENV_OVERRIDE, MirrorNotFound, apt_sources, host_debian_mirror, host_debian_security_mirror
 
 MAIN = "http://mirror.example.test/debian"
 SECURITY = "http://mirror.example.test/debian-security"

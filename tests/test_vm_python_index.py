@@ -97,7 +97,7 @@ def test_an_image_build_reaches_the_python_index_a_test_site_names_through_loopb
     import yaml
     from conftest import DEMO, site_data
 
-    from infra.image.build import testbed_mapping
+    from infra.vm.mirrors import testbed_mapping
     from infra.site import parse_site
     data = site_data(DEMO)
     assert testbed_mapping(parse_site(yaml.safe_dump(data), str(DEMO), Path(DEMO).parent)) == \

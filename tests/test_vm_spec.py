@@ -64,7 +64,7 @@ def test_bad_field_is_named(mutate, field: str) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infra.vm", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "infra.cli.vm", *args], cwd=ROOT,
                           capture_output=True, text=True)
 
 

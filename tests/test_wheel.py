@@ -162,7 +162,7 @@ def test_the_installed_tool_validates_renders_runs_up_check_and_lists_images_out
 
 PHASE_INPUTS = """\
 from pathlib import Path
-from infra.orchestrate.project import ansible_root
+from infra.project import ansible_root
 from infra.plan import build_plan
 from infra.site import load_site
 from infra.stack.node_configuration import PhaseInputs

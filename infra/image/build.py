@@ -1,6 +1,6 @@
 """Node images: every role's install part for one node type, run once into a fresh Debian root, natively.
 
-The hosts of a node type (from the plan) are in some of the plan's groups; the phases (infra/orchestrate/phases.py)
+The hosts of a node type (from the plan) are in some of the plan's groups; the phases (infra/plan/phases.py)
 on those groups run their playbooks with ``gigafactory_part=install`` against one inventory host standing for the
 type, whose modules act on a debootstrapped tree through the chroot runner (chroot.py). The tree then becomes a
 disk image (raw and qcow2, with its kernel and initrd), a network-boot bundle (kernel, live-boot initrd, squashfs,
@@ -10,7 +10,6 @@ iPXE script) and a manifest of its packages, kept under a key that hashes everyt
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -20,32 +19,28 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..orchestrate.phases import PHASES
-from ..orchestrate.project import ansible_root
-from ..plan import Plan, build_plan, group_name
+from ..plan import Plan
+from ..project import ansible_root
 from ..render.inventory import inventory_view
-from ..site.model import Repository, Site
-from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
-from ..vm.guest_files import CONFIGURE_SCRIPT
-from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, Image, boot_files, install_guest_files, unmount_below, cache_root,
-                        cached_debootstrap, copy_tree)
-from ..vm.mirror import host_debian_mirror
-from .boot import NETBOOT_FSTAB, NETBOOT_INITRAMFS, NETBOOT_PACKAGES, ipxe_script
+from ..runner.ansible import run_wave
+from ..site.model import Site
+from .base import DEFAULT_SIZE, boot_files, cached_debootstrap, copy_tree, install_guest_files, unmount_below
+from .boot import NETBOOT_FSTAB, NETBOOT_INITRAMFS, ipxe_script
+from .cache import (IMAGE_PACKAGES, PART, BuiltImage, ImageInputError, TypeImage, image_key, images_root,
+                    phase_digests, type_images)
 from .chroot import Chroot, ChrootError, Relays
-from .manifest import MANIFEST_PROGRAM, summary
+from .guest_files import CONFIGURE_SCRIPT
+from .manifest import MANIFEST_PROGRAM
+from .mirror import host_debian_mirror
 
-IMAGES_DIR = "node-images"              # under the cache root; infra/vm's recipe images are in images/
-PART = "install"                        # the roles' part an image holds (gigafactory_part)
-# The test bed's recipe: a kernel that boots in its VMs, ssh, Python with APT's bindings for Ansible.
-IMAGE_PACKAGES = tuple(DEFAULT_PACKAGES)
 CODENAMES = {"12": "bookworm", "13": "trixie"}
 NOT_PROBED = ("images",)                # a container registry: no image build reaches it
 BASE_PREFIX = "image-base"              # the cached debootstrap under the cache's chroots/ (one per release and mirror)
@@ -57,145 +52,11 @@ SQUASHFS_COMPRESSION = ("-comp", "zstd", "-Xcompression-level", "3")
 Say = Callable[[str], None]
 
 
-class ImageInputError(ValueError):
-    """Invalid input to an image build (unknown node type, a repository that does not answer)."""
-
-
 class ImageBuildFailed(RuntimeError):
     """A step of a build failed; nothing of it is left in the cache."""
 
 
-@dataclass(frozen=True)
-class TypeImage:
-    """What one node type's image is built from: the groups its hosts are in and the phases on those groups."""
-    node_type: str
-    hosts: tuple[str, ...]
-    pools: tuple[str, ...]
-    groups: tuple[str, ...]
-    phases: tuple[str, ...]
-
-
-def type_images(site: Site, plan: Plan, wanted: list[str] | None = None) -> list[TypeImage]:
-    """Per node type asked for (default: every type with hosts), its hosts' groups (the union over its pools) and
-    its phases; an unknown type or one without hosts is an ImageInputError naming the known ones."""
-    with_hosts = [t for t in site.node_types if any(h.node_type == t for h in plan.hosts.values())]
-    names = list(dict.fromkeys(wanted or with_hosts))
-    unknown = [n for n in names if n not in with_hosts]
-    if unknown:
-        kind = "unknown node type" if not set(unknown) & set(site.node_types) else "node type without hosts"
-        raise ImageInputError(f"--node-type: {kind} {', '.join(repr(n) for n in unknown)}; "
-                              f"node types with hosts: {', '.join(with_hosts)}")
-    out = []
-    for name in names:
-        hosts = [h for h in plan.hosts.values() if h.node_type == name]
-        groups = [g for g in plan.groups if any(g in h.groups for h in hosts)]
-        phases = [p.name for p in PHASES if not p.groups or set(p.groups) & set(groups)]
-        out.append(TypeImage(name, tuple(h.name for h in hosts), tuple(dict.fromkeys(h.pool for h in hosts)),
-                             tuple(groups), tuple(phases)))
-    return out
-
-
-def phase_digests(root: Path, site_path: Path, phases: tuple[str, ...]) -> dict[str, str]:
-    """Per phase of an image, the digest of the files it reads (its playbooks and roles, the group_vars/ and
-    host_vars/ beside the site file): what ``PhaseInputs.files`` holds for those phases, without reading the others
-    or building the inventory (a cache hit computes only this and the site's sections)."""
-    beside = site_inventory_files(root, str(site_path))
-    out = {}
-    for phase in phases:
-        try:
-            out[phase] = files_digest(root, phase_files(root, phase_playbook(phase)) + beside)
-        except PhaseInputError as err:
-            raise PhaseInputError(f"phase {phase!r}: {err}") from None
-    return out
-
-
-def builder_digest() -> str:
-    """The builder's own version: its source files and the test bed recipe it starts from."""
-    digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for path in sorted(here.glob("*.py")) + [here.parent / "vm" / "guest_files.py"]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(json.dumps([IMAGE_PACKAGES, NETBOOT_PACKAGES]).encode())
-    return digest.hexdigest()
-
-
-def _repositories(site: Site) -> dict[str, Any]:
-    """The repositories section with each key file's content digest in place of its path on this machine."""
-    out = site.repositories.model_dump(mode="json")
-    for name in type(site.repositories).model_fields:
-        repo = getattr(site.repositories, name)
-        if isinstance(repo, Repository) and repo.signed_by is not None:
-            out[name]["signed_by"] = hashlib.sha256(Path(repo.signed_by).read_bytes()).hexdigest()
-    return out
-
-
-# Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings,
-# so a pool that grows or a network that moves does not rebuild its images. Every other variable the image's host receives is in the key: a variable
-# missing here costs a rebuild, one wrongly listed a stale image (tests/test_image_build.py checks the install parts).
-CONFIGURE_VARIABLES = frozenset({"gf_etc_hosts", "gf_slurm_files", "gf_slurm_tenants", "gf_ntp_servers", "gf_max_fail_percent",
-                                 "gf_boot", "gf_networks", "gf_fabrics"})
-
-
-def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:
-    """The inventory variables the image's stand-in host receives (site-wide and its groups'), host lists and addresses left out."""
-    view = inventory_view(site, plan)
-    out = dict(view["all"]["vars"])
-    for group in sorted(image.groups):
-        out.update(view["all"]["children"].get(group, {}).get("vars", {}))
-    return {k: v for k, v in out.items() if k not in CONFIGURE_VARIABLES}
-
-
-def image_key(site: Site, image: TypeImage, phase_files: dict[str, str], plan: Plan | None = None) -> str:
-    """The hash of what the image depends on: the site's os, repositories and software, the node type, its role
-    groups, the inventory variables its host receives but hosts and addresses (``image_variables``), the files of its phases
-    (``PhaseInputs.files``), the builder, and whether it is a test bed's. Hosts, addresses and pools are not in it."""
-    pools = {group_name("pool", p.name) for p in site.pools}
-    plan = plan or build_plan(site)
-    data = {
-        "testbed": site.testbed is not None,
-        "variables": image_variables(site, plan, image),
-        "builder": builder_digest(),
-        "part": PART,
-        "os": site.os.model_dump(mode="json"),
-        "repositories": _repositories(site),
-        "software": site.software.model_dump(mode="json"),
-        "node_type": {"name": image.node_type, "definition": site.node_types[image.node_type].model_dump(mode="json")},
-        "groups": sorted(g for g in image.groups if g not in pools),
-        "phases": {p: phase_files[p] for p in image.phases},
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# --- the test bed's mirror, and whether repositories answer ---------------------------------------------------
-
-
-def testbed_mapping(site: Site) -> dict[str, str]:
-    """A test bed's site names its mirrors as its guests see them; here they are on this machine's loopback
-    (infra/vm/mirror_cache.py for Debian, infra/vm/python_index.py for pip): guest URL origin -> this machine's, for
-    each the site names. Empty for a real site."""
-    if site.testbed is None:
-        return {}
-    from ..vm import mirror_cache, python_index
-    named = {urllib.parse.urlsplit(u).netloc for u in site.repositories.urls().values()}
-    out = {}
-    for guest_url, here_url in ((mirror_cache.GUEST_URL, mirror_cache.HOST_URL),
-                                (python_index.GUEST_URL, python_index.HOST_URL)):
-        guest, here = urllib.parse.urlsplit(guest_url), urllib.parse.urlsplit(here_url)
-        if guest.netloc in named:
-            out[f"{guest.scheme}://{guest.netloc}"] = f"{here.scheme}://{here.netloc}"
-    return out
-
-
-def start_testbed_mirrors(site: Site, mapping: dict[str, str]) -> None:
-    """Start the test bed's mirrors the site names (as the demo does): Debian's cache, and the Python index with
-    what the site's execution hosts install."""
-    from ..vm import mirror_cache, python_index
-    origins = {urllib.parse.urlsplit(g).netloc for g in mapping}
-    if urllib.parse.urlsplit(mirror_cache.GUEST_URL).netloc in origins:
-        mirror_cache.ensure_mirror_cache()
-    if urllib.parse.urlsplit(python_index.GUEST_URL).netloc in origins:
-        from ..render.inventory import execution_packages
-        python_index.ensure_python_index(execution_packages(site.provisioning.strategy))
+# --- a mirror mapping (the test bed's: infra/vm/mirrors.py), and whether repositories answer -------------------
 
 
 def relays_for(mapping: dict[str, str]) -> Relays:
@@ -231,26 +92,6 @@ def unanswered(site: Site, mapping: dict[str, str], timeout: float = 10) -> list
             reason = getattr(err, "reason", err)
             problems.append(f"repositories.{name}: {url} does not answer ({reason})")
     return problems
-
-
-# --- the cache --------------------------------------------------------------------------------------------------
-
-
-def images_root() -> Path:
-    return cache_root() / IMAGES_DIR
-
-
-@dataclass(frozen=True)
-class BuiltImage:
-    key: str
-    path: Path
-    node_type: str
-    cached: bool          # True: found in the cache, nothing built
-
-    def vm_image(self) -> Image:
-        """The disk image with its kernel and initrd, as the test bed's launcher boots it (infra.vm)."""
-        return Image(disk=self.path / "disk.qcow2", kernel=self.path / "vmlinuz", initrd=self.path / "initrd.img",
-                     disk_format="qcow2")
 
 
 def _du(path: Path) -> int:
@@ -300,7 +141,6 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
                 work: Path, say: Say, again: bool = False) -> list[str]:
     """Every phase's install part into the tree. ``again``: a second pass over the finished tree, which must find
     the install part satisfied; returns the tasks that changed there ("phase: role: task"), for the caller to refuse."""
-    from ..orchestrate.runner import run_wave
     host = f"image-{key}"
     inventory_dir = work / "inventory"
     if not inventory_dir.is_dir():
@@ -458,16 +298,19 @@ def _annotate(manifest: dict[str, Any], site: Site, mapping: dict[str, str]) -> 
 
 
 def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phase_files: dict[str, str],
-          say: Say = _print) -> list[BuiltImage]:
-    """Each image from the cache, or built into a temporary folder beside it and renamed there when complete."""
-    mapping = testbed_mapping(site)
+          say: Say = _print, mapping: Mapping[str, str] | None = None,
+          start_mirrors: Callable[[], None] | None = None) -> list[BuiltImage]:
+    """Each image from the cache, or built into a temporary folder beside it and renamed there when complete.
+    ``mapping``: mirror origins as the site names them -> as this machine reaches them (a test bed's, from its
+    caller); ``start_mirrors``: starts those mirrors when a repository does not answer."""
+    mapping = dict(mapping or {})
     keys = {image.node_type: image_key(site, image, phase_files, plan) for image in images}
     root = images_root()
     missing = [i for i in images if not (root / keys[i.node_type] / "image.json").is_file()]
     if missing:
         problems = unanswered(site, mapping)
-        if problems and mapping:            # the test bed's mirrors, started on demand as the demo does
-            start_testbed_mirrors(site, mapping)
+        if problems and start_mirrors is not None:      # the test bed's mirrors, started on demand as the demo does
+            start_mirrors()
             problems = unanswered(site, mapping)
         if problems:
             raise ImageInputError("; ".join(problems))
@@ -505,80 +348,13 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
 
 
 def site_images(site: Site, plan: Plan, site_path: Path, node_types: list[str] | None = None,
-                say: Say = _print) -> list[BuiltImage]:
+                say: Say = _print, mapping: Mapping[str, str] | None = None,
+                start_mirrors: Callable[[], None] | None = None) -> list[BuiltImage]:
     """The image of each node type asked for (default: every type with hosts), from the cache or built: what
-    ``gigafactory image build`` and the demo's launcher both run."""
+    ``gigafactory image build`` and the demo's launcher both run (``mapping``, ``start_mirrors``: ``build``'s)."""
     images = type_images(site, plan, node_types)
     phases = tuple(dict.fromkeys(p for image in images for p in image.phases))
-    return build(site, plan, site_path, images, phase_digests(ansible_root(), site_path, phases), say)
+    return build(site, plan, site_path, images, phase_digests(ansible_root(), site_path, phases), say, mapping,
+                 start_mirrors)
 
 
-def served_node_types(site: Site, plan: Plan) -> list[str]:
-    """The node types of the hosts with a declared boot MAC (``pools[].macs``): the bundles the boot server serves."""
-    declared = {host for pool in site.pools for host in pool.macs}
-    return list(dict.fromkeys(h.node_type for name, h in plan.hosts.items() if name in declared))
-
-
-def netboot_bundles(site: Site, plan: Plan, site_path: Path, node_types: list[str]) -> dict[str, Path]:
-    """Each node type's network-boot bundle in the cache (``<key>/netboot``), never built here: an ImageInputError
-    names every type without one and the command that builds it."""
-    if not node_types:
-        return {}
-    images = type_images(site, plan, node_types)
-    digests = phase_digests(ansible_root(), site_path, tuple(dict.fromkeys(p for i in images for p in i.phases)))
-    found, missing = {}, []
-    for image in images:
-        path = images_root() / image_key(site, image, digests, plan)
-        if (path / "image.json").is_file():
-            found[image.node_type] = path / "netboot"
-        else:
-            missing.append(image.node_type)
-    if missing:
-        raise ImageInputError(
-            f"provisioning.images: no network-boot bundle of node type {', '.join(missing)} in {images_root()} for "
-            f"the boot server to serve: gigafactory image build {site_path} "
-            + " ".join(f"--node-type {t}" for t in missing))
-    return found
-
-
-# --- what exists ------------------------------------------------------------------------------------------------
-
-
-def list_images() -> list[dict[str, Any]]:
-    """Every complete image in the cache, newest first, with its size on disk."""
-    root = images_root()
-    out = []
-    for meta in sorted(root.glob("*/image.json")) if root.is_dir() else ():
-        if meta.parent.name.startswith("."):
-            continue
-        data = json.loads(meta.read_text())
-        data["path"] = str(meta.parent)
-        data["bytes"] = sum(p.stat().st_blocks * 512 for p in meta.parent.rglob("*") if p.is_file())
-        out.append(data)
-    return sorted(out, key=lambda d: d["built"], reverse=True)
-
-
-def find_image(key: str) -> dict[str, Any]:
-    matches = [i for i in list_images() if i["key"].startswith(key)] if key else []
-    if len(matches) != 1:
-        known = ", ".join(i["key"] for i in list_images()) or "none"
-        raise ImageInputError(f"{'no' if not matches else 'more than one'} image with key {key!r}; images: {known}")
-    image = matches[0]
-    image["manifest"] = summary(json.loads((Path(image["path"]) / "manifest.json").read_text()))
-    return image
-
-
-def age(built: str) -> str:
-    seconds = (datetime.now(UTC) - datetime.fromisoformat(built)).total_seconds()
-    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= span:
-            return f"{seconds / span:.0f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

@@ -22,13 +22,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..project import REPO_ROOT
 from .relay import UnixToTcp
 
 DEV_NODES: dict[str, tuple[int, int]] = {"null": (1, 3), "zero": (1, 5), "random": (1, 8), "urandom": (1, 9),
                                          "tty": (5, 0)}
 DEV_LINKS: dict[str, str] = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
                              "stderr": "/proc/self/fd/2"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Relays = Mapping[tuple[str, int], tuple[str, int]]
 

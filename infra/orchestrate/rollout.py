@@ -103,7 +103,7 @@ class AnsibleCommand:
     cancel: Callable[[], bool] = lambda: False   # the run's cancellation (never ansible-runner's signal handlers)
 
     def run(self, argv: Sequence[str]) -> CommandResult:
-        from .runner import _envvars
+        from ..runner.ansible import _envvars
         if self.cancel():
             return CommandResult(1, "", f"interrupted: {' '.join(argv[:2])} not run")
         self.calls += 1
@@ -591,7 +591,7 @@ def ansible_reboot(hosts: list[str], inventories: list[Path], private_data_dir: 
                    cancel: Callable[[], bool] = lambda: False) -> Failures:
     """Reboot ``hosts`` no scheduler reboots through ansible-runner's ad-hoc ``ansible.builtin.reboot``
     (it waits until each is back); the hosts it failed on, with the reason."""
-    from .runner import _envvars, failure_message
+    from ..runner.ansible import _envvars, failure_message
     failed: Failures = {}
     reached: set[str] = set()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from ..image.cache import ImageInputError, netboot_bundles, served_node_types
 from ..plan import Plan, build_plan
 from ..plan.model import REBOOT_TIMEOUT_S
 from ..render.files import render_all, write_all
@@ -21,14 +22,14 @@ from ..site import Site, parse_site
 from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, compress, expand
-from .cancel import Cancellation
-from .phases import PHASES, Phase
-from .project import REPO_ROOT, ansible_root, project_archive
+from ..runner.cancel import Cancellation
+from ..plan.phases import PHASES, Phase
+from ..project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
-from .execution import Shard, WorkerCommand, default_worker_command, shards
+from ..runner.execution import Shard, WorkerCommand, default_worker_command, shards
 from .rollout import (NEW, ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
                       Slurm, ansible_reboot, availability_domains, host_impacts, schedulers_for)
-from .runner import EventSink, HostFailure, WaveResult, run_shard, run_wave
+from ..runner.ansible import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
                     record_site_file, retry_starts, write_hosts, write_json)
 from .waves import BatchInvalid, phase_waves, waves
@@ -102,7 +103,6 @@ class RunOutcome:
 def boot_bundles(site: Site, plan: Plan, site_path: Path) -> dict[str, str]:
     """What the boot phase serves (role boot_server's ``gf_boot_bundles``): each served node type's network-boot
     bundle in this machine's image cache, by node type; none built is an OrchestrationError naming the command."""
-    from ..image.build import ImageInputError, netboot_bundles, served_node_types
     try:
         return {t: str(p) for t, p in netboot_bundles(site, plan, site_path, served_node_types(site, plan)).items()}
     except ImageInputError as err:

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from ..site.hostlists import compress, expand
 from ..site.impact import DRAIN, LIVE, NONE, REPLACE, Impact, field_impact, submodels
 from ..site.model import Site
-from . import group_name
+from ..site.revision import site_at
+from . import build_plan, group_name
 from .model import Plan
 
 NEW, REMOVED, NOTHING = "new", "removed", "nothing"
@@ -81,6 +82,15 @@ def diff_sites(old: Site, old_plan: Plan, new: Site, new_plan: Plan) -> SiteDiff
 
 
 # --- the fields that changed ---------------------------------------------------------
+
+
+def diff_against(site_path: str | Path, ref: str, site: Site, plan: Plan) -> tuple[SiteDiff, str]:
+    """``site`` (validated from ``site_path``, with its ``plan``) against its earlier version ``ref`` (a git revision,
+    a run directory, a site file: ``infra.site.revision``), and where that version came from. The one path both
+    ``gigafactory diff`` and ``gigafactory up --against`` take. Raises RevisionInvalid or SiteInvalid (the earlier
+    version, ``REF:path`` as its source); files the site file names are read beside ``site_path`` for both sides."""
+    old, source = site_at(Path(site_path), ref)
+    return diff_sites(old, build_plan(old, source), site, plan), source
 
 
 def _walk(model: type[BaseModel], old: BaseModel, new: BaseModel, path: tuple, out: list) -> None:

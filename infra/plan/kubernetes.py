@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 
 from ..site.index import SiteIndex
-from .addresses import min_block
-from .model import ClusterPlan, FabricPlan, HostPlan, RailPlan, RailPodPool
+from ..site.addresses import min_block
+from ..site.fabric import FabricPlan, RailPlan
+from .model import ClusterPlan, HostPlan, RailPodPool
 from .tariffs import cluster_pricing
 
 

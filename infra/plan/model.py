@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..site.fabric import FabricPlan
+
 
 @dataclass(frozen=True, slots=True)
 class HostPlan:
@@ -31,30 +33,6 @@ class NetworkPlan:
     mtu: int
     interface: str | None
     blocks: dict[str, str]              # host-name prefix -> block CIDR
-
-
-@dataclass(frozen=True, slots=True)
-class RailPlan:
-    fabric: str
-    rail: int
-    cidr: str
-    interface: str
-    blocks: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class FabricPlan:
-    name: str
-    kind: str
-    rate: str
-    rails: tuple[RailPlan, ...]
-    scalable_units: tuple[tuple[str, ...], ...]   # hosts per SU, in order
-    service_hosts: tuple[str, ...]
-    tiers: int
-    switches: dict[str, int]            # role (leaf, service-leaf, spine, core) -> count
-    cables: dict[str, int]              # link kind -> count
-    power_kw: float
-    subnet_managers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

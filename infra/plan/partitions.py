@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..site.index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, SiteIndex, tenant_partition_key
 from ..site.model import Fabric
-from .fabric import fabric_hosts
+from ..site.fabric import fabric_hosts
 from .model import PartitionPlan
 
 DEFAULT_PARTITION = "Default"           # the name opensm's own documentation gives it

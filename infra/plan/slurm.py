@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..site.hostlists import compress, expand
 from ..site.index import SiteIndex
-from .model import FabricPlan, HostPlan, SlurmNodeGroup, SlurmPartition, SlurmPlan
+from ..site.fabric import FabricPlan
+from .model import HostPlan, SlurmNodeGroup, SlurmPartition, SlurmPlan
 from .tariffs import gpu_hour_prices
 
 MEMORY_RESERVED = 0.05          # share of a node's memory kept back from jobs for the OS and daemons

@@ -49,7 +49,7 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
 def render_all(site: Site, plan: Plan) -> dict[str, str]:
     """Relative path -> content of every generated file."""
     files = {"plan.json": to_json(plan_as_dict(plan)), "hosts": render_file(plan, "hosts")}
-    # The health phase runs on every site (infra/orchestrate/phases.py) and installs the
+    # The health phase runs on every site (infra/plan/phases.py) and installs the
     # node_health role's gate at HEALTH_CHECK_PROGRAM: slurmd runs it.
     files.update(slurm_files(plan, health_check_program=HEALTH_CHECK_PROGRAM))
     # imported here, not at the top: the inventory variables carry the rendered Slurm files

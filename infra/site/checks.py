@@ -10,10 +10,15 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from .addresses import allocate_networks
+from .fabric import plan_fabric
+from .groups import inventory_groups
 from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
 from .model import CONTROLLER, LustreStorage, NfsStorage, Repository, Site
 from .openpgp import NotAKey, key_fingerprints
+from .placement import place_hosts
+from .power import site_power_kw
 from .problems import Problem, field_path as fp
 
 Check = Callable[[Site, SiteIndex], Iterator[Problem]]
@@ -408,8 +413,6 @@ def host_names_plan_distinct_addresses(site: Site, index: SiteIndex) -> Iterator
 @check
 def inventory_group_names_distinct(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """Each Ansible group name has one meaning and is no host's name, computed by the code that makes the groups."""
-    from ..plan import inventory_groups
-    from ..plan.fabric import plan_fabric
     rails_of = {}
     for i, fabric in enumerate(site.fabrics):
         rails_of.update({host: (fabric.name, rails) for host, rails in plan_fabric(index, i, [])[1].items()})
@@ -432,13 +435,12 @@ def host_names_not_reserved(site: Site, index: SiteIndex) -> Iterator[Problem]:
                           f"gigafactory (reserved: {', '.join(RESERVED_HOST_NAMES)}); rename the host")
 
 
-# --- room, addresses and power: the plan's own computations, run as checks ---------
+# --- room, addresses and power: the computations the plan is built from (placement, addresses, fabric, power), run as checks
 
 
 @check
 def hosts_fit_their_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """Every pool's hosts find power and space in its racks (pools naming unknown racks are reported elsewhere)."""
-    from ..plan.placement import place_hosts
     problems: list[Problem] = []
     place_hosts(index, problems)
     unknown = {fp("pools", i, "racks") for i, pool in enumerate(site.pools) if any(r not in index.racks for r in pool.racks)}
@@ -448,7 +450,6 @@ def hosts_fit_their_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
 @check
 def networks_hold_their_hosts(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """The management, BMC and storage networks have an address block for every host name prefix."""
-    from ..plan.addresses import allocate_networks
     problems: list[Problem] = []
     allocate_networks(site, problems)
     yield from problems
@@ -457,7 +458,6 @@ def networks_hold_their_hosts(site: Site, index: SiteIndex) -> Iterator[Problem]
 @check
 def fabrics_fit_their_switches(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """Each fabric's rail subnets hold its hosts, and a scalable unit fits a leaf switch's down ports."""
-    from ..plan.fabric import plan_fabric
     problems: list[Problem] = []
     for i in range(len(site.fabrics)):
         plan_fabric(index, i, problems)
@@ -467,8 +467,6 @@ def fabrics_fit_their_switches(site: Site, index: SiteIndex) -> Iterator[Problem
 @check
 def facility_power_within_contract(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """The site's IT load times its PUE stays within the contracted facility power."""
-    from ..plan.fabric import plan_fabric
-    from ..plan.power import site_power_kw
     host_types = {host: pool.type for pool in site.pools for host in pool.hosts}
     fabrics = [plan_fabric(index, i, [])[0] for i in range(len(site.fabrics))]
     it_kw, facility_kw = site_power_kw(site, host_types, fabrics)

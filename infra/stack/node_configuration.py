@@ -26,11 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from ..orchestrate.phases import PHASES as ORCHESTRATION_PHASES
+from ..plan.phases import PHASES as ORCHESTRATION_PHASES
 from ..plan import Plan
 from ..render.inventory import inventory_view
 from ..site.model import Site
-from .phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, phase_files,  # noqa: F401 - re-exported
+from ..runner.phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, phase_files,  # noqa: F401 - re-exported
                           site_inventory_files)
 
 ORCHESTRATION_MODULE = "infra.orchestrate"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from ..orchestrate.project import ansible_root
+from ..project import ansible_root
 from ..plan import Plan, build_plan
 from ..site import Site, SiteInvalid, load_site
 from ..site.checks import run_checks

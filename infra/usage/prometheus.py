@@ -24,6 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from ..site.model import Site
+from ..site.types import Url
 from .periods import Period
 from .sacct import UsageInvalid
 
@@ -216,3 +220,28 @@ def kubernetes_usage(client: Prometheus, period: Period) -> KubernetesUsage:
                 raise client.fail(f"query gpu_products: node {node!r} has GPUs {products[hour]!r} and {product!r} "
                                   f"in hour {hour} of the period")
     return usage
+
+
+def prometheus_urls(site: Site, overrides: list[str]) -> dict[str, str]:
+    """Per Kubernetes cluster to meter, its Prometheus: the site's ``kubernetes[].prometheus``, overridden by
+    ``--prometheus [CLUSTER=]URL`` (CLUSTER may be left out when the site has one cluster)."""
+    names = [c.name for c in site.kubernetes]
+    urls = {c.name: c.prometheus for c in site.kubernetes if c.prometheus}
+    for value in overrides:
+        cluster, sep, url = value.partition("=")
+        if not sep or value.startswith(("http://", "https://")):
+            cluster, url = "", value
+        if not cluster:
+            if len(names) != 1:
+                raise UsageInvalid("--prometheus", f"the site has {len(names)} Kubernetes clusters"
+                                   + (f" ({', '.join(names)}): write --prometheus CLUSTER=URL" if names else ""))
+            cluster = names[0]
+        if cluster not in names:
+            raise UsageInvalid("--prometheus", f"unknown Kubernetes cluster {cluster!r}; clusters of "
+                                               f"{site.site.name}: {', '.join(names) or '(none declared)'}")
+        try:
+            urls[cluster] = TypeAdapter(Url).validate_python(url)
+        except ValidationError as err:
+            reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UsageInvalid("--prometheus", reason.replace(repr(url), "the URL", 1)) from None   # never echo credentials
+    return urls

@@ -1,8 +1,8 @@
 """The test bed's errors that a command line reports as one message (VMs that cannot be built, booted or fed)."""
 
-from .image import ImageBuildError
+from ..image.base import ImageBuildError
 from .launcher import LauncherError
-from .mirror import MirrorNotFound
+from ..image.mirror import MirrorNotFound
 from .mirror_cache import MirrorCacheError
 from .python_index import PythonIndexError
 

@@ -1,50 +1,21 @@
-"""Build and cache a Debian VM image: debootstrap, then `mke2fs -d` (no loop mounts)."""
+"""The test bed's VM image: a cached Debian base tree (infra.image.base), configured for QEMU guests, as a raw disk."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.vm.guest_files import CONFIGURE_SCRIPT, GUEST_FILES
-from infra.vm.mirror import host_debian_mirror
+from ..image.base import (DEFAULT_PACKAGES, DEFAULT_SIZE, DEFAULT_SUITE, DEFAULT_VARIANT, Image, _run, boot_files,
+                          cache_root, cached_debootstrap, copy_tree, install_guest_files, unmount_below)
+from ..image.guest_files import CONFIGURE_SCRIPT, GUEST_FILES
 
 RECIPE_VERSION = 1
-DEFAULT_SUITE = "trixie"
-DEFAULT_VARIANT = "minbase"
-DEFAULT_SIZE = "6G"
-# The full kernel, not -cloud: later roles need rdma_rxe and other drivers.
-DEFAULT_PACKAGES = [
-    "linux-image-amd64",
-    "initramfs-tools",
-    "systemd-sysv",
-    "udev",
-    "kmod",
-    "dbus",
-    "openssh-server",
-    "python3",
-    "python3-apt",
-    "sudo",
-    "iproute2",
-    "iputils-ping",
-    "ca-certificates",
-    "systemd-timesyncd",
-    "procps",
-    "less",
-]
-CACHE_ENV = "GIGAFACTORY_CACHE"
 TESTBED_BASE_PREFIX = "vm-testbed"      # the test bed image's cached debootstrap (cached_debootstrap)
-
-
-class ImageBuildError(RuntimeError):
-    """A step of the image build failed."""
 
 
 @dataclass(frozen=True)
@@ -70,126 +41,9 @@ class Recipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Image:
-    """A built image: root disk plus the kernel and initrd for direct kernel boot."""
-
-    disk: Path
-    kernel: Path
-    initrd: Path
-    disk_format: str = "raw"
-
-
-def cache_root() -> Path:
-    """$GIGAFACTORY_CACHE, else ~/.cache/gigafactory."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "gigafactory"
-
-
-def _run(argv: list[str], **kwargs) -> None:
-    # The build's own output goes to stderr: stdout belongs to the caller (``python -m infra.vm up``
-    # prints its JSON there, which Molecule's create playbook parses).
-    kwargs.setdefault("stdout", sys.stderr)
-    try:
-        subprocess.run(argv, check=True, **kwargs)
-    except FileNotFoundError as exc:
-        raise ImageBuildError(f"{argv[0]} not found: install it (see .ci/apt-packages.txt)") from exc
-    except subprocess.CalledProcessError as exc:
-        raise ImageBuildError(f"{' '.join(argv[:3])}... exited with {exc.returncode}") from exc
-
-
-def debootstrap(
-    target: Path,
-    suite: str,
-    packages: list[str],
-    variant: str | None = None,
-    mirror: str | None = None,
-    components: tuple[str, ...] = ("main",),
-) -> None:
-    """Bootstrap Debian `suite` into `target` from the host's mirror (needs root)."""
-    argv = ["debootstrap", "--components=" + ",".join(components)]
-    if variant:
-        argv.append(f"--variant={variant}")
-    if packages:
-        argv.append("--include=" + ",".join(packages))
-    argv += [suite, str(target), mirror or host_debian_mirror()]
-    _run(argv, stdout=subprocess.DEVNULL)
-
-
-CHROOTS_DIR = "chroots"                 # under the cache root: debootstrapped trees, never changed once complete
-COMPLETE = ".complete"                  # marker in a complete tree (left out of a copy)
-
-
-def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str, ...],
-                       components: tuple[str, ...] = ("main",), variant: str | None = "minbase",
-                       mirror: str | None = None) -> Path:
-    """A debootstrapped tree per (suite, packages, variant, components, mirror), built on first use under the
-    cache (concurrent callers wait on a lock) and never changed afterwards: callers copy it or lay an overlay on it.
-    ``mirror`` None is this machine's (as ``debootstrap``), left out of the key, which tests' chroots keep; ``variant``
-    None is debootstrap's default."""
-    ident = " ".join([suite, *packages] + ([] if components == ("main",) else ["components:", *components])
-                     + ([] if variant == "minbase" else ["variant:", variant or "-"]) + ([] if mirror is None else ["mirror:", mirror]))
-    key = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    root = cache_root() / CHROOTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{prefix}-{suite}-{key}"
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / COMPLETE).exists():
-            shutil.rmtree(target, ignore_errors=True)
-            partial = root / f"{target.name}.partial"
-            if partial.exists():
-                unmount_below(partial)
-            shutil.rmtree(partial, ignore_errors=True)
-            try:
-                debootstrap(partial, suite, list(packages), variant=variant, mirror=mirror, components=components)
-            except BaseException:
-                unmount_below(partial)
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            (partial / COMPLETE).write_text("ok\n")
-            partial.rename(target)
-    return target
-
-
-def copy_tree(source: Path, target: Path) -> None:
-    """A complete copy of a cached tree (``cp -a``, sharing blocks where the file system can), without its marker."""
-    _run(["cp", "-a", "--reflink=auto", "--", f"{source}/.", str(target)], stdout=subprocess.DEVNULL)
-    (target / COMPLETE).unlink(missing_ok=True)
-
-
-def install_guest_files(rootfs: Path) -> None:
-    for guest_path, (mode, content) in GUEST_FILES.items():
-        path = rootfs / guest_path.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            path.unlink()
-        path.write_text(content)
-        path.chmod(mode)
-
-
 def _configure(rootfs: Path) -> None:
     install_guest_files(rootfs)
     _run(["chroot", str(rootfs), "/bin/sh", "-c", CONFIGURE_SCRIPT])
-
-
-def boot_files(rootfs: Path) -> tuple[Path, Path]:
-    kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
-    if not kernels:
-        raise ImageBuildError(f"no kernel in {rootfs}/boot: is linux-image-amd64 in the recipe?")
-    version = kernels[-1].name.removeprefix("vmlinuz-")
-    initrd = rootfs / "boot" / f"initrd.img-{version}"
-    if not initrd.exists():
-        raise ImageBuildError(f"no initrd for kernel {version} in {rootfs}/boot")
-    return kernels[-1], initrd
-
-
-def unmount_below(path: Path) -> None:
-    """Unmount whatever a failed debootstrap left mounted inside `path`, deepest first."""
-    prefix = str(path.resolve()) + "/"
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
-        subprocess.run(["umount", "-l", mount], check=False)
 
 
 def _build(recipe: Recipe, out: Path, mirror: str | None) -> None:

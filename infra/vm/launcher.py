@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from infra.vm.accel import Accel, accel_override, boot_outcome, choose_accel, kvm_usable
-from infra.vm.guest_files import GUEST_USER
-from infra.vm.image import Image, Recipe, build_image
+from infra.image.guest_files import GUEST_USER
+from infra.image.base import Image
+from infra.vm.image import Recipe, build_image
 from infra.vm.qemu import VMFiles, qemu_argv
 from infra.vm.spec import VMSpec
 from infra.vm.ssh import generate_key, known_hosts_line, ssh_argv, ssh_banner

@@ -19,8 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .image import cache_root
-from .mirror import host_debian_mirror, host_debian_security_mirror
+from ..image.base import cache_root
+from ..image.mirror import host_debian_mirror, host_debian_security_mirror
 
 PORT = 3142
 GUEST_URL = f"http://10.0.2.2:{PORT}/debian"     # what a test site's repositories.debian says

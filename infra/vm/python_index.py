@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from .image import cache_root
+from ..image.base import cache_root
 
 PORT = 3143
 GUEST_HOST = "10.0.2.2"            # this machine's loopback, seen from a QEMU guest with user-mode networking

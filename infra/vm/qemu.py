@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.vm.accel import Accel
-from infra.vm.guest_files import FW_CFG_PREFIX
+from infra.image.guest_files import FW_CFG_PREFIX
 from infra.vm.spec import VMSpec
 
 DISK_SLOT = 0x2

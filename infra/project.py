@@ -11,9 +11,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # An installed package carries the checkout's ansible.cfg and playbooks/ here (pyproject.toml; docs/install.md).
-INSTALLED_ANSIBLE = Path(__file__).resolve().parents[1] / "_ansible"
+INSTALLED_ANSIBLE = Path(__file__).resolve().parent / "_ansible"
 # What Ansible on an execution host reads: its configuration, the playbooks with their roles and plugins, the infra
 # package the inventory plugin and filters import, and the site files kept in the repository.
 PROJECT_PARTS = ("ansible.cfg", "infra", "playbooks", "inventories")

@@ -1,4 +1,4 @@
-"""python -m infra.vm up|down|status (--spec SPEC.json | --site SITE [--hosts H,...]) --state-dir DIR"""
+"""python -m infra.cli.vm up|down|status (--spec SPEC.json | --site SITE [--hosts H,...]) --state-dir DIR"""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from infra.vm.errors import TESTBED_ERRORS
-from infra.vm.launcher import Launcher
-from infra.vm.mirror_cache import ensure_mirror_cache
-from infra.site import SiteInvalid
-from infra.vm.spec import SpecError, load_specs
+from ..plan import site_and_plan
+from ..site import SiteInvalid
+from ..vm.errors import TESTBED_ERRORS
+from ..vm.launcher import Launcher
+from ..vm.mirror_cache import ensure_mirror_cache
+from ..vm.site import specs_for_site
+from ..vm.spec import SpecError, load_specs
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m infra.vm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infra.cli.vm", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--spec", type=Path, help="JSON list of VMSpec dicts (for up)")
     parser.add_argument("--site", type=Path, help="a site file: boot its hosts as the plan describes them (for up)")
@@ -28,9 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _specs(args: argparse.Namespace) -> list:
     if args.site is not None:
-        from infra.cli import load
-        from infra.vm.site import specs_for_site
-        site, plan = load(str(args.site))
+        site, plan = site_and_plan(str(args.site))
         hosts = [h for h in args.hosts.split(",") if h] if args.hosts else None
         unknown = sorted(set(hosts or ()) - set(plan.hosts))
         if unknown:

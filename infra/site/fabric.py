@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from dataclasses import dataclass
 
-from ..site.index import SiteIndex
-from ..site.model import Fabric
-from ..site.problems import Problem, field_path as fp
 from .addresses import allocate, split_rails
-from .model import FabricPlan, RailPlan
+from .index import SiteIndex
+from .model import Fabric
+from .problems import Problem, field_path as fp
+
+
+@dataclass(frozen=True, slots=True)
+class RailPlan:
+    fabric: str
+    rail: int
+    cidr: str
+    interface: str
+    blocks: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class FabricPlan:
+    name: str
+    kind: str
+    rate: str
+    rails: tuple[RailPlan, ...]
+    scalable_units: tuple[tuple[str, ...], ...]   # hosts per SU, in order
+    service_hosts: tuple[str, ...]
+    tiers: int
+    switches: dict[str, int]            # role (leaf, service-leaf, spine, core) -> count
+    cables: dict[str, int]              # link kind -> count
+    power_kw: float
+    subnet_managers: tuple[str, ...]
 
 
 def fabric_hosts(index: SiteIndex, fabric: Fabric) -> tuple[list[str], list[str]]:

@@ -20,7 +20,7 @@ import ansible_runner
 
 from .cancel import Cancellation
 from .execution import Worker
-from .project import installed_fact_cache
+from ..project import installed_fact_cache
 
 EventSink = Callable[[dict[str, Any]], None]
 LIMIT_INLINE_MAX = 100   # more hosts than this go to --limit @file

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..site.hostlists import compress
-from ..site.index import SiteIndex
-from ..site.problems import Problem, field_path as fp
+from .hostlists import compress
+from .index import SiteIndex
+from .problems import Problem, field_path as fp
 
 
 @dataclass(slots=True)

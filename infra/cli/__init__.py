@@ -1,4 +1,5 @@
-"""The ``gigafactory`` command line. Exit codes: 0 fine, 1 a run failed, 2 invalid input."""
+"""The ``gigafactory`` command line: argument parsing, calls down, errors as messages and exit codes (0 fine, 1 a run
+failed, 2 invalid input). The site's commands and ``usage`` here; ``up``/``demo``, ``image`` in their modules."""
 
 from __future__ import annotations
 
@@ -7,38 +8,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .plan import Plan, build_plan
-from .render.escape import UnsafeValue
-from .site import Site, SiteInvalid, load_site, site_warnings
-from .site.problems import printable
-
-if TYPE_CHECKING:
-    from .plan.diff import SiteDiff
+from ..plan import build_plan, site_and_plan
+from ..render.escape import UnsafeValue
+from ..site import Site, SiteInvalid, load_site, site_warnings
+from ..site.problems import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def load(path: str) -> tuple[Site, Plan]:
-    """The validated site and its plan; raises SiteInvalid with every problem found."""
-    site = load_site(path)
-    return site, build_plan(site, path)
-
-
-def diff_against(site_path: str | Path, ref: str, site: Site, plan: Plan) -> tuple[SiteDiff, str]:
-    """``site`` (validated from ``site_path``, with its ``plan``) against its earlier version ``ref`` (a git revision,
-    a run directory, a site file: ``infra.site.revision``), and where that version came from. The one path both
-    ``gigafactory diff`` and ``gigafactory up --against`` take. Raises RevisionInvalid or SiteInvalid (the earlier
-    version, ``REF:path`` as its source); files the site file names are read beside ``site_path`` for both sides."""
-    from .plan.diff import diff_sites
-    from .site.revision import site_at
-    old, source = site_at(Path(site_path), ref)
-    return diff_sites(old, build_plan(old, source), site, plan), source
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    site, plan = load(args.site)
+    site, plan = site_and_plan(args.site)
     c = plan.capacity
     print(f"{args.site}: valid: site {site.site.name}, {c.nodes} hosts, {c.gpus} GPUs, "
           f"{c.facility_kw:g} of {c.facility_budget_kw:g} kW")
@@ -48,13 +28,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .render import plan_as_dict
-    site, plan = load(args.site)
+    from ..render import plan_as_dict
+    site, plan = site_and_plan(args.site)
     if args.json:
         json.dump(plan_as_dict(plan), sys.stdout, indent=1)
         print()
         return EXIT_OK
-    from .render.summary import print_summary
+    from ..render.summary import print_summary
     print_summary(site, plan)
     return EXIT_OK
 
@@ -62,10 +42,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Every file rendered before the first is written; a directory that cannot take them is exit 2, naming it, and
     an unexpected failure exit 1 with a sentence: never a traceback."""
-    from .render.files import render_all, write_all
+    from ..render.files import render_all, write_all
     out = Path(args.out)
     try:
-        site, plan = load(args.site)
+        site, plan = site_and_plan(args.site)
         files = render_all(site, plan)
     except (SiteInvalid, UnsafeValue):
         raise
@@ -85,9 +65,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .render.diff import diff_as_json, diff_as_text
-    from .site.revision import RevisionInvalid
-    site, plan = load(args.site)
+    from ..plan.diff import diff_against
+    from ..render.diff import diff_as_json, diff_as_text
+    from ..site.revision import RevisionInvalid
+    site, plan = site_and_plan(args.site)
     try:
         diff, source = diff_against(Path(args.site), args.against, site, plan)
     except RevisionInvalid as err:
@@ -107,11 +88,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from .usage import UsageInvalid, parse_period, read_sacct, usage_report
-    from .usage.accounting import AccountingUnavailable
-    from .usage.render import as_csv, as_json, as_table, eed_table
-    from .usage.report import eed_inputs
-    from .usage.supply import hourly_renewable_share
+    from ..usage import UsageInvalid, parse_period, read_sacct, usage_report
+    from ..usage.accounting import AccountingUnavailable
+    from ..usage.render import as_csv, as_json, as_table, eed_table
+    from ..usage.report import eed_inputs
+    from ..usage.supply import hourly_renewable_share
     site = load_site(args.site)
     timezone = (site.billing.timezone if site.billing else None) or site.site.timezone
     try:
@@ -157,38 +138,9 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def prometheus_urls(site: Site, overrides: list[str]) -> dict[str, str]:
-    """Per Kubernetes cluster to meter, its Prometheus: the site's ``kubernetes[].prometheus``, overridden by
-    ``--prometheus [CLUSTER=]URL`` (CLUSTER may be left out when the site has one cluster)."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from .site.types import Url
-    from .usage import UsageInvalid
-    names = [c.name for c in site.kubernetes]
-    urls = {c.name: c.prometheus for c in site.kubernetes if c.prometheus}
-    for value in overrides:
-        cluster, sep, url = value.partition("=")
-        if not sep or value.startswith(("http://", "https://")):
-            cluster, url = "", value
-        if not cluster:
-            if len(names) != 1:
-                raise UsageInvalid("--prometheus", f"the site has {len(names)} Kubernetes clusters"
-                                   + (f" ({', '.join(names)}): write --prometheus CLUSTER=URL" if names else ""))
-            cluster = names[0]
-        if cluster not in names:
-            raise UsageInvalid("--prometheus", f"unknown Kubernetes cluster {cluster!r}; clusters of "
-                                               f"{site.site.name}: {', '.join(names) or '(none declared)'}")
-        try:
-            urls[cluster] = TypeAdapter(Url).validate_python(url)
-        except ValidationError as err:
-            reason = err.errors()[0]["msg"].removeprefix("Value error, ")
-            raise UsageInvalid("--prometheus", reason.replace(repr(url), "the URL", 1)) from None   # never echo credentials
-    return urls
-
-
 def _kubernetes_usage(args: argparse.Namespace, site: Site, period) -> list:
     """Each metered cluster's usage of ``period`` from its Prometheus (raises PrometheusFailed, a UsageInvalid)."""
-    from .usage.prometheus import Prometheus, kubernetes_usage
+    from ..usage.prometheus import Prometheus, kubernetes_usage, prometheus_urls
     return [kubernetes_usage(Prometheus(cluster, url), period)
             for cluster, url in prometheus_urls(site, args.prometheus).items()]
 
@@ -197,8 +149,8 @@ def _cluster_sacct(args: argparse.Namespace, site: Site, period):
     """sacct's lines of ``period`` from the site's accounting host (as ``up`` reaches hosts) and their source name."""
     import tempfile
 
-    from .usage import UsageInvalid
-    from .usage.accounting import cluster_sacct
+    from ..usage import UsageInvalid
+    from ..usage.accounting import cluster_sacct
     plan = build_plan(site, args.site)
     if plan.slurm is None:
         raise UsageInvalid("slurm", "the site has no Slurm, so no accounting host to read: pass --sacct FILE")
@@ -211,13 +163,13 @@ def _cluster_sacct(args: argparse.Namespace, site: Site, period):
 
 def node_control(host: str, inventories: list[Path], private_data_dir: Path):
     """How ``usage`` reaches ``host``: ansible-runner's ad-hoc command module, as ``up``'s rollout does."""
-    from .orchestrate.project import ansible_root
-    from .orchestrate.rollout import AnsibleCommand
+    from ..project import ansible_root
+    from ..orchestrate.rollout import AnsibleCommand
     return AnsibleCommand(host, inventories, private_data_dir, ansible_root() / "ansible.cfg")
 
 
 def _open_input(path, field: str):
-    from .usage import UsageInvalid
+    from ..usage import UsageInvalid
     try:
         return open(path, encoding="utf-8", newline="")
     except OSError as err:
@@ -274,12 +226,12 @@ def _add_later_commands(sub) -> None:
     """Commands of the orchestration (up, demo, ...), in their own modules so that validate, plan and render
     do not import them; a module that fails to import stops the command line rather than dropping commands."""
     try:
-        from .orchestrate.cli import add_commands
+        from .orchestrate import add_commands
     except ImportError as err:
         raise CommandsUnavailable(f"the orchestration commands could not be loaded ({err}); "
                                   "reinstall gigafactory with its dependencies (scripts/setup)") from err
     add_commands(sub)
-    from .image.cli import add_commands as add_image_commands
+    from .image import add_commands as add_image_commands
     add_image_commands(sub)
 
 
@@ -311,6 +263,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

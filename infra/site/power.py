@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ..site.model import Site
-from .model import FabricPlan
+from .fabric import FabricPlan
+from .model import Site
 
 
 def site_power_kw(site: Site, host_types: Mapping[str, str], fabrics: Iterable[FabricPlan]) -> tuple[float, float]:

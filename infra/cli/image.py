@@ -6,24 +6,27 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 EXIT_FAILED, EXIT_INVALID = 1, 2
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..cli import load
-    from ..stack.phase_files import PhaseInputError
-    from ..vm.image import ImageBuildError
-    from ..vm.mirror import MirrorNotFound
+    from ..image.base import ImageBuildError
+    from ..image.boot import ipxe_script
+    from ..image.build import ImageBuildFailed, site_images
+    from ..image.cache import ImageInputError
+    from ..image.mirror import MirrorNotFound
+    from ..plan import site_and_plan
+    from ..runner.phase_files import PhaseInputError
     from ..vm.mirror_cache import MirrorCacheError
-    from .boot import ipxe_script
-    from .build import ImageBuildFailed, ImageInputError, site_images
+    from ..vm.mirrors import image_build_mirrors
     try:
         if args.boot_url is not None:
             ipxe_script(args.boot_url, "-", "-")            # refuses a URL that is not plain http(s)
-        site, plan = load(args.site)
-        built = site_images(site, plan, Path(args.site).resolve(), args.node_type)
+        site, plan = site_and_plan(args.site)
+        built = site_images(site, plan, Path(args.site).resolve(), args.node_type, **image_build_mirrors(site))
     except (ImageInputError, PhaseInputError, ValueError) as err:
         print(f"gigafactory image build: {err}", file=sys.stderr)
         return EXIT_INVALID
@@ -41,7 +44,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .build import age, human, images_root, list_images
+    from ..image.cache import images_root, list_images
     images = list_images()
     if not images:
         print(f"no images in {images_root()}")
@@ -53,7 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .build import ImageInputError, age, find_image, human
+    from ..image.cache import ImageInputError, find_image
     try:
         image = find_image(args.key)
     except ImageInputError as err:
@@ -80,6 +83,22 @@ def cmd_show(args: argparse.Namespace) -> int:
         if path.exists():
             print(f"  {name:22} {human(path.stat().st_blocks * 512)}")
     return 0
+
+
+def age(built: str) -> str:
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(built)).total_seconds()
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def add_commands(sub) -> None:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from ..site.hostlists import compress
-from .cancel import Cancellation
-from .phases import PHASES
-from .up import OrchestrationError, UpOptions, up
-from .waves import BatchInvalid, parse_batch
+from ..runner.cancel import Cancellation
+from ..plan.phases import PHASES
+from ..orchestrate.up import OrchestrationError, UpOptions, up
+from ..orchestrate.waves import BatchInvalid, parse_batch
 
 EXIT_INVALID = 2
 
@@ -82,9 +82,8 @@ def _up_against(args: argparse.Namespace, cancel: Cancellation) -> int:
     """``up SITE --against REF``: the change's diff (the one ``gigafactory diff`` prints, computed the same way),
     then the run with each host's class as its impact: nothing -> untouched, new -> every phase, removed -> named
     only, replace -> refused unless ``--force-replace`` (then applied like a new host)."""
-    from ..cli import diff_against
     from ..plan import build_plan
-    from ..plan.diff import NOTHING, REMOVED
+    from ..plan.diff import NOTHING, REMOVED, diff_against
     from ..render.diff import diff_as_text
     from ..site import parse_site
     from ..site.load import read_site_text
@@ -122,10 +121,11 @@ def _up_against(args: argparse.Namespace, cancel: Cancellation) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..image.build import ImageBuildFailed, ImageInputError
-    from ..stack.phase_files import PhaseInputError
+    from ..image.build import ImageBuildFailed
+    from ..image.cache import ImageInputError
+    from ..runner.phase_files import PhaseInputError
     from ..vm.errors import TESTBED_ERRORS
-    from .demo import demo_down, demo_up
+    from ..vm.demo import demo_down, demo_up
     cancel = Cancellation()
     try:
         if args.down:

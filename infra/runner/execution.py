@@ -16,7 +16,7 @@ import yaml
 from ..plan import Plan
 from ..render.inventory import EXECUTION_PROJECT, EXECUTION_VENV
 from ..site.model import CONTROLLER, Execution
-from .project import REPO_ROOT
+from ..project import REPO_ROOT
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from ..site.hostlists import split_name
-from ..site.model import Network, Site
-from ..site.problems import Problem, field_path as fp
+from .hostlists import split_name
+from .model import Network, Site
+from .problems import Problem, field_path as fp
 
 SITE_NETWORKS = ("management", "bmc", "storage")
 

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import yaml
 
+from ..orchestrate.up import UpOptions, up
 from ..plan import build_plan
+from ..plan.phases import Phase
+from ..project import REPO_ROOT
+from ..render.inventory import execution_packages
 from ..site import load_site
-from .up import REPO_ROOT, UpOptions, up
+from .mirrors import image_build_mirrors
 
 
 def state_dir(site_name: str) -> Path:
@@ -53,9 +57,9 @@ def demo_boot(site_path: Path, from_scratch: bool = False) -> Path:
     Each host boots from its node type's image (``gigafactory image build``, from the cache or built natively
     first; ``from_scratch``: the bare test bed image); running VMs are kept, as they booted. The test bed's mirrors
     start first: the Debian mirror, and the Python index when the site has execution hosts (what they install)."""
-    from ..vm.launcher import Launcher
-    from ..vm.mirror_cache import ensure_mirror_cache
-    from ..vm.site import specs_for_site
+    from .launcher import Launcher
+    from .mirror_cache import ensure_mirror_cache
+    from .site import specs_for_site
 
     site = load_site(str(site_path))
     plan = build_plan(site, str(site_path))
@@ -63,8 +67,7 @@ def demo_boot(site_path: Path, from_scratch: bool = False) -> Path:
     ensure_mirror_cache()      # the demo site's own Debian mirror (repositories.debian), on this machine's loopback
     if "execution" in plan.groups:
         # its Python index (repositories.python: python_index.GUEST_URL): what the execution hosts install
-        from ..render.inventory import execution_packages
-        from ..vm.python_index import ensure_python_index
+        from .python_index import ensure_python_index
         ensure_python_index(execution_packages(site.provisioning.strategy))
     launcher = Launcher(vm_dir)
     booted = vm_dir / "booted.json"       # which hosts the running VMs booted from an image
@@ -102,13 +105,13 @@ def demo_up(site_path: Path, options: UpOptions | None = None, from_scratch: boo
 def host_images(site, plan, site_path: Path) -> dict:
     """Each host's node image as the launcher boots it, built natively where the cache has none."""
     from ..image.build import site_images
-    by_type = {b.node_type: b.vm_image() for b in site_images(site, plan, site_path.resolve())}
+    by_type = {b.node_type: b.vm_image()
+               for b in site_images(site, plan, site_path.resolve(), **image_build_mirrors(site))}
     return {name: by_type[host.node_type] for name, host in plan.hosts.items()}
 
 
 def acceptance(options: UpOptions, run_dir: Path) -> int:
     """Run ``acceptance.yml`` (if the playbook directory has one) as a last phase of its own and print its report."""
-    from .phases import Phase
     if not (options.playbook_dir / "acceptance.yml").is_file():
         print("acceptance: no playbooks/acceptance.yml yet; skipped")
         return 0
@@ -152,7 +155,7 @@ def rdma_result(rdma: dict) -> str:
 
 def demo_down(site_path: Path) -> None:
     """Stop the demo's VMs."""
-    from ..vm.launcher import Launcher
+    from .launcher import Launcher
     site = load_site(str(site_path))
     Launcher(state_dir(site.site.name)).down()
     print(f"demo {site.site.name}: VMs stopped")

@@ -1,0 +1,7 @@
+"""``python -m infra.cli``: the ``gigafactory`` command line."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
