@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-from ..orchestrate.phases import PHASES
+from ..orchestrate.phases import PHASES, phase_named
 from ..orchestrate.project import ansible_root
 from ..plan import Plan, build_plan, group_name
 from ..render.inventory import inventory_view
 from ..site.model import Repository, Site
-from ..stack.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
+from ..stack.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files
 from ..vm.guest_files import CONFIGURE_SCRIPT
 from ..vm.image import (DEFAULT_PACKAGES, DEFAULT_SIZE, Image, boot_files, install_guest_files, unmount_below, cache_root,
                         cached_debootstrap, copy_tree)
@@ -103,7 +103,7 @@ def phase_digests(root: Path, site_path: Path, phases: tuple[str, ...]) -> dict[
     out = {}
     for phase in phases:
         try:
-            out[phase] = files_digest(root, phase_files(root, phase_playbook(phase)) + beside)
+            out[phase] = files_digest(root, phase_files(root, phase_named(phase).playbook) + beside)
         except PhaseInputError as err:
             raise PhaseInputError(f"phase {phase!r}: {err}") from None
     return out
@@ -319,7 +319,7 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
             data = event.get("event_data") or {}
             if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
                 changed.append(f"{phase}: {data.get('role') or '-'}: {data.get('task', '')}")
-        result = run_wave(playbook=ansible_root() / "playbooks" / f"{phase}.yml", inventories=[inventory_dir / "hosts.yml"],
+        result = run_wave(playbook=ansible_root() / phase_named(phase).playbook, inventories=[inventory_dir / "hosts.yml"],
                           hosts=[host], private_data_dir=work / "ansible", ident=f"{i:02d}-{phase}" + ("-again" * again),
                           ansible_config=ansible_root() / "ansible.cfg", check=False,
                           extravars=install_extravars(phase, tree_kernel(chroot.root)), sink=sink)

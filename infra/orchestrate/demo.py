@@ -10,6 +10,7 @@ import yaml
 
 from ..plan import build_plan
 from ..site import load_site
+from .phases import ACCEPTANCE
 from .up import REPO_ROOT, UpOptions, up
 
 
@@ -107,13 +108,12 @@ def host_images(site, plan, site_path: Path) -> dict:
 
 
 def acceptance(options: UpOptions, run_dir: Path) -> int:
-    """Run ``acceptance.yml`` (if the playbook directory has one) as a last phase of its own and print its report."""
-    from .phases import Phase
-    if not (options.playbook_dir / "acceptance.yml").is_file():
-        print("acceptance: no playbooks/acceptance.yml yet; skipped")
+    """Run the acceptance phase (if the playbook directory has its playbook) as a last phase of its own and print its report."""
+    if not options.playbook(ACCEPTANCE).is_file():
+        print(f"acceptance: no {ACCEPTANCE.playbook} yet; skipped")
         return 0
     report_path = Path(run_dir).resolve() / "acceptance.json"   # ansible-runner runs in its own directory
-    outcome = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
+    outcome = up(dataclasses.replace(options, phases=(ACCEPTANCE,), only=None, retry=False, batch=["100%"],
                                      limit=None, run_dir=run_dir / "acceptance",
                                      extravars={**options.extravars, "gf_acceptance_report": str(report_path)}))
     if report_path.is_file():
