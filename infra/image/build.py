@@ -31,7 +31,7 @@ import yaml
 from ..orchestrate.phases import PHASES, phase_named
 from ..orchestrate.project import ansible_root
 from ..plan import Plan, build_plan, group_name
-from ..render.inventory import inventory_view
+from ..render.inventory import site_inventory
 from ..site.model import Repository, Site
 from ..stack.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files
 from ..vm.guest_files import CONFIGURE_SCRIPT
@@ -129,16 +129,17 @@ def _repositories(site: Site) -> dict[str, Any]:
     return out
 
 
-# Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings,
-# so a pool that grows or a network that moves does not rebuild its images. Every other variable the image's host receives is in the key: a variable
-# missing here costs a rebuild, one wrongly listed a stale image (tests/test_image_build.py checks the install parts).
+# Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings
+# (ansible_user: how Ansible logs in; an image build runs locally), so a pool that grows or a network that moves does
+# not rebuild its images. Every other variable the image's host receives is in the key: a variable missing here costs
+# a rebuild, one wrongly listed a stale image (tests/test_role_parts.py checks the install parts).
 CONFIGURE_VARIABLES = frozenset({"gf_etc_hosts", "gf_slurm_files", "gf_slurm_tenants", "gf_ntp_servers", "gf_max_fail_percent",
-                                 "gf_boot", "gf_networks", "gf_fabrics"})
+                                 "gf_boot", "gf_networks", "gf_fabrics", "ansible_user"})
 
 
 def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:
     """The inventory variables the image's stand-in host receives (site-wide and its groups'), host lists and addresses left out."""
-    view = inventory_view(site, plan)
+    view = site_inventory(site, plan)
     out = dict(view["all"]["vars"])
     for group in sorted(image.groups):
         out.update(view["all"]["children"].get(group, {}).get("vars", {}))
@@ -270,7 +271,7 @@ def _ansible_events(say: Say, node_type: str, phase: str):
 
 def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chroot) -> dict[str, Any]:
     """One host standing for the type: in the type's groups, with the site-wide variables and those groups'."""
-    view = inventory_view(site, plan)
+    view = site_inventory(site, plan)
     children = {}
     for group in image.groups:
         entry: dict[str, Any] = {"hosts": {host: None}}
@@ -278,7 +279,7 @@ def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chro
             entry["vars"] = view["all"]["children"][group]["vars"]
         children[group] = entry
     return {"all": {
-        "vars": {**view["all"]["vars"], "ansible_user": site.provisioning.user},
+        "vars": view["all"]["vars"],
         "hosts": {host: {"ansible_connection": "local", "ansible_python_interpreter": str(chroot.python),
                          "ansible_remote_tmp": str(chroot.tmp), "gf_node_type": image.node_type}},
         "children": children,

@@ -28,7 +28,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 
 from ..orchestrate.phases import KUBERNETES, PHASES as ORCHESTRATION_PHASES, Phase
 from ..plan import Plan
-from ..render.inventory import inventory_view
+from ..render.inventory import site_inventory
 from ..site.model import Site
 from .phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files  # noqa: F401 - re-exported
 
@@ -152,7 +152,7 @@ class PhaseInputs:
     root: Path
     site_file: str                      # relative to root
     plan: Plan
-    inventory: Mapping[str, Any]        # infra.render.inventory.inventory_view: what the inventory plugin gives Ansible
+    inventory: Mapping[str, Any]        # infra.render.inventory.site_inventory: what the inventory plugin gives Ansible
     files: Mapping[str, str]            # phase name -> digest of the files it reads
 
     @classmethod
@@ -169,7 +169,7 @@ class PhaseInputs:
                 files[spec.name] = files_digest(books, phase_files(books, spec.playbook) + beside)
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
-        return cls(root, site_file, plan, inventory_view(site, plan), files)
+        return cls(root, site_file, plan, site_inventory(site, plan), files)
 
     def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None, limit: str | None = None) -> str:
         """The phase's inputs hash (within ``limit``, as phase_hosts): the variables its hosts receive, its extra
