@@ -227,7 +227,6 @@ def site_inventory(site: Site, plan: Plan) -> dict[str, Any]:
 def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
     """``site_inventory`` as reviewed in ``inventory.json`` (tests/golden): the plan's variables, without how Ansible
     logs in (``connection_vars``)."""
-    inventory = site_inventory(site, plan)
-    everyone = inventory["all"]
-    shared = {k: v for k, v in everyone["vars"].items() if k not in connection_vars(site)}
-    return {"all": {**everyone, "vars": shared}}
+    everyone = site_inventory(site, plan)["all"]
+    connection = connection_vars(site)
+    return {"all": {**everyone, "vars": {k: v for k, v in everyone["vars"].items() if k not in connection}}}
