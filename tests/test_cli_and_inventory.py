@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
-from conftest import DEMO, RIGA, bin_path, keyless_mirrors, run, site_data
+from conftest import DEMO, RIGA, ROOT, bin_path, keyless_mirrors, run, site_data
 
 
 def unwrap(value):
@@ -119,3 +120,32 @@ def test_a_command_module_that_fails_to_import_stops_the_cli_loudly(monkeypatch,
     err = capsys.readouterr().err
     assert err.startswith("gigafactory: the orchestration commands could not be loaded") and "infra.cli.orchestrate" in err
     assert "Traceback" not in err
+
+
+def with_boot_server_and_execution_hosts(data: dict) -> dict:
+    data.setdefault("provisioning", {}).update(images={"server": "ctl01"}, execution={"hosts": ["controller", "ctl02"]})
+    return data
+
+
+@pytest.mark.parametrize("data", [with_boot_server_and_execution_hosts(site_data(RIGA)), site_data(DEMO)],
+                         ids=["riga-1-with-boot-and-execution", "demo"])
+def test_ansible_sees_through_the_plugin_the_inventory_pulumi_hashes(tmp_path, data):
+    """One inventory: what ``ansible-inventory`` lists through the plugin (hosts, groups, host and group variables)
+    is what NodeConfiguration's PhaseInputs hashes. The site file alone in its folder: no group_vars/ beside it."""
+    from infra.plan import build_plan
+    from infra.site import validate_data
+    from infra.stack.node_configuration import PhaseInputs
+    site_file = tmp_path / "site.yml"
+    site_file.write_text(yaml.safe_dump(data))
+    result = run([bin_path("ansible-inventory"), "-i", str(site_file), "--list", "--export"])
+    assert result.returncode == 0, result.stderr
+    seen = unwrap(json.loads(result.stdout))
+    site = validate_data(data)
+    hashed = PhaseInputs.of(site, build_plan(site), tmp_path, "site.yml", playbooks=ROOT).inventory["all"]
+    assert seen["_meta"]["hostvars"] == hashed["hosts"]
+    assert seen["all"]["vars"] == hashed["vars"]
+    groups = {g: v for g, v in seen.items() if g not in ("_meta", "all")}
+    assert set(groups) == set(hashed["children"]) and set(seen["all"]["children"]) == {"ungrouped", *hashed["children"]}
+    for group, child in hashed["children"].items():
+        assert groups[group].get("hosts", []) == list(child["hosts"]), group
+        assert groups[group].get("vars", {}) == child.get("vars", {}), group

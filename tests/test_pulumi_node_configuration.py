@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, keyless_mirrors, site_data, RIGA
+from infra.plan.phases import phase_named
 from infra.plan import build_plan
 from infra.stack import node_configuration as nc
 from infra.site import validate_data
@@ -39,7 +40,7 @@ def hashes(root: Path, data: dict) -> dict[str, str]:
     site = validate_data(data)
     inputs = nc.PhaseInputs.of(site, build_plan(site), root, SITE_FILE)
     out = {p.name: inputs.digest(p) for p in nc.node_phases()}
-    out["kubernetes"] = inputs.digest(nc.kubernetes_phase("k8s_riga_infer"), {"kubernetes_cluster": "riga-infer"})
+    out["kubernetes"] = inputs.digest(nc.CLUSTER_PHASE, {"kubernetes_cluster": "riga-infer"}, limit="k8s_riga_infer")
     return out
 
 
@@ -121,9 +122,9 @@ def test_the_plans_view_of_a_phases_hosts_counts_for_that_phase_only(riga):
     moved = dict(plan.hosts)
     moved["ctl01"] = dataclasses.replace(plan.hosts["ctl01"], rack="b99")
     inputs = nc.PhaseInputs.of(site, dataclasses.replace(plan, hosts=moved), ROOT, SITE_FILE)
-    assert inputs.digest(nc.Phase("gpu", "gpu")) == before["gpu"]        # ctl01 is no GPU host
-    assert inputs.digest(nc.Phase("base", "all")) != before["base"]
-    assert inputs.digest(nc.Phase("slurm", "slurm")) != before["slurm"]
+    assert inputs.digest(phase_named("gpu"), limit="gpu") == before["gpu"]        # ctl01 is no GPU host
+    assert inputs.digest(phase_named("base"), limit="all") != before["base"]
+    assert inputs.digest(phase_named("slurm"), limit="slurm") != before["slurm"]
 
 
 def test_a_missing_role_or_playbook_fails_with_its_name(repo, riga):
@@ -279,10 +280,10 @@ def test_a_phase_the_orchestration_does_not_list_runs_on_its_own_group(monkeypat
 def test_phases_are_the_orchestrations(monkeypatch):
     """In the orchestration's order, each limited to its groups; its kubernetes phase is declared per cluster instead."""
     from infra.orchestrate import PHASES, Phase
-    assert [p.name for p in nc.node_phases()] == [p.name for p in PHASES if p.name != nc.CLUSTER_PHASE]
-    assert nc.CLUSTER_PHASE in [p.name for p in PHASES]
+    assert [p.name for p in nc.node_phases()] == [p.name for p in PHASES if p.name != nc.CLUSTER_PHASE.name]
+    assert nc.CLUSTER_PHASE.name in [p.name for p in PHASES]
     monkeypatch.setattr(nc, "ORCHESTRATION_PHASES", PHASES + (Phase("firmware", ("gpu", "rdma")),))
-    assert nc.node_phases()[-1] == nc.Phase("firmware", "gpu:rdma")
+    assert (nc.node_phases()[-1].name, nc.node_phases()[-1].pattern) == ("firmware", "gpu:rdma")
 
 
 def test_chart_mirror_warning_only_without_a_mirror():

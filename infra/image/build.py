@@ -29,7 +29,8 @@ import yaml
 
 from ..plan import Plan
 from ..project import ansible_root
-from ..render.inventory import inventory_view
+from ..plan.phases import phase_named
+from ..render.inventory import site_inventory
 from ..runner.ansible import run_wave
 from ..site.model import Site
 from .base import DEFAULT_SIZE, boot_files, cached_debootstrap, copy_tree, install_guest_files, unmount_below
@@ -111,7 +112,7 @@ def _ansible_events(say: Say, node_type: str, phase: str):
 
 def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chroot) -> dict[str, Any]:
     """One host standing for the type: in the type's groups, with the site-wide variables and those groups'."""
-    view = inventory_view(site, plan)
+    view = site_inventory(site, plan)
     children = {}
     for group in image.groups:
         entry: dict[str, Any] = {"hosts": {host: None}}
@@ -119,7 +120,7 @@ def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chro
             entry["vars"] = view["all"]["children"][group]["vars"]
         children[group] = entry
     return {"all": {
-        "vars": {**view["all"]["vars"], "ansible_user": site.provisioning.user},
+        "vars": view["all"]["vars"],
         "hosts": {host: {"ansible_connection": "local", "ansible_python_interpreter": str(chroot.python),
                          "ansible_remote_tmp": str(chroot.tmp), "gf_node_type": image.node_type}},
         "children": children,
@@ -159,7 +160,7 @@ def _run_phases(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: 
             data = event.get("event_data") or {}
             if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
                 changed.append(f"{phase}: {data.get('role') or '-'}: {data.get('task', '')}")
-        result = run_wave(playbook=ansible_root() / "playbooks" / f"{phase}.yml", inventories=[inventory_dir / "hosts.yml"],
+        result = run_wave(playbook=ansible_root() / phase_named(phase).playbook, inventories=[inventory_dir / "hosts.yml"],
                           hosts=[host], private_data_dir=work / "ansible", ident=f"{i:02d}-{phase}" + ("-again" * again),
                           ansible_config=ansible_root() / "ansible.cfg", check=False,
                           extravars=install_extravars(phase, tree_kernel(chroot.root)), sink=sink)

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..plan import Plan, build_plan, group_name
-from ..plan.phases import PHASES
+from ..plan.phases import PHASES, phase_named
 from ..project import ansible_root
-from ..render.inventory import inventory_view
-from ..runner.phase_files import PhaseInputError, files_digest, phase_files, phase_playbook, site_inventory_files
+from ..render.inventory import site_inventory
+from ..runner.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files
 from ..site.model import Repository, Site
 from .base import DEFAULT_PACKAGES, Image, cache_root
 from .boot import NETBOOT_PACKAGES
@@ -69,7 +69,7 @@ def phase_digests(root: Path, site_path: Path, phases: tuple[str, ...]) -> dict[
     out = {}
     for phase in phases:
         try:
-            out[phase] = files_digest(root, phase_files(root, phase_playbook(phase)) + beside)
+            out[phase] = files_digest(root, phase_files(root, phase_named(phase).playbook) + beside)
         except PhaseInputError as err:
             raise PhaseInputError(f"phase {phase!r}: {err}") from None
     return out
@@ -95,16 +95,17 @@ def _repositories(site: Site) -> dict[str, Any]:
     return out
 
 
-# Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings,
-# so a pool that grows or a network that moves does not rebuild its images. Every other variable the image's host receives is in the key: a variable
-# missing here costs a rebuild, one wrongly listed a stale image (tests/test_image_build.py checks the install parts).
+# Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings
+# (ansible_user: how Ansible logs in; an image build runs locally), so a pool that grows or a network that moves does
+# not rebuild its images. Every other variable the image's host receives is in the key: a variable missing here costs
+# a rebuild, one wrongly listed a stale image (tests/test_role_parts.py checks the install parts).
 CONFIGURE_VARIABLES = frozenset({"gf_etc_hosts", "gf_slurm_files", "gf_slurm_tenants", "gf_ntp_servers", "gf_max_fail_percent",
-                                 "gf_boot", "gf_networks", "gf_fabrics"})
+                                 "gf_boot", "gf_networks", "gf_fabrics", "ansible_user"})
 
 
 def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:
     """The inventory variables the image's stand-in host receives (site-wide and its groups'), host lists and addresses left out."""
-    view = inventory_view(site, plan)
+    view = site_inventory(site, plan)
     out = dict(view["all"]["vars"])
     for group in sorted(image.groups):
         out.update(view["all"]["children"].get(group, {}).get("vars", {}))

@@ -10,7 +10,7 @@ import time
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -23,7 +23,7 @@ from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, compress, expand
 from ..runner.cancel import Cancellation
-from ..plan.phases import PHASES, Phase
+from ..plan.phases import BOOT, HEALTH, PHASES, PLAYBOOK_DIR, Phase
 from ..project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
 from ..runner.execution import Shard, WorkerCommand, default_worker_command, shards
@@ -33,10 +33,6 @@ from ..runner.ansible import EventSink, HostFailure, WaveResult, run_shard, run_
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
                     record_site_file, retry_starts, write_hosts, write_json)
 from .waves import BatchInvalid, phase_waves, waves
-
-HEALTH_PHASE = "health"   # the rollout's gate before a node goes back into service
-BOOT_PHASE = "boot"       # the boot server's phase: it serves the node types' bundles from this machine's image cache
-
 
 class OrchestrationError(ValueError):
     """Invalid input to a run (unknown phase or host, bad batch, missing playbook, nothing to retry from)."""
@@ -55,7 +51,7 @@ class UpOptions:
     run_dir: Path | None = None
     runs_root: Path = Path("runs")
     inventories: list[Path] = field(default_factory=list)
-    playbook_dir: Path = ansible_root() / "playbooks"
+    playbook_dir: Path = ansible_root() / PLAYBOOK_DIR      # stands for PLAYBOOK_DIR in each Phase.playbook
     ansible_config: Path = ansible_root() / "ansible.cfg"
     extravars: dict[str, Any] = field(default_factory=dict)
     out: TextIO | None = None
@@ -73,6 +69,10 @@ class UpOptions:
     rollout_reboot_timeout_s: float = REBOOT_TIMEOUT_S
     # SIGINT/SIGTERM (installed by the command line around the run): every ansible-runner job and rollout wait polls it
     cancel: Cancellation = field(default_factory=Cancellation)
+
+    def playbook(self, phase: Phase) -> Path:
+        """The phase's playbook (Phase.playbook) in ``playbook_dir``."""
+        return self.playbook_dir / PurePosixPath(phase.playbook).relative_to(PLAYBOOK_DIR)
 
 
 @dataclass
@@ -239,8 +239,8 @@ def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: 
     """The drain- and reboot-class hosts through the rollout: each selected phase but health as the update,
     the health phase as the gate. Returns the rollout's record for summary.json, why the run stopped, and the
     hosts it left out of service."""
-    health = next((p for p in options.phases if p.name == HEALTH_PHASE), None)
-    updates = [p for p in phases if p.name != HEALTH_PHASE]
+    health = next((p for p in options.phases if p.name == HEALTH.name), None)     # the gate before a node is back
+    updates = [p for p in phases if p.name != HEALTH.name]
     members = {p.name: set(p.hosts(plan)) for p in options.phases}
     runs = iter(range(1, 10**6))
 
@@ -300,8 +300,8 @@ def _up(options: UpOptions) -> RunOutcome:
     plan = build_plan(site, str(site_path))
     phases = selected_phases(options.phases, options.only)
     for phase in phases:
-        if not (options.playbook_dir / f"{phase.name}.yml").is_file():
-            raise OrchestrationError(f"phase {phase.name}: no playbook {options.playbook_dir / (phase.name + '.yml')}")
+        if not options.playbook(phase).is_file():
+            raise OrchestrationError(f"phase {phase.name}: no playbook {options.playbook(phase)}")
     for inv in options.inventories:
         if not Path(inv).exists():
             raise OrchestrationError(f"--inventory: {inv} does not exist")
@@ -347,7 +347,7 @@ def _up(options: UpOptions) -> RunOutcome:
             raise OrchestrationError(f"--retry: no earlier {'check ' if options.check else ''}run of this site in {runs}")
         again = retry_starts(read_hosts(previous), phase_names)
         start = {h: again[h] for h in chosen if h in again}
-    boot = [p for p in phases if p.name == BOOT_PHASE]
+    boot = [p for p in phases if p.name == BOOT.name]      # it serves the node types' bundles from the image cache
     bundles = boot_bundles(site, plan, site_path) if boot and set(boot[0].hosts(plan)) & set(start) else None
     run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -400,7 +400,7 @@ def _up(options: UpOptions) -> RunOutcome:
     def run_one(phase: Phase, wave: list[str], ident: str, local: list[str] = ()) -> WaveResult:
         """One wave of ``phase`` on ``wave``, recorded in ``hosts`` and the run directory; ``local`` as Phase.local."""
         job = dict(
-            playbook=(options.playbook_dir / f"{phase.name}.yml").resolve(), inventories=inventories,
+            playbook=options.playbook(phase).resolve(), inventories=inventories,
             private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
             check=options.check, extravars={**extravars, "gf_phase": phase.name}, strategy=strategy,
             cancel=options.cancel)

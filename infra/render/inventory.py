@@ -1,7 +1,8 @@
-"""The inventory variables Ansible sees: per host, per node type, per group (Slurm, Kubernetes), for every host.
+"""The Ansible inventory of a site: per host, per node type, per group (Slurm, Kubernetes), for every host.
 
-Read by the inventory plugin (playbooks/plugins/inventory/gigafactory_site.py) and written out for review
-as ``inventory.json`` (``inventory_view``); the Slurm files among them are rendered by ``files.py``.
+``site_inventory`` is the one builder: the inventory plugin (playbooks/plugins/inventory/gigafactory_site.py) hands
+its result to Ansible, NodeConfiguration hashes it, the image builder takes its variables; it is written out for
+review as ``inventory.json`` (``inventory_view``). The Slurm files among its variables are rendered by ``files.py``.
 """
 
 from __future__ import annotations
@@ -194,8 +195,14 @@ def boot_vars(site: Site, plan: Plan) -> dict[str, Any]:
     }}
 
 
-def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
-    """The plan as a static Ansible YAML inventory (for review and for comparison; Ansible reads the site file directly)."""
+def connection_vars(site: Site) -> dict[str, Any]:
+    """How Ansible logs in to every host: the site's ``provisioning.user``."""
+    return {"ansible_user": site.provisioning.user}
+
+
+def site_inventory(site: Site, plan: Plan) -> dict[str, Any]:
+    """The site's Ansible inventory as a static YAML inventory (``all``: vars, hosts, children): what the inventory
+    plugin gives Ansible, what NodeConfiguration hashes (tests/test_cli_and_inventory.py compares the two)."""
     children: dict[str, Any] = {}
     for group, members in plan.groups.items():
         children[group] = {"hosts": dict.fromkeys(members)}
@@ -211,7 +218,15 @@ def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
     if "boot_server" in children:
         children["boot_server"]["vars"] = boot_vars(site, plan)
     return {"all": {
-        "vars": group_vars(site, plan),
+        "vars": {**group_vars(site, plan), **connection_vars(site)},
         "hosts": {name: host_vars(site, plan, name) for name in plan.hosts},
         "children": children,
     }}
+
+
+def inventory_view(site: Site, plan: Plan) -> dict[str, Any]:
+    """``site_inventory`` as reviewed in ``inventory.json`` (tests/golden): the plan's variables, without how Ansible
+    logs in (``connection_vars``)."""
+    everyone = site_inventory(site, plan)["all"]
+    connection = connection_vars(site)
+    return {"all": {**everyone, "vars": {k: v for k, v in everyone["vars"].items() if k not in connection}}}

@@ -11,15 +11,9 @@ from typing import Any
 
 import yaml
 
-PLAYBOOK_DIR = "playbooks"              # <name>.yml per phase, as the orchestration runs them
 ROLES_DIR = "playbooks/roles"           # roles_path in ansible.cfg
 # libyaml's safe loader where PyYAML has it: the same documents, parsed ten times faster (a cache hit reads ~75 files)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def phase_playbook(name: str) -> str:
-    """The playbook of the orchestration's phase ``name``, relative to the repository root."""
-    return f"{PLAYBOOK_DIR}/{name}.yml"
 
 
 class PhaseInputError(ValueError):

@@ -14,7 +14,7 @@ from ..plan import Plan
 from ..plan.kubernetes import ClusterPlan
 from .charts import ChartSource, helm_release
 from .metering import dcgm_exporter_values, dcgm_metrics_config, kube_state_metrics_values, kueue_values, opencost_values
-from .node_configuration import AnsiblePhase, PhaseInputs, kubernetes_phase
+from .node_configuration import CLUSTER_PHASE, AnsiblePhase, PhaseInputs
 from .objects import declare
 
 
@@ -91,13 +91,12 @@ class KubernetesCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: KubernetesClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:KubernetesCluster", name, None, opts)
         c = args.cluster
-        phase = kubernetes_phase(c.group)
         extra_vars = {"kubernetes_cluster": c.name}
-        digest = args.inputs.digest(phase, extra_vars)
+        digest = args.inputs.digest(CLUSTER_PHASE, extra_vars, limit=c.group)     # the cluster's hosts only
         self.bootstrap = AnsiblePhase(
-            f"{name}-kubeadm", phase,
+            f"{name}-kubeadm", CLUSTER_PHASE,
             {"site_file": args.site_file, "root": str(args.root), "extra_vars": extra_vars},
-            digest, pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+            digest, pulumi.ResourceOptions(parent=self, depends_on=list(args.after)), limit=c.group)
         self.kubeconfig = pulumi.Output.secret(self.bootstrap.kubeconfig)
         self.provider = k8s.Provider(name, kubeconfig=self.kubeconfig, enable_server_side_apply=True,
                                      opts=pulumi.ResourceOptions(parent=self))

@@ -1,6 +1,6 @@
 """NodeConfiguration: the Ansible phases on the site's hosts, as Pulumi dynamic resources.
 
-A phase is one of the orchestration's phases (infra/orchestrate/phases.py): one playbook
+A phase is one of the orchestration's phases (infra/plan/phases.py): one playbook
 run against its inventory groups. Its resource carries only a hash of what the phase
 reads (the inventory variables its hosts receive, its playbooks, and every role it
 applies, depends on or includes, found by reading the playbooks); ``diff`` compares
@@ -26,39 +26,22 @@ from collections.abc import Iterable, Mapping, Sequence
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from ..plan.phases import PHASES as ORCHESTRATION_PHASES
+from ..plan.phases import KUBERNETES, PHASES as ORCHESTRATION_PHASES, Phase
 from ..plan import Plan
-from ..render.inventory import inventory_view
+from ..render.inventory import site_inventory
 from ..site.model import Site
-from ..runner.phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, phase_files,  # noqa: F401 - re-exported
-                          site_inventory_files)
+from ..runner.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files  # noqa: F401 - re-exported
 
 ORCHESTRATION_MODULE = "infra.orchestrate"
 KUBECONFIG_VAR = "kubernetes_kubeconfig_dest"   # where the kubernetes role writes the admin kubeconfig
 
 
-CLUSTER_PHASE = "kubernetes"            # declared once per cluster by KubernetesCluster, limited to its group
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One of the orchestration's phases (infra/orchestrate/phases.py) as a resource runs it."""
-    name: str
-    group: str                          # Ansible --limit: the phase's groups, or ``all``
-
-    @property
-    def playbook(self) -> str:
-        return f"{PLAYBOOK_DIR}/{self.name}.yml"
+CLUSTER_PHASE = KUBERNETES              # declared once per cluster by KubernetesCluster, limited to its group
 
 
 def node_phases() -> tuple[Phase, ...]:
-    """The orchestration's phases in their order, but the per-cluster one, each limited to its groups."""
-    return tuple(Phase(p.name, ":".join(p.groups) or "all") for p in ORCHESTRATION_PHASES if p.name != CLUSTER_PHASE)
-
-
-def kubernetes_phase(group: str) -> Phase:
-    """The kubeadm bootstrap of one cluster: the orchestration's kubernetes phase, limited to the cluster's group."""
-    return Phase(CLUSTER_PHASE, group)
+    """The orchestration's phases in their order, but the per-cluster one; each runs on its own hosts (Phase.pattern)."""
+    return tuple(p for p in ORCHESTRATION_PHASES if p.name != CLUSTER_PHASE.name)
 
 
 # --- the interface to the orchestration layer -----------------------------------------
@@ -115,7 +98,7 @@ def run_phase(request: PhaseRequest) -> PhaseResult:
     extravars = dict(request.extra_vars)
     with tempfile.TemporaryDirectory(prefix="gigafactory-phase-") as scratch:
         kubeconfig_path = Path(scratch) / "kubeconfig"
-        if request.phase == "kubernetes":
+        if request.phase == CLUSTER_PHASE.name:
             extravars[KUBECONFIG_VAR] = str(kubeconfig_path)
         everyone = request.limit == "all"
         # The orchestration's own groups for the phase set its host order (the kubernetes phase: control planes
@@ -131,7 +114,7 @@ def run_phase(request: PhaseRequest) -> PhaseResult:
             raise RuntimeError(f"phase {request.phase!r} on {request.limit!r} failed (exit {outcome.exit_code}); "
                                f"see {outcome.run_dir}")
         kubeconfig = kubeconfig_path.read_text(encoding="utf-8") if kubeconfig_path.is_file() else None
-    if request.phase == "kubernetes" and kubeconfig is None:
+    if request.phase == CLUSTER_PHASE.name and kubeconfig is None:
         raise RuntimeError(f"the kubernetes phase wrote no kubeconfig to {KUBECONFIG_VAR}; see {outcome.run_dir}")
     return PhaseResult(ok=True, summary=f"{len(outcome.hosts)} host(s); run {outcome.run_dir}", kubeconfig=kubeconfig)
 
@@ -139,13 +122,12 @@ def run_phase(request: PhaseRequest) -> PhaseResult:
 # --- what a phase reads -------------------------------------------------------------
 
 
-def phase_hosts(plan: Plan, phase: Phase) -> list[str]:
-    """The hosts the phase touches: the orchestration's hosts of the phase, within its limit."""
-    [spec] = [p for p in ORCHESTRATION_PHASES if p.name == phase.name]
-    hosts = spec.hosts(plan)
-    if phase.group == "all":
+def phase_hosts(plan: Plan, phase: Phase, limit: str | None = None) -> list[str]:
+    """The hosts the phase touches: its hosts, within ``limit`` (groups joined by ``:``; None: the phase's own)."""
+    hosts = phase.hosts(plan)
+    if limit is None or limit == "all":
         return hosts
-    allowed = {h for group in phase.group.split(":") for h in plan.groups.get(group, ())}
+    allowed = {h for group in limit.split(":") for h in plan.groups.get(group, ())}
     return [h for h in hosts if h in allowed]
 
 
@@ -170,7 +152,7 @@ class PhaseInputs:
     root: Path
     site_file: str                      # relative to root
     plan: Plan
-    inventory: Mapping[str, Any]        # infra.render.inventory.inventory_view: what the inventory plugin gives Ansible
+    inventory: Mapping[str, Any]        # infra.render.inventory.site_inventory: what the inventory plugin gives Ansible
     files: Mapping[str, str]            # phase name -> digest of the files it reads
 
     @classmethod
@@ -184,14 +166,15 @@ class PhaseInputs:
         files: dict[str, str] = {}
         for spec in ORCHESTRATION_PHASES:
             try:
-                files[spec.name] = files_digest(books, phase_files(books, Phase(spec.name, "all").playbook) + beside)
+                files[spec.name] = files_digest(books, phase_files(books, spec.playbook) + beside)
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
-        return cls(root, site_file, plan, inventory_view(site, plan), files)
+        return cls(root, site_file, plan, site_inventory(site, plan), files)
 
-    def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None) -> str:
-        """The phase's inputs hash: the variables its hosts receive, its extra variables, its files."""
-        view = {"variables": phase_variables(self.inventory, phase_hosts(self.plan, phase)), "extra_vars": dict(extra_vars or {})}
+    def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None, limit: str | None = None) -> str:
+        """The phase's inputs hash (within ``limit``, as phase_hosts): the variables its hosts receive, its extra
+        variables, its files."""
+        view = {"variables": phase_variables(self.inventory, phase_hosts(self.plan, phase, limit)), "extra_vars": dict(extra_vars or {})}
         digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
         digest.update(self.files[phase.name].encode())
         return digest.hexdigest()
@@ -222,17 +205,18 @@ class AnsiblePhaseProvider(ResourceProvider):
 
 
 class AnsiblePhase(pulumi.dynamic.Resource, module="gigafactory", name="AnsiblePhase"):
-    """One phase, run by the orchestration layer; ``kubeconfig`` is set by the kubernetes phase."""
+    """One phase, run by the orchestration layer on its hosts within ``limit`` (default: all of them, Phase.pattern);
+    ``kubeconfig`` is set by the kubernetes phase."""
 
     inputs_hash: pulumi.Output[str]
     kubeconfig: pulumi.Output[str | None]
 
     def __init__(self, name: str, phase: Phase, request: Mapping[str, Any], digest: str,
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None, limit: str | None = None):
         props = {
             "phase": phase.name,
             "playbook": phase.playbook,
-            "limit": phase.group,
+            "limit": limit or phase.pattern,
             "site_file": request["site_file"],
             "root": request["root"],
             "extra_vars": dict(request.get("extra_vars") or {}),
@@ -262,7 +246,7 @@ class NodeConfiguration(pulumi.ComponentResource):
         self.inputs = args.inputs
         self.phases: dict[str, AnsiblePhase] = {}
         self._previous: list[pulumi.Resource] = []
-        self._declare(self._order(p.name) < self._order(CLUSTER_PHASE) for p in node_phases())
+        self._declare(self._order(p.name) < self._order(CLUSTER_PHASE.name) for p in node_phases())
 
     @staticmethod
     def _order(phase: str) -> int:
@@ -285,5 +269,5 @@ class NodeConfiguration(pulumi.ComponentResource):
     def after_clusters(self, bootstraps: Sequence[pulumi.Resource]) -> None:
         """Declares the phases the orchestration runs after the clusters' bootstraps, waiting for them; then the outputs."""
         self._previous = list(bootstraps) or self._previous      # each bootstrap waits for the phases before it
-        self._declare(self._order(p.name) > self._order(CLUSTER_PHASE) for p in node_phases())
+        self._declare(self._order(p.name) > self._order(CLUSTER_PHASE.name) for p in node_phases())
         self.register_outputs({"phases": {n: p.inputs_hash for n, p in self.phases.items()}})

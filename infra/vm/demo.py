@@ -10,7 +10,7 @@ import yaml
 
 from ..orchestrate.up import UpOptions, up
 from ..plan import build_plan
-from ..plan.phases import Phase
+from ..plan.phases import ACCEPTANCE
 from ..project import REPO_ROOT
 from ..render.inventory import execution_packages
 from ..site import load_site
@@ -111,12 +111,12 @@ def host_images(site, plan, site_path: Path) -> dict:
 
 
 def acceptance(options: UpOptions, run_dir: Path) -> int:
-    """Run ``acceptance.yml`` (if the playbook directory has one) as a last phase of its own and print its report."""
-    if not (options.playbook_dir / "acceptance.yml").is_file():
-        print("acceptance: no playbooks/acceptance.yml yet; skipped")
+    """Run the acceptance phase (if the playbook directory has its playbook) as a last phase of its own and print its report."""
+    if not options.playbook(ACCEPTANCE).is_file():
+        print(f"acceptance: no {ACCEPTANCE.playbook} yet; skipped")
         return 0
     report_path = Path(run_dir).resolve() / "acceptance.json"   # ansible-runner runs in its own directory
-    outcome = up(dataclasses.replace(options, phases=(Phase("acceptance"),), only=None, retry=False, batch=["100%"],
+    outcome = up(dataclasses.replace(options, phases=(ACCEPTANCE,), only=None, retry=False, batch=["100%"],
                                      limit=None, run_dir=run_dir / "acceptance",
                                      extravars={**options.extravars, "gf_acceptance_report": str(report_path)}))
     if report_path.is_file():

@@ -12,7 +12,9 @@ description:
     per role (C(slurm_controller), C(slurm_dbd), C(slurm_login), C(slurm_compute),
     C(slurm), C(subnet_manager), C(rdma), C(gpu), C(k8s_control_plane),
     C(k8s_worker), C(nfs_server), C(execution), ...).
-  - Host variables are prefixed C(gf_); C(ansible_host) is the planned management address.
+  - The inventory is the one gigafactory builds (infra.render.inventory.site_inventory), handed to Ansible as it is.
+  - Host variables are prefixed C(gf_); C(ansible_host) is the planned management address; C(ansible_user) (every host)
+    is C(provisioning.user).
   - The C(slurm) group carries C(gf_slurm_files) (the rendered slurm.conf, gres.conf, cgroup.conf, topology.conf by name),
     C(gf_slurm) (cluster, controllers, accounting host, state save location, containers) and C(gf_slurm_tenants).
   - Each Kubernetes cluster's group (C(k8s_<cluster>)) carries C(gf_kubernetes) (version, control plane, API endpoint, pod and
@@ -78,9 +80,8 @@ class InventoryModule(BaseInventoryPlugin):
 
     def _parse(self, inventory, path):
         try:
-            from infra.plan import build_plan, group_name
-            from infra.render.inventory import (boot_vars, execution_vars, group_vars, host_vars, kubernetes_vars, node_type_vars,
-                                                slurm_vars)
+            from infra.plan import build_plan
+            from infra.render.inventory import site_inventory
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}") from err
@@ -89,29 +90,16 @@ class InventoryModule(BaseInventoryPlugin):
             plan = build_plan(site, path)
         except SiteInvalid as err:
             fail(str(err), EXIT_INVALID)
-        for key, value in group_vars(site, plan).items():
+        everyone = site_inventory(site, plan)["all"]
+        for key, value in everyone["vars"].items():
             inventory.set_variable("all", key, value)
-        inventory.set_variable("all", "ansible_user", site.provisioning.user)
-        for name in plan.hosts:
+        for name, variables in everyone["hosts"].items():
             inventory.add_host(name)
-            for key, value in host_vars(site, plan, name).items():
-                inventory.set_variable(name, key, value)
-        for group, members in plan.groups.items():
-            inventory.add_group(group)
-            for name in members:
-                inventory.add_child(group, name)
-        if "slurm" in plan.groups:
-            for key, value in slurm_vars(site, plan).items():
-                inventory.set_variable("slurm", key, value)
-        for group, variables in kubernetes_vars(site, plan).items():
             for key, value in variables.items():
+                inventory.set_variable(name, key, value)
+        for group, child in everyone["children"].items():
+            inventory.add_group(group)
+            for name in child["hosts"]:
+                inventory.add_child(group, name)
+            for key, value in child.get("vars", {}).items():
                 inventory.set_variable(group, key, value)
-        for key, value in execution_vars(site, plan).items():
-            inventory.set_variable("execution", key, value)
-        for key, value in boot_vars(site, plan).items():
-            inventory.set_variable("boot_server", key, value)
-        for name in site.node_types:
-            group = group_name("type", name)
-            if group in plan.groups:
-                for key, value in node_type_vars(site, name).items():
-                    inventory.set_variable(group, key, value)
