@@ -2,8 +2,9 @@
 
 A phase is one of the orchestration's phases (infra/orchestrate/phases.py): one playbook
 run against its inventory groups. Its resource carries only a hash of what the phase
-reads (the inventory variables its hosts receive, its playbooks, and every role it
-applies, depends on or includes, found by reading the playbooks); ``diff`` compares
+reads (its playbooks, and every role it applies, depends on or includes, found by reading
+the playbooks; of the inventory its hosts receive, the variables and groups those files
+name); ``diff`` compares
 hashes, so a phase re-runs exactly when one of those changed. One resource per phase,
 whatever the number of hosts.
 
@@ -21,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
@@ -30,7 +31,7 @@ from ..orchestrate.phases import PHASES as ORCHESTRATION_PHASES
 from ..plan import Plan
 from ..render.inventory import inventory_view
 from ..site.model import Site
-from .phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, phase_files,  # noqa: F401 - re-exported
+from .phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, files_references, phase_files,  # noqa: F401 - re-exported
                           site_inventory_files)
 
 ORCHESTRATION_MODULE = "infra.orchestrate"
@@ -149,18 +150,52 @@ def phase_hosts(plan: Plan, phase: Phase) -> list[str]:
     return [h for h in hosts if h in allowed]
 
 
-def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str]) -> dict[str, Any]:
-    """What Ansible gives the phase's hosts from the site: the shared variables, each host's own, the variables of
-    every group one of them is in, and every group's members (plays address groups and other hosts' variables)."""
+MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})   # an attribute that reads a whole mapping
+
+
+def read_of(value: Any, attributes: Set[tuple[str, ...]]) -> Any:
+    """What is read of a variable's ``value`` through ``attributes`` (``()``: the whole value; ``("cuda",)``: its
+    ``cuda`` key, absent as None): a mapping narrowed to the keys read, anything else whole."""
+    if () in attributes or not isinstance(value, Mapping) or MAPPING_METHODS.intersection(a[0] for a in attributes):
+        return value
+    keys = sorted({a[0] for a in attributes})
+    return {k: read_of(value.get(k), {a[1:] for a in attributes if a[0] == k}) for k in keys}
+
+
+def phase_reads(references: Set[str]) -> dict[str, frozenset[tuple[str, ...]]]:
+    """name -> the attributes the phase's files read of it (files_references: ``gf_software.cuda`` and ``gf_site``
+    give ``{"gf_software": {("cuda",)}, "gf_site": {()}}``)."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for ref in references:
+        name, *attributes = ref.split(".")
+        out.setdefault(name, set()).add(tuple(attributes))
+    return {name: frozenset(attributes) for name, attributes in out.items()}
+
+
+def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str],
+                    reads: Mapping[str, Set[tuple[str, ...]]]) -> dict[str, Any]:
+    """What the phase reads of what Ansible gives its hosts from the site (``reads``: phase_reads of its files): of
+    the shared variables, each host's own and those of every group one of them is in, the ones its files name, as
+    far as they read them, and each host's connection variables (``ansible_*``); the members of every group its
+    files name (plays and roles address groups by name), and each host's groups where they read ``group_names``."""
     everyone = inventory["all"]
     wanted = set(hosts)
     children = everyone["children"]
-    return {
-        "all": everyone["vars"],
-        "hosts": {h: everyone["hosts"][h] for h in hosts},
-        "group_vars": {g: c["vars"] for g, c in children.items() if "vars" in c and wanted.intersection(c["hosts"])},
-        "groups": {g: list(c["hosts"]) for g, c in children.items()},
+
+    def read(variables: Mapping[str, Any], connection: bool = False) -> dict[str, Any]:
+        return {k: v if connection and k.startswith("ansible_") else read_of(v, reads[k])
+                for k, v in variables.items() if k in reads or (connection and k.startswith("ansible_"))}
+
+    out = {
+        "all": read(everyone["vars"]),
+        "hosts": {h: read(everyone["hosts"][h], connection=True) for h in hosts},
+        "group_vars": {g: read(c["vars"]) for g, c in children.items()
+                       if read(c.get("vars", {})) and wanted.intersection(c["hosts"])},
+        "groups": {g: list(c["hosts"]) for g, c in children.items() if g in reads},
     }
+    if "group_names" in reads:
+        out["group_names"] = {h: sorted(g for g, c in children.items() if h in c["hosts"]) for h in hosts}
+    return out
 
 
 @dataclass(frozen=True)
@@ -172,6 +207,7 @@ class PhaseInputs:
     plan: Plan
     inventory: Mapping[str, Any]        # infra.render.inventory.inventory_view: what the inventory plugin gives Ansible
     files: Mapping[str, str]            # phase name -> digest of the files it reads
+    reads: Mapping[str, Mapping[str, frozenset[tuple[str, ...]]]]  # phase name -> phase_reads of its files
 
     @classmethod
     def of(cls, site: Site, plan: Plan, root: Path, site_file: str, playbooks: Path | None = None) -> PhaseInputs:
@@ -182,16 +218,21 @@ class PhaseInputs:
         if books != root:
             beside = tuple((root / rel).as_posix() for rel in beside)
         files: dict[str, str] = {}
+        reads: dict[str, dict[str, frozenset[tuple[str, ...]]]] = {}
         for spec in ORCHESTRATION_PHASES:
             try:
-                files[spec.name] = files_digest(books, phase_files(books, Phase(spec.name, "all").playbook) + beside)
+                paths = phase_files(books, Phase(spec.name, "all").playbook) + beside
+                files[spec.name] = files_digest(books, paths)
+                reads[spec.name] = phase_reads(files_references(books, paths))
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
-        return cls(root, site_file, plan, inventory_view(site, plan), files)
+        return cls(root, site_file, plan, inventory_view(site, plan), files, reads)
 
     def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None) -> str:
-        """The phase's inputs hash: the variables its hosts receive, its extra variables, its files."""
-        view = {"variables": phase_variables(self.inventory, phase_hosts(self.plan, phase)), "extra_vars": dict(extra_vars or {})}
+        """The phase's inputs hash: what it reads of the variables its hosts receive, its extra variables, its files."""
+        hosts = phase_hosts(self.plan, phase)
+        view = {"variables": phase_variables(self.inventory, hosts, self.reads[phase.name]),
+                "extra_vars": dict(extra_vars or {})}
         digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
         digest.update(self.files[phase.name].encode())
         return digest.hexdigest()
