@@ -31,7 +31,7 @@ from ..orchestrate.phases import PHASES as ORCHESTRATION_PHASES
 from ..plan import Plan
 from ..render.inventory import inventory_view
 from ..site.model import Site
-from .phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, files_references, phase_files,  # noqa: F401 - re-exported
+from .phase_files import (PLAYBOOK_DIR, PhaseInputError, files_digest, files_groups, files_references, phase_files,  # noqa: F401 - re-exported
                           site_inventory_files)
 
 ORCHESTRATION_MODULE = "infra.orchestrate"
@@ -173,11 +173,12 @@ def phase_reads(references: Set[str]) -> dict[str, frozenset[tuple[str, ...]]]:
 
 
 def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str],
-                    reads: Mapping[str, Set[tuple[str, ...]]]) -> dict[str, Any]:
+                    reads: Mapping[str, Set[tuple[str, ...]]], groups: Set[str]) -> dict[str, Any]:
     """What the phase reads of what Ansible gives its hosts from the site (``reads``: phase_reads of its files): of
-    the shared variables, each host's own and those of every group one of them is in, the ones its files name, as
-    far as they read them, and each host's connection variables (``ansible_*``); the members of every group its
-    files name (plays and roles address groups by name), and each host's groups where they read ``group_names``."""
+    the shared variables, each host's own and those of every group one of them is in (with those of its hosts in the
+    group), the ones its files name, as far as they read them, and each host's connection variables (``ansible_*``);
+    the members of the groups its files
+    address (``groups``: files_groups), and each host's groups where they read ``group_names`` as a whole."""
     everyone = inventory["all"]
     wanted = set(hosts)
     children = everyone["children"]
@@ -189,11 +190,11 @@ def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str],
     out = {
         "all": read(everyone["vars"]),
         "hosts": {h: read(everyone["hosts"][h], connection=True) for h in hosts},
-        "group_vars": {g: read(c["vars"]) for g, c in children.items()
-                       if read(c.get("vars", {})) and wanted.intersection(c["hosts"])},
-        "groups": {g: list(c["hosts"]) for g, c in children.items() if g in reads},
+        "group_vars": {g: {"vars": read(c["vars"]), "hosts": [h for h in c["hosts"] if h in wanted]}
+                       for g, c in children.items() if read(c.get("vars", {})) and wanted.intersection(c["hosts"])},
+        "groups": {g: list(c["hosts"]) for g, c in children.items() if g in groups},
     }
-    if "group_names" in reads:
+    if "group_names" in groups:
         out["group_names"] = {h: sorted(g for g, c in children.items() if h in c["hosts"]) for h in hosts}
     return out
 
@@ -208,6 +209,7 @@ class PhaseInputs:
     inventory: Mapping[str, Any]        # infra.render.inventory.inventory_view: what the inventory plugin gives Ansible
     files: Mapping[str, str]            # phase name -> digest of the files it reads
     reads: Mapping[str, Mapping[str, frozenset[tuple[str, ...]]]]  # phase name -> phase_reads of its files
+    groups: Mapping[str, frozenset[str]]  # phase name -> files_groups of its files: the groups it addresses
 
     @classmethod
     def of(cls, site: Site, plan: Plan, root: Path, site_file: str, playbooks: Path | None = None) -> PhaseInputs:
@@ -219,19 +221,21 @@ class PhaseInputs:
             beside = tuple((root / rel).as_posix() for rel in beside)
         files: dict[str, str] = {}
         reads: dict[str, dict[str, frozenset[tuple[str, ...]]]] = {}
+        groups: dict[str, frozenset[str]] = {}
         for spec in ORCHESTRATION_PHASES:
             try:
                 paths = phase_files(books, Phase(spec.name, "all").playbook) + beside
                 files[spec.name] = files_digest(books, paths)
                 reads[spec.name] = phase_reads(files_references(books, paths))
+                groups[spec.name] = files_groups(books, paths)
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
-        return cls(root, site_file, plan, inventory_view(site, plan), files, reads)
+        return cls(root, site_file, plan, inventory_view(site, plan), files, reads, groups)
 
     def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None) -> str:
         """The phase's inputs hash: what it reads of the variables its hosts receive, its extra variables, its files."""
         hosts = phase_hosts(self.plan, phase)
-        view = {"variables": phase_variables(self.inventory, hosts, self.reads[phase.name]),
+        view = {"variables": phase_variables(self.inventory, hosts, self.reads[phase.name], self.groups[phase.name]),
                 "extra_vars": dict(extra_vars or {})}
         digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
         digest.update(self.files[phase.name].encode())

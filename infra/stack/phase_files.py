@@ -158,11 +158,33 @@ def files_digest(root: Path, paths: Iterable[str]) -> str:
 
 
 _REFERENCE = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+# Where a play or a role names an inventory group: a play's hosts pattern, groups['x'] (or groups.x), 'x' in group_names.
+_HOSTS = re.compile(rb"^[ \t-]*hosts:[ \t]*['\"]?([^'\"#\n]+)", re.MULTILINE)
+_GROUP = re.compile(rb"\bgroups(?:\[\s*['\"]([\w-]+)['\"]\s*\]|\.([A-Za-z_]\w*))|['\"]([\w-]+)['\"]\s+in\s+group_names\b")
+_PATTERN_WORD = re.compile(r"[\w-]+")
 
 
 def files_references(root: Path, paths: Iterable[str]) -> frozenset[str]:
     """Every name written in the files at (or under) ``paths``, with the attributes read of it (``gf_software.cuda``,
-    ``gf_site``): the inventory variables and groups a phase can read are among them (a variable or group no file
-    names is one the phase never reads; of a variable only ever written with attributes, only those are read)."""
+    ``gf_site``): the inventory variables a phase can read are among them (a variable no file names is one the phase
+    never reads; of a variable only ever written with attributes, only those are read)."""
     return frozenset(m.decode() for rel in paths for file in _read_files(root, rel)
                      for m in _REFERENCE.findall(file.read_bytes()))
+
+
+def files_groups(root: Path, paths: Iterable[str]) -> frozenset[str]:
+    """The inventory groups the files at (or under) ``paths`` address: in a play's ``hosts``, as ``groups['x']``, or
+    as ``'x' in group_names``; ``group_names`` itself when they read it otherwise (a host's every group)."""
+    out: set[str] = set()
+    for rel in paths:
+        for file in _read_files(root, rel):
+            text = file.read_bytes()
+            for pattern in _HOSTS.findall(text):
+                out.update(_PATTERN_WORD.findall(re.sub(r"\[[^]]*\]", "", pattern.decode())))   # hosts[0]: a group
+            tested = 0
+            for match in _GROUP.finditer(text):
+                out.add(next(g for g in match.groups() if g).decode())
+                tested += match.group(3) is not None
+            if text.count(b"group_names") > tested:
+                out.add("group_names")
+    return frozenset(out)
