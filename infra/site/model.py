@@ -225,7 +225,7 @@ class Networks(Strict):
 class Switch(Strict):
     vendor: Annotated[Vendor, NONE]
     model: Annotated[ModelName, NONE]
-    ports: Annotated[Count, LIVE.on()] = Field(ge=4, le=1024)      # the tree's tiers: Slurm's topology.conf (none yet)
+    ports: Annotated[Count, LIVE.on()] = Field(ge=4, le=1024)      # the plan's tiers and switch count; no phase reads it
     power_kw: Annotated[Kilowatts, NONE]
     rack_units: Annotated[RackUnits, NONE] = 1
 
