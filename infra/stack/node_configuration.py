@@ -177,8 +177,8 @@ def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str],
     """What the phase reads of what Ansible gives its hosts from the site (``reads``: phase_reads of its files): of
     the shared variables, each host's own and those of every group one of them is in (with those of its hosts in the
     group), the ones its files name, as far as they read them, and each host's connection variables (``ansible_*``);
-    the members of the groups its files
-    address (``groups``: files_groups), and each host's groups where they read ``group_names`` as a whole."""
+    the members of the groups its files address (``groups``: files_groups), and each host's groups where they read
+    ``group_names`` as a whole."""
     everyone = inventory["all"]
     wanted = set(hosts)
     children = everyone["children"]
