@@ -120,11 +120,23 @@ def test_the_plans_view_of_a_phases_hosts_counts_for_that_phase_only(riga):
     site = validate_data(riga)
     plan = build_plan(site)
     moved = dict(plan.hosts)
-    moved["ctl01"] = dataclasses.replace(plan.hosts["ctl01"], rack="b99")
+    # ctl01's addresses (gf_addresses and /etc/hosts, which base and slurm_dbd read; gpu's roles read neither)
+    addresses = {**plan.hosts["ctl01"].addresses, "management": "10.40.250.250/16"}
+    moved["ctl01"] = dataclasses.replace(plan.hosts["ctl01"], addresses=addresses)
     inputs = nc.PhaseInputs.of(site, dataclasses.replace(plan, hosts=moved), ROOT, SITE_FILE)
     assert inputs.digest(phase_named("gpu"), limit="gpu") == before["gpu"]        # ctl01 is no GPU host
     assert inputs.digest(phase_named("base"), limit="all") != before["base"]
     assert inputs.digest(phase_named("slurm"), limit="slurm") != before["slurm"]
+
+
+def test_what_no_role_reads_of_the_plan_counts_for_no_phase(riga):
+    """A host's rack (gf_rack) is in the inventory for review, but no playbook or role names it."""
+    before = hashes(ROOT, riga)
+    site = validate_data(riga)
+    plan = build_plan(site)
+    moved = {**plan.hosts, "ctl01": dataclasses.replace(plan.hosts["ctl01"], rack="b99")}
+    inputs = nc.PhaseInputs.of(site, dataclasses.replace(plan, hosts=moved), ROOT, SITE_FILE)
+    assert {p.name: inputs.digest(p) for p in nc.node_phases()} == {n: h for n, h in before.items() if n != "kubernetes"}
 
 
 def test_a_missing_role_or_playbook_fails_with_its_name(repo, riga):

@@ -5,6 +5,7 @@ these (infra/image/build.py), and NodeConfiguration (node_configuration.py) the 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -126,20 +127,58 @@ def site_inventory_files(root: Path, site_file: str) -> tuple[str, ...]:
     return tuple((here / name).as_posix() for name in ("group_vars", "host_vars") if (root / here / name).is_dir())
 
 
+def _read_files(root: Path, rel: str) -> list[Path]:
+    """The files at (or under) ``rel`` a run reads, in a fixed order; a missing path is an error."""
+    path = root / rel
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not NOT_READ.intersection(p.relative_to(path).parts))
+    if path.is_file():
+        return [path]
+    raise PhaseInputError(f"{rel} is missing")
+
+
 def files_digest(root: Path, paths: Iterable[str]) -> str:
     """Digest of the files at (or under) ``paths``; a missing path is an error, what a run never reads is left out."""
     digest = hashlib.sha256()
     for rel in paths:
         path = root / rel
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not NOT_READ.intersection(p.relative_to(path).parts))
-        elif path.is_file():
-            files = [path]
-        else:
-            raise PhaseInputError(f"{rel} is missing")
+        files = _read_files(root, rel)
         digest.update(f"{rel}:{len(files)}\0".encode())
         for file in files:
             # named as under ``rel`` (a site's group_vars/ may be outside the repository)
             name = rel if file == path else (Path(rel) / file.relative_to(path)).as_posix()
             digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+_REFERENCE = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+# Where a play or a role names an inventory group: a play's hosts pattern, groups['x'] (or groups.x), 'x' in group_names.
+_HOSTS = re.compile(rb"^[ \t-]*hosts:[ \t]*['\"]?([^'\"#\n]+)", re.MULTILINE)
+_GROUP = re.compile(rb"\bgroups(?:\[\s*['\"]([\w-]+)['\"]\s*\]|\.([A-Za-z_]\w*))|['\"]([\w-]+)['\"]\s+in\s+group_names\b")
+_PATTERN_WORD = re.compile(r"[\w-]+")
+
+
+def files_references(root: Path, paths: Iterable[str]) -> frozenset[str]:
+    """Every name written in the files at (or under) ``paths``, with the attributes read of it (``gf_software.cuda``,
+    ``gf_site``): the inventory variables a phase can read are among them (a variable no file names is one the phase
+    never reads; of a variable only ever written with attributes, only those are read)."""
+    return frozenset(m.decode() for rel in paths for file in _read_files(root, rel)
+                     for m in _REFERENCE.findall(file.read_bytes()))
+
+
+def files_groups(root: Path, paths: Iterable[str]) -> frozenset[str]:
+    """The inventory groups the files at (or under) ``paths`` address: in a play's ``hosts``, as ``groups['x']``, or
+    as ``'x' in group_names``; ``group_names`` itself when they read it otherwise (a host's every group)."""
+    out: set[str] = set()
+    for rel in paths:
+        for file in _read_files(root, rel):
+            text = file.read_bytes()
+            for pattern in _HOSTS.findall(text):
+                out.update(_PATTERN_WORD.findall(re.sub(r"\[[^]]*\]", "", pattern.decode())))   # hosts[0]: a group
+            tested = 0
+            for match in _GROUP.finditer(text):
+                out.add(next(g for g in match.groups() if g).decode())
+                tested += match.group(3) is not None
+            if text.count(b"group_names") > tested:
+                out.add("group_names")
+    return frozenset(out)

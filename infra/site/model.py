@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .hostlists import Hostlist
-from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Impact
+from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Cost, Impact
 from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, CubicMetres, KilowattHours, Currency, DataFile, DriverBranch, ExportPath,
                     Gigabytes, HostName, HugePages, IdentityGroup, ImageRegistry, Kilowatts, MacAddress, Megabytes, MountPoint,
                     Mtu, Percent, Price, PriceFactor, Pue, RackUnits, Seconds, Share, StatePath, Terabytes, VlanId,
@@ -70,6 +70,12 @@ SlurmTime = Annotated[str, Constrained("a Slurm time limit"), AfterValidator(_sl
 MajorMinor = Annotated[str, Constrained("a version of the form '1.33'"), BeforeValidator(_version(2))]
 
 
+# Phases several fields land on together (infra/orchestrate/phases.py names them all).
+KEYED = ("base", "rdma", "gpu", "slurm", "kubernetes")    # install from a mirror whose key site_repository_key writes
+CLUSTER = ("kubernetes", "health")                         # the cluster's bootstrap, and the health gate's API checks
+PARTITIONED = ("rdma", "health")                           # InfiniBand partitions: opensm, and the health gate
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,12 +91,12 @@ class Power(Strict):
 
 
 class SiteInfo(Strict):
-    name: Annotated[Name, REPLACE]
+    name: Annotated[Name, REPLACE.on_every()]
     country: Annotated[CountryCode, NONE] = Field(description="ISO 3166-1 alpha-2 country code.")
-    timezone: Annotated[TimeZone, RESTART] = "UTC"
+    timezone: Annotated[TimeZone, RESTART.on("base")] = "UTC"
     operator: Annotated[Text, NONE] = ""
     power: Annotated[Power, NONE]
-    ntp_servers: Annotated[list[NtpServer], RESTART] = Field(
+    ntp_servers: Annotated[list[NtpServer], RESTART.on("base")] = Field(
         default_factory=list,
         description="Time sources: hosts of the site (they serve the management network) or external addresses. "
                     "Default: the Slurm controllers, else the first host.")
@@ -104,19 +110,20 @@ class Policy(Strict):
 
 
 class OperatingSystem(Strict):
-    distribution: Annotated[Literal["debian"], REPLACE] = "debian"
-    release: Annotated[Literal["12", "13"], REBOOT] = "13"
-    security_updates: Annotated[bool, LIVE] = Field(default=True, description="Include Debian's security suite in the APT sources "
+    distribution: Annotated[Literal["debian"], REPLACE.on_every()] = "debian"
+    release: Annotated[Literal["12", "13"], REBOOT.on("base", "slurm")] = "13"
+    security_updates: Annotated[bool, LIVE.on("base")] = Field(default=True, description="Include Debian's security suite in the APT sources "
                                    "(from repositories.debian_security, else <repositories.debian>-security).")
 
 
 class Repository(Strict):
     """A package mirror: its URL and, for APT repositories, the OpenPGP key that signs it."""
-    IMPACT: ClassVar[Impact] = LIVE    # APT sources and keys: the next install reads them
+    IMPACT: ClassVar[Cost] = LIVE.on_holder()    # APT sources: the next install reads them, where the mirror is used
     url: Url
-    signed_by: KeyFile | None = Field(default=None, description="OpenPGP public key file that signs the repository, "
+    # every repository's key is on every host of a phase whose roles install from one (role site_repository_key)
+    signed_by: Annotated[KeyFile | None, LIVE.on(*KEYED)] = Field(default=None, description="OpenPGP public key file that signs the repository, "
                                       "relative to the site file's directory (held as its absolute path once loaded).")
-    fingerprint: KeyFingerprint | None = Field(default=None, description="Fingerprint of the signing key; spaces are dropped.")
+    fingerprint: Annotated[KeyFingerprint | None, LIVE.on(*KEYED)] = Field(default=None, description="Fingerprint of the signing key; spaces are dropped.")
 
 
 def _repository_mapping(value: Any) -> Any:
@@ -129,20 +136,21 @@ MirrorRepository = Annotated[Repository, BeforeValidator(_repository_mapping, js
 
 class Repositories(Strict):
     """The site's own mirrors. An absent entry keeps the distribution's default sources."""
-    IMPACT: ClassVar[Impact] = LIVE
-    debian: MirrorRepository | None = None
-    debian_security: MirrorRepository | None = Field(default=None, description="Mirror of Debian's security suite; "
+    debian: Annotated[MirrorRepository | None, LIVE.on("base")] = None
+    debian_security: Annotated[MirrorRepository | None, LIVE.on("base")] = Field(default=None, description="Mirror of Debian's security suite; "
                                                      "default: <repositories.debian>-security.")
-    cuda: MirrorRepository | None = None
-    doca: MirrorRepository | None = None
-    slurm: MirrorRepository | None = None
-    enroot: MirrorRepository | None = None
-    charts: MirrorRepository | None = Field(default=None, description="Helm chart mirror for Kubernetes add-ons.")
-    kubernetes: MirrorRepository | None = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
+    cuda: Annotated[MirrorRepository | None, LIVE.on("gpu")] = None
+    doca: Annotated[MirrorRepository | None, LIVE.on("rdma")] = None
+    slurm: Annotated[MirrorRepository | None, LIVE.on("slurm")] = None
+    enroot: Annotated[MirrorRepository | None, LIVE.on(*KEYED)] = None       # its key: KEYED; its URL: slurm
+    charts: Annotated[MirrorRepository | None, LIVE.on()] = Field(      # the Pulumi program's Helm releases
+        default=None, description="Helm chart mirror for Kubernetes add-ons.")
+    kubernetes: Annotated[MirrorRepository | None, LIVE.on(*KEYED)] = Field(default=None, description="Mirror of the Kubernetes project's Debian packages "
                                                 "(kubeadm, kubelet, kubectl): one flat repository per minor version at <url>/v<version>/deb/.")
-    images: Annotated[ImageRegistry | None, RESTART] = Field(default=None, description="Container image registry mirror: kubeadm's control-plane images "
-                                         "and the pod sandbox image come from it (an air-gapped site's own registry).")
-    python: Url | None = Field(default=None, description="Python package index mirror (the simple API pip's --index-url takes): "
+    images: Annotated[ImageRegistry | None, RESTART.on("kubernetes")] = Field(
+        default=None, description="Container image registry mirror: kubeadm's control-plane images "
+                                  "and the pod sandbox image come from it (an air-gapped site's own registry).")
+    python: Annotated[Url | None, LIVE.on("base")] = Field(default=None, description="Python package index mirror (the simple API pip's --index-url takes): "
                                "execution hosts install ansible-core and ansible-runner from it; default: the index pip on the "
                                "host is configured with.")
 
@@ -162,7 +170,7 @@ Source = Literal["repository", "distribution"]
 
 
 class NvidiaDriver(Strict):
-    IMPACT: ClassVar[Impact] = REBOOT  # a new kernel module: the GPUs idle, the node rebooted
+    IMPACT: ClassVar[Cost] = REBOOT.on("gpu", "health")  # a new kernel module: the GPUs idle, the node rebooted
     branch: DriverBranch = Field(description="Driver branch, e.g. '570'.")
     flavor: Literal["open", "proprietary"] = "open"
     source: Source = "repository"
@@ -177,59 +185,59 @@ def _version_mapping(value: Any) -> Any:
 
 
 class Cuda(Strict):
-    IMPACT: ClassVar[Impact] = LIVE    # user-space toolkits installed beside each other
+    IMPACT: ClassVar[Cost] = LIVE.on("gpu", "health")    # user-space toolkits installed beside each other
     versions: list[MajorMinor] = Field(min_length=1)
     default: MajorMinor | None = None
     source: Source = "repository"
 
 
 class SlurmSoftware(Strict):
-    IMPACT: ClassVar[Impact] = RESTART  # slurmdbd, slurmctld, then slurmd restart; slurmstepd keeps jobs running
+    IMPACT: ClassVar[Cost] = RESTART.on("slurm")  # slurmdbd, slurmctld, then slurmd restart; slurmstepd keeps jobs running
     version: MajorMinor
     source: Source = "repository"
 
 
 class Software(Strict):
-    nvidia_driver: Annotated[NvidiaDriver | None, REBOOT] = None
-    cuda: Annotated[Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=list[str] | Cuda)] | None, LIVE] = None
-    rdma: Annotated[Literal["doca-ofed", "inbox"], REBOOT] = "inbox"
-    slurm: Annotated[Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=str | SlurmSoftware)] | None, RESTART] = None
+    nvidia_driver: Annotated[NvidiaDriver | None, REBOOT.on("gpu", "health")] = None
+    cuda: Annotated[Annotated[Cuda, BeforeValidator(_versions_mapping, json_schema_input_type=list[str] | Cuda)] | None, LIVE.on("gpu", "health")] = None
+    rdma: Annotated[Literal["doca-ofed", "inbox"], REBOOT.on("rdma")] = "inbox"
+    slurm: Annotated[Annotated[SlurmSoftware, BeforeValidator(_version_mapping, json_schema_input_type=str | SlurmSoftware)] | None, RESTART.on("slurm")] = None
 
 
 # --- networks and fabrics -----------------------------------------------------------
 
 
 class Network(Strict):
-    cidr: Annotated[Cidr, REPLACE]
-    vlan: Annotated[VlanId | None, REBOOT] = None
-    mtu: Annotated[Mtu, DRAIN] = Field(default=1500, le=9216)
-    reserved: Annotated[list[Cidr], REPLACE] = Field(default_factory=list, description="Ranges kept for external systems.")
-    interface: Annotated[InterfaceName | None, REBOOT] = Field(
+    cidr: Annotated[Cidr, REPLACE.on_every()]
+    vlan: Annotated[VlanId | None, REBOOT.on("base")] = None
+    mtu: Annotated[Mtu, DRAIN.on("base")] = Field(default=1500, le=9216)
+    reserved: Annotated[list[Cidr], REPLACE.on_every()] = Field(default_factory=list, description="Ranges kept for external systems.")
+    interface: Annotated[InterfaceName | None, REBOOT.on("base")] = Field(
         default=None, description="Host interface carrying this network, if configured by the base role.")
 
 
 class Networks(Strict):
-    management: Annotated[Network, REPLACE]
-    bmc: Annotated[Network | None, LIVE] = None       # out of band: nothing on the host's OS changes
-    storage: Annotated[Network | None, REBOOT] = None
+    management: Annotated[Network, REPLACE.on_every()]
+    bmc: Annotated[Network | None, LIVE.on("base")] = None       # out of band: only /etc/hosts and the plan's networks
+    storage: Annotated[Network | None, REBOOT.on("base")] = None
 
 
 class Switch(Strict):
     vendor: Annotated[Vendor, NONE]
     model: Annotated[ModelName, NONE]
-    ports: Annotated[Count, LIVE] = Field(ge=4, le=1024)      # the tree's tiers: Slurm's topology.conf
+    ports: Annotated[Count, LIVE.on()] = Field(ge=4, le=1024)      # the plan's tiers and switch count; no phase reads it
     power_kw: Annotated[Kilowatts, NONE]
     rack_units: Annotated[RackUnits, NONE] = 1
 
 
 class SubnetManager(Strict):
-    IMPACT: ClassVar[Impact] = RESTART  # opensm restarts; the fabric forwards on its programmed routes meanwhile
+    IMPACT: ClassVar[Cost] = RESTART.on("rdma", "health")  # opensm restarts; the fabric forwards on its programmed routes meanwhile
     kind: Literal["opensm", "ufm"] = "opensm"
     hosts: Hostlist = Field(min_length=1, description="Primary first, then standbys.")
 
 
 class FabricIp(Strict):
-    IMPACT: ClassVar[Impact] = DRAIN   # every host's IPoIB addresses: jobs talking over them lose their peers
+    IMPACT: ClassVar[Cost] = DRAIN.on("rdma", "health")   # every host's IPoIB addresses: jobs talking over them lose their peers
     cidr: Cidr
     mode: Literal["datagram", "connected"] = "datagram"
     mtu: Mtu | None = None
@@ -242,17 +250,18 @@ RATE_GBITS: dict[str, int] = {"edr": 100, "hdr": 200, "ndr": 400, "xdr": 800,
 
 
 class Fabric(Strict):
-    name: Annotated[Name, LIVE]
-    kind: Annotated[Literal["infiniband", "roce"], REBOOT]
-    rate: Annotated[Literal[tuple(RATE_GBITS)], NONE]       # one of the table's rates
-    rails: Annotated[Count, DRAIN] = Field(default=1, ge=1, le=16)
-    topology: Annotated[Literal["rail-optimized", "fat-tree"], LIVE] = "fat-tree"
-    scalable_unit: Annotated[Count, LIVE] = Field(default=32, ge=1, le=65536, description="Nodes per scalable unit.")
+    name: Annotated[Name, LIVE.on("rdma", "slurm", "health")]
+    kind: Annotated[Literal["infiniband", "roce"], REBOOT.on("rdma", "health")]
+    rate: Annotated[Literal[tuple(RATE_GBITS)], LIVE.on("rdma", "health")]   # the health gate's link rate
+    rails: Annotated[Count, DRAIN.on("rdma", "health")] = Field(default=1, ge=1, le=16)
+    topology: Annotated[Literal["rail-optimized", "fat-tree"], LIVE.on("slurm")] = "fat-tree"
+    scalable_unit: Annotated[Count, LIVE.on("slurm")] = Field(default=32, ge=1, le=65536, description="Nodes per scalable unit.")
     switch: Annotated[Switch, NONE]
-    subnet_manager: Annotated[SubnetManager | None, RESTART] = None
-    ipoib: Annotated[FabricIp | None, DRAIN] = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
+    subnet_manager: Annotated[SubnetManager | None, RESTART.on("rdma", "health")] = None
+    ipoib: Annotated[FabricIp | None, DRAIN.on("rdma", "health")] = Field(default=None, validation_alias=AliasChoices("ipoib", "ip"),
                                    description="IP over the fabric (IPoIB, or plain IP on RoCE): one subnet per rail.")
-    interfaces: Annotated[list[InterfaceName] | None, DRAIN] = Field(default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
+    interfaces: Annotated[list[InterfaceName] | None, DRAIN.on("rdma", "health")] = Field(
+        default=None, description="Per-rail host interfaces, if not the default ib0..ibN.")
 
     @property
     def link_gbits(self) -> int:
@@ -264,36 +273,36 @@ class Fabric(Strict):
 
 
 class Gpu(Strict):
-    model: Annotated[ModelName, DRAIN] = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
-    count: Annotated[Count, DRAIN] = Field(le=72)
+    model: Annotated[ModelName, DRAIN.on("slurm", "health")] = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
+    count: Annotated[Count, DRAIN.on("slurm", "health")] = Field(le=72)
     memory_gb: Annotated[Gigabytes, NONE] = 0
-    nvswitch: Annotated[bool, DRAIN] = False
-    nvlink_domain: Annotated[bool, DRAIN] = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
+    nvswitch: Annotated[bool, DRAIN.on("gpu")] = False
+    nvlink_domain: Annotated[bool, DRAIN.on("gpu")] = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
 
 
 class Cpu(Strict):
-    IMPACT: ClassVar[Impact] = DRAIN   # the node's Slurm definition (CPUs, sockets, cores, threads)
+    IMPACT: ClassVar[Cost] = DRAIN.on("slurm")   # the node's Slurm definition (CPUs, sockets, cores, threads)
     sockets: Count = Field(ge=1, le=8)
     cores_per_socket: Count = Field(ge=1, le=512)
     threads_per_core: Count = Field(default=1, ge=1, le=8)
 
 
 class Hca(Strict):
-    model: Annotated[ModelName, NONE]
-    count: Annotated[Count, DRAIN] = Field(le=16)
+    model: Annotated[ModelName, LIVE.on("rdma")]        # the rdma role's rdma_hca_model
+    count: Annotated[Count, DRAIN.on("gpu", "health")] = Field(le=16)
 
 
 class NodeType(Strict):
     vendor: Annotated[Vendor, NONE]
     model: Annotated[Text, NONE] = Field(description="Chassis model, as the vendor writes it (descriptive).")
-    gpu: Annotated[Gpu | None, DRAIN] = None
-    cpu: Annotated[Cpu, DRAIN]
-    memory_gb: Annotated[Gigabytes, DRAIN] = Field(ge=1)
-    hca: Annotated[Hca | None, DRAIN] = None
-    local_nvme_tb: Annotated[Terabytes, LIVE] = 0
+    gpu: Annotated[Gpu | None, DRAIN.on("gpu", "slurm", "health")] = None
+    cpu: Annotated[Cpu, DRAIN.on("slurm")]
+    memory_gb: Annotated[Gigabytes, DRAIN.on("slurm")] = Field(ge=1)
+    hca: Annotated[Hca | None, DRAIN.on("rdma", "health")] = None
+    local_nvme_tb: Annotated[Terabytes, LIVE.on()] = 0           # read by no phase
     power_kw: Annotated[Kilowatts, NONE]
     rack_units: Annotated[RackUnits, NONE] = Field(le=48)
-    hugepages_2m: Annotated[HugePages, REBOOT] = Field(default=0, description="2 MiB huge pages reserved at boot.")
+    hugepages_2m: Annotated[HugePages, REBOOT.on("base")] = Field(default=0, description="2 MiB huge pages reserved at boot.")
 
     @property
     def gpus(self) -> int:
@@ -312,12 +321,13 @@ class Rack(Strict):
 
 
 class Pool(Strict):
-    name: Annotated[Name, LIVE]
-    type: Annotated[Name, DRAIN] = Field(description="A key of node_types.")
-    hosts: Annotated[Hostlist, LIVE] = Field(min_length=1)     # added hosts are new, removed ones removed
+    name: Annotated[Name, LIVE.on()]                           # the pool_<name> group: no play addresses it
+    type: Annotated[Name, DRAIN.on("base", "rdma", "slurm", "health")] = Field(description="A key of node_types.")
+    hosts: Annotated[Hostlist, LIVE.on("base", "rdma", "health")] = Field(min_length=1)     # added hosts are new, removed ones removed
     racks: Annotated[Hostlist, NONE] = Field(min_length=1)
-    fabric: Annotated[Name | None, DRAIN] = Field(default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
-    macs: Annotated[dict[HostName, MacAddress], RESTART] = Field(
+    fabric: Annotated[Name | None, DRAIN.on("base", "rdma", "health")] = Field(
+        default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
+    macs: Annotated[dict[HostName, MacAddress], RESTART.on("boot")] = Field(
         default_factory=dict, description="Each host's management interface (the one it boots from), by host name: "
                                           "the boot server's DHCP entry for it. Hosts without one do not boot from an image.")
 
@@ -326,11 +336,11 @@ class Pool(Strict):
 
 
 class Accounting(Strict):
-    host: Annotated[HostName, RESTART]
+    host: Annotated[HostName, RESTART.on("slurm")]
 
 
 class Partition(Strict):
-    IMPACT: ClassVar[Impact] = LIVE    # scontrol reconfigure: running jobs keep their limits
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")    # scontrol reconfigure: running jobs keep their limits
     name: Name
     pools: list[Name] = Field(min_length=1)
     default: bool = False
@@ -339,35 +349,35 @@ class Partition(Strict):
 
 
 class Slurm(Strict):
-    cluster: Annotated[Name, REPLACE]    # slurmctld refuses a state saved under another ClusterName
-    controllers: Annotated[list[HostName], RESTART] = Field(min_length=1, max_length=2, description="Primary, then backup.")
-    accounting: Annotated[Accounting, RESTART]
-    login: Annotated[list[HostName], LIVE] = Field(default_factory=list)
-    partitions: Annotated[list[Partition], LIVE] = Field(min_length=1)
-    topology: Annotated[Literal["tree", "none"], RESTART] = "tree"
-    containers: Annotated[Literal["pyxis", "none"], RESTART] = "none"
-    state_save_location: Annotated[StatePath, RESTART] = "/var/spool/slurmctld"
+    cluster: Annotated[Name, REPLACE.on("slurm")]    # slurmctld refuses a state saved under another ClusterName
+    controllers: Annotated[list[HostName], RESTART.on("base", "slurm")] = Field(min_length=1, max_length=2, description="Primary, then backup.")
+    accounting: Annotated[Accounting, RESTART.on("slurm")]
+    login: Annotated[list[HostName], LIVE.on("slurm")] = Field(default_factory=list)
+    partitions: Annotated[list[Partition], LIVE.on("slurm")] = Field(min_length=1)
+    topology: Annotated[Literal["tree", "none"], RESTART.on("slurm")] = "tree"
+    containers: Annotated[Literal["pyxis", "none"], RESTART.on("slurm")] = "none"
+    state_save_location: Annotated[StatePath, RESTART.on("slurm")] = "/var/spool/slurmctld"
 
 
 class Kubernetes(Strict):
-    name: Annotated[Name, REPLACE]
-    version: Annotated[MajorMinor, DRAIN]              # kubeadm upgrade: each node cordoned and drained
-    control_plane: Annotated[list[HostName], RESTART] = Field(min_length=1)
-    workers: Annotated[list[Name], DRAIN] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
-    pod_cidr: Annotated[Cidr, REPLACE]                 # kubeadm cannot move it: the cluster is rebuilt
-    service_cidr: Annotated[Cidr, REPLACE]
-    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring", "opencost"]], LIVE] = Field(
+    name: Annotated[Name, REPLACE.on(*CLUSTER)]
+    version: Annotated[MajorMinor, DRAIN.on(*CLUSTER)]              # kubeadm upgrade: each node cordoned and drained
+    control_plane: Annotated[list[HostName], RESTART.on(*CLUSTER)] = Field(min_length=1)
+    workers: Annotated[list[Name], DRAIN.on(*CLUSTER)] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
+    pod_cidr: Annotated[Cidr, REPLACE.on(*CLUSTER)]                 # kubeadm cannot move it: the cluster is rebuilt
+    service_cidr: Annotated[Cidr, REPLACE.on(*CLUSTER)]
+    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring", "opencost"]], LIVE.on()] = Field(
         default_factory=list, description="Helm add-ons; opencost prices the cluster's namespaces from billing.tariffs "
                                           "and needs monitoring (its Prometheus) and a billing section.")
-    rdma: Annotated[Literal["shared", "sriov"], REBOOT] = "shared"   # SR-IOV virtual functions are set up at boot
+    rdma: Annotated[Literal["shared", "sriov"], REBOOT.on()] = "shared"   # SR-IOV virtual functions: the Pulumi program's operator
     prometheus: Annotated[Url | None, NONE] = Field(
         default=None, description="The cluster's Prometheus (its HTTP API's base URL, e.g. the monitoring add-on's, "
                                   "reached from where gigafactory usage runs): tenants' namespace usage is read from it.")
 
 
 class NfsStorage(Strict):
-    IMPACT: ClassVar[Impact] = DRAIN   # remounted on every host: nothing may hold a file open on it
-    name: Annotated[Name, LIVE]
+    IMPACT: ClassVar[Cost] = DRAIN.on()   # remounted on every host: nothing may hold a file open on it (no phase mounts it yet)
+    name: Annotated[Name, LIVE.on()]
     kind: Literal["nfs"]
     server: HostName
     export: ExportPath
@@ -376,8 +386,8 @@ class NfsStorage(Strict):
 
 
 class LustreStorage(Strict):
-    IMPACT: ClassVar[Impact] = DRAIN
-    name: Annotated[Name, LIVE]
+    IMPACT: ClassVar[Cost] = DRAIN.on()
+    name: Annotated[Name, LIVE.on()]
     kind: Literal["lustre"]
     mgs: LustreNid = Field(description="MGS NID, e.g. '10.42.255.10@tcp'.")
     fsname: LustreFsName
@@ -389,7 +399,7 @@ Storage = Annotated[NfsStorage | LustreStorage, Field(discriminator="kind")]
 
 
 class TenantSlurm(Strict):
-    IMPACT: ClassVar[Impact] = LIVE    # sacctmgr on the accounting host: limits and shares apply to the next job
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")    # sacctmgr (role slurm_tenants): limits and shares apply to the next job
     account: Name
     gpus: Count | None = None
     cpus: Count | None = None
@@ -398,7 +408,7 @@ class TenantSlurm(Strict):
 
 
 class TenantKubernetes(Strict):
-    IMPACT: ClassVar[Impact] = LIVE    # the namespace's objects (ResourceQuota, RoleBinding)
+    IMPACT: ClassVar[Cost] = LIVE.on()    # the namespace's objects (ResourceQuota, RoleBinding): the Pulumi program's
     cluster: Name
     namespace: Name
     gpus: Count
@@ -407,13 +417,13 @@ class TenantKubernetes(Strict):
 
 class Money(Strict):
     """An amount with its currency written out (units explicit)."""
-    IMPACT: ClassVar[Impact] = LIVE
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")        # a prepaid budget: GrpTRESMins on the tenant's QOS
     amount: Amount
     currency: Currency
 
 
 class TenantBilling(Strict):
-    IMPACT: ClassVar[Impact] = LIVE
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")        # the class's factor divides a prepaid budget
     class_: Name | None = Field(default=None, alias="class", description="A class of billing.classes; "
                                 "default: no class (price factor 1).")
     prepaid: Money | None = Field(default=None, description="Prepaid budget: on Slurm, GrpTRESMins=billing on the "
@@ -421,17 +431,18 @@ class TenantBilling(Strict):
 
 
 class Tenant(Strict):
-    IMPACT: ClassVar[Impact] = LIVE    # accounts, quotas and namespaces: on the controller and the API
+    IMPACT: ClassVar[Cost] = LIVE.on()    # accounts, quotas and namespaces: on the controller and the API
     name: Name
-    slurm: TenantSlurm | None = None
+    slurm: Annotated[TenantSlurm | None, LIVE.on("slurm")] = None
     kubernetes: TenantKubernetes | None = None
     storage_tb: dict[Name, Terabytes] = Field(default_factory=dict)
-    fabric_isolation: Annotated[bool, DRAIN] = Field(default=False, description="Own InfiniBand partition key.")
-    pools: Annotated[list[Name], DRAIN] = Field(default_factory=list, description="Pools whose hosts are dedicated to the tenant (whole hosts); "
-                             "fabric_isolation needs them.")
-    partition_key: Annotated[PartitionKey | None, DRAIN] = Field(default=None, description="InfiniBand P_Key of the tenant's partition, "
+    fabric_isolation: Annotated[bool, DRAIN.on(*PARTITIONED)] = Field(default=False, description="Own InfiniBand partition key.")
+    pools: Annotated[list[Name], DRAIN.on(*PARTITIONED)] = Field(
+        default_factory=list, description="Pools whose hosts are dedicated to the tenant (whole hosts); "
+                                          "fabric_isolation needs them.")
+    partition_key: Annotated[PartitionKey | None, DRAIN.on(*PARTITIONED)] = Field(default=None, description="InfiniBand P_Key of the tenant's partition, "
                                                "0x0001-0x7ffd; default: derived from the tenant's name.")
-    billing: TenantBilling | None = None
+    billing: Annotated[TenantBilling | None, LIVE.on("slurm")] = None
 
 
 # --- billing and energy -------------------------------------------------------------
@@ -439,27 +450,27 @@ class Tenant(Strict):
 
 class Tariffs(Strict):
     """Prices in billing.currency; each key names its unit."""
-    IMPACT: ClassVar[Impact] = LIVE    # TRESBillingWeights and PriorityWeightTRES: scontrol reconfigure
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")    # TRESBillingWeights and PriorityWeightTRES: scontrol reconfigure
     gpu_hour: dict[ModelName, Price] = Field(default_factory=dict, description="Per GPU model (node_types.*.gpu.model).")
     cpu_hour: Price = Field(default=0, description="Per hardware thread (Slurm CPU) and hour.")
     memory_gb_hour: Price = 0
-    storage_tb_month: dict[Name, Price] = Field(default_factory=dict, description="Per storage system (storage.*.name).")
-    energy_kwh: Price = Field(default=0, description="Per facility kWh (IT energy × PUE).")
+    storage_tb_month: Annotated[dict[Name, Price], LIVE.on()] = Field(default_factory=dict, description="Per storage system (storage.*.name).")
+    energy_kwh: Annotated[Price, LIVE.on()] = Field(default=0, description="Per facility kWh (IT energy × PUE).")
 
 
 class TenantClass(Strict):
-    IMPACT: ClassVar[Impact] = LIVE
-    name: Name
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")        # a prepaid tenant's budget in billing minutes
+    name: Annotated[Name, LIVE.on()]
     price_factor: PriceFactor = 1.0
 
 
 class Billing(Strict):
-    IMPACT: ClassVar[Impact] = LIVE
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")
     currency: Annotated[Currency, NONE]
     period: Annotated[Literal["month"], NONE] = "month"
     timezone: Annotated[TimeZone | None, NONE] = Field(default=None, description="Time zone periods are cut in; default: site.timezone.")
     tariffs: Tariffs
-    classes: list[TenantClass] = Field(default_factory=list)
+    classes: Annotated[list[TenantClass], LIVE.on()] = Field(default_factory=list)
 
 
 class PueByPeriod(Strict):
@@ -480,7 +491,7 @@ class FacilityByPeriod(Strict):
 
 
 class Energy(Strict):
-    IMPACT: ClassVar[Impact] = RESTART  # acct_gather_energy and its frequency: slurmd restarts
+    IMPACT: ClassVar[Cost] = RESTART.on("slurm")  # acct_gather_energy and its frequency: slurmd restarts
     node: Literal["ipmi", "pm_counters", "none"] = Field(default="none", description="How node energy is measured "
                                                           "(Slurm's acct_gather_energy plugin).")
     gpu: Literal["dcgm-job-stats", "dcgm-exporter", "none"] = "none"
@@ -503,7 +514,8 @@ class Execution(Strict):
     """Where Ansible runs: execution hosts (hosts of the site, or ``controller``) and how a wave's hosts are split
     among them, one shard per execution host (ansible-runner's transmit, worker, process)."""
     IMPACT: ClassVar[Impact] = NONE    # how `up` runs, not what it applies
-    hosts: list[HostName] = Field(default_factory=lambda: [CONTROLLER], min_length=1, description=(
+    # but an execution host gets Ansible from the base phase (role execution_host)
+    hosts: Annotated[list[HostName], LIVE.on("base")] = Field(default_factory=lambda: [CONTROLLER], min_length=1, description=(
         "Execution hosts: host names of the site, or 'controller' for the machine running gigafactory up."))
     split: Literal["scalable_unit", "rack", "count"] = Field(default="count", description=(
         "How a wave's hosts are split: by scalable unit or by rack (an execution host takes its own first), "
@@ -516,8 +528,8 @@ class Execution(Strict):
 class BootImages(Strict):
     """The host that serves node images on the management network: DHCP (or proxy DHCP), TFTP with iPXE, and the
     images' network-boot bundles over HTTP (the boot_server role, docs/images.md)."""
-    server: Annotated[HostName, RESTART] = Field(description="The host serving node images (a host of a pool).")
-    proxy_dhcp: Annotated[bool, RESTART] = Field(
+    server: Annotated[HostName, RESTART.on("boot")] = Field(description="The host serving node images (a host of a pool).")
+    proxy_dhcp: Annotated[bool, RESTART.on("boot")] = Field(
         default=False, description="Answer only PXE requests and leave addresses to the network's own DHCP server.")
 
 
@@ -536,33 +548,34 @@ class Provisioning(Strict):
     strategy: Literal["linear", "free", "mitogen_linear", "mitogen_free"] = Field(default="linear", description=(
         "Ansible's strategy for every phase; the mitogen_ ones need the mitogen package beside Ansible (the [mitogen] "
         "extra) on the controller and on every execution host."))
-    images: Annotated[BootImages | None, RESTART] = None
+    images: Annotated[BootImages | None, RESTART.on("boot")] = None
 
 
 class Testbed(Strict):
     """Local QEMU virtual machines standing in for the site's hosts (demo and tests)."""
-    IMPACT: ClassVar[Impact] = REBOOT  # the VMs restart with their new size
+    IMPACT: ClassVar[Cost] = REBOOT.on()  # the VMs restart with their new size
     memory_mb: Megabytes = Field(default=2048, ge=512)
     cpus: Count = Field(default=2, ge=1, le=1024)
 
 
 class Site(Strict):
     # A field holding sections or entries: its class is what adding or removing one costs.
-    site: Annotated[SiteInfo, REPLACE]
+    # Its phases: those adding or removing one re-runs (a section always there: those its fields land on).
+    site: Annotated[SiteInfo, REPLACE.on_every()]
     policy: Annotated[Policy, NONE] = Policy()
-    os: Annotated[OperatingSystem, REBOOT] = OperatingSystem()
-    repositories: Annotated[Repositories, LIVE] = Repositories()
-    software: Annotated[Software, REBOOT] = Software()
-    networks: Annotated[Networks, REPLACE]
-    fabrics: Annotated[list[Fabric], DRAIN] = Field(default_factory=list)
+    os: Annotated[OperatingSystem, REBOOT.on_every()] = OperatingSystem()
+    repositories: Annotated[Repositories, LIVE.on(*KEYED)] = Repositories()
+    software: Annotated[Software, REBOOT.on("rdma", "gpu", "slurm", "health")] = Software()
+    networks: Annotated[Networks, REPLACE.on_every()]
+    fabrics: Annotated[list[Fabric], DRAIN.on("base", "rdma", "slurm", "health")] = Field(default_factory=list)
     node_types: Annotated[dict[Name, NodeType], NONE] = Field(min_length=1)   # used only through a pool's type
     racks: Annotated[list[Rack], NONE] = Field(min_length=1)
-    pools: Annotated[list[Pool], LIVE] = Field(min_length=1)     # its hosts are new, or removed
-    slurm: Annotated[Slurm | None, DRAIN] = None
-    kubernetes: Annotated[list[Kubernetes], DRAIN] = Field(default_factory=list)
-    storage: Annotated[list[Storage], DRAIN] = Field(default_factory=list)
-    tenants: Annotated[list[Tenant], LIVE] = Field(default_factory=list)
-    billing: Annotated[Billing | None, LIVE] = None
-    energy: Annotated[Energy | None, RESTART] = None
+    pools: Annotated[list[Pool], LIVE.on("base", "rdma", "health")] = Field(min_length=1)     # its hosts are new, or removed
+    slurm: Annotated[Slurm | None, DRAIN.on("base", "slurm")] = None
+    kubernetes: Annotated[list[Kubernetes], DRAIN.on(*CLUSTER)] = Field(default_factory=list)
+    storage: Annotated[list[Storage], DRAIN.on()] = Field(default_factory=list)
+    tenants: Annotated[list[Tenant], LIVE.on("slurm")] = Field(default_factory=list)
+    billing: Annotated[Billing | None, LIVE.on("slurm")] = None
+    energy: Annotated[Energy | None, RESTART.on("slurm")] = None
     provisioning: Annotated[Provisioning, NONE] = Provisioning()
-    testbed: Annotated[Testbed | None, REBOOT] = None
+    testbed: Annotated[Testbed | None, REBOOT.on_every()] = None    # a test bed's hosts: no ansible_host

@@ -2,8 +2,9 @@
 
 A phase is one of the orchestration's phases (infra/plan/phases.py): one playbook
 run against its inventory groups. Its resource carries only a hash of what the phase
-reads (the inventory variables its hosts receive, its playbooks, and every role it
-applies, depends on or includes, found by reading the playbooks); ``diff`` compares
+reads (its playbooks, and every role it applies, depends on or includes, found by reading
+the playbooks; of the inventory its hosts receive, the variables and groups those files
+name); ``diff`` compares
 hashes, so a phase re-runs exactly when one of those changed. One resource per phase,
 whatever the number of hosts.
 
@@ -21,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
@@ -30,7 +31,8 @@ from ..plan.phases import KUBERNETES, PHASES as ORCHESTRATION_PHASES, Phase
 from ..plan import Plan
 from ..render.inventory import site_inventory
 from ..site.model import Site
-from ..runner.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files  # noqa: F401 - re-exported
+from ..runner.phase_files import (PhaseInputError, files_digest, files_groups, files_references, phase_files,  # noqa: F401 - re-exported
+                                     site_inventory_files)
 
 ORCHESTRATION_MODULE = "infra.orchestrate"
 KUBECONFIG_VAR = "kubernetes_kubeconfig_dest"   # where the kubernetes role writes the admin kubeconfig
@@ -131,18 +133,53 @@ def phase_hosts(plan: Plan, phase: Phase, limit: str | None = None) -> list[str]
     return [h for h in hosts if h in allowed]
 
 
-def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str]) -> dict[str, Any]:
-    """What Ansible gives the phase's hosts from the site: the shared variables, each host's own, the variables of
-    every group one of them is in, and every group's members (plays address groups and other hosts' variables)."""
+MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})   # an attribute that reads a whole mapping
+
+
+def read_of(value: Any, attributes: Set[tuple[str, ...]]) -> Any:
+    """What is read of a variable's ``value`` through ``attributes`` (``()``: the whole value; ``("cuda",)``: its
+    ``cuda`` key, absent as None): a mapping narrowed to the keys read, anything else whole."""
+    if () in attributes or not isinstance(value, Mapping) or MAPPING_METHODS.intersection(a[0] for a in attributes):
+        return value
+    keys = sorted({a[0] for a in attributes})
+    return {k: read_of(value.get(k), {a[1:] for a in attributes if a[0] == k}) for k in keys}
+
+
+def phase_reads(references: Set[str]) -> dict[str, frozenset[tuple[str, ...]]]:
+    """name -> the attributes the phase's files read of it (files_references: ``gf_software.cuda`` and ``gf_site``
+    give ``{"gf_software": {("cuda",)}, "gf_site": {()}}``)."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for ref in references:
+        name, *attributes = ref.split(".")
+        out.setdefault(name, set()).add(tuple(attributes))
+    return {name: frozenset(attributes) for name, attributes in out.items()}
+
+
+def phase_variables(inventory: Mapping[str, Any], hosts: Sequence[str],
+                    reads: Mapping[str, Set[tuple[str, ...]]], groups: Set[str]) -> dict[str, Any]:
+    """What the phase reads of what Ansible gives its hosts from the site (``reads``: phase_reads of its files): of
+    the shared variables, each host's own and those of every group one of them is in (with those of its hosts in the
+    group), the ones its files name, as far as they read them, and each host's connection variables (``ansible_*``);
+    the members of the groups its files address (``groups``: files_groups), and each host's groups where they read
+    ``group_names`` as a whole."""
     everyone = inventory["all"]
     wanted = set(hosts)
     children = everyone["children"]
-    return {
-        "all": everyone["vars"],
-        "hosts": {h: everyone["hosts"][h] for h in hosts},
-        "group_vars": {g: c["vars"] for g, c in children.items() if "vars" in c and wanted.intersection(c["hosts"])},
-        "groups": {g: list(c["hosts"]) for g, c in children.items()},
+
+    def read(variables: Mapping[str, Any], connection: bool = False) -> dict[str, Any]:
+        return {k: v if connection and k.startswith("ansible_") else read_of(v, reads[k])
+                for k, v in variables.items() if k in reads or (connection and k.startswith("ansible_"))}
+
+    out = {
+        "all": read(everyone["vars"]),
+        "hosts": {h: read(everyone["hosts"][h], connection=True) for h in hosts},
+        "group_vars": {g: {"vars": read(c["vars"]), "hosts": [h for h in c["hosts"] if h in wanted]}
+                       for g, c in children.items() if read(c.get("vars", {})) and wanted.intersection(c["hosts"])},
+        "groups": {g: list(c["hosts"]) for g, c in children.items() if g in groups},
     }
+    if "group_names" in groups:
+        out["group_names"] = {h: sorted(g for g, c in children.items() if h in c["hosts"]) for h in hosts}
+    return out
 
 
 @dataclass(frozen=True)
@@ -154,6 +191,8 @@ class PhaseInputs:
     plan: Plan
     inventory: Mapping[str, Any]        # infra.render.inventory.site_inventory: what the inventory plugin gives Ansible
     files: Mapping[str, str]            # phase name -> digest of the files it reads
+    reads: Mapping[str, Mapping[str, frozenset[tuple[str, ...]]]]  # phase name -> phase_reads of its files
+    groups: Mapping[str, frozenset[str]]  # phase name -> files_groups of its files: the groups it addresses
 
     @classmethod
     def of(cls, site: Site, plan: Plan, root: Path, site_file: str, playbooks: Path | None = None) -> PhaseInputs:
@@ -164,17 +203,24 @@ class PhaseInputs:
         if books != root:
             beside = tuple((root / rel).as_posix() for rel in beside)
         files: dict[str, str] = {}
+        reads: dict[str, dict[str, frozenset[tuple[str, ...]]]] = {}
+        groups: dict[str, frozenset[str]] = {}
         for spec in ORCHESTRATION_PHASES:
             try:
-                files[spec.name] = files_digest(books, phase_files(books, spec.playbook) + beside)
+                paths = phase_files(books, spec.playbook) + beside
+                files[spec.name] = files_digest(books, paths)
+                reads[spec.name] = phase_reads(files_references(books, paths))
+                groups[spec.name] = files_groups(books, paths)
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
-        return cls(root, site_file, plan, site_inventory(site, plan), files)
+        return cls(root, site_file, plan, site_inventory(site, plan), files, reads, groups)
 
     def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None, limit: str | None = None) -> str:
-        """The phase's inputs hash (within ``limit``, as phase_hosts): the variables its hosts receive, its extra
-        variables, its files."""
-        view = {"variables": phase_variables(self.inventory, phase_hosts(self.plan, phase, limit)), "extra_vars": dict(extra_vars or {})}
+        """The phase's inputs hash (within ``limit``, as phase_hosts): what it reads of the variables its hosts
+        receive, its extra variables, its files."""
+        hosts = phase_hosts(self.plan, phase, limit)
+        view = {"variables": phase_variables(self.inventory, hosts, self.reads[phase.name], self.groups[phase.name]),
+                "extra_vars": dict(extra_vars or {})}
         digest = hashlib.sha256(json.dumps(view, sort_keys=True, default=str).encode())
         digest.update(self.files[phase.name].encode())
         return digest.hexdigest()
