@@ -19,7 +19,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -517,16 +517,23 @@ class Rollout:
                                 f"{', '.join(sorted(s.out))} stay out of service")
             self._say(f"rollout: stopping: {s.result.stopped}")
 
+    def _read(self, nodes: Iterable[str], ask: Callable[[Scheduler, list[str]], dict[str, Any]]
+              ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        """``ask`` each scheduler about its nodes of ``nodes`` (grouped before the first answer): its nodes and its
+        answer; a scheduler that cannot be read is said and skipped this round."""
+        for hosts in _by_scheduler(nodes, self.schedulers):
+            try:
+                answer = ask(self.schedulers[hosts[0]], hosts)
+            except CommandFailed as err:
+                self._say(f"rollout: could not read {', '.join(hosts)}: {err}")
+                continue
+            yield hosts, answer
+
     def _free_of_jobs(self, s: _Underway, waits: dict[str, tuple[str, float]]) -> list[str]:
         """The waiting nodes free of jobs now, no longer waiting; what the others wait for goes into ``waits``."""
         now = self.clock()
         free: list[str] = []
-        for hosts in _by_scheduler(s.waiting, self.schedulers):
-            try:
-                busy = self.schedulers[hosts[0]].busy(hosts)
-            except CommandFailed as err:
-                self._say(f"rollout: could not read {', '.join(hosts)}: {err}")
-                continue
+        for hosts, busy in self._read(s.waiting, lambda scheduler, hosts: scheduler.busy(hosts)):
             for h in hosts:
                 if busy.get(h, "?"):
                     waits[h] = (busy.get(h, "?"), now - s.waiting[h])
@@ -580,12 +587,7 @@ class Rollout:
         """The rebooting nodes back now, no longer rebooting; those the scheduler gave up on, or not back within
         ``reboot_timeout_s``, failed; what the others wait for goes into ``waits``."""
         back: list[str] = []
-        for hosts in _by_scheduler(s.rebooting, self.schedulers):
-            try:
-                state = self.schedulers[hosts[0]].back(hosts)
-            except CommandFailed as err:
-                self._say(f"rollout: could not read {', '.join(hosts)}: {err}")
-                continue
+        for hosts, state in self._read(s.rebooting, lambda scheduler, hosts: scheduler.back(hosts)):
             for h in hosts:
                 if state.get(h) == "":
                     back.append(h)
