@@ -405,3 +405,24 @@ def test_slurm_can_reboot_a_node_and_waits_for_it_as_long_as_the_rollout_does():
     assert re.search(r"^RebootProgram=/usr/sbin/reboot$", conf, flags=re.MULTILINE)
     rollout = {f.name: f.default for f in dataclasses.fields(Rollout)}
     assert timeout and int(timeout.group(1)) == rollout["reboot_timeout_s"] == UpOptions.rollout_reboot_timeout_s
+
+
+def test_a_scheduler_that_cannot_be_read_is_said_and_its_node_is_updated_after_the_next_poll():
+    from infra.orchestrate.rollout import CommandFailed
+    clock = Clock()
+    slurm = FakeSlurm(clock, ["node01"])
+    failures = [CommandFailed("scontrol show failed (rc 1): Unable to contact slurm controller")]
+
+    class Unreadable(Slurm):
+        def busy(self, nodes: list[str]) -> dict[str, str]:
+            if failures:
+                raise failures.pop()
+            return super().busy(nodes)
+
+    apply, health, out = Recorder(clock, "apply", slurm=slurm), Recorder(clock, "health"), io.StringIO()
+    result = Rollout(impacts={"node01": HostImpact("node01", "drain")}, domains={"partition batch": ["node01"]},
+                     schedulers={"node01": Unreadable(slurm)}, apply=apply, health=health, reboot=lambda hosts: {},
+                     progress=LineProgress(out, clock=clock), poll_s=5, clock=clock, sleep=clock.sleep).run()
+    assert "rollout: could not read node01: scontrol show failed (rc 1)" in out.getvalue(), out.getvalue()
+    assert apply.calls == [(5.0, ["node01"])]           # not in the round that could not read it: one poll later
+    assert result.nodes["node01"].status == "ok" and slurm.out() == set()

@@ -19,7 +19,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -384,6 +384,24 @@ class RolloutResult:
 
 
 @dataclass
+class _Underway:
+    """Where the nodes of one ``Rollout.run`` stand: what is left to take out, what waits for its jobs or its
+    reboot, what is out of service now, and each node's outcome so far."""
+    order: list[str]                       # the rolled nodes, in the impacts' order
+    result: RolloutResult
+    limit: dict[str, int]                  # domain -> how many of its nodes may be out at once
+    domains_of: dict[str, list[str]]       # node -> the domains it is in
+    pending: list[str]                     # not taken out yet
+    out: set[str] = field(default_factory=set)                # out of service now (failed nodes stay out)
+    waiting: dict[str, float] = field(default_factory=dict)   # node -> when it was taken out, until free of its jobs
+    rebooting: dict[str, float] = field(default_factory=dict)  # node -> when its scheduler was asked to reboot it
+
+    @property
+    def nodes(self) -> dict[str, NodeOutcome]:
+        return self.result.nodes
+
+
+@dataclass
 class Rollout:
     """One rollout of drain- and reboot-class hosts; ``run()`` drives it to the end (poll, apply, health, resume)."""
     impacts: dict[str, HostImpact]
@@ -408,164 +426,202 @@ class Rollout:
 
     def run(self) -> RolloutResult:
         order = [h for h, i in self.impacts.items() if i.impact in ROLLED]
-        nodes = {h: NodeOutcome(h, self.impacts[h].impact) for h in order}
-        result = RolloutResult(nodes)
+        result = RolloutResult({h: NodeOutcome(h, self.impacts[h].impact) for h in order})
         if not order:
             return result
-        limit = {d: allowance(len(m), self.max_unavailable_percent) for d, m in self.domains.items()}
-        domains_of = {h: [d for d, m in self.domains.items() if h in m] for h in order}
-        out: set[str] = set()                     # out of service now (failed nodes stay out)
-        waiting: dict[str, float] = {}            # node -> when it was taken out, until free of its jobs
-        rebooting: dict[str, float] = {}          # node -> when its scheduler was asked to reboot it
-        pending = list(order)
+        s = _Underway(order, result, limit={d: allowance(len(m), self.max_unavailable_percent)
+                                            for d, m in self.domains.items()},
+                      domains_of={h: [d for d, m in self.domains.items() if h in m] for h in order}, pending=list(order))
         self._say(f"rollout: {len(order)} node(s); at most {self.max_unavailable_percent:g}% of a domain out at once: "
-                  + ", ".join(f"{d} {limit[d]}/{len(self.domains[d])}" for d in
-                              dict.fromkeys(d for h in order for d in domains_of[h])))
-
-        def room(h: str) -> bool:
-            return all(sum(1 for o in out if o in self.domains[d]) < limit[d] for d in domains_of[h])
-
-        def fail(hosts: Iterable[str], why: str | Mapping[str, str]) -> None:
-            for h in hosts:
-                n = nodes[h]
-                n.status, n.message = "failed", why if isinstance(why, str) else why[h]
-                n.steps.append("failed")
-                try:
-                    self.schedulers[h].keep_out(h, reason_text([f"update failed: {n.message}"]))
-                except CommandFailed as err:
-                    n.message += f" (and could not be kept out: {err})"
-                self._say(f"rollout: {h} failed and stays out of service: {n.message}")
-
-        def interrupted() -> bool:
-            if self.cancelled() and not result.stopped:
-                result.stopped = "interrupted: no more nodes taken out, updated or put back"
-                self._say(f"rollout: {result.stopped}")
-            return self.cancelled()
-
-        def finish(hosts: list[str]) -> None:
-            """Health gate, then back into service."""
-            failed = self.health(hosts) if hosts else {}
-            if interrupted():
-                return          # the gate did not finish: no node goes back
-            fail([h for h in hosts if h in failed], {h: f"health gate: {failed[h]}" for h in failed})
-            for h in hosts:
-                if h in failed:
-                    continue
-                try:
-                    self.schedulers[h].put_back(h)
-                except CommandFailed as err:
-                    fail([h], str(err))
-                    continue
-                nodes[h].status = "ok"
-                nodes[h].steps.append("resumed")
-                out.discard(h)
-                self._say(f"rollout: {h} updated and back in service")
-
-        while (pending or waiting or rebooting) and not interrupted():
-            started = len(order) - len(pending)
-            if self.stop_reason and not result.stopped and started:
-                result.stopped = self.stop_reason(len(result.failed), started, len(order))
-                if result.stopped:
-                    self._say(f"rollout: stopping, no more nodes taken out: {result.stopped}")
-            if pending and not result.stopped:
-                # take out as many as the domains allow, nodes running no job first
-                for h in self._idle_first(pending):
-                    if not room(h) or interrupted():
-                        continue
-                    pending.remove(h)
-                    out.add(h)
-                    try:
-                        self.schedulers[h].take_out(h, reason_text(self.impacts[h].reasons))
-                    except CommandFailed as err:
-                        fail([h], str(err))
-                        continue
-                    waiting[h] = self.clock()
-                    nodes[h].steps.append("drained")
-            if not waiting and not rebooting:
-                if pending and not result.stopped:
-                    blocked = sorted(set(d for h in pending for d in domains_of[h] if not room(h)))
-                    result.stopped = (f"no room left in {', '.join(blocked)}: failed nodes "
-                                      f"{', '.join(sorted(out))} stay out of service")
-                    self._say(f"rollout: stopping: {result.stopped}")
+                  + ", ".join(f"{d} {s.limit[d]}/{len(self.domains[d])}" for d in
+                              dict.fromkeys(d for h in order for d in s.domains_of[h])))
+        while (s.pending or s.waiting or s.rebooting) and not self._interrupted(s):
+            if not self._step(s):
                 break
-            now = self.clock()
-            waits: dict[str, tuple[str, float]] = {}
-            # the waiting nodes free of jobs now: update them together
-            free: list[str] = []
-            for hosts in _by_scheduler(waiting, self.schedulers):
-                try:
-                    busy = self.schedulers[hosts[0]].busy(hosts)
-                except CommandFailed as err:
-                    self._say(f"rollout: could not read {', '.join(hosts)}: {err}")
-                    continue
-                for h in hosts:
-                    if busy.get(h, "?"):
-                        waits[h] = (busy.get(h, "?"), now - waiting[h])
-                    else:
-                        free.append(h)
-            if free:
-                for h in free:
-                    nodes[h].waited_s = now - waiting.pop(h)
-                    nodes[h].steps.append("idle")
-                self._say(f"rollout: updating {', '.join(free)}")
-                failed = self.apply(free)
-                if interrupted():
-                    break
-                fail([h for h in free if h in failed], failed)
-                updated = [h for h in free if h not in failed]
-                direct, plain_reboot = [], []
-                for h in updated:
-                    nodes[h].steps.append("updated")
-                    if self.impacts[h].impact != "reboot":
-                        direct.append(h)
-                        continue
-                    try:
-                        if self.schedulers[h].reboot(h, reason_text(self.impacts[h].reasons)):
-                            rebooting[h] = self.clock()
-                            nodes[h].steps.append("reboot requested")
-                        else:
-                            plain_reboot.append(h)
-                    except CommandFailed as err:
-                        fail([h], str(err))
-                if plain_reboot:
-                    failed = self.reboot(plain_reboot)
-                    fail([h for h in plain_reboot if h in failed], {h: f"reboot: {m}" for h, m in failed.items()})
-                    for h in plain_reboot:
-                        if h not in failed:
-                            nodes[h].steps.append("rebooted")
-                            direct.append(h)
-                finish(direct)
-            # the rebooting nodes back now: health gate, then back into service
-            back: list[str] = []
-            for hosts in _by_scheduler(rebooting, self.schedulers):
-                try:
-                    state = self.schedulers[hosts[0]].back(hosts)
-                except CommandFailed as err:
-                    self._say(f"rollout: could not read {', '.join(hosts)}: {err}")
-                    continue
-                for h in hosts:
-                    if state.get(h) == "":
-                        back.append(h)
-                    elif state.get(h):
-                        del rebooting[h]
-                        fail([h], state[h])
-                    elif self.clock() - rebooting[h] > self.reboot_timeout_s:
-                        del rebooting[h]
-                        fail([h], f"not back {self.reboot_timeout_s:g} s after its reboot was requested")
-                    else:
-                        waits[h] = ("its reboot", self.clock() - rebooting[h])
-            for h in back:
-                del rebooting[h]
-                nodes[h].steps.append("rebooted")
-            finish(back)
-            if self.progress:
-                self.progress.waiting(waits)
-            if (waiting or rebooting) and not free and not back:
-                self.sleep(self.poll_s)
-        for h in pending:
-            nodes[h].message = f"not started: {result.stopped}"
-        result.left_out = [h for h in order if h in out]
+        for h in s.pending:
+            s.nodes[h].message = f"not started: {result.stopped}"
+        result.left_out = [h for h in order if h in s.out]
         return result
+
+    def _step(self, s: _Underway) -> bool:
+        """One round: stop if told to, take out what the domains allow, update the nodes free of their jobs, put
+        back those that passed the gate; wait a poll if nothing moved. False: the rollout ends here."""
+        self._check_stop(s)
+        if s.pending and not s.result.stopped:
+            self._take_out(s)
+        if not s.waiting and not s.rebooting:
+            self._stop_without_room(s)
+            return False
+        waits: dict[str, tuple[str, float]] = {}
+        free = self._free_of_jobs(s, waits)
+        if free and not self._update(s, free):
+            return False
+        back = self._back_from_reboot(s, waits)
+        self._finish(s, back)
+        if self.progress:
+            self.progress.waiting(waits)
+        if (s.waiting or s.rebooting) and not free and not back:
+            self.sleep(self.poll_s)
+        return True
+
+    def _room(self, s: _Underway, h: str) -> bool:
+        """Whether taking ``h`` out keeps every domain it is in within its allowance."""
+        return all(sum(1 for o in s.out if o in self.domains[d]) < s.limit[d] for d in s.domains_of[h])
+
+    def _fail(self, s: _Underway, hosts: Iterable[str], why: str | Mapping[str, str]) -> None:
+        """Mark ``hosts`` failed (``why``: one reason, or one per host) and keep them out of service."""
+        for h in hosts:
+            n = s.nodes[h]
+            n.status, n.message = "failed", why if isinstance(why, str) else why[h]
+            n.steps.append("failed")
+            try:
+                self.schedulers[h].keep_out(h, reason_text([f"update failed: {n.message}"]))
+            except CommandFailed as err:
+                n.message += f" (and could not be kept out: {err})"
+            self._say(f"rollout: {h} failed and stays out of service: {n.message}")
+
+    def _interrupted(self, s: _Underway) -> bool:
+        if self.cancelled() and not s.result.stopped:
+            s.result.stopped = "interrupted: no more nodes taken out, updated or put back"
+            self._say(f"rollout: {s.result.stopped}")
+        return self.cancelled()
+
+    def _check_stop(self, s: _Underway) -> None:
+        """Once nodes have started: whether ``stop_reason`` stops the rollout from taking out more."""
+        started = len(s.order) - len(s.pending)
+        if self.stop_reason and not s.result.stopped and started:
+            s.result.stopped = self.stop_reason(len(s.result.failed), started, len(s.order))
+            if s.result.stopped:
+                self._say(f"rollout: stopping, no more nodes taken out: {s.result.stopped}")
+
+    def _take_out(self, s: _Underway) -> None:
+        """Take out as many pending nodes as the domains allow, nodes running no job first."""
+        for h in self._idle_first(s.pending):
+            if not self._room(s, h) or self._interrupted(s):
+                continue
+            s.pending.remove(h)
+            s.out.add(h)
+            try:
+                self.schedulers[h].take_out(h, reason_text(self.impacts[h].reasons))
+            except CommandFailed as err:
+                self._fail(s, [h], str(err))
+                continue
+            s.waiting[h] = self.clock()
+            s.nodes[h].steps.append("drained")
+
+    def _stop_without_room(self, s: _Underway) -> None:
+        """Nothing in progress: nodes still pending have no room (failed nodes hold it), so the rollout stops."""
+        if s.pending and not s.result.stopped:
+            blocked = sorted(set(d for h in s.pending for d in s.domains_of[h] if not self._room(s, h)))
+            s.result.stopped = (f"no room left in {', '.join(blocked)}: failed nodes "
+                                f"{', '.join(sorted(s.out))} stay out of service")
+            self._say(f"rollout: stopping: {s.result.stopped}")
+
+    def _read(self, nodes: Iterable[str], ask: Callable[[Scheduler, list[str]], dict[str, Any]]
+              ) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        """``ask`` each scheduler about its nodes of ``nodes`` (grouped before the first answer): its nodes and its
+        answer; a scheduler that cannot be read is said and skipped this round."""
+        for hosts in _by_scheduler(nodes, self.schedulers):
+            try:
+                answer = ask(self.schedulers[hosts[0]], hosts)
+            except CommandFailed as err:
+                self._say(f"rollout: could not read {', '.join(hosts)}: {err}")
+                continue
+            yield hosts, answer
+
+    def _free_of_jobs(self, s: _Underway, waits: dict[str, tuple[str, float]]) -> list[str]:
+        """The waiting nodes free of jobs now, no longer waiting; what the others wait for goes into ``waits``."""
+        now = self.clock()
+        free: list[str] = []
+        for hosts, busy in self._read(s.waiting, lambda scheduler, hosts: scheduler.busy(hosts)):
+            for h in hosts:
+                if busy.get(h, "?"):
+                    waits[h] = (busy.get(h, "?"), now - s.waiting[h])
+                else:
+                    free.append(h)
+        for h in free:
+            s.nodes[h].waited_s = now - s.waiting.pop(h)
+            s.nodes[h].steps.append("idle")
+        return free
+
+    def _update(self, s: _Underway, free: list[str]) -> bool:
+        """Update ``free`` together, reboot those whose class says so, gate and put back the rest. False: the
+        update was interrupted (no node goes back)."""
+        self._say(f"rollout: updating {', '.join(free)}")
+        failed = self.apply(free)
+        if self._interrupted(s):
+            return False
+        self._fail(s, [h for h in free if h in failed], failed)
+        updated = [h for h in free if h not in failed]
+        for h in updated:
+            s.nodes[h].steps.append("updated")
+        self._finish(s, self._reboot_updated(s, updated))
+        return True
+
+    def _reboot_updated(self, s: _Underway, updated: list[str]) -> list[str]:
+        """Reboot the reboot-class nodes of ``updated``: through their scheduler (polled later by ``back``), else at
+        once. Returns the nodes ready for the health gate now: the drain-class ones and those rebooted at once."""
+        direct, plain_reboot = [], []
+        for h in updated:
+            if self.impacts[h].impact != "reboot":
+                direct.append(h)
+                continue
+            try:
+                if self.schedulers[h].reboot(h, reason_text(self.impacts[h].reasons)):
+                    s.rebooting[h] = self.clock()
+                    s.nodes[h].steps.append("reboot requested")
+                else:
+                    plain_reboot.append(h)
+            except CommandFailed as err:
+                self._fail(s, [h], str(err))
+        if plain_reboot:
+            failed = self.reboot(plain_reboot)
+            self._fail(s, [h for h in plain_reboot if h in failed], {h: f"reboot: {m}" for h, m in failed.items()})
+            for h in plain_reboot:
+                if h not in failed:
+                    s.nodes[h].steps.append("rebooted")
+                    direct.append(h)
+        return direct
+
+    def _back_from_reboot(self, s: _Underway, waits: dict[str, tuple[str, float]]) -> list[str]:
+        """The rebooting nodes back now, no longer rebooting; those the scheduler gave up on, or not back within
+        ``reboot_timeout_s``, failed; what the others wait for goes into ``waits``."""
+        back: list[str] = []
+        for hosts, state in self._read(s.rebooting, lambda scheduler, hosts: scheduler.back(hosts)):
+            for h in hosts:
+                if state.get(h) == "":
+                    back.append(h)
+                elif state.get(h):
+                    del s.rebooting[h]
+                    self._fail(s, [h], state[h])
+                elif self.clock() - s.rebooting[h] > self.reboot_timeout_s:
+                    del s.rebooting[h]
+                    self._fail(s, [h], f"not back {self.reboot_timeout_s:g} s after its reboot was requested")
+                else:
+                    waits[h] = ("its reboot", self.clock() - s.rebooting[h])
+        for h in back:
+            del s.rebooting[h]
+            s.nodes[h].steps.append("rebooted")
+        return back
+
+    def _finish(self, s: _Underway, hosts: list[str]) -> None:
+        """Health gate, then back into service."""
+        failed = self.health(hosts) if hosts else {}
+        if self._interrupted(s):
+            return          # the gate did not finish: no node goes back
+        self._fail(s, [h for h in hosts if h in failed], {h: f"health gate: {failed[h]}" for h in failed})
+        for h in hosts:
+            if h in failed:
+                continue
+            try:
+                self.schedulers[h].put_back(h)
+            except CommandFailed as err:
+                self._fail(s, [h], str(err))
+                continue
+            s.nodes[h].status = "ok"
+            s.nodes[h].steps.append("resumed")
+            s.out.discard(h)
+            self._say(f"rollout: {h} updated and back in service")
 
     def _idle_first(self, pending: list[str]) -> list[str]:
         """``pending`` with the nodes that run no job first, as far as their scheduler can tell (Slurm)."""

@@ -27,7 +27,7 @@ from ..plan.phases import BOOT, HEALTH, PHASES, PLAYBOOK_DIR, Phase
 from ..project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
 from ..runner.execution import Shard, WorkerCommand, default_worker_command, shards
-from .rollout import (NEW, ROLLED, AnsibleCommand, Apply, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
+from .rollout import (NEW, ROLLED, AnsibleCommand, CommandFailed, HostImpact, NodeControl, Rollout, RolloutError,
                       Slurm, ansible_reboot, availability_domains, host_impacts, schedulers_for)
 from ..runner.ansible import EventSink, HostFailure, WaveResult, run_shard, run_wave
 from .state import (FAILED, OK, PENDING, UNREACHABLE, HostResult, new_run_dir, previous_run, read_hosts,
@@ -87,6 +87,15 @@ class PhaseReport:
     task_seconds: float = 0.0
     host_tasks: int = 0
     controller_seconds: float = 0.0     # sharded runs: CPU time here to send shards and read their events
+
+    def add_wave(self, result: WaveResult) -> None:
+        """A wave's failed hosts, changes and times added to the phase's."""
+        self.failed += list(result.failed)
+        self.changed += sum(result.changed.values())
+        self.ansible_seconds += result.ansible_seconds
+        self.task_seconds += result.task_seconds
+        self.host_tasks += result.host_tasks
+        self.controller_seconds += result.controller_seconds
 
 
 @dataclass
@@ -231,16 +240,13 @@ def _reconfigure(slurm: Slurm, progress: Progress) -> str | None:
     return None
 
 
-def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: float,
-              impacts: dict[str, HostImpact], rolled: list[str], phases: list[Phase], start: dict[str, int],
-              phase_names: list[str], hosts: dict[str, HostResult],
-              run_one: Callable[[Phase, list[str], str], WaveResult], control: Callable[[str], NodeControl],
-              progress: Progress, reboot: Apply) -> tuple[dict[str, Any], str | None, list[str]]:
-    """The drain- and reboot-class hosts through the rollout: each selected phase but health as the update,
-    the health phase as the gate. Returns the rollout's record for summary.json, why the run stopped, and the
-    hosts it left out of service."""
+def _roll_out(run: _Run, rolled: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
+    """The drain- and reboot-class hosts ``rolled`` through the rollout: each selected phase but health as the
+    update, the health phase as the gate. Returns the rollout's record for summary.json, why the run stopped, and
+    the hosts it left out of service."""
+    options, plan, progress = run.options, run.plan, run.progress
     health = next((p for p in options.phases if p.name == HEALTH.name), None)     # the gate before a node is back
-    updates = [p for p in phases if p.name != HEALTH.name]
+    updates = [p for p in run.inputs.phases if p.name != HEALTH.name]
     members = {p.name: set(p.hosts(plan)) for p in options.phases}
     runs = iter(range(1, 10**6))
 
@@ -249,29 +255,31 @@ def _roll_out(options: UpOptions, plan: Plan, max_unavailable: float, max_fail: 
         for phase in which:
             if options.cancel.requested:
                 break                       # the rollout sees it and stops; no further phase starts
-            index = phase_names.index(phase.name)
-            wave = [h for h in targets if h in members[phase.name] and start[h] <= index and h not in failed]
+            index = run.phase_names.index(phase.name)
+            wave = [h for h in targets if h in members[phase.name] and run.start[h] <= index and h not in failed]
             if not wave:
                 continue
             progress.wave_start(phase.name, 0, wave)
-            result = run_one(phase, wave, f"rollout-{next(runs):03d}-{phase.name}")
+            result = run.run_one(phase, wave, f"rollout-{next(runs):03d}-{phase.name}")
             progress.wave_end(phase.name, result.ok, list(result.failed))
             failed.update({h: f"{phase.name}: {f.task or ''}: {f.message}" for h, f in result.failed.items()})
         return failed
 
+    max_fail = run.inputs.max_fail
     rollout = Rollout(
-        impacts={h: impacts[h] for h in rolled}, domains=availability_domains(plan),
-        schedulers=schedulers_for(plan, control),
+        impacts={h: run.impacts[h] for h in rolled}, domains=availability_domains(plan),
+        schedulers=schedulers_for(plan, run.control),
         apply=lambda targets: run_phases(updates, targets),
         health=lambda targets: run_phases([health], targets) if health else {},
-        reboot=reboot, max_unavailable_percent=max_unavailable, max_fail=max_fail, progress=progress,
+        reboot=run.reboot, max_unavailable_percent=run.inputs.site.provisioning.max_unavailable_percent,
+        max_fail=max_fail, progress=progress,
         poll_s=options.rollout_poll_s, reboot_timeout_s=options.rollout_reboot_timeout_s,
         cancelled=options.cancel, sleep=options.cancel.wait,
         stop_reason=lambda failed, started, total: stop_reason("rollout", failed, started, failed, total, max_fail))
     result = rollout.run()
     for h, node in result.nodes.items():
-        if node.status == "failed" and hosts[h].status not in (FAILED, UNREACHABLE):
-            hosts[h].status, hosts[h].message = FAILED, node.message
+        if node.status == "failed" and run.hosts[h].status not in (FAILED, UNREACHABLE):
+            run.hosts[h].status, run.hosts[h].message = FAILED, node.message
     return {h: asdict(n) for h, n in result.nodes.items()}, result.stopped, result.left_out
 
 
@@ -292,7 +300,62 @@ def up(options: UpOptions) -> RunOutcome:
 
 
 def _up(options: UpOptions) -> RunOutcome:
+    """Inputs checked, hosts chosen and where each starts, the run directory opened; then the phases and the
+    rollout (``_Run.execute``), and the run's record and summary, also when a second signal stops it at once."""
     started_at, t0 = datetime.now(UTC), time.monotonic()
+    inputs = _checked_inputs(options)
+    site, plan = inputs.site, inputs.plan
+    impacts, chosen = _selected_impacts(options, plan, selected_hosts(plan, options.limit))
+    runs = Path(options.run_dir).parent if options.run_dir else options.runs_root / site.site.name
+    start, previous = _first_phases(options, runs, chosen)
+    boot = [p for p in inputs.phases if p.name == BOOT.name]      # it serves the node types' bundles from the image cache
+    bundles = boot_bundles(site, plan, inputs.site_path) if boot and set(boot[0].hosts(plan)) & set(start) else None
+    run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)          # also a --run-dir that existed before
+
+    out = options.out or sys.stdout
+    progress = options.progress or progress_for([p.name for p in inputs.phases], out)
+    progress.message(f"run directory: {run_dir}")
+    if previous:
+        progress.message(f"retrying {len(start)} host(s) from {previous}")
+    record_site_file(run_dir, inputs.site_text)     # what `gigafactory diff --against RUN_DIR` compares with
+    write_all(render_all(site, plan), run_dir / "rendered")
+    rolled, after = _rollout_order(options, inputs, impacts, start, progress)
+    run = _Run(options, inputs, impacts, start, run_dir, progress, _ansible_for(options, inputs, run_dir, bundles))
+    head = {
+        "site": site.site.name, "site_file": str(inputs.site_path), "started": started_at.isoformat(),
+        "check": options.check, "retry_of": str(previous) if previous else None, "limit": options.limit,
+        "max_fail_percent": inputs.max_fail, "batch": inputs.sizes,
+        "inventories": [str(i) for i in run.ansible.inventories], "playbook_dir": str(options.playbook_dir)}
+    try:
+        stopped = run.execute(rolled, after)
+    except KeyboardInterrupt:
+        # the second signal: stopped at once; the record is still written, then the command line exits
+        progress.close()
+        _conclude_run(run, "interrupted at once: the running tasks were killed", out, head, t0)
+        raise
+    finally:
+        progress.close()
+    return _conclude_run(run, stopped, out, head, t0)
+
+
+@dataclass
+class _Inputs:
+    """What ``up`` checked before anything runs: the site as read and validated, its plan, the phases to run and
+    the run's limits."""
+    site_path: Path
+    site_text: str                  # the text validated: the copy the run records
+    site: Site
+    plan: Plan
+    phases: list[Phase]             # the phases selected (--phase), in order
+    sizes: list[str]                # wave sizes: --batch, else the site's provisioning.batch
+    max_fail: float                 # percent: --max-fail, else the site's provisioning.max_fail_percent
+
+
+def _checked_inputs(options: UpOptions) -> _Inputs:
+    """The site read, validated and planned, and every option checked against it: SiteInvalid or
+    OrchestrationError before anything runs."""
     site_path = Path(options.site).resolve()
     # read once: the copy the run records is the text validated (and the text the caller's diff was computed from)
     site_text = read_site_text(site_path) if options.site_text is None else options.site_text
@@ -316,196 +379,243 @@ def _up(options: UpOptions) -> RunOutcome:
     if site.provisioning.strategy.startswith("mitogen_") and importlib.util.find_spec("ansible_mitogen") is None:
         raise OrchestrationError(f"provisioning.strategy: {site.provisioning.strategy} needs the mitogen package beside "
                                  "Ansible (pip install 'gigafactory[mitogen]')")
-    chosen = selected_hosts(plan, options.limit)
+    return _Inputs(site_path, site_text, site, plan, phases, sizes, max_fail)
+
+
+def _selected_impacts(options: UpOptions, plan: Plan, chosen: list[str]) -> tuple[dict[str, HostImpact], list[str]]:
+    """The day-two impacts (``options.impacts``) by host, and those of the ``chosen`` hosts that run: none-class
+    hosts are left alone, replace-class ones refused unless --force-replace (then applied like new ones). Without
+    impacts, every chosen host runs."""
     impacts: dict[str, HostImpact] = {}
-    if options.impacts is not None:
-        try:
-            impacts = host_impacts(options.impacts, plan.hosts)
-        except RolloutError as err:
-            raise OrchestrationError(f"impacts: {err}") from err
-        replaced = [h for h in chosen if h in impacts and impacts[h].impact == "replace"]
-        if replaced and not options.force_replace:
-            by_reason: dict[str, list[str]] = {}
-            for h in replaced:
-                for reason in impacts[h].reasons or ("replace",):
-                    by_reason.setdefault(reason, []).append(h)
-            raise OrchestrationError("\n".join(
-                [f"{reason} is a replace-class change of {compress(hosts)}: they cannot be updated in place"
-                 for reason, hosts in by_reason.items()]
-                + ["refused, nothing touched; --force-replace applies those hosts like new ones (every phase, "
-                   "nothing drained)"]))
-        for h in replaced:                          # forced: like a new host, every phase, nothing drained
-            impacts[h] = dataclasses.replace(impacts[h], impact=NEW)
-        chosen = [h for h in chosen if h in impacts and impacts[h].impact != "none"]
-    phase_names = [p.name for p in options.phases]
+    if options.impacts is None:
+        return impacts, chosen
+    try:
+        impacts = host_impacts(options.impacts, plan.hosts)
+    except RolloutError as err:
+        raise OrchestrationError(f"impacts: {err}") from err
+    replaced = [h for h in chosen if h in impacts and impacts[h].impact == "replace"]
+    if replaced and not options.force_replace:
+        by_reason: dict[str, list[str]] = {}
+        for h in replaced:
+            for reason in impacts[h].reasons or ("replace",):
+                by_reason.setdefault(reason, []).append(h)
+        raise OrchestrationError("\n".join(
+            [f"{reason} is a replace-class change of {compress(hosts)}: they cannot be updated in place"
+             for reason, hosts in by_reason.items()]
+            + ["refused, nothing touched; --force-replace applies those hosts like new ones (every phase, "
+               "nothing drained)"]))
+    for h in replaced:                          # forced: like a new host, every phase, nothing drained
+        impacts[h] = dataclasses.replace(impacts[h], impact=NEW)
+    return impacts, [h for h in chosen if h in impacts and impacts[h].impact != "none"]
+
+
+def _first_phases(options: UpOptions, runs: Path, chosen: list[str]) -> tuple[dict[str, int], Path | None]:
+    """Host -> the index in ``options.phases`` of its first phase: 0 for each chosen host, or with --retry where
+    the previous run of the site (in ``runs``) left it, for the chosen hosts that run left unfinished; and that run."""
     start = {h: 0 for h in chosen}
-    runs = Path(options.run_dir).parent if options.run_dir else options.runs_root / site.site.name
     previous = None
     if options.retry:
         previous = previous_run(runs, options.check, exclude=options.run_dir and Path(options.run_dir))
         if previous is None:
             raise OrchestrationError(f"--retry: no earlier {'check ' if options.check else ''}run of this site in {runs}")
-        again = retry_starts(read_hosts(previous), phase_names)
+        again = retry_starts(read_hosts(previous), [p.name for p in options.phases])
         start = {h: again[h] for h in chosen if h in again}
-    boot = [p for p in phases if p.name == BOOT.name]      # it serves the node types' bundles from the image cache
-    bundles = boot_bundles(site, plan, site_path) if boot and set(boot[0].hosts(plan)) & set(start) else None
-    run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.chmod(0o700)          # also a --run-dir that existed before
+    return start, previous
 
-    out = options.out or sys.stdout
-    progress = options.progress or progress_for([p.name for p in phases], out)
-    progress.message(f"run directory: {run_dir}")
-    if previous:
-        progress.message(f"retrying {len(start)} host(s) from {previous}")
-    record_site_file(run_dir, site_text)            # what `gigafactory diff --against RUN_DIR` compares with
-    write_all(render_all(site, plan), run_dir / "rendered")
 
-    hosts = {h: HostResult(h) for h in start}
+def _rollout_order(options: UpOptions, inputs: _Inputs, impacts: dict[str, HostImpact], start: dict[str, int],
+                   progress: Progress) -> tuple[list[str], list[str]]:
+    """The hosts that go through the rollout (drain- and reboot-class), and the live-class hosts that run after it;
+    in check mode none rolls (a rollout changes nothing there) and the progress says which would."""
     # drain- and reboot-class hosts go through the rollout, after the others' phases (not in check mode: it changes nothing)
     rolled = [h for h in start if h in impacts and impacts[h].impact in ROLLED] if not options.check else []
     # When Slurm nodes roll, the live-class hosts (the controllers, whose slurm.conf gains the nodes' new
     # definitions) run after the rollout: slurmctld learns a definition only once every affected node has it
     # (docs/day-two.md, "Order"). Restart-class and new hosts run before, as Slurm's upgrade order wants.
-    compute = set(plan.groups.get("slurm_compute", ()))
+    compute = set(inputs.plan.groups.get("slurm_compute", ()))
     after = [h for h in start if impacts.get(h) and impacts[h].impact == "live"] \
         if any(h in compute for h in rolled) else []
     if options.check and impacts:
         would = [h for h in start if h in impacts and impacts[h].impact in ROLLED]
         if would:
             progress.message(f"check mode: {len(would)} drain- or reboot-class host(s) would roll out at most "
-                             f"{site.provisioning.max_unavailable_percent:g}% of a partition, pool or cluster at a "
-                             f"time ({', '.join(would[:8])}{' ...' if len(would) > 8 else ''}); nothing is drained, "
-                             "their phases run in check mode with the others'")
-    members = {p.name: set(p.hosts(plan)) for p in phases}
-    plan_of = {h: [p.name for p in phases if phase_names.index(p.name) >= start[h] and h in members[p.name]]
-               for h in start}
-    inventories = [site_path, *(Path(i).resolve() for i in options.inventories)]
+                             f"{inputs.site.provisioning.max_unavailable_percent:g}% of a partition, pool or cluster "
+                             f"at a time ({', '.join(would[:8])}{' ...' if len(would) > 8 else ''}); nothing is "
+                             "drained, their phases run in check mode with the others'")
+    return rolled, after
+
+
+@dataclass
+class _Ansible:
+    """How the run's waves reach Ansible: the inventories, the extra variables, and where playbooks run (as shards
+    on the execution hosts through ``worker_command``, or here)."""
+    inventories: list[Path]         # the site file first, then --inventory's connection inventories
+    extravars: dict[str, Any]
+    execution: Execution
+    sharded: bool
+    worker_command: WorkerCommand
+
+
+def _ansible_for(options: UpOptions, inputs: _Inputs, run_dir: Path, bundles: dict[str, str] | None) -> _Ansible:
+    """How this run reaches Ansible; the project archive for the execution hosts is written into ``run_dir``, and
+    ``bundles`` (the boot phase's) go to the playbooks as ``gf_boot_bundles``."""
+    inventories = [inputs.site_path, *(Path(i).resolve() for i in options.inventories)]
     # Declared execution hosts (or a test's worker command): each wave runs as shards through ansible-runner's
     # transmit / worker / process; otherwise ansible-runner runs each wave here, as it always did.
-    execution = site.provisioning.execution
+    execution = inputs.site.provisioning.execution
     sharded = list(execution.hosts) != [CONTROLLER] or options.worker_command is not None
-    strategy = site.provisioning.strategy
     extravars = dict(options.extravars)
-    if "execution" in plan.groups and any(p.local for p in phases):
+    if "execution" in inputs.plan.groups and any(p.local for p in inputs.phases):
         # The base phase installs the project on the execution hosts from this archive (role execution_host).
         extravars["gf_project_archive"] = project_archive(REPO_ROOT, (run_dir / "project").resolve()).extravars()
     if bundles is not None:
         extravars["gf_boot_bundles"] = bundles
     worker_command = options.worker_command or default_worker_command(
-        plan, site.provisioning.user, (run_dir / "ansible" / "work").resolve(), inventories[1:])
-    reports: list[PhaseReport] = []
-    stopped: str | None = None
+        inputs.plan, inputs.site.provisioning.user, (run_dir / "ansible" / "work").resolve(), inventories[1:])
+    return _Ansible(inventories, extravars, execution, sharded, worker_command)
 
-    def run_one(phase: Phase, wave: list[str], ident: str, local: list[str] = ()) -> WaveResult:
-        """One wave of ``phase`` on ``wave``, recorded in ``hosts`` and the run directory; ``local`` as Phase.local."""
-        job = dict(
-            playbook=options.playbook(phase).resolve(), inventories=inventories,
-            private_data_dir=run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
-            check=options.check, extravars={**extravars, "gf_phase": phase.name}, strategy=strategy,
-            cancel=options.cancel)
 
-        def sink(event: dict, name: str = phase.name) -> None:
-            progress.event(name, event)
-
-        if sharded:
-            result = _run_sharded(plan, execution, worker_command, wave, ident, sink, local, **job)
-        else:
-            result = run_wave(hosts=wave, ident=ident, sink=sink, **job)
-        _record_wave(hosts, phase.name, result)
-        write_hosts(run_dir, hosts)
-        return result
-
-    control = options.node_control or (lambda host: AnsibleCommand(
-        host, inventories, (run_dir / "ansible" / "control").resolve(), options.ansible_config.resolve(),
-        cancel=options.cancel))
+@dataclass
+class _Run:
+    """One run under way: what its waves need, and what it has recorded so far (each host's result, each phase's
+    report, the rollout's record and the nodes it left out of service)."""
+    options: UpOptions
+    inputs: _Inputs
+    impacts: dict[str, HostImpact]
+    start: dict[str, int]           # host -> the index in options.phases of its first phase
+    run_dir: Path
+    progress: Progress
+    ansible: _Ansible
+    hosts: dict[str, HostResult] = field(init=False)
+    reports: list[PhaseReport] = field(default_factory=list)
     rollout_report: dict[str, Any] | None = None
+    left_drained: list[str] = field(default_factory=list)
 
-    def in_waves(these: set[str], prefix: str = "") -> str | None:
-        """Each selected phase on those of ``these`` it plans, in waves; why the run stops, if it does."""
-        stopped = None
-        for phase in phases:
-            index = phase_names.index(phase.name)
-            targets = [h for h in phase.hosts(plan) if h in these and start[h] <= index
-                       and hosts[h].status not in (FAILED, UNREACHABLE)]
-            report = PhaseReport(phase.name, targets)
-            reports.append(report)
-            if not targets:
-                report.note = "no hosts"
-                progress.phase_end(phase.name, "no hosts")
-                continue
-            # The site's batch gives way to one wave for a small phase; a --batch given on the command line is kept.
-            local = phase.local_hosts(plan, targets) if sharded else []
-            report.waves = phase_waves(targets, sizes, phase.providers(plan, targets),
-                                       one_wave_when_small=options.batch is None and not local)
-            progress.phase_start(phase.name, targets, len(report.waves))
-            for k, wave in enumerate(report.waves, 1):
-                stopped = interrupted()         # asked between waves: the next one does not start
-                if stopped:
-                    break
-                progress.wave_start(phase.name, k, wave)
-                result = run_one(phase, wave, f"{prefix}{index + 1:02d}-{phase.name}-w{k}", local)
-                report.failed += list(result.failed)
-                report.changed += sum(result.changed.values())
-                report.ansible_seconds += result.ansible_seconds
-                report.task_seconds += result.task_seconds
-                report.host_tasks += result.host_tasks
-                report.controller_seconds += result.controller_seconds
-                progress.wave_end(phase.name, result.ok, list(result.failed))
-                stopped = stop_reason(phase.name, len(result.failed), len(wave), len(report.failed), len(targets),
-                                      max_fail) or interrupted()
-                if stopped:
-                    break
-            report.note = "stopped" if stopped else f"done: {len(targets) - len(report.failed)} ok, {len(report.failed)} failed"
-            progress.phase_end(phase.name, report.note)
-            if stopped:
-                break
+    def __post_init__(self) -> None:
+        self.hosts = {h: HostResult(h) for h in self.start}
+
+    @property
+    def plan(self) -> Plan:
+        return self.inputs.plan
+
+    @property
+    def phase_names(self) -> list[str]:
+        return [p.name for p in self.options.phases]
+
+    def execute(self, rolled: list[str], after: list[str]) -> str | None:
+        """The phases on the hosts neither ``rolled`` nor ``after``, then the rollout of ``rolled``, then ``after``
+        (the live-class hosts that follow it), each live-class change ending in ``scontrol reconfigure``; why the
+        run stopped, if it did."""
+        stopped = self.in_waves({h for h in self.hosts if h not in rolled and h not in after}) or self.interrupted()
+        if not stopped and not after:
+            stopped = self.reconfigure() or self.interrupted()
+        if rolled and not stopped:
+            self.rollout_report, stopped, self.left_drained = _roll_out(self, rolled)
+            stopped = self.interrupted() or stopped
+            write_hosts(self.run_dir, self.hosts)
+        if after and stopped:
+            self.progress.message(f"not run: the live-class hosts {', '.join(after)} (they follow the rollout, which "
+                                  "stopped)")
+        elif after:
+            self.progress.message(f"after the rollout: the live-class hosts {', '.join(after)}, then scontrol "
+                                  "reconfigure")
+            stopped = self.in_waves(set(after), "after-rollout-") or self.reconfigure() or self.interrupted()
         return stopped
 
-    def interrupted() -> str | None:
-        if options.cancel.requested:
-            return f"interrupted ({options.cancel.name}): later tasks, waves and phases not run"
+    def in_waves(self, these: set[str], prefix: str = "") -> str | None:
+        """Each selected phase on those of ``these`` it plans, in waves; why the run stops, if it does."""
+        for phase in self.inputs.phases:
+            stopped = self._phase_in_waves(phase, these, prefix)
+            if stopped:
+                return stopped
         return None
 
-    def reconfigure() -> str | None:
-        live = [h for h in start if h in impacts and impacts[h].impact == "live"
-                and hosts[h].status not in (FAILED, UNREACHABLE)]
-        if live and plan.slurm is not None and not options.check:
-            return _reconfigure(Slurm(control(plan.slurm.controllers[0][0])), progress)
+    def _phase_in_waves(self, phase: Phase, these: set[str], prefix: str) -> str | None:
+        """``phase`` in waves on those of ``these`` it plans from where they start and that have not failed, with
+        its report; why the run stops, if it does."""
+        plan, progress, index = self.plan, self.progress, self.phase_names.index(phase.name)
+        targets = [h for h in phase.hosts(plan) if h in these and self.start[h] <= index
+                   and self.hosts[h].status not in (FAILED, UNREACHABLE)]
+        report = PhaseReport(phase.name, targets)
+        self.reports.append(report)
+        if not targets:
+            report.note = "no hosts"
+            progress.phase_end(phase.name, "no hosts")
+            return None
+        # The site's batch gives way to one wave for a small phase; a --batch given on the command line is kept.
+        local = phase.local_hosts(plan, targets) if self.ansible.sharded else []
+        report.waves = phase_waves(targets, self.inputs.sizes, phase.providers(plan, targets),
+                                   one_wave_when_small=self.options.batch is None and not local)
+        progress.phase_start(phase.name, targets, len(report.waves))
+        stopped = None
+        for k, wave in enumerate(report.waves, 1):
+            stopped = self.interrupted()        # asked between waves: the next one does not start
+            if stopped:
+                break
+            progress.wave_start(phase.name, k, wave)
+            result = self.run_one(phase, wave, f"{prefix}{index + 1:02d}-{phase.name}-w{k}", local)
+            report.add_wave(result)
+            progress.wave_end(phase.name, result.ok, list(result.failed))
+            stopped = stop_reason(phase.name, len(result.failed), len(wave), len(report.failed), len(targets),
+                                  self.inputs.max_fail) or self.interrupted()
+            if stopped:
+                break
+        report.note = "stopped" if stopped else f"done: {len(targets) - len(report.failed)} ok, {len(report.failed)} failed"
+        progress.phase_end(phase.name, report.note)
+        return stopped
+
+    def run_one(self, phase: Phase, wave: list[str], ident: str, local: list[str] = ()) -> WaveResult:
+        """One wave of ``phase`` on ``wave``, recorded in ``hosts`` and the run directory; ``local`` as Phase.local."""
+        options, ansible = self.options, self.ansible
+        job = dict(
+            playbook=options.playbook(phase).resolve(), inventories=ansible.inventories,
+            private_data_dir=self.run_dir / "ansible", ansible_config=options.ansible_config.resolve(),
+            check=options.check, extravars={**ansible.extravars, "gf_phase": phase.name},
+            strategy=self.inputs.site.provisioning.strategy, cancel=options.cancel)
+
+        def sink(event: dict, name: str = phase.name) -> None:
+            self.progress.event(name, event)
+
+        if ansible.sharded:
+            result = _run_sharded(self.plan, ansible.execution, ansible.worker_command, wave, ident, sink, local, **job)
+        else:
+            result = run_wave(hosts=wave, ident=ident, sink=sink, **job)
+        _record_wave(self.hosts, phase.name, result)
+        write_hosts(self.run_dir, self.hosts)
+        return result
+
+    def interrupted(self) -> str | None:
+        if self.options.cancel.requested:
+            return f"interrupted ({self.options.cancel.name}): later tasks, waves and phases not run"
         return None
 
-    left_drained: list[str] = []
-    head = {
-        "site": site.site.name, "site_file": str(site_path), "started": started_at.isoformat(), "check": options.check,
-        "retry_of": str(previous) if previous else None, "limit": options.limit, "max_fail_percent": max_fail,
-        "batch": sizes, "inventories": [str(i) for i in inventories], "playbook_dir": str(options.playbook_dir)}
-    try:
-        stopped = in_waves({h for h in hosts if h not in rolled and h not in after}) or interrupted()
-        if not stopped and not after:
-            stopped = reconfigure() or interrupted()
-        if rolled and not stopped:
-            rollout_report, stopped, left_drained = _roll_out(
-                options, plan, site.provisioning.max_unavailable_percent, max_fail, impacts, rolled, phases,
-                start, phase_names, hosts, run_one, control, progress,
-                reboot=lambda hs: ansible_reboot(hs, inventories, (run_dir / "ansible" / "control").resolve(),
-                                                 options.ansible_config.resolve(), options.cancel))
-            stopped = interrupted() or stopped
-            write_hosts(run_dir, hosts)
-        if after and stopped:
-            progress.message(f"not run: the live-class hosts {', '.join(after)} (they follow the rollout, which stopped)")
-        elif after:
-            progress.message(f"after the rollout: the live-class hosts {', '.join(after)}, then scontrol reconfigure")
-            stopped = in_waves(set(after), "after-rollout-") or reconfigure() or interrupted()
-    except KeyboardInterrupt:
-        # the second signal: stopped at once; the record is still written, then the command line exits
-        progress.close()
-        _conclude_run(run_dir, hosts, plan_of, reports, rollout_report, left_drained, plan,
-                      "interrupted at once: the running tasks were killed", out, head, options.cancel, t0)
-        raise
-    finally:
-        progress.close()
-    return _conclude_run(run_dir, hosts, plan_of, reports, rollout_report, left_drained, plan, stopped, out, head,
-                         options.cancel, t0)
+    def reconfigure(self) -> str | None:
+        """``scontrol reconfigure`` after live-class changes on hosts that did not fail (not in check mode); why the
+        run stops if it failed."""
+        live = [h for h in self.start if h in self.impacts and self.impacts[h].impact == "live"
+                and self.hosts[h].status not in (FAILED, UNREACHABLE)]
+        if live and self.plan.slurm is not None and not self.options.check:
+            return _reconfigure(Slurm(self.control(self.plan.slurm.controllers[0][0])), self.progress)
+        return None
+
+    def control(self, host: str) -> NodeControl:
+        """How scontrol and kubectl reach ``host``: ``options.node_control``, else ansible-runner's ad-hoc command."""
+        if self.options.node_control:
+            return self.options.node_control(host)
+        return AnsibleCommand(host, self.ansible.inventories, (self.run_dir / "ansible" / "control").resolve(),
+                              self.options.ansible_config.resolve(), cancel=self.options.cancel)
+
+    def reboot(self, hosts: list[str]) -> dict[str, str]:
+        """Reboot ``hosts`` that no scheduler reboots, through Ansible; those that failed, with the reason."""
+        return ansible_reboot(hosts, self.ansible.inventories, (self.run_dir / "ansible" / "control").resolve(),
+                              self.options.ansible_config.resolve(), self.options.cancel)
+
+    def planned(self) -> dict[str, list[str]]:
+        """Host -> the selected phases planned for it from where it starts."""
+        members = {p.name: set(p.hosts(self.plan)) for p in self.inputs.phases}
+        names = self.phase_names
+        return {h: [p.name for p in self.inputs.phases if names.index(p.name) >= self.start[h] and h in members[p.name]]
+                for h in self.start}
 
 
 def resume_commands(plan: Plan, nodes: list[str]) -> list[str]:
@@ -516,21 +626,19 @@ def resume_commands(plan: Plan, nodes: list[str]) -> list[str]:
         + [f"kubectl uncordon {h}" for h in workers]
 
 
-def _conclude_run(run_dir: Path, hosts: dict[str, HostResult], plan_of: dict[str, list[str]],
-                  reports: list[PhaseReport], rollout_report: dict[str, Any] | None, left_drained: list[str],
-                  plan: Plan, stopped: str | None, out: TextIO, head: dict[str, Any], cancel: Cancellation,
-                  t0: float) -> RunOutcome:
+def _conclude_run(run: _Run, stopped: str | None, out: TextIO, head: dict[str, Any], t0: float) -> RunOutcome:
     """hosts.json and summary.json, then the final message: why it stopped, the hosts left drained, the table."""
-    _final_status(hosts, plan_of)
-    write_hosts(run_dir, hosts)
+    hosts, plan, cancel, left_drained = run.hosts, run.plan, run.options.cancel, run.left_drained
+    _final_status(hosts, run.planned())
+    write_hosts(run.run_dir, hosts)
     if cancel.requested:                # 130 for SIGINT, 143 for SIGTERM, as the shell reports a process it killed
         exit_code = cancel.exit_code
     else:
         exit_code = 0 if all(r.status == OK for r in hosts.values()) and not stopped else 1
-    outcome = RunOutcome(run_dir, hosts, reports, exit_code, stopped, time.monotonic() - t0, list(left_drained))
-    write_json(run_dir / "summary.json", {
-        **head, "finished": datetime.now(UTC).isoformat(), "phases": [asdict(r) for r in reports],
-        "rollout": rollout_report, "stopped": stopped, "exit_code": exit_code,
+    outcome = RunOutcome(run.run_dir, hosts, run.reports, exit_code, stopped, time.monotonic() - t0, list(left_drained))
+    write_json(run.run_dir / "summary.json", {
+        **head, "finished": datetime.now(UTC).isoformat(), "phases": [asdict(r) for r in run.reports],
+        "rollout": run.rollout_report, "stopped": stopped, "exit_code": exit_code,
         "left_drained": list(left_drained), "resume": resume_commands(plan, left_drained),
         "wall_seconds": outcome.wall_seconds,
         "hosts": {s: sum(1 for r in hosts.values() if r.status == s) for s in (OK, FAILED, UNREACHABLE, PENDING)},
@@ -541,5 +649,5 @@ def _conclude_run(run_dir: Path, hosts: dict[str, HostResult], plan_of: dict[str
         print(f"left drained by this run: {compress(left_drained)}; once checked, resume them with: "
               + "; ".join(resume_commands(plan, left_drained)), file=out)
     print_summary(hosts, out)
-    print(f"run directory: {run_dir}", file=out)
+    print(f"run directory: {run.run_dir}", file=out)
     return outcome

@@ -223,17 +223,8 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
     # A worker elsewhere takes the site file and the project's inventories, not this machine's connection
     # inventories: its own view of them comes with the job (Worker.files, in its workdir).
     sources = [i for k, i in enumerate(inventories) if k == 0 or worker.sees(i)]
-    for name, text in worker.files.items():
-        (job / name).write_text(text, encoding="utf-8")
-    streamed = _job(playbook, sources, limit, extravars, check, ansible_config, strategy, worker)
-    shipped = [f"{worker.workdir}/connection.yml"] if "connection.yml" in worker.files else []
-    # Streaming takes one inventory path; every source goes on the command line instead, in order.
-    streamed["cmdline"] = shlex.join([a for i in streamed.pop("inventory") + shipped for a in ("-i", i)]
-                                     + (["--check", "--diff"] if check else []))
-    if worker.ssh_key:
-        # ansible-runner's own credential path: in the job's arguments over the worker's pipe, into a FIFO there
-        # that ssh-add reads for an ssh-agent wrapping ansible-playbook; never a file, a command line or an artifact
-        streamed["ssh_key"] = worker.ssh_key
+    streamed = _streamed_job(worker, job, _job(playbook, sources, limit, extravars, check, ansible_config, strategy, worker),
+                             check)
     heard = threading.Event()       # set on every message from the worker
 
     def status(data: dict[str, Any], runner_config: Any = None) -> None:
@@ -276,6 +267,34 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
             heard.set()         # wakes the watchdog
             watchdog.join()
             stopper.join()
+    _shard_outcome(result, collect, artifacts, code, explanation, cancel, stderr_path, executor)
+    (artifacts / "stdout").write_text("\n".join(collect.stdout) + "\n", encoding="utf-8")
+    result.controller_seconds = time.thread_time() - cpu0
+    return result
+
+
+def _streamed_job(worker: Worker, job: Path, streamed: dict[str, Any], check: bool) -> dict[str, Any]:
+    """``_job``'s arguments (``streamed``) for ``transmit`` to ``worker``: the worker's own files (its view of the
+    connection inventories) written into the job, every inventory on the command line, the SSH key through
+    ansible-runner's credential path."""
+    for name, text in worker.files.items():
+        (job / name).write_text(text, encoding="utf-8")
+    shipped = [f"{worker.workdir}/connection.yml"] if "connection.yml" in worker.files else []
+    # Streaming takes one inventory path; every source goes on the command line instead, in order.
+    streamed["cmdline"] = shlex.join([a for i in streamed.pop("inventory") + shipped for a in ("-i", i)]
+                                     + (["--check", "--diff"] if check else []))
+    if worker.ssh_key:
+        # ansible-runner's own credential path: in the job's arguments over the worker's pipe, into a FIFO there
+        # that ssh-add reads for an ssh-agent wrapping ansible-playbook; never a file, a command line or an artifact
+        streamed["ssh_key"] = worker.ssh_key
+    return streamed
+
+
+def _shard_outcome(result: WaveResult, collect: _Collector, artifacts: Path, code: int, explanation: dict[str, str],
+                   cancel: Cancellation, stderr_path: Path, executor: str) -> None:
+    """A shard's outcome into ``result``: the worker's rc and status from the artifacts ``process`` replayed (a
+    cancelled playbook's failure is its cancellation); without them cancelled, or every host unreachable, with
+    the worker's exit ``code``, its explanation and the last lines of its stderr (``stderr_path``)."""
     rc_file, status_file = artifacts / "rc", artifacts / "status"
     if rc_file.is_file() and status_file.is_file() and "silent" not in explanation:
         rc_text = rc_file.read_text().strip()
@@ -290,11 +309,8 @@ def run_shard(*, executor: str, worker: Worker, playbook: Path, inventories: lis
         reason = (f"execution host {executor} {explanation.get('silent', 'stopped before the shard finished')} "
                   f"(exit {code}): {explanation.get('text', 'no status')}{' | ' + tail if tail else ''}")
         result.rc, result.status = code, "error"
-        for host in hosts:
+        for host in result.hosts:
             result.failed[host] = HostFailure(None, reason, unreachable=True)
-    (artifacts / "stdout").write_text("\n".join(collect.stdout) + "\n", encoding="utf-8")
-    result.controller_seconds = time.thread_time() - cpu0
-    return result
 
 
 def _stop_when_silent(proc: subprocess.Popen, heard: threading.Event, done: threading.Event, idle_timeout: float,

@@ -19,7 +19,7 @@ period.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..plan.slurm import gres_name
@@ -173,11 +173,85 @@ class _Hourly:
         return out
 
 
+@dataclass
+class _Tally:
+    """What the report counts while it reads the period's usage, and the window it counts in."""
+    hours: int                          # hours of the period
+    start: float                        # the period's start (epoch seconds)
+    end: float                          # where counting ends: the period's end, or ``now`` if that comes first
+    by_hour: bool                       # energy kept hour by hour (a year of several PUEs, a supply file)
+    hourly: dict[str, _Hourly] = field(default_factory=dict)     # per tenant line: kWh per hour (when by_hour)
+    used: dict[str, _Hourly] = field(default_factory=dict)       # per node type: unit-hours allocated, per hour
+    used_total: dict[str, float] = field(default_factory=dict)   # the same, for Slurm's jobs, when not kept hour by hour
+
+    def spread(self, table: dict[str, _Hourly], name: str) -> _Hourly:
+        """``table``'s hour-by-hour figures of ``name`` (a tenant line or a node type), new ones if it has none."""
+        spread = table.get(name)
+        if spread is None:
+            spread = table[name] = _Hourly(self.hours)
+        return spread
+
+    def hour_share(self) -> list[float]:
+        """Of each hour of the period, the part inside [start, end)."""
+        elapsed = _Hourly(self.hours)
+        elapsed.add(0.0, self.end - self.start, (self.end - self.start) / 3600)
+        return elapsed.values()
+
+
+@dataclass
+class _Renewable:
+    """The renewable share applied to facility energy: hour by hour from the supply file (its gaps filled with the
+    declared share), else the site's declared share."""
+    declared: float
+    shares: list[float] | None          # per hour, when a supply file gave them
+    basis: str                          # 'hourly', 'hourly, gaps declared' or 'declared' (Report.renewable_basis)
+    mean: float
+
+
 def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: list[float | None] | None = None,
                  tenant: str | None = None, kubernetes: Iterable[KubernetesUsage] = (), now: float | None = None) -> Report:
     """Usage per tenant over ``period`` from ``jobs`` and the clusters' ``kubernetes`` usage; ``supply_share`` is
     the hourly renewable share, if known. ``now`` (epoch seconds) ends a period that is not over yet: running jobs
     and the idle capacity count up to it, not to the period's end."""
+    rows, by_account = _tenant_lines(site, period, tenant)
+    by_partition, node_counts = _slurm_node_types(site)
+    hours = round(period.hours)
+    pues = month_pues(site, period)
+    tally = _Tally(hours, period.start, period.end if now is None else min(period.end, max(period.start, now)),
+                   by_hour=supply_share is not None or len({pue for _, pue, _ in pues}) > 1)
+    _add_jobs(jobs, rows, by_account, by_partition, tally)
+    metered = []
+    for usage in kubernetes:
+        _add_kubernetes(site, usage, rows, lambda name: tally.spread(tally.used, name), node_counts,
+                        (lambda name: tally.spread(tally.hourly, name)) if tally.by_hour else None)
+        metered.append(usage.cluster)
+    renewable = _renewable(site, supply_share)
+    kwh_by_hour = {name: spread.values() for name, spread in tally.hourly.items()}
+    hour_share = tally.hour_share()
+    idle = None
+    if (site.slurm is not None or metered) and tenant is None:
+        idle = _idle_line(site, rows, node_counts, tally, hour_share, kwh_by_hour)
+    others = _unmetered_hosts(site, metered) if tenant is None else {}
+    unmetered = _unmetered_line(site, others, hour_share, kwh_by_hour)
+    pue_by_hour = [pue for i, (first, pue, _) in enumerate(pues)
+                   for _ in range(first, pues[i + 1][0] if i + 1 < len(pues) else hours)]
+    all_rows = [*rows.values(), *(r for r in (idle, unmetered) if r is not None)]
+    for row in all_rows:
+        _add_facility_energy(row, kwh_by_hour.get(row.name, ()) if tally.by_hour else None, pue_by_hour, pues[0][1],
+                             renewable)
+        if site.billing is not None and row.name in rows:
+            _price(row, site.billing)
+    sources = list(dict.fromkeys(source for _, _, source in pues))
+    shown = [rows[tenant]] if tenant is not None else list(rows.values())
+    total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
+    return Report(site.site.name, period, site.billing.currency if site.billing else None,
+                  _period_pue(pues, all_rows, pue_by_hour), " and ".join(sources), renewable.basis,
+                  shown, idle, total, metered, unmetered, len(others))
+
+
+def _tenant_lines(site: Site, period: Period, tenant: str | None) -> tuple[dict[str, TenantUsage], dict[str, TenantUsage]]:
+    """A line per tenant of the site (its class, price factor, storage over the period and budget), by tenant name
+    and by Slurm account; ``tenant`` (--tenant) must be one of them."""
     tenants_by_name = {t.name: t for t in site.tenants}
     if tenant is not None and tenant not in tenants_by_name:
         raise UsageInvalid("--tenant", f"unknown tenant {tenant!r}; tenants of {site.site.name}: "
@@ -195,16 +269,16 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         rows[t.name] = row
         if row.account:
             by_account[row.account] = row
-    by_partition, node_counts = _slurm_node_types(site)
+    return rows, by_account
+
+
+def _add_jobs(jobs: Iterable[Job], rows: dict[str, TenantUsage], by_account: dict[str, TenantUsage],
+              by_partition: dict[str, list[tuple[str, NodeType]]], tally: _Tally) -> None:
+    """Each job's time inside the tally's window on its account's line (an account no tenant declares gets a line
+    of its own): GPU-, CPU- and memory-hours, energy measured, apportioned or estimated (the module's docstring);
+    its allocated units, per node type, in ``tally``."""
     all_types = list(dict.fromkeys(e for entries in by_partition.values() for e in entries))
-    hours = round(period.hours)
-    pues = month_pues(site, period)
-    by_hour = supply_share is not None or len({pue for _, pue, _ in pues}) > 1     # energy kept hour by hour
-    hourly: dict[str, _Hourly] = {}                     # per tenant line: kWh per hour (when by_hour)
-    used: dict[str, _Hourly] = {}                       # per node type: unit-hours allocated, per hour
-    used_total: dict[str, float] = {}                   # the same, for Slurm's jobs, when not kept hour by hour
-    p_start = period.start
-    p_end = period.end if now is None else min(period.end, max(period.start, now))
+    p_start, p_end, by_hour = tally.start, tally.end, tally.by_hour
     # What each (partition, GPU type, GPU job?) runs on: node type, GPU model if metered by GPUs, units per node,
     # power, whether its nodes have GPUs (then GPUs are the unit of capacity, idle and energy).
     shapes: dict[tuple, tuple[str, str | None, int, float, bool]] = {}
@@ -213,10 +287,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         a, b = max(job.start, p_start), min(end, p_end)
         if b <= a:
             continue                                    # outside the period (or no time in it): nothing used
-        row = by_account.get(job.account)
-        if row is None:
-            row = by_account[job.account] = rows.setdefault(f"account:{job.account}", TenantUsage(
-                f"account:{job.account}", job.account, known=False))
+        row = by_account.get(job.account) or _account_line(rows, by_account, job.account)
         key = (job.partition, job.gpu_model, job.gpus > 0)
         shape = shapes.get(key)
         if shape is None:
@@ -235,23 +306,20 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
             capacity = per_node * nodes
         share = units / capacity if capacity and units < capacity else 1.0
         if units and not by_hour:
-            used_total[nt_name] = used_total.get(nt_name, 0.0) + units * h
+            tally.used_total[nt_name] = tally.used_total.get(nt_name, 0.0) + units * h
         elif units:
-            spread = used.get(nt_name)
-            if spread is None:
-                spread = used[nt_name] = _Hourly(hours)
-            spread.add(a - p_start, b - p_start, units * h)
+            tally.spread(tally.used, nt_name).add(a - p_start, b - p_start, units * h)
         row.jobs += not job.gpu_split or job.gpu_model == job.gpu_split[0][0]      # a job of several GPU types: once
         row.cpu_hours += job.cpus * h
         row.memory_gb_hours += job.mem_gb * h
         fraction = (b - a) / (end - job.start) if end > job.start else 1.0     # a straddling job's readings split by time
-        if job.energy_j:
+        if job.energy_j:                                # its energy (inline: a call a job costs a tenth of the report)
             kwh = job.energy_j / 3.6e6 * fraction * share
             flag = "measured" if share >= 0.999 else "apportioned"
         else:
             kwh = power_kw * nodes * share * h
             flag = "estimated"
-        if job.gpu_energy_j:
+        if job.gpu_energy_j:                            # DCGM's GPU energy replaces as much of it as it covers
             gpu_kwh = job.gpu_energy_j / 3.6e6 * fraction
             row.gpu_dcgm_kwh += gpu_kwh
             row.energy_kwh["measured"] += gpu_kwh
@@ -260,66 +328,68 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         else:
             row.energy_kwh[flag] += kwh
         if by_hour:
-            spread = hourly.get(row.name)
-            if spread is None:
-                spread = hourly[row.name] = _Hourly(hours)
-            spread.add(a - p_start, b - p_start, kwh)
+            tally.spread(tally.hourly, row.name).add(a - p_start, b - p_start, kwh)
 
-    metered = []
-    for usage in kubernetes:
-        _add_kubernetes(site, usage, rows, lambda name: used.setdefault(name, _Hourly(hours)), node_counts,
-                        (lambda name: hourly.setdefault(name, _Hourly(hours))) if by_hour else None)
-        metered.append(usage.cluster)
 
+def _account_line(rows: dict[str, TenantUsage], by_account: dict[str, TenantUsage], account: str) -> TenantUsage:
+    """The line of a Slurm account that no tenant declares: ``account:<name>``, added on its first job."""
+    row = by_account[account] = rows.setdefault(f"account:{account}", TenantUsage(f"account:{account}", account,
+                                                                                  known=False))
+    return row
+
+
+def _renewable(site: Site, supply_share: list[float | None] | None) -> _Renewable:
     declared = site.site.power.renewable_share
     shares = [declared if s is None else s for s in supply_share] if supply_share is not None else None
     if shares is None:
         basis = "declared"
     else:
         basis = "hourly" if all(s is not None for s in supply_share) else "hourly, gaps declared"
-    mean_share = sum(shares) / len(shares) if shares else declared
-    kwh_by_hour = {name: spread.values() for name, spread in hourly.items()}
+    return _Renewable(declared, shares, basis, sum(shares) / len(shares) if shares else declared)
 
-    elapsed = _Hourly(hours)
-    elapsed.add(0.0, p_end - p_start, (p_end - p_start) / 3600)
-    hour_share = elapsed.values()                       # of each hour, the part inside [start, min(end, now))
-    idle = None
-    if (site.slurm is not None or metered) and tenant is None:
-        idle = TenantUsage(IDLE, known=True)
-        kwh_by_hour[IDLE] = _idle(site, idle, node_counts, used, used_total, hour_share)
-        idle.cpu_hours -= sum(r.cpu_hours for r in rows.values())
-    others = _unmetered_hosts(site, metered) if tenant is None else {}
-    unmetered = TenantUsage(UNMETERED, known=True) if others else None
-    if unmetered is not None:
-        kw = sum(site.node_types[nt].power_kw for nt in others.values())
-        kwh_by_hour[UNMETERED] = [kw * s for s in hour_share]
-        unmetered.energy_kwh["estimated"] = sum(kwh_by_hour[UNMETERED])
 
-    pue_by_hour = [pue for i, (first, pue, _) in enumerate(pues)
-                   for _ in range(first, pues[i + 1][0] if i + 1 < len(pues) else hours)]
-    all_rows = [*rows.values(), *(r for r in (idle, unmetered) if r is not None)]
-    for row in all_rows:
-        if by_hour:
-            kwh = kwh_by_hour.get(row.name, ())
-            row.facility_kwh = sum(k * p for k, p in zip(kwh, pue_by_hour, strict=False))
-            row.renewable_kwh = (sum(k * s * p for k, s, p in zip(kwh, shares, pue_by_hour, strict=False))
-                                 if shares is not None else row.facility_kwh * declared)
-        else:
-            row.facility_kwh = row.it_kwh * pues[0][1]
-            row.renewable_kwh = row.facility_kwh * mean_share
-        if billing is not None and row.name in rows:
-            _price(row, billing)
+def _idle_line(site: Site, rows: dict[str, TenantUsage], node_counts: dict[str, int], tally: _Tally,
+               hour_share: list[float], kwh_by_hour: dict[str, list[float]]) -> TenantUsage:
+    """The idle line: the capacity no job or pod used (``_idle``), less the tenants' CPU-hours; its kWh per hour
+    into ``kwh_by_hour``."""
+    idle = TenantUsage(IDLE, known=True)
+    kwh_by_hour[IDLE] = _idle(site, idle, node_counts, tally.used, tally.used_total, hour_share)
+    idle.cpu_hours -= sum(r.cpu_hours for r in rows.values())
+    return idle
 
-    it, facility = sum(r.it_kwh for r in all_rows), sum(r.facility_kwh for r in all_rows)
+
+def _unmetered_line(site: Site, others: dict[str, str], hour_share: list[float],
+                    kwh_by_hour: dict[str, list[float]]) -> TenantUsage | None:
+    """The line of the hosts no meter covers (``others``: host -> node type) at their power ratings, if any; its
+    kWh per hour into ``kwh_by_hour``."""
+    if not others:
+        return None
+    unmetered = TenantUsage(UNMETERED, known=True)
+    kw = sum(site.node_types[nt].power_kw for nt in others.values())
+    kwh_by_hour[UNMETERED] = [kw * s for s in hour_share]
+    unmetered.energy_kwh["estimated"] = sum(kwh_by_hour[UNMETERED])
+    return unmetered
+
+
+def _add_facility_energy(row: TenantUsage, kwh: Sequence[float] | None, pue_by_hour: list[float], pue: float,
+                         renewable: _Renewable) -> None:
+    """A line's facility energy (IT energy times the PUE) and its renewable part: hour by hour when ``kwh`` holds
+    the line's kWh per hour, else from its whole IT energy at ``pue`` and the mean renewable share."""
+    if kwh is not None:
+        row.facility_kwh = sum(k * p for k, p in zip(kwh, pue_by_hour, strict=False))
+        row.renewable_kwh = (sum(k * s * p for k, s, p in zip(kwh, renewable.shares, pue_by_hour, strict=False))
+                             if renewable.shares is not None else row.facility_kwh * renewable.declared)
+    else:
+        row.facility_kwh = row.it_kwh * pue
+        row.renewable_kwh = row.facility_kwh * renewable.mean
+
+
+def _period_pue(pues: list[tuple[int, float, str]], rows: list[TenantUsage], pue_by_hour: list[float]) -> float:
+    """The period's PUE: the one declared, else (months of several) the EU definition, facility over IT energy."""
     if len({pue for _, pue, _ in pues}) == 1:
-        pue = pues[0][1]
-    else:                                               # the EU definition: the period's facility over IT energy
-        pue = facility / it if it else sum(pue_by_hour) / hours
-    sources = list(dict.fromkeys(source for _, _, source in pues))
-    shown = [rows[tenant]] if tenant is not None else list(rows.values())
-    total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
-    return Report(site.site.name, period, billing.currency if billing else None, pue, " and ".join(sources), basis,
-                  shown, idle, total, metered, unmetered, len(others))
+        return pues[0][1]
+    it, facility = sum(r.it_kwh for r in rows), sum(r.facility_kwh for r in rows)
+    return facility / it if it else sum(pue_by_hour) / len(pue_by_hour)
 
 
 def _unmetered_hosts(site: Site, metered: list[str]) -> dict[str, str]:
