@@ -68,8 +68,8 @@ def main() -> int:
         static = Path(tmp) / "static.yml"
         subprocess.run([sys.executable, "-c", (
             "import sys, yaml; from infra.site import load_site; from infra.plan import build_plan;"
-            "from infra.render.inventory import site_inventory; s = load_site(sys.argv[1]);"
-            "open(sys.argv[2], 'w').write(yaml.safe_dump(site_inventory(s, build_plan(s)), sort_keys=False))"),
+            "from infra.runner.execution import controller_inventory; s = load_site(sys.argv[1]);"
+            "open(sys.argv[2], 'w').write(yaml.safe_dump(controller_inventory(s, build_plan(s)), sort_keys=False))"),
             str(site_file), str(static)], check=True, env=env, cwd=ROOT)
         inventory = str(Path(sys.executable).parent / "ansible-inventory")
         plugin_t, static_t = [], []

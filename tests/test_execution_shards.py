@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import RIGA
 
-from infra.runner.execution import default_worker_command, shards
+from infra.runner.execution import controller_inventory, default_worker_command, shards
 from infra.project import REPO_ROOT
 from infra.plan import build_plan
 from infra.site import load_site
@@ -105,7 +105,11 @@ def test_execution_hosts_are_a_plan_group_whose_variables_pin_the_controllers_ve
     # The base phase prepares execution hosts first, from the controller, before the hosts they serve.
     in_plan_order = [h for h in hosts if h in ("ctl02", "gpu0100")]
     assert base.providers(plan, hosts) == in_plan_order == base.local_hosts(plan, hosts)
-    pinned = inventory_view(site, plan)["all"]["children"]["execution"]["vars"]["gf_execution"]
+    # the render is the plan's alone: where the execution hosts' Ansible goes, never this machine's versions
+    assert inventory_view(site, plan)["all"]["children"]["execution"]["vars"]["gf_execution"] == {
+        "venv": "/opt/gigafactory/venv", "project": "/opt/gigafactory/project"}
+    # applied, the controller's own versions are pinned there
+    pinned = controller_inventory(site, plan)["all"]["children"]["execution"]["vars"]["gf_execution"]
     assert pinned["venv"] == "/opt/gigafactory/venv" and pinned["project"] == "/opt/gigafactory/project"
     assert pinned["packages"]["ansible-core"] == version("ansible-core")
     assert pinned["packages"]["ansible-runner"] == version("ansible-runner") and "mitogen" not in pinned["packages"]

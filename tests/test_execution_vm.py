@@ -77,7 +77,7 @@ def ok_hosts(events: list[dict]) -> set[str]:
 def test_ctl01_runs_the_phases_of_node01_and_node02(tmp_path):
     from infra.vm.demo import demo_boot
     from infra.plan import build_plan
-    from infra.render.inventory import execution_packages
+    from infra.runner.execution import execution_packages
     from infra.site import load_site
     from infra.vm.launcher import Launcher
     from infra.vm.python_index import ensure_python_index

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 from conftest import RIGA, ROOT, site_data
 from metering_data import with_billing
-from infra.orchestrate.phases import PHASES
+from infra.plan.phases import PHASES
 from infra.plan import build_plan
-from infra.render.inventory import inventory_view
+from infra.runner.execution import controller_inventory
 from infra.site import SiteInvalid, validate_data
 from infra.site.impact import EVERY_PHASE, LIVE, NONE, UNDECLARED, _bare, field_impacts, field_phases, submodels
 from infra.site.model import Site
@@ -218,7 +218,7 @@ class Walk:
     def digests(self, data: dict) -> dict[str, str]:
         site = validate_data(data, directory=ROOT)
         plan = build_plan(site)
-        inputs = dataclasses.replace(self.inputs, plan=plan, inventory=inventory_view(site, plan))
+        inputs = dataclasses.replace(self.inputs, plan=plan, inventory=controller_inventory(site, plan))
         out = {p.name: inputs.digest(p) for p in nc.node_phases()}
         out["kubernetes"] = inputs.digest(nc.kubernetes_phase("k8s_riga_infer"), {"kubernetes_cluster": "riga-infer"})
         return out

@@ -74,3 +74,35 @@ def test_an_upward_import_and_a_cycle_are_found():
     found = [structure.Import("infra.render.files", "infra.orchestrate.up", 7, True)]
     assert upward_imports(found) == ["infra.render.files:7 (in a function) -> infra.orchestrate.up (render below orchestrate)"]
     assert package_cycles({"render": {"orchestrate"}, "orchestrate": {"render"}, "site": set()}) == [("orchestrate", "render")]
+
+
+# What the pure layers may not read: the environment they run in (installed versions, the process's variables).
+# A render depends on the plan alone; what the controller is (its Ansible's versions) is the apply layer's to add.
+ENVIRONMENT_READERS = ("importlib.metadata", "importlib_metadata", "pkg_resources", "os.environ", "os.getenv")
+
+
+def environment_reads(text: str, name: str) -> list[str]:
+    import ast
+    out = []
+    for node in ast.walk(ast.parse(text, name)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            names = [f"{node.value.id}.{node.attr}"]
+        else:
+            continue
+        out += [f"{name}:{node.lineno} {n}" for n in names if n in ENVIRONMENT_READERS]
+    return out
+
+
+def test_site_plan_and_render_read_nothing_of_the_environment():
+    pure = [p for layer in ("site", "plan", "render") for p in sorted((ROOT / "infra" / layer).rglob("*.py"))]
+    assert len(pure) > 20
+    assert [r for p in pure for r in environment_reads(p.read_text(), str(p.relative_to(ROOT)))] == []
+
+
+def test_an_environment_read_is_found():
+    sample = "from importlib.metadata import version\nimport os\nX = os.environ.get('A')\n"
+    assert environment_reads(sample, "x.py") == ["x.py:1 importlib.metadata", "x.py:3 os.environ"]

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from infra.render.inventory import execution_packages
+from infra.runner.execution import execution_packages
 from infra.vm import python_index
 from infra.vm.python_index import GUEST_PLATFORMS, normalized, simple_index
 

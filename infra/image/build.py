@@ -30,8 +30,8 @@ import yaml
 from ..plan import Plan
 from ..project import ansible_root
 from ..plan.phases import phase_named
-from ..render.inventory import site_inventory
 from ..runner.ansible import run_wave
+from ..runner.execution import controller_inventory
 from ..site.model import Site
 from .base import DEFAULT_SIZE, boot_files, cached_debootstrap, copy_tree, install_guest_files, unmount_below
 from .boot import NETBOOT_FSTAB, NETBOOT_INITRAMFS, ipxe_script
@@ -112,7 +112,7 @@ def _ansible_events(say: Say, node_type: str, phase: str):
 
 def _inventory(site: Site, plan: Plan, image: TypeImage, host: str, chroot: Chroot) -> dict[str, Any]:
     """One host standing for the type: in the type's groups, with the site-wide variables and those groups'."""
-    view = site_inventory(site, plan)
+    view = controller_inventory(site, plan)
     children = {}
     for group in image.groups:
         entry: dict[str, Any] = {"hosts": {host: None}}

@@ -13,7 +13,7 @@ from typing import Any
 from ..plan import Plan, build_plan, group_name
 from ..plan.phases import PHASES, phase_named
 from ..project import ansible_root
-from ..render.inventory import site_inventory
+from ..runner.execution import controller_inventory
 from ..runner.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files
 from ..site.model import Repository, Site
 from .base import DEFAULT_PACKAGES, Image, cache_root
@@ -105,7 +105,7 @@ CONFIGURE_VARIABLES = frozenset({"gf_etc_hosts", "gf_slurm_files", "gf_slurm_ten
 
 def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:
     """The inventory variables the image's stand-in host receives (site-wide and its groups'), host lists and addresses left out."""
-    view = site_inventory(site, plan)
+    view = controller_inventory(site, plan)
     out = dict(view["all"]["vars"])
     for group in sorted(image.groups):
         out.update(view["all"]["children"].get(group, {}).get("vars", {}))

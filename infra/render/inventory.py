@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Mapping
 from typing import Any
 
 from ..plan import Plan, group_name
@@ -148,32 +148,17 @@ def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
 # Where the base phase installs an execution host's Ansible (role execution_host) and where up runs its worker.
 EXECUTION_VENV = "/opt/gigafactory/venv"
 EXECUTION_PROJECT = "/opt/gigafactory/project"
-# ansible-core and ansible-runner, and what the site inventory plugin and the filters import, each pinned to the
-# version this controller runs (mitogen too when the site's strategy is one of Mitogen's).
-EXECUTION_PACKAGES = ("ansible-core", "ansible-runner", "pydantic", "pyyaml", "jinja2", "python-hostlist")
 
 
-def controller_versions(names: tuple[str, ...]) -> dict[str, str]:
-    """The version of each Python distribution in ``names`` that this controller runs."""
-    try:
-        return {name: version(name) for name in names}
-    except PackageNotFoundError as err:
-        raise RuntimeError(f"the controller's Python has no {err.name}: install gigafactory's dependencies") from err
-
-
-def execution_packages(strategy: str) -> dict[str, str]:
-    """What an execution host installs for a site with this ``provisioning.strategy``: each distribution of
-    EXECUTION_PACKAGES (and mitogen for Mitogen's strategies) at the version this controller runs."""
-    return controller_versions(EXECUTION_PACKAGES + (("mitogen",) if strategy.startswith("mitogen_") else ()))
-
-
-def execution_vars(site: Site, plan: Plan) -> dict[str, Any]:
+def execution_vars(plan: Plan, packages: Mapping[str, str] | None) -> dict[str, Any]:
     """Variables of the ``execution`` group (hosts that run Ansible for others): ``gf_execution``, what the
-    execution_host role installs there, at the controller's versions."""
+    execution_host role installs there. ``packages`` (distribution -> version) are the controller's, which the apply
+    layer reads of its own environment (infra.runner.execution.execution_packages): a render depends on the plan
+    alone, so without them (``inventory.json``) the group's variables say where, not which versions."""
     if "execution" not in plan.groups:
         return {}
     return {"gf_execution": {"venv": EXECUTION_VENV, "project": EXECUTION_PROJECT,
-                             "packages": execution_packages(site.provisioning.strategy)}}
+                             **({"packages": dict(packages)} if packages is not None else {})}}
 
 
 def boot_vars(site: Site, plan: Plan) -> dict[str, Any]:
@@ -200,9 +185,10 @@ def connection_vars(site: Site) -> dict[str, Any]:
     return {"ansible_user": site.provisioning.user}
 
 
-def site_inventory(site: Site, plan: Plan) -> dict[str, Any]:
+def site_inventory(site: Site, plan: Plan, packages: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The site's Ansible inventory as a static YAML inventory (``all``: vars, hosts, children): what the inventory
-    plugin gives Ansible, what NodeConfiguration hashes (tests/test_cli_and_inventory.py compares the two)."""
+    plugin gives Ansible, what NodeConfiguration hashes (tests/test_cli_and_inventory.py compares the two). Applied,
+    it carries the controller's ``packages`` for the execution hosts (infra.runner.execution.controller_inventory)."""
     children: dict[str, Any] = {}
     for group, members in plan.groups.items():
         children[group] = {"hosts": dict.fromkeys(members)}
@@ -214,7 +200,7 @@ def site_inventory(site: Site, plan: Plan) -> dict[str, Any]:
     for group, variables in kubernetes_vars(site, plan).items():
         children[group]["vars"] = variables
     if "execution" in children:
-        children["execution"]["vars"] = execution_vars(site, plan)
+        children["execution"]["vars"] = execution_vars(plan, packages)
     if "boot_server" in children:
         children["boot_server"]["vars"] = boot_vars(site, plan)
     return {"all": {

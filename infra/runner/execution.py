@@ -8,15 +8,42 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from ..plan import Plan
-from ..render.inventory import EXECUTION_PROJECT, EXECUTION_VENV
-from ..site.model import CONTROLLER, Execution
+from ..render.inventory import EXECUTION_PROJECT, EXECUTION_VENV, site_inventory
+from ..site.model import CONTROLLER, Execution, Site
 from ..project import REPO_ROOT
+
+
+# ansible-core and ansible-runner, and what the site inventory plugin and the filters import, each pinned to the
+# version this controller runs (mitogen too when the site's strategy is one of Mitogen's).
+EXECUTION_PACKAGES = ("ansible-core", "ansible-runner", "pydantic", "pyyaml", "jinja2", "python-hostlist")
+
+
+def controller_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The version of each Python distribution in ``names`` that this controller runs."""
+    try:
+        return {name: version(name) for name in names}
+    except PackageNotFoundError as err:
+        raise RuntimeError(f"the controller's Python has no {err.name}: install gigafactory's dependencies") from err
+
+
+def execution_packages(strategy: str) -> dict[str, str]:
+    """What an execution host installs for a site with this ``provisioning.strategy``: each distribution of
+    EXECUTION_PACKAGES (and mitogen for Mitogen's strategies) at the version this controller runs."""
+    return controller_versions(EXECUTION_PACKAGES + (("mitogen",) if strategy.startswith("mitogen_") else ()))
+
+
+def controller_inventory(site: Site, plan: Plan) -> dict[str, Any]:
+    """The site's inventory as this controller applies it (``site_inventory`` with the controller's versions for
+    the execution hosts): what the inventory plugin gives Ansible and NodeConfiguration hashes."""
+    packages = execution_packages(site.provisioning.strategy) if "execution" in plan.groups else None
+    return site_inventory(site, plan, packages)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 
 from ..plan.phases import KUBERNETES, PHASES as ORCHESTRATION_PHASES, Phase
 from ..plan import Plan
-from ..render.inventory import site_inventory
+from ..runner.execution import controller_inventory
 from ..site.model import Site
 from ..runner.phase_files import (PhaseInputError, files_digest, files_groups, files_references, phase_files,  # noqa: F401 - re-exported
                                      site_inventory_files)
@@ -213,7 +213,7 @@ class PhaseInputs:
                 groups[spec.name] = files_groups(books, paths)
             except PhaseInputError as err:
                 raise PhaseInputError(f"phase {spec.name!r}: {err}") from None
-        return cls(root, site_file, plan, site_inventory(site, plan), files, reads, groups)
+        return cls(root, site_file, plan, controller_inventory(site, plan), files, reads, groups)
 
     def digest(self, phase: Phase, extra_vars: Mapping[str, Any] | None = None, limit: str | None = None) -> str:
         """The phase's inputs hash (within ``limit``, as phase_hosts): what it reads of the variables its hosts

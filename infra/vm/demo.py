@@ -12,7 +12,7 @@ from ..orchestrate.up import UpOptions, up
 from ..plan import build_plan
 from ..plan.phases import ACCEPTANCE
 from ..project import REPO_ROOT
-from ..render.inventory import execution_packages
+from ..runner.execution import execution_packages
 from ..site import load_site
 from .mirrors import image_build_mirrors
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from ..render.inventory import execution_packages
+from ..runner.execution import execution_packages
 from ..site.model import Site
 from . import mirror_cache, python_index
 

@@ -3,7 +3,7 @@
 The analogue of mirror_cache.py for pip. An execution host installs ansible-core, ansible-runner and what the
 project's plugins import at the controller's exact versions (role execution_host, from the site's
 ``repositories.python``); a VM cannot reach the index this machine's pip is configured with (file:// indexes, local
-find-links). So the test bed fills a wheelhouse with exactly those pins (``infra.render.inventory.execution_packages``,
+find-links). So the test bed fills a wheelhouse with exactly those pins (``infra.runner.execution.execution_packages``,
 the list the inventory gives the role) and their dependencies, for the guests' Python (Debian 13: CPython 3.13,
 manylinux x86_64), through this machine's pip and its configured index, once per requirements set; and serves it as a
 PEP 503 simple index (a directory per normalized project name; ``http.server``'s directory listing is a valid simple

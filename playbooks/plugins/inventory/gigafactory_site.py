@@ -81,7 +81,7 @@ class InventoryModule(BaseInventoryPlugin):
     def _parse(self, inventory, path):
         try:
             from infra.plan import build_plan
-            from infra.render.inventory import site_inventory
+            from infra.runner.execution import controller_inventory
             from infra.site import SiteInvalid, load_site
         except ImportError as err:
             raise AnsibleParserError(f"gigafactory_site needs the gigafactory package in Ansible's Python: {err}") from err
@@ -90,7 +90,7 @@ class InventoryModule(BaseInventoryPlugin):
             plan = build_plan(site, path)
         except SiteInvalid as err:
             fail(str(err), EXIT_INVALID)
-        everyone = site_inventory(site, plan)["all"]
+        everyone = controller_inventory(site, plan)["all"]
         for key, value in everyone["vars"].items():
             inventory.set_variable("all", key, value)
         for name, variables in everyone["hosts"].items():
