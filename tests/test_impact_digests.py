@@ -220,7 +220,7 @@ class Walk:
         plan = build_plan(site)
         inputs = dataclasses.replace(self.inputs, plan=plan, inventory=controller_inventory(site, plan))
         out = {p.name: inputs.digest(p) for p in nc.node_phases()}
-        out["kubernetes"] = inputs.digest(nc.kubernetes_phase("k8s_riga_infer"), {"kubernetes_cluster": "riga-infer"})
+        out["kubernetes"] = inputs.digest(nc.CLUSTER_PHASE, {"kubernetes_cluster": "riga-infer"}, limit="k8s_riga_infer")
         return out
 
     def changed(self, change, prepare=None) -> set[str]:
