@@ -61,7 +61,7 @@ def cache_root() -> Path:
 
 
 def _run(argv: list[str], **kwargs) -> None:
-    # The build's own output goes to stderr: stdout belongs to the caller (``python -m infra.vm up``
+    # The build's own output goes to stderr: stdout belongs to the caller (``python -m infra.cli.vm up``
     # prints its JSON there, which Molecule's create playbook parses).
     kwargs.setdefault("stdout", sys.stderr)
     try:

@@ -56,7 +56,7 @@ class Cost:
     phases: tuple[str, ...] | None
 
 
-EVERY_PHASE = "*"                       # in Cost.phases: every phase of the registry (infra/orchestrate/phases.py)
+EVERY_PHASE = "*"                       # in Cost.phases: every phase of the registry (infra/plan/phases.py)
 NONE, LIVE, RESTART, DRAIN, REBOOT, REPLACE = Impact.NONE, Impact.LIVE, Impact.RESTART, Impact.DRAIN, Impact.REBOOT, Impact.REPLACE
 
 

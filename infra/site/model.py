@@ -70,7 +70,7 @@ SlurmTime = Annotated[str, Constrained("a Slurm time limit"), AfterValidator(_sl
 MajorMinor = Annotated[str, Constrained("a version of the form '1.33'"), BeforeValidator(_version(2))]
 
 
-# Phases several fields land on together (infra/orchestrate/phases.py names them all).
+# Phases several fields land on together (infra/plan/phases.py names them all).
 KEYED = ("base", "rdma", "gpu", "slurm", "kubernetes")    # install from a mirror whose key site_repository_key writes
 CLUSTER = ("kubernetes", "health")                         # the cluster's bootstrap, and the health gate's API checks
 PARTITIONED = ("rdma", "health")                           # InfiniBand partitions: opensm, and the health gate
