@@ -39,6 +39,9 @@ def full_riga() -> dict:
     data["tenants"][0]["slurm"].update(cpus=4096, nodes=64)
     data["tenants"][0]["kubernetes"]["group"] = "acme"
     data["provisioning"] = {"images": {"server": "ctl02"}}       # the boot phase has a host
+    data["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_tray_kw": 0.5}
+    data["node_types"]["hgx-h200"]["hca"]["ports"] = [f"0000:{bus:02x}:00.0" for bus in range(8)]
+    data["racks"][0].update(power_shelves={"count": 2, "kw": 33}, cooling={"liquid_kw": 20, "air_kw": 40})
     return Site.model_validate(validate_data(data)).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
@@ -76,7 +79,8 @@ SAMPLES: dict[str, Any] = {
     "repositories.images": _set("repositories.images", "registry.riga-1.internal:5000"),
     "repositories.python": _set("repositories.python", "http://mirror.riga-1.internal/pypi/simple"),
     "software.nvidia_driver.branch": _set("software.nvidia_driver.branch", "580"),
-    "software.nvidia_driver.source": (lambda d: d["node_types"]["hgx-h200"]["gpu"].update(nvswitch=False),   # no Fabric Manager
+    "software.nvidia_driver.source": (lambda d: (d["node_types"]["hgx-h200"]["gpu"].update(nvswitch=False),   # no Fabric Manager
+                                                 d["node_types"]["hgx-h200"].pop("nvlink")),                  # nor IMEX
                                       lambda d: d["software"]["nvidia_driver"].update(source="distribution", branch="550")),
     "software.cuda.versions": _set("software.cuda.versions", ["12.8", "12.9"]),
     "software.cuda.default": _set("software.cuda.default", "12.8"),
@@ -104,6 +108,9 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.gpu.model": lambda d: (d["node_types"]["hgx-h200"]["gpu"].update(model="H100"),
                                              d["billing"]["tariffs"].update(gpu_hour={"H100": 2.5})),
     "node_types.<key>.hca": lambda d: d["node_types"]["cpu-1u"]["hca"].update(count=2),
+    "node_types.<key>.hca.count": lambda d: d["node_types"]["hgx-h200"]["hca"].update(
+        count=9, ports=[f"0000:{bus:02x}:00.0" for bus in range(9)]),
+    "node_types.<key>.hca.ports": _set("node_types.hgx-h200.hca.ports", [f"0000:{bus:02x}:00.0" for bus in range(1, 9)]),
     "node_types.<key>.hca.model": lambda d: d["node_types"]["hgx-h200"]["hca"].update(model="ConnectX-8"),
     "racks": lambda d: d["racks"].append({"names": ["c01"], "power_kw": 20, "units": 48}),
     "racks[].names": lambda d: d["racks"][0].update(names=[f"a{i:02d}" for i in range(1, 33)] + ["a33"]),

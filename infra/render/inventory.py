@@ -45,7 +45,7 @@ def node_type_vars(site: Site, name: str) -> dict[str, Any]:
         "gf_gpus": nt.gpus,
         "gf_gpu_model": nt.gpu.model if nt.gpu else None,
         "gf_nvswitch": bool(nt.gpu and nt.gpu.nvswitch),
-        "gf_nvlink_domain": bool(nt.gpu and nt.gpu.nvlink_domain),
+        "gf_nvlink_domain": nt.nvlink is not None,
         "gf_hcas": nt.hcas,
         "gf_hca_model": nt.hca.model if nt.hca else None,
         "gf_cpus": nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,

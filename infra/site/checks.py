@@ -669,7 +669,7 @@ def software_available(site: Site, index: SiteIndex) -> Iterator[Problem]:
             # Debian packages neither Fabric Manager (NVSwitch systems) nor IMEX (multi-node NVLink domains)
             for name, nt in site.node_types.items():
                 needs = [what for what, wanted in (("Fabric Manager", nt.gpu and nt.gpu.nvswitch),
-                                                   ("IMEX", nt.gpu and nt.gpu.nvlink_domain)) if wanted]
+                                                   ("IMEX", nt.nvlink is not None)) if wanted]
                 if needs:
                     yield Problem("software.nvidia_driver.source",
                                   f"node type {name!r} needs NVIDIA {' and '.join(needs)}, which Debian does not ship; "

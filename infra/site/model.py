@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from .hostlists import Hostlist
 from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Cost, Impact
@@ -277,7 +277,15 @@ class Gpu(Strict):
     count: Annotated[Count, DRAIN.on("slurm", "health")] = Field(le=72)
     memory_gb: Annotated[Gigabytes, NONE] = 0
     nvswitch: Annotated[bool, DRAIN.on("gpu")] = False
-    nvlink_domain: Annotated[bool, DRAIN.on("gpu")] = Field(default=False, description="Multi-node NVLink (GB200/GB300 NVL72): needs IMEX.")
+
+
+class Nvlink(Strict):
+    """A rack-scale NVLink domain (GB200/GB300 NVL72): the node type is one compute tray of it."""
+    trays: Annotated[Count, NONE] = Field(
+        ge=2, le=72, description="Compute trays (nodes) per NVLink domain: 18 for an NVL72; one Slurm block.")
+    switch_trays: Annotated[Count, NONE] = Field(default=9, ge=0, le=36, description="NVLink switch trays per domain.")
+    switch_tray_kw: Annotated[Kilowatts, NONE] = Field(default=0, le=100, description="Power of one switch tray.")
+    switch_tray_units: Annotated[RackUnits, NONE] = 1
 
 
 class Cpu(Strict):
@@ -285,11 +293,44 @@ class Cpu(Strict):
     sockets: Count = Field(ge=1, le=8)
     cores_per_socket: Count = Field(ge=1, le=512)
     threads_per_core: Count = Field(default=1, ge=1, le=8)
+    arch: Annotated[Literal["x86_64", "aarch64"], REPLACE.on()] = Field(
+        default="x86_64", description="CPU architecture (aarch64 for Grace): the node image's Debian architecture.")
+
+
+PCI_ADDRESS = re.compile(r"^(?:[0-9a-f]{4}:)?[0-9a-f]{2}:[01][0-9a-f]\.[0-7]$")
+
+
+def _pci_address(value: Any) -> str:
+    value = str(value).lower()
+    if not PCI_ADDRESS.fullmatch(value):
+        raise ValueError(f"{value[:40]!r} is not a PCI address such as '0000:03:00.0' or '03:00.0'")
+    return value
+
+
+PciAddress = Annotated[str, Constrained("a PCI address such as '0000:03:00.0'"), BeforeValidator(_pci_address)]
 
 
 class Hca(Strict):
     model: Annotated[ModelName, LIVE.on("rdma")]        # the rdma role's rdma_hca_model
-    count: Annotated[Count, DRAIN.on("gpu", "health")] = Field(le=16)
+    count: Annotated[Count, DRAIN.on("gpu", "health")] = Field(le=16, description="HCAs on compute rails; default: as many as ports.")
+    ports: Annotated[list[PciAddress], NONE] = Field(
+        default_factory=list, max_length=16,
+        description="The compute rails' HCA ports by PCI address, rail 1 first (a tray's mlx5_N numbering counts its DPUs too).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_ports(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "count" not in data and isinstance(data.get("ports"), list):
+            data = {**data, "count": len(data["ports"])}
+        return data
+
+    @model_validator(mode="after")
+    def _one_port_per_rail(self) -> Hca:
+        if self.ports and len(self.ports) != self.count:
+            raise ValueError(f"count is {self.count} but {len(self.ports)} ports are named; one port per rail")
+        if len(set(self.ports)) != len(self.ports):
+            raise ValueError("ports names a PCI address twice")
+        return self
 
 
 class NodeType(Strict):
@@ -303,6 +344,18 @@ class NodeType(Strict):
     power_kw: Annotated[Kilowatts, NONE]
     rack_units: Annotated[RackUnits, NONE] = Field(le=48)
     hugepages_2m: Annotated[HugePages, REBOOT.on("base")] = Field(default=0, description="2 MiB huge pages reserved at boot.")
+    nvlink: Annotated[Nvlink | None, DRAIN.on("gpu")] = Field(
+        default=None, description="Set when the node type is a compute tray of a rack-scale NVLink domain (needs IMEX).")
+    liquid_kw: Annotated[Kilowatts, NONE] = Field(
+        default=0, description="Of power_kw, the heat carried off by liquid; the rest is the air load.")
+
+    @model_validator(mode="after")
+    def _nvlink_needs_gpus(self) -> NodeType:
+        if self.nvlink is not None and self.gpu is None:
+            raise ValueError("nvlink: a tray of an NVLink domain has GPUs; declare gpu")
+        if self.liquid_kw > self.power_kw:
+            raise ValueError(f"liquid_kw ({self.liquid_kw:g}) exceeds power_kw ({self.power_kw:g})")
+        return self
 
     @property
     def gpus(self) -> int:
@@ -313,11 +366,25 @@ class NodeType(Strict):
         return self.hca.count if self.hca else 0
 
 
+class PowerShelves(Strict):
+    IMPACT: ClassVar[Impact] = NONE    # planning: the rack's power check
+    count: Count = Field(ge=1, le=32)
+    kw: Kilowatts = Field(gt=0, le=200, description="Output of one power shelf.")
+
+
+class RackCooling(Strict):
+    IMPACT: ClassVar[Impact] = NONE    # planning: the rack's cooling check
+    liquid_kw: Kilowatts = Field(description="Heat the rack's liquid loop removes.")
+    air_kw: Kilowatts = Field(description="Heat the room's air removes from the rack.")
+
+
 class Rack(Strict):
     IMPACT: ClassVar[Impact] = NONE    # placement: where a host is planned, not what runs on it
     names: Hostlist = Field(min_length=1)
-    power_kw: Kilowatts = Field(gt=0)
+    power_kw: Kilowatts = Field(gt=0, description="The feed the row gives each rack.")
     units: RackUnits = 42
+    power_shelves: PowerShelves | None = Field(default=None, description="The rack's own power shelves (rack-scale systems).")
+    cooling: RackCooling | None = Field(default=None, description="Liquid and air cooling capacity per rack; default: air only, up to power_kw.")
 
 
 class Pool(Strict):
