@@ -39,9 +39,9 @@ def full_riga() -> dict:
     data["tenants"][0]["slurm"].update(cpus=4096, nodes=64)
     data["tenants"][0]["kubernetes"]["group"] = "acme"
     data["provisioning"] = {"images": {"server": "ctl02"}}       # the boot phase has a host
-    data["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_tray_kw": 0.5}
+    data["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1, "switch_tray_kw": 0.5}
     data["node_types"]["hgx-h200"]["hca"]["ports"] = [f"0000:{bus:02x}:00.0" for bus in range(8)]
-    data["racks"][0].update(power_shelves={"count": 2, "kw": 33}, cooling={"liquid_kw": 20, "air_kw": 40})
+    data["racks"][0].update(power_shelves={"count": 2, "kw": 33}, cooling={"liquid_kw": 20, "air_kw": 45})
     return Site.model_validate(validate_data(data)).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
@@ -111,6 +111,7 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.hca.count": lambda d: d["node_types"]["hgx-h200"]["hca"].update(
         count=9, ports=[f"0000:{bus:02x}:00.0" for bus in range(9)]),
     "node_types.<key>.hca.ports": _set("node_types.hgx-h200.hca.ports", [f"0000:{bus:02x}:00.0" for bus in range(1, 9)]),
+    "node_types.<key>.nvlink.trays": lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(trays=4),
     "node_types.<key>.hca.model": lambda d: d["node_types"]["hgx-h200"]["hca"].update(model="ConnectX-8"),
     "racks": lambda d: d["racks"].append({"names": ["c01"], "power_kw": 20, "units": 48}),
     "racks[].names": lambda d: d["racks"][0].update(names=[f"a{i:02d}" for i in range(1, 33)] + ["a33"]),

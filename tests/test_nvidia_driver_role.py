@@ -61,7 +61,7 @@ def test_nvswitch_node_gets_fabric_manager_and_peermem_from_the_sites_mirror(tmp
 def test_nvlink_domain_node_gets_imex_not_fabric_manager(tmp_path):
     site = site_data(RIGA)
     site["node_types"]["hgx-h200"]["gpu"].update(model="GB200", nvswitch=False)
-    site["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2}
+    site["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1}
     decision, _, _ = decide(tmp_path, site)
     assert decision["extra"] == ["nvidia-imex-570"]
 

@@ -108,7 +108,7 @@ CASES = {
     "fabric manager from debian": (lambda d: d["software"]["nvidia_driver"].update(branch="550", source="distribution"),
                                    "software.nvidia_driver.source", "node type 'hgx-h200' needs NVIDIA Fabric Manager"),
     "imex from debian": (lambda d: (d["software"]["nvidia_driver"].update(branch="550", source="distribution"),
-                                    (d["node_types"]["hgx-h200"]["gpu"].update(nvswitch=False), d["node_types"]["hgx-h200"].update(nvlink={"trays": 2}))),
+                                    (d["node_types"]["hgx-h200"]["gpu"].update(nvswitch=False), d["node_types"]["hgx-h200"].update(nvlink={"trays": 2, "switch_trays": 1}))),
                          "software.nvidia_driver.source", "needs NVIDIA IMEX, which Debian does not ship"),
     "driver repository missing": (lambda d: d["repositories"].pop("cuda"), "software.nvidia_driver.source", "needs repositories.cuda"),
     "proprietary on open-only gpus": (lambda d: (d["software"]["nvidia_driver"].update(flavor="proprietary"),

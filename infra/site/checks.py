@@ -17,7 +17,7 @@ from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
 from .model import CONTROLLER, LustreStorage, NfsStorage, Repository, Site
 from .openpgp import NotAKey, key_fingerprints
-from .placement import place_hosts
+from .placement import RackLimits, describe_load, item_load, place_hosts
 from .power import site_power_kw
 from .problems import Problem, field_path as fp
 
@@ -574,17 +574,19 @@ def tenant_storage_fits(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 @check
 def node_types_fit_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """One host (or one whole NVLink domain) fits each of its pool's racks: power, shelves, units, liquid and air."""
     for i, pool in enumerate(site.pools):
         node_type = index.node_type(pool)
         if node_type is None:
             continue
+        _, load = item_load(node_type)
         for rack_name in pool.racks:
             if rack_name not in index.racks:
                 continue
-            rack = site.racks[index.racks[rack_name]]
-            if node_type.power_kw > rack.power_kw or node_type.rack_units > rack.units:
-                yield Problem(fp("pools", i, "racks"), f"rack {rack_name} ({rack.power_kw:g} kW, {rack.units} U) cannot hold even one "
-                              f"{pool.type} ({node_type.power_kw:g} kW, {node_type.rack_units} U)")
+            limits = RackLimits.of(site.racks[index.racks[rack_name]])
+            if not limits.holds(load):
+                yield Problem(fp("pools", i, "racks"), f"rack {rack_name} (only {limits.short_of(load)}) cannot hold even one "
+                              f"{describe_load(pool.type, node_type)}")
                 break
 
 
