@@ -17,7 +17,7 @@ from ..site.groups import group_name, inventory_groups
 from .kubernetes import plan_clusters
 from .model import Capacity, HostPlan, NetworkPlan, Plan, SlurmPlan
 from .partitions import plan_partitions
-from ..site.placement import place_hosts
+from ..site.placement import place
 from ..site.power import site_power_kw
 from .slurm import plan_slurm
 
@@ -38,7 +38,8 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
     """
     index = SiteIndex(site)
     problems: list[Problem] = []
-    placed = place_hosts(index, problems)
+    placement = place(index, problems)
+    placed = placement.hosts
     order = [h for pool in site.pools for h in pool.hosts]
 
     networks: dict[str, NetworkPlan] = {}
@@ -80,7 +81,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
         raise SiteInvalid(source, problems)
     partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
     return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site),
-                partitions=partitions)
+                partitions=partitions, racks=placement.racks, domains=placement.domains)
 
 
 def ntp_servers(site: Site) -> tuple[str, ...]:

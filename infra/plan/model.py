@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..site.fabric import FabricPlan
+from ..site.placement import Domain, RackUse
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +170,5 @@ class Plan:
     kubernetes: tuple[ClusterPlan, ...] = ()                            # per ``kubernetes`` entry, in site order
     ntp_servers: tuple[str, ...] = ()                                   # the hosts' time sources
     partitions: dict[str, tuple[PartitionPlan, ...]] = field(default_factory=dict)   # InfiniBand fabric -> partitions
+    racks: dict[str, RackUse] = field(default_factory=dict)             # every declared rack: limits, planned load, domains
+    domains: tuple[Domain, ...] = ()                                    # NVLink domains, in the order the racks stand

@@ -17,7 +17,7 @@ from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
 from .model import CONTROLLER, LustreStorage, NfsStorage, Repository, Site
 from .openpgp import NotAKey, key_fingerprints
-from .placement import RackLimits, describe_load, item_load, place_hosts
+from .placement import RackLimits, describe_load, item_load, place
 from .power import site_power_kw
 from .problems import Problem, field_path as fp
 
@@ -442,7 +442,7 @@ def host_names_not_reserved(site: Site, index: SiteIndex) -> Iterator[Problem]:
 def hosts_fit_their_racks(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """Every pool's hosts find power and space in its racks (pools naming unknown racks are reported elsewhere)."""
     problems: list[Problem] = []
-    place_hosts(index, problems)
+    place(index, problems)
     unknown = {fp("pools", i, "racks") for i, pool in enumerate(site.pools) if any(r not in index.racks for r in pool.racks)}
     yield from (p for p in problems if p.path not in unknown)
 

@@ -160,7 +160,3 @@ def place(index: SiteIndex, problems: list[Problem]) -> Placement:
         named.append(Domain(name, pool_name, rack, item))
     return Placement(placed, racks, tuple(named))
 
-
-def place_hosts(index: SiteIndex, problems: list[Problem]) -> dict[str, tuple[str, int]]:
-    """host -> (rack, lowest rack unit)."""
-    return place(index, problems).hosts
