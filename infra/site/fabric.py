@@ -78,36 +78,51 @@ def plan_fabric(index: SiteIndex, i: int, problems: list[Problem]) -> tuple[Fabr
                          else f"ib{r}" if fabric.kind == "infiniband" else f"rail{r}")
             rails.append(RailPlan(fabric.name, r, str(subnet), interface, blocks))
 
-    half = fabric.switch.ports // 2
-    endpoints_gpu = len(gpu_hosts) * fabric.rails
+    endpoints_gpu = sum(hcas[h] for h in gpu_hosts)            # a tray's rails: its node type's HCAs on this fabric
     endpoints_service = sum(hcas[h] for h in service_hosts)
     if fabric.topology == "rail-optimized":
+        half = fabric.switch.ports // 2
         if su > half:
             problems.append(Problem(fp("fabrics", i, "scalable_unit"), f"a scalable unit of {su} nodes needs {su} down ports per rail leaf, "
                                     f"but a {fabric.switch.ports}-port {fabric.switch.model} has {half} (half its ports go up)"))
-        leaves = len(units) * fabric.rails
+        leaves = sum(max(hcas[h] for h in unit) for unit in units)   # one leaf per rail per scalable unit
     else:
-        leaves = math.ceil(endpoints_gpu / half) if endpoints_gpu else 0
-    service_leaves = math.ceil(endpoints_service / half) if endpoints_service else 0
-    total_leaves = leaves + service_leaves
-    switches = {"leaf": leaves, "service-leaf": service_leaves}
-    cables = {"node-leaf": endpoints_gpu + endpoints_service}
-    if total_leaves <= 1:
-        tiers = 1
-    elif total_leaves <= fabric.switch.ports:
-        tiers = 2
-        switches["spine"] = math.ceil(total_leaves * half / fabric.switch.ports)
-        cables["leaf-spine"] = total_leaves * half
-    else:
-        tiers = 3
-        pods = math.ceil(total_leaves / half)
-        spines = pods * half
-        switches["spine"] = spines
-        switches["core"] = math.ceil(spines * half / fabric.switch.ports)
-        cables["leaf-spine"] = total_leaves * half
-        cables["spine-core"] = spines * half
+        leaves = _leaves(endpoints_gpu, fabric.switch.ports)
+    tiers, pods, switches, cables = fat_tree(leaves, _leaves(endpoints_service, fabric.switch.ports), fabric.switch.ports)
+    cables = {"node-leaf": endpoints_gpu + endpoints_service, **cables}
+    if pods > fabric.switch.ports:
+        problems.append(Problem(fp("fabrics", i, "switch", "ports"), f"{endpoints_gpu + endpoints_service:,} ports on "
+                                f"{leaves + switches['service-leaf']:,} leaves need {pods:,} pods of spines, but a three-tier fat "
+                                f"tree of {fabric.switch.ports}-port switches joins at most {fabric.switch.ports} pods "
+                                f"({fabric.switch.ports ** 3 // 4:,} ports); use larger switches or split the fabric"))
     count = sum(switches.values())
     sms = tuple(fabric.subnet_manager.hosts) if fabric.subnet_manager else ()
     plan = FabricPlan(fabric.name, fabric.kind, fabric.rate, tuple(rails), units, tuple(service_hosts), tiers,
                       switches, cables, round(count * fabric.switch.power_kw, 3), sms)
     return plan, host_rails, su_of
+
+
+def _leaves(endpoints: int, ports: int) -> int:
+    return math.ceil(endpoints / (ports // 2)) if endpoints else 0
+
+
+def fat_tree(leaves: int, service_leaves: int, ports: int) -> tuple[int, int, dict[str, int], dict[str, int]]:
+    """(tiers, pods, switches per role, cables per link kind) of a non-blocking fat tree of ``ports``-port switches
+    above ``leaves`` compute and ``service_leaves`` service leaves, each leaf with half its ports down and half up.
+
+    Two tiers while one spine layer reaches every leaf; past that, pods of ``ports / 2`` leaves, each pod under its
+    own ``ports / 2`` spines, and core switches joining the pods: a core switch reaches at most ``ports`` pods.
+    """
+    half = ports // 2
+    total = leaves + service_leaves
+    switches = {"leaf": leaves, "service-leaf": service_leaves}
+    if total <= 1:
+        return 1, 0, switches, {}
+    if total <= ports:
+        switches["spine"] = math.ceil(total * half / ports)
+        return 2, 0, switches, {"leaf-spine": total * half}
+    pods = math.ceil(total / half)
+    spines = pods * half
+    switches["spine"] = spines
+    switches["core"] = math.ceil(spines * half / ports)
+    return 3, pods, switches, {"leaf-spine": total * half, "spine-core": spines * half}
