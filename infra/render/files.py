@@ -100,11 +100,19 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
              "rails": [{"rail": r.rail, "cidr": r.cidr, "interface": r.interface, "blocks": r.blocks} for r in f.rails]}
             for f in plan.fabrics
         ],
+        "racks": {name: {"limits": _load(use.limits.kw, use.limits.units, use.limits.liquid_kw, use.limits.air_kw),
+                         "used": _load(use.used.kw, use.used.units, use.used.liquid_kw, use.used.air_kw),
+                         "domains": list(use.domains)} for name, use in plan.racks.items()},
+        "domains": [{"name": d.name, "pool": d.pool, "rack": d.rack, "hosts": _compress(d.hosts)} for d in plan.domains],
         "groups": {g: _compress(m) for g, m in plan.groups.items()},
         "hosts": {h.name: {"pool": h.pool, "node_type": h.node_type, "rack": h.rack, "rack_unit": h.rack_unit,
                            "addresses": h.addresses, "rails": list(h.rails), "scalable_unit": h.scalable_unit}
                   for h in plan.hosts.values()},
     }
+
+
+def _load(kw: float, units: int, liquid_kw: float, air_kw: float) -> dict[str, Any]:
+    return {"kw": round(kw, 3), "units": units, "liquid_kw": round(liquid_kw, 3), "air_kw": round(air_kw, 3)}
 
 
 def _compress(hosts) -> str:

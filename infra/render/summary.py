@@ -9,7 +9,63 @@ from rich.table import Table
 
 from ..plan import Plan
 from ..site.hostlists import compress
-from ..site.model import Site
+from ..site.model import Rack, Site
+from ..site.placement import RackUse
+
+FULL_RACKS = 64      # up to this many racks the report lists each; past it, one row per kind of rack
+
+
+def _power_limit(rack: Rack) -> str:
+    """Where a rack's power limit comes from: its feed, or its power shelves when they give less."""
+    if rack.power_shelves is None:
+        return "feed"
+    shelves = f"{rack.power_shelves.count} x {rack.power_shelves.kw:g} kW shelves"
+    if rack.power_kw <= rack.power_shelves.count * rack.power_shelves.kw:
+        return f"feed; {shelves}"
+    return f"{shelves}; feed {rack.power_kw:g} kW"
+
+
+def _of(used: float, limit: float) -> str:
+    return f"{used:,.1f} of {limit:,g} kW"
+
+
+def _kind(use: RackUse, rack: Rack) -> tuple:
+    """What racks of one kind share: limits, planned load, how many domains, where the power limit comes from."""
+    return (use.limits, round(use.used.kw, 3), use.used.units, round(use.used.liquid_kw, 3), len(use.domains),
+            _power_limit(rack))
+
+
+def rack_lines(site: Site, plan: Plan, full: int = FULL_RACKS) -> list[str]:
+    """Each rack's NVLink domains and planned load against its limits (power, units, liquid, air), in site order; past
+    ``full`` racks, one line per kind of rack: ``1,400 racks n[0001-1400]: 1 NVLink domain each, 141.3 of 150 kW ...``."""
+    declared = {name: rack for rack in site.racks for name in rack.names}
+    kinds: dict[tuple, list[str]] = {}
+    for name, use in plan.racks.items():
+        kinds.setdefault((name,) if len(plan.racks) <= full else _kind(use, declared[name]), []).append(name)
+    out = []
+    for names in kinds.values():
+        use = plan.racks[names[0]]
+        lim, used, n = use.limits, use.used, len(use.domains)
+        if len(names) == 1:
+            head = f"rack {names[0]}"
+            domains = f"NVLink domain{'s' if n > 1 else ''} {', '.join(use.domains)}" if n else ""
+        else:
+            head = f"{len(names):,} racks {compress(names)}"
+            domains = f"{n} NVLink domain{'s' if n > 1 else ''} each" if n else ""
+        cooling = (f"liquid {_of(used.liquid_kw, lim.liquid_kw)}, " if lim.liquid_kw or used.liquid_kw else "") + \
+            f"air {_of(used.air_kw, lim.air_kw)}"
+        parts = [domains, f"{_of(used.kw, lim.kw)} ({_power_limit(declared[names[0]])})", f"{used.units} of {lim.units} U", cooling]
+        out.append(f"{head}: " + ", ".join(p for p in parts if p))
+    return out
+
+
+def domain_lines(plan: Plan) -> list[str]:
+    """NVLink domains per pool: how many, of how many trays, in which racks."""
+    pools: dict[str, list] = {}
+    for domain in plan.domains:
+        pools.setdefault(domain.pool, []).append(domain)
+    return [f"pool {pool}: {len(ds):,} NVLink domains of {len(ds[0].hosts)} trays in racks {compress(sorted({d.rack for d in ds}))}"
+            for pool, ds in pools.items()]
 
 
 def print_summary(site: Site, plan: Plan, console: Console | None = None) -> None:
@@ -37,6 +93,13 @@ def print_summary(site: Site, plan: Plan, console: Console | None = None) -> Non
         first, last = hosts[0].address(), hosts[-1].address()
         pools.add_row(pool.name, pool.type, compress(pool.hosts), str(len(hosts)), f"{gpus:,}", racks, f"{first} .. {last}")
     console.print(pools)
+
+    console.print(f"[bold]racks[/bold] ({len(plan.racks):,}{'' if len(plan.racks) <= FULL_RACKS else ', by kind'}): "
+                  "NVLink domains, planned load of each limit", highlight=False)
+    for line in rack_lines(site, plan):
+        console.print("  " + line, highlight=False, markup=False, soft_wrap=True)
+    for line in domain_lines(plan):
+        console.print("  " + line, highlight=False, markup=False, soft_wrap=True)
 
     for fabric in plan.fabrics:
         t = Table(title=f"fabric {fabric.name} ({fabric.kind} {fabric.rate}, {fabric.tiers}-tier, {len(fabric.rails)} rails)")
