@@ -108,8 +108,9 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.gpu.model": lambda d: (d["node_types"]["hgx-h200"]["gpu"].update(model="H100"),
                                              d["billing"]["tariffs"].update(gpu_hour={"H100": 2.5})),
     "node_types.<key>.hca": lambda d: d["node_types"]["cpu-1u"]["hca"].update(count=2),
-    "node_types.<key>.hca.count": lambda d: d["node_types"]["hgx-h200"]["hca"].update(
-        count=9, ports=[f"0000:{bus:02x}:00.0" for bus in range(9)]),
+    # on a node type without ports (with ports, count moves them too: rdma then re-runs by ports' declaration)
+    "node_types.<key>.hca.count": (lambda d: d["node_types"]["hgx-h200"]["hca"].pop("ports"),
+                                   lambda d: d["node_types"]["hgx-h200"]["hca"].update(count=9)),
     "node_types.<key>.hca.ports": _set("node_types.hgx-h200.hca.ports", [f"0000:{bus:02x}:00.0" for bus in range(1, 9)]),
     "node_types.<key>.nvlink.trays": lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(trays=4),
     "node_types.<key>.hca.model": lambda d: d["node_types"]["hgx-h200"]["hca"].update(model="ConnectX-8"),

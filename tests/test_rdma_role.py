@@ -57,7 +57,7 @@ def fake_sysfs(root: Path, host: str, hcas: int) -> None:
 
 
 def render(tmp: Path, site: dict, hosts: str = "gpu0001,sm01,sm02", skip_sysfs: tuple[str, ...] = (),
-           unreachable: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+           unreachable: tuple[str, ...] = (), host_vars: dict[str, dict] | None = None) -> subprocess.CompletedProcess:
     """The role applied to ``hosts``; every fabric host has a fake sysfs the subnet manager reads by delegation
     (connection local), but ``unreachable`` hosts, which are given a closed port on loopback."""
     plan = build_plan(validate_data(site))
@@ -69,6 +69,7 @@ def render(tmp: Path, site: dict, hosts: str = "gpu0001,sm01,sm02", skip_sysfs: 
         sysfs[name] = {"rdma_sysfs_infiniband": str(tmp / name / "sys"), "ansible_connection": "local"}
         if name in unreachable:
             sysfs[name].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=9)
+        sysfs[name].update((host_vars or {}).get(name, {}))
     (tmp / "sysfs.yml").write_text(yaml.safe_dump({"all": {"hosts": sysfs}}))
     for host in hosts.split(","):
         (tmp / host / "network").mkdir(parents=True, exist_ok=True)     # as /etc/systemd/network is on a node
@@ -249,3 +250,49 @@ def test_loading_the_modules_reports_changed_only_when_modprobe_loads_one(tmp_pa
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert (tmp_path / "changed.json").read_text() == "[true, false]"
     assert (tmp_path / "argv").read_text().splitlines() == ["--all --verbose ib_core rdma_rxe"] * 2
+
+
+# A GB200-like tray's functions as NVIDIA's deploy guide numbers them: the compute rails' ports are mlx5_0, mlx5_1,
+# mlx5_4 and mlx5_5 because the BlueField-3 ports between them (06:03:00.0/.1, 16:03:00.0/.1) take mlx5_2/3 and 6/7.
+TRAY = {"0000:03:00.0": "mlx5_0", "0002:03:00.0": "mlx5_1", "0006:03:00.0": "mlx5_2", "0006:03:00.1": "mlx5_3",
+        "0010:03:00.0": "mlx5_4", "0012:03:00.0": "mlx5_5", "0016:03:00.0": "mlx5_6", "0016:03:00.1": "mlx5_7"}
+RAIL_PORTS = ["0000:03:00.0", "0002:03:00.0", "0010:03:00.0", "0012:03:00.0"]
+
+
+def fake_pci(root: Path, functions: dict[str, str]) -> Path:
+    """/sys/bus/pci/devices with each function's RDMA device and its IPoIB interface (ib<N> in mlx5_N's order)."""
+    for address, device in functions.items():
+        (root / address / "infiniband" / device).mkdir(parents=True)
+        (root / address / "net" / f"ib{device.removeprefix('mlx5_')}").mkdir(parents=True)
+    return root
+
+
+def four_rail_trays(ports: list[str]) -> dict:
+    site = site_data(RIGA)
+    site["fabrics"][0]["rails"] = 4
+    site["node_types"]["hgx-h200"]["hca"] = {"model": "ConnectX-7", "ports": ports}
+    return site
+
+
+def test_each_rail_is_the_rdma_device_at_its_pci_address_not_the_nth_mlx5(tmp_path):
+    pci = fake_pci(tmp_path / "pci", TRAY)
+    result = render(tmp_path, four_rail_trays(RAIL_PORTS), hosts="gpu0001", host_vars={"gpu0001": {
+        "rdma_sysfs_pci_devices": str(pci), "rdma_rails_file": str(tmp_path / "gpu0001" / "rdma-rails")}})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    networks = sorted((tmp_path / "gpu0001" / "network").iterdir())
+    assert [f.name for f in networks] == [f"30-gigafactory-compute-rail{r}.network" for r in range(4)]
+    rail2 = networks[2].read_text()
+    assert "# RDMA device mlx5_4, PCI 0010:03:00.0 (node type's hca.ports)\n" in rail2 and "Name=ib4\n" in rail2
+    assert "Address=10.50.129.1/18\n" in rail2                                       # the plan's rail-2 address
+    rails = (tmp_path / "gpu0001" / "rdma-rails").read_text().splitlines()
+    assert rails[2:] == ["0 0000:03:00.0 mlx5_0 ib0", "1 0002:03:00.0 mlx5_1 ib1", "2 0010:03:00.0 mlx5_4 ib4",
+                         "3 0012:03:00.0 mlx5_5 ib5"]
+
+
+def test_a_rail_port_missing_from_sysfs_stops_the_role_naming_its_pci_address(tmp_path):
+    pci = fake_pci(tmp_path / "pci", {a: d for a, d in TRAY.items() if a != "0010:03:00.0"})
+    result = render(tmp_path, four_rail_trays(RAIL_PORTS), hosts="gpu0001", host_vars={"gpu0001": {
+        "rdma_sysfs_pci_devices": str(pci), "rdma_rails_file": str(tmp_path / "gpu0001" / "rdma-rails")}})
+    assert result.returncode != 0
+    assert "No RDMA device with a network interface" in result.stdout and "for 0010:03:00.0:" in result.stdout, result.stdout[-3000:]
+    assert not (tmp_path / "gpu0001" / "network" / "30-gigafactory-compute-rail0.network").exists()

@@ -39,6 +39,7 @@ BOOT = {"boot_server_plan": {"server": "10.40.0.5", "network": "10.40.0.0", "net
         "boot_server_tftp_root": "/srv/gigafactory/tftp", "boot_server_http_root": "/srv/gigafactory/http",
         "boot_server_dhcp_lease": "12h"}
 
+RESOLVED = {**RAIL, "pci": "0010:03:00.0", "device": "mlx5_4", "interface": "ib4"}     # a rail named by its PCI address
 PARTITION = {"name": "acme", "key": "0x8001", "default": False, "tenant": "acme", "index0": False, "limited": ["svc01"], "full": ["gpu0001"]}
 GUIDS = {"svc01": ["0x0002c90300000001"], "gpu0001": ["0x0002c90300000002"]}
 
@@ -99,6 +100,14 @@ CASES = {
     "rail.network blank in the address": ("rdma/templates/rail.network.j2",
                                           {"item": [RAIL, "10.50.0.1/19 DNS=1.1.1.1"], "rdma_fabric_name": "compute", "rdma_fabric": FABRIC},
                                           "rail address"),
+    "rail.network device by PCI address": ("rdma/templates/rail.network.j2",
+                                           {"item": [RESOLVED, "10.50.0.1/19"], "rdma_fabric_name": "compute", "rdma_fabric": FABRIC}, None),
+    "rail.network newline in the RDMA device": ("rdma/templates/rail.network.j2",
+                                                {"item": [dict(RESOLVED, device="mlx5_0\n[Route]"), "10.50.0.1/19"],
+                                                 "rdma_fabric_name": "compute", "rdma_fabric": FABRIC}, "U+000A"),
+    "rails ordinary": ("rdma/templates/rails.j2", {"_rdma_rails": [[RESOLVED, "10.50.0.1/19"]], "rdma_fabric_name": "compute"}, None),
+    "rails blank in the interface": ("rdma/templates/rails.j2", {"_rdma_rails": [[dict(RESOLVED, interface="ib0 mlx5_9"), "10.50.0.1/19"]],
+                                                                  "rdma_fabric_name": "compute"}, "rail interface 'ib0 mlx5_9' holds ' '"),
     "mount ordinary": ("slurm_controller/templates/state.mount.j2", MOUNT, None),
     "mount newline in StateSaveLocation": ("slurm_controller/templates/state.mount.j2",
                                            dict(MOUNT, slurm_controller_state_save_location="/var/x\n[Service]\nExecStartPre=/bin/true"),
