@@ -4,6 +4,7 @@ NVLink domain whole in each rack within its limits; the fabric's counts at 25,20
 from __future__ import annotations
 
 import io
+import itertools
 
 import pytest
 from rich.console import Console
@@ -11,7 +12,8 @@ from rich.console import Console
 from infra.plan import build_plan
 from infra.render.files import plan_as_dict
 from infra.render.summary import domain_lines, print_summary, rack_lines
-from infra.site import SiteInvalid, load_site, validate_data
+from infra.site.fabric import fat_tree
+from infra.site import load_site, validate_data
 from conftest import RIGA, ROOT, site_data
 from test_nvlink_placement import nvl72_riga
 
@@ -53,14 +55,21 @@ def test_the_fabric_at_25200_trays_four_rails_each(reference):
     assert len(plan.hosts["gb25200"].rails) == 4 and len(plan.hosts["ctl01"].rails) == 1
 
 
-def test_a_fabric_past_what_three_tiers_join_is_refused_naming_the_switch_ports():
-    data = site_data(RIGA)
-    data["fabrics"][0].update(topology="fat-tree", switch={"vendor": "nvidia", "model": "QM9700", "ports": 8, "power_kw": 1.7})
-    with pytest.raises(SiteInvalid) as err:
-        build_plan(validate_data(data))
-    assert any(str(p).startswith("fabrics[0].switch.ports: 1,035 ports on 259 leaves need 65 pods of spines, but a "
-                                 "three-tier fat tree of 8-port switches joins at most 8 pods (128 ports)")
-               for p in err.value.problems), err.value.problems
+def test_a_fabric_past_what_three_tiers_join_gets_a_fourth_with_room_for_every_link():
+    # riga-1 grown to 12,500 eight-rail nodes on 64-port switches: 100,011 ports, more than 64^3 / 4 = 65,536
+    tiers, switches, cables = fat_tree(3_128, 1, 64)
+    assert tiers == 4 and switches == {"leaf": 3_128, "service-leaf": 1, "spine": 98 * 32, "super-spine": 4 * 32 * 32,
+                                       "core": 4 * 32 ** 3 // 64}
+    assert cables == {"leaf-spine": 3_129 * 32, "spine-super-spine": 98 * 32 * 32, "super-spine-core": 4 * 32 ** 3}
+    for tiny in (fat_tree(259, 0, 8), fat_tree(3_129, 0, 64), fat_tree(1_401, 0, 144), fat_tree(33, 0, 64)):
+        tiers, switches, cables = tiny
+        roles = [r for r in switches if r != "service-leaf"]
+        assert len(roles) == tiers
+        ports = {259: 8, 3_129: 64, 1_401: 144, 33: 64}[switches["leaf"]]
+        for (lower, upper), links in zip(itertools.pairwise(roles), cables.values(), strict=True):
+            down = ports if upper == roles[-1] else ports // 2          # the top tier has no up-links
+            assert links == (switches[lower] + (switches["service-leaf"] if lower == "leaf" else 0)) * (ports // 2)
+            assert switches[upper] * down >= links, (tiny, upper)
 
 
 def test_the_plan_report_summarises_1400_racks_by_kind(reference):

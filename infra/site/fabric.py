@@ -50,7 +50,19 @@ def fabric_hosts(index: SiteIndex, fabric: Fabric) -> tuple[list[str], list[str]
 
 
 def plan_fabric(index: SiteIndex, i: int, problems: list[Problem]) -> tuple[FabricPlan, dict[str, list[str]], dict[str, int]]:
-    """The fabric plan, each host's rail addresses, and each GPU host's SU number."""
+    """The fabric plan, each host's rail addresses, and each GPU host's SU number; its problems added to ``problems``.
+
+    Computed once per index (three checks and the plan ask: at 25,000 hosts each rail's addresses take a while).
+    """
+    if i not in index.fabric_plans:
+        found: list[Problem] = []
+        index.fabric_plans[i] = (*_plan_fabric(index, i, found), tuple(found))
+    plan, host_rails, su_of, found = index.fabric_plans[i]
+    problems.extend(found)
+    return plan, host_rails, su_of
+
+
+def _plan_fabric(index: SiteIndex, i: int, problems: list[Problem]) -> tuple[FabricPlan, dict[str, list[str]], dict[str, int]]:
     fabric = index.site.fabrics[i]
     gpu_hosts, service_hosts = fabric_hosts(index, fabric)
     su = fabric.scalable_unit
@@ -88,13 +100,8 @@ def plan_fabric(index: SiteIndex, i: int, problems: list[Problem]) -> tuple[Fabr
         leaves = sum(max(hcas[h] for h in unit) for unit in units)   # one leaf per rail per scalable unit
     else:
         leaves = _leaves(endpoints_gpu, fabric.switch.ports)
-    tiers, pods, switches, cables = fat_tree(leaves, _leaves(endpoints_service, fabric.switch.ports), fabric.switch.ports)
+    tiers, switches, cables = fat_tree(leaves, _leaves(endpoints_service, fabric.switch.ports), fabric.switch.ports)
     cables = {"node-leaf": endpoints_gpu + endpoints_service, **cables}
-    if pods > fabric.switch.ports:
-        problems.append(Problem(fp("fabrics", i, "switch", "ports"), f"{endpoints_gpu + endpoints_service:,} ports on "
-                                f"{leaves + switches['service-leaf']:,} leaves need {pods:,} pods of spines, but a three-tier fat "
-                                f"tree of {fabric.switch.ports}-port switches joins at most {fabric.switch.ports} pods "
-                                f"({fabric.switch.ports ** 3 // 4:,} ports); use larger switches or split the fabric"))
     count = sum(switches.values())
     sms = tuple(fabric.subnet_manager.hosts) if fabric.subnet_manager else ()
     plan = FabricPlan(fabric.name, fabric.kind, fabric.rate, tuple(rails), units, tuple(service_hosts), tiers,
@@ -106,23 +113,37 @@ def _leaves(endpoints: int, ports: int) -> int:
     return math.ceil(endpoints / (ports // 2)) if endpoints else 0
 
 
-def fat_tree(leaves: int, service_leaves: int, ports: int) -> tuple[int, int, dict[str, int], dict[str, int]]:
-    """(tiers, pods, switches per role, cables per link kind) of a non-blocking fat tree of ``ports``-port switches
-    above ``leaves`` compute and ``service_leaves`` service leaves, each leaf with half its ports down and half up.
+def fat_tree(leaves: int, service_leaves: int, ports: int) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(tiers, switches per role, cables per link kind) of a non-blocking fat tree of ``ports``-port switches above
+    ``leaves`` compute and ``service_leaves`` service leaves, each switch below the top with half its ports down.
 
-    Two tiers while one spine layer reaches every leaf; past that, pods of ``ports / 2`` leaves, each pod under its
-    own ``ports / 2`` spines, and core switches joining the pods: a core switch reaches at most ``ports`` pods.
+    Two tiers while one spine layer reaches every leaf. Past that, blocks: a pod is ``ports / 2`` leaves under
+    ``ports / 2`` spines; while the blocks outnumber what one top switch reaches (``ports``), ``ports / 2`` blocks
+    form the next block under as many switches as one block has up-links. The top tier (core) uses every port down.
+    Three tiers join ``ports³ / 4`` ports, four ``ports⁴ / 8``.
     """
     half = ports // 2
     total = leaves + service_leaves
     switches = {"leaf": leaves, "service-leaf": service_leaves}
     if total <= 1:
-        return 1, 0, switches, {}
+        return 1, switches, {}
     if total <= ports:
         switches["spine"] = math.ceil(total * half / ports)
-        return 2, 0, switches, {"leaf-spine": total * half}
-    pods = math.ceil(total / half)
-    spines = pods * half
-    switches["spine"] = spines
-    switches["core"] = math.ceil(spines * half / ports)
-    return 3, pods, switches, {"leaf-spine": total * half, "spine-core": spines * half}
+        return 2, switches, {"leaf-spine": total * half}
+    levels: list[int] = []               # switches per tier above the leaves, below the top
+    blocks, uplinks = total, half        # blocks of this tier (leaves first) and each one's up-links
+    while blocks > ports:
+        blocks = math.ceil(blocks / half)
+        levels.append(blocks * uplinks)
+        uplinks *= half
+    names = ["spine"] + (["super-spine"] if len(levels) == 2 else [f"tier-{n}" for n in range(3, len(levels) + 2)])
+    cables = {"leaf-spine": total * half}
+    below = "spine"
+    for name, count in zip(names, levels, strict=True):
+        switches[name] = count
+        if name != "spine":
+            cables[f"{below}-{name}"] = switches[below] * half
+            below = name
+    switches["core"] = math.ceil(blocks * uplinks / ports)
+    cables[f"{below}-core"] = switches[below] * half
+    return len(levels) + 2, switches, cables

@@ -29,6 +29,7 @@ def tenant_partition_key(tenant: Tenant) -> int:
 class SiteIndex:
     site: Site
     host_pools: dict[str, list[int]] = field(default_factory=dict)
+    fabric_plans: dict = field(default_factory=dict, repr=False)     # fabric index -> its plan (site/fabric.py), once
 
     def __post_init__(self) -> None:
         for i, pool in enumerate(self.site.pools):
