@@ -1,4 +1,4 @@
-"""Generated sites for benchmarks and scale tests: riga-1's shape at 100,000 GPUs."""
+"""Sites for benchmarks and scale tests: the repository's own, and riga-1's shape grown to 100,000 GPUs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# The repository's own sites a benchmark may name (site_scale.py --site NAME).
+SITES = {
+    "riga-1": ROOT / "inventories" / "riga-1" / "site.yml",
+    "nvl72": ROOT / "inventories" / "nvl72-gigafactory" / "site.yml",     # 100,800 GB300 GPUs, 1,400 NVL72 racks
+}
 
 
 def large_site(nodes: int = 12_500) -> dict:

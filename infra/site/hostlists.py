@@ -38,7 +38,7 @@ def expand(expression: str | Iterable[str]) -> list[str]:
     return names
 
 
-_SIMPLE = re.compile(r"^([a-z-]*[a-z-])(\d+)$")
+_SIMPLE = re.compile(r"^([a-z0-9-]*[a-z-])(\d+)$")
 
 
 def compress(names: Iterable[str]) -> str:
