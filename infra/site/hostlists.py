@@ -49,11 +49,14 @@ def compress(names: Iterable[str]) -> str:
     """
     names = list(names)
     runs: dict[tuple[str, int], list[int]] = {}
+    simple: dict[str, bool] = {}                 # prefix -> it is one of _SIMPLE's (a few prefixes, many names)
     for name in names:
-        match = _SIMPLE.match(name)
-        if match is None:
+        prefix = name.rstrip("0123456789")
+        if prefix not in simple:
+            simple[prefix] = _SIMPLE.match(prefix + "0") is not None
+        if not simple[prefix] or len(prefix) == len(name):
             return hostlist.collect_hostlist(names)
-        runs.setdefault((match[1], len(match[2])), []).append(int(match[2]))
+        runs.setdefault((prefix, len(name) - len(prefix)), []).append(int(name[len(prefix):]))
     if len(runs) != len({prefix for prefix, _ in runs}):
         return hostlist.collect_hostlist(names)     # one prefix in several widths: let the library decide
     parts = []
