@@ -313,14 +313,14 @@ PciAddress = Annotated[str, Constrained("a PCI address such as '0000:03:00.0'"),
 class Hca(Strict):
     model: Annotated[ModelName, LIVE.on("rdma")]        # the rdma role's rdma_hca_model
     count: Annotated[Count, DRAIN.on("gpu", "health")] = Field(le=16, description="HCAs on compute rails; default: as many as ports.")
-    ports: Annotated[list[PciAddress], DRAIN.on("rdma")] = Field(       # the rdma role's rail interfaces and devices
-        default_factory=list, max_length=16,
+    ports: Annotated[tuple[PciAddress, ...], DRAIN.on("rdma")] = Field(       # the rdma role's rail interfaces and devices
+        default=(), max_length=16,
         description="The compute rails' HCA ports by PCI address, rail 1 first (a tray's mlx5_N numbering counts its DPUs too).")
 
     @model_validator(mode="before")
     @classmethod
     def _count_from_ports(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "count" not in data and isinstance(data.get("ports"), list):
+        if isinstance(data, dict) and "count" not in data and isinstance(data.get("ports"), (list, tuple)):
             data = {**data, "count": len(data["ports"])}
         return data
 
