@@ -381,6 +381,7 @@ def test_resource_count_does_not_grow_with_node_count(runs):
 
 # --- rack-scale NVLink: NVIDIA's DRA driver with ComputeDomains, one ComputeDomain per tenant namespace -------------
 
+COMPUTE_DOMAIN_API = "resource.nvidia.com/v1beta1"       # ComputeDomain's, as the pinned chart's CRD serves it
 DRA_VALUES = {"resources": {"computeDomains": {"enabled": True}, "gpus": {"enabled": False}},
               "nvidiaDriverRoot": "/", "resourceApiVersion": "resource.k8s.io/v1"}
 
@@ -417,11 +418,36 @@ def test_each_tenant_namespace_on_an_nvlink_cluster_gets_a_compute_domain(runs):
     for t in tenants:
         domain = domains[t.kubernetes.namespace]
         obj = domain["inputs"]
-        assert (obj["apiVersion"], obj["kind"], obj["metadata"]["name"]) == ("resource.nvidia.com/v1beta1", "ComputeDomain", f"{t.name}-nvlink")
+        assert (obj["apiVersion"], obj["kind"], obj["metadata"]["name"]) == (COMPUTE_DOMAIN_API, "ComputeDomain", f"{t.name}-nvlink")
         assert obj["spec"] == {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": f"{t.name}-nvlink-channel"}}}
         assert {dra["urn"], namespaces[t.kubernetes.namespace]} <= set(domain["dependencies"])    # the CRD, the namespace
     for key in (("riga-1", "up"), ("small", "up")):
         assert not by_type(runs[key], "ComputeDomain")
+
+
+def _closed(schema: dict) -> dict:
+    """An OpenAPI schema where an object takes only the properties it names (as the API server's pruning would keep)."""
+    out = {k: (_closed(v) if isinstance(v, dict) else v) for k, v in schema.items() if k != "properties"}
+    if "properties" in schema:
+        out["properties"] = {k: _closed(v) for k, v in schema["properties"].items()}
+        out["additionalProperties"] = False
+    return out
+
+
+def test_compute_domains_validate_against_the_charts_crd(runs):
+    """Each ComputeDomain against the CRD of the pinned chart (tests/crds/, vendored from its 25.12.0 tag)."""
+    import jsonschema
+    crd = yaml.safe_load((Path(__file__).parent / "crds" / "resource.nvidia.com_computedomains.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == COMPUTE_DOMAIN_API.split("/")[1]]
+    assert f'{crd["spec"]["group"]}/{version["name"]}' == COMPUTE_DOMAIN_API and crd["spec"]["names"]["kind"] == "ComputeDomain"
+    schema = _closed(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"].pop("additionalProperties", None)
+    domains = by_type(runs[("nvlink", "up")], "ComputeDomain")
+    assert len(domains) == 2
+    for domain in domains:
+        jsonschema.validate(domain["inputs"], schema)
+    with pytest.raises(jsonschema.ValidationError):         # the check can fail: a field the CRD does not know
+        jsonschema.validate({**domains[0]["inputs"], "spec": {"numNodes": 0, "channel": {"resourceClaim": {"name": "x"}}}}, schema)
 
 
 def test_compute_domains_are_per_tenant_and_cluster_never_per_tray(runs):
