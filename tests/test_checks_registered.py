@@ -83,6 +83,8 @@ FIRES = {
     "energy_pue_periods_unique": None,
     "energy_facility_periods_unique": None,
     "opencost_prices_match_tariffs": None,
+    "kubernetes_nvlink_workers_have_compute_domains": "nvlink workers without compute-domains",
+    "kubernetes_version_serves_dra": "nvlink workers before dra",
 }
 
 EXTRA = {

@@ -40,9 +40,16 @@ def full_riga() -> dict:
     data["tenants"][0]["kubernetes"]["group"] = "acme"
     data["provisioning"] = {"images": {"server": "ctl02"}}       # the boot phase has a host
     data["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1, "switch_tray_kw": 0.5}
+    data["kubernetes"][0].update(version="1.34", addons=[*data["kubernetes"][0]["addons"], "compute-domains"])  # NVLink workers
     data["node_types"]["hgx-h200"]["hca"]["ports"] = [f"0000:{bus:02x}:00.0" for bus in range(8)]
     data["racks"][0].update(power_shelves={"count": 2, "kw": 33}, cooling={"liquid_kw": 20, "air_kw": 45})
     return Site.model_validate(validate_data(data)).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _no_nvlink(data: dict) -> None:
+    """hgx-h200 no longer a tray of an NVLink domain, and riga-infer without the add-on only NVLink workers may have."""
+    data["node_types"]["hgx-h200"].pop("nvlink")
+    data["kubernetes"][0]["addons"].remove("compute-domains")
 
 
 def _set(path: str, value: Any):
@@ -80,7 +87,7 @@ SAMPLES: dict[str, Any] = {
     "repositories.python": _set("repositories.python", "http://mirror.riga-1.internal/pypi/simple"),
     "software.nvidia_driver.branch": _set("software.nvidia_driver.branch", "580"),
     "software.nvidia_driver.source": (lambda d: (d["node_types"]["hgx-h200"]["gpu"].update(nvswitch=False),   # no Fabric Manager
-                                                 d["node_types"]["hgx-h200"].pop("nvlink")),                  # nor IMEX
+                                                 _no_nvlink(d)),                                               # nor IMEX
                                       lambda d: d["software"]["nvidia_driver"].update(source="distribution", branch="550")),
     "software.cuda.versions": _set("software.cuda.versions", ["12.8", "12.9"]),
     "software.cuda.default": _set("software.cuda.default", "12.8"),
@@ -107,6 +114,7 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.model": lambda d: d["node_types"]["hgx-h200"].update(model="SYS-822GS"),
     "node_types.<key>.gpu.model": lambda d: (d["node_types"]["hgx-h200"]["gpu"].update(model="H100"),
                                              d["billing"]["tariffs"].update(gpu_hour={"H100": 2.5})),
+    "node_types.<key>.nvlink": _no_nvlink,
     "node_types.<key>.hca": lambda d: d["node_types"]["cpu-1u"]["hca"].update(count=2),
     # on a node type without ports (with ports, count moves them too: rdma then re-runs by ports' declaration)
     "node_types.<key>.hca.count": (lambda d: d["node_types"]["hgx-h200"]["hca"].pop("ports"),
@@ -139,13 +147,15 @@ SAMPLES: dict[str, Any] = {
     "kubernetes": lambda d: (d.pop("kubernetes"), d["tenants"][0].pop("kubernetes"), d["tenants"][2].pop("kubernetes")),
     "kubernetes[].name": lambda d: (d["kubernetes"][0].update(name="riga-serve"),
                                     [t["kubernetes"].update(cluster="riga-serve") for t in d["tenants"] if "kubernetes" in t]),
-    "kubernetes[].version": lambda d: d["kubernetes"][0].update(version="1.34"),
+    "kubernetes[].version": (lambda d: (d["node_types"]["hgx-h200"].pop("nvlink"),     # older than DRA: no NVLink workers
+                                        d["kubernetes"][0].update(version="1.33", addons=["gpu-operator"])),
+                             lambda d: d["kubernetes"][0].update(version="1.34")),
     "kubernetes[].control_plane": lambda d: d["kubernetes"][0].update(control_plane=["k8s-cp01"]),
     "kubernetes[].workers": (lambda d: (_split_pool(d, 1, "infer2", "kubernetes"), d["tenants"][0]["kubernetes"].update(gpus=64)),
                              lambda d: d["kubernetes"][0].update(workers=["infer"])),
     "kubernetes[].pod_cidr": lambda d: d["kubernetes"][0].update(pod_cidr="10.128.0.0/12"),
     "kubernetes[].service_cidr": lambda d: d["kubernetes"][0].update(service_cidr="10.97.0.0/16"),
-    "kubernetes[].addons": lambda d: d["kubernetes"][0].update(addons=["gpu-operator"]),
+    "kubernetes[].addons": lambda d: d["kubernetes"][0].update(addons=["gpu-operator", "compute-domains"]),
     "kubernetes[].prometheus": lambda d: d["kubernetes"][0].update(prometheus="http://k8s-cp02:9090"),
     "storage": lambda d: (d["storage"].pop(0), d["billing"]["tariffs"]["storage_tb_month"].pop("home")),
     "storage[].name": lambda d: (d["storage"][0].update(name="homes"),

@@ -62,6 +62,7 @@ def test_nvlink_domain_node_gets_imex_not_fabric_manager(tmp_path):
     site = site_data(RIGA)
     site["node_types"]["hgx-h200"]["gpu"].update(model="GB200", nvswitch=False)
     site["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1}
+    site["kubernetes"][0].update(version="1.34", addons=[*site["kubernetes"][0]["addons"], "compute-domains"])  # NVLink workers
     decision, _, _ = decide(tmp_path, site)
     assert decision["extra"] == ["nvidia-imex-570"]
 

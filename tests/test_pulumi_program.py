@@ -23,6 +23,7 @@ import yaml
 
 from conftest import DEMO, RIGA, ROOT, site_data
 from metering_data import with_billing
+from nvlink_data import doubled_inference, with_nvlink_inference
 from infra.plan import build_plan
 from infra.stack.charts import CHARTS
 from infra.site import validate_data
@@ -32,7 +33,7 @@ from infra.site.hostlists import expand
 HARNESS = Path(__file__).with_name("pulumi_mock_run.py")
 MIRROR = "http://mirror.small.internal/charts"
 COMPONENTS = {"NodeConfiguration", "KubernetesCluster", "SiteNetwork", "SiteStorage", "Tenants"}
-CRD_GROUPS = ("mellanox.com/", "kueue.x-k8s.io/")
+CRD_GROUPS = ("mellanox.com/", "kueue.x-k8s.io/", "resource.nvidia.com/")
 
 
 def small_site() -> dict:
@@ -99,16 +100,18 @@ def riga_from_archives() -> dict:
 
 
 SITES = {"riga-1": riga_from_archives, "small": small_site, "metered": metered_site, "big": big_site,
-         "bad": bad_site, "demo": lambda: site_data(DEMO)}
+         "bad": bad_site, "demo": lambda: site_data(DEMO),
+         "nvlink": lambda: with_nvlink_inference(riga_from_archives()),           # tests/nvlink_data.py
+         "nvlink-double": lambda: doubled_inference(riga_from_archives())}
 RUNS = [("riga-1", "preview"), ("riga-1", "up"), ("small", "preview"), ("small", "up"), ("metered", "up"), ("demo", "up"),
-        ("big", "up"), ("bad", "up")]
+        ("big", "up"), ("bad", "up"), ("nvlink", "up"), ("nvlink-double", "up")]
 MIRRORED = ("small", "metered")             # sites with a chart mirror
 
 
 @pytest.fixture(scope="session")
 def site_files(tmp_path_factory) -> dict[str, Path]:
     out = {"demo": DEMO}
-    for name in ("riga-1", "small", "metered", "big", "bad"):
+    for name in ("riga-1", "small", "metered", "big", "bad", "nvlink", "nvlink-double"):
         path = tmp_path_factory.mktemp(name) / "site.yml"
         path.write_text(yaml.safe_dump(SITES[name]()))
         out[name] = path
@@ -159,7 +162,7 @@ def quantity_bytes(value: str) -> float:
 
 
 SUCCESSFUL = [key for key in RUNS if key[0] != "bad"]
-WITH_KUBERNETES = [key for key in SUCCESSFUL if key[0] in ("riga-1", "small", "metered")]
+WITH_KUBERNETES = [key for key in SUCCESSFUL if key[0] in ("riga-1", "small", "metered", "nvlink")]
 
 
 @pytest.mark.parametrize("key", SUCCESSFUL, ids="-".join)
@@ -374,6 +377,89 @@ def test_resource_count_does_not_grow_with_node_count(runs):
     assert len(riga["resources"]) < 100
     hashes = lambda run: {r["name"]: r["inputs"]["inputs_hash"] for r in by_type(run, "AnsiblePhase")}  # noqa: E731
     assert all(hashes(big)[name] != h for name, h in hashes(riga).items())
+
+
+# --- rack-scale NVLink: NVIDIA's DRA driver with ComputeDomains, one ComputeDomain per tenant namespace -------------
+
+COMPUTE_DOMAIN_API = "resource.nvidia.com/v1beta1"       # ComputeDomain's, as the pinned chart's CRD serves it
+DRA_VALUES = {"resources": {"computeDomains": {"enabled": True}, "gpus": {"enabled": False}},
+              "nvidiaDriverRoot": "/", "resourceApiVersion": "resource.k8s.io/v1"}
+
+
+def test_nvlink_cluster_installs_the_dra_driver_after_the_gpu_operator(runs):
+    run = runs[("nvlink", "up")]
+    releases = releases_of(run, "riga-infer")
+    dra = releases["compute-domains"]
+    inputs = dra["inputs"]
+    assert (inputs["name"], inputs["namespace"], inputs["version"]) == ("nvidia-dra-driver-gpu", "nvidia-dra-driver-gpu", "25.12.0")
+    assert inputs["chart"] == str(ROOT / "charts" / "nvidia-dra-driver-gpu-25.12.0.tgz")      # no mirror: the archive
+    assert inputs["createNamespace"] is True and inputs["atomic"] is True
+    assert inputs["values"] == DRA_VALUES
+    assert releases["gpu-operator"]["urn"] in dra["dependencies"]
+    for key in (("riga-1", "up"), ("small", "up"), ("metered", "up")):           # no NVLink workers: no driver
+        assert not [r for r in by_type(runs[key], "Release") if "dra-driver" in r["inputs"]["chart"]]
+
+
+def test_mirrored_dra_chart_comes_from_the_sites_mirror():
+    """The same rule as every add-on: with repositories.charts, the chart by name and pinned version from the mirror."""
+    from infra.stack.charts import ChartSource
+    args = ChartSource(MIRROR, ROOT / "charts").release_args(CHARTS["compute-domains"])
+    assert (args["chart"], args["version"], args["repository_opts"].repo) == ("nvidia-dra-driver-gpu", "25.12.0", MIRROR)
+
+
+def test_each_tenant_namespace_on_an_nvlink_cluster_gets_a_compute_domain(runs):
+    run = runs[("nvlink", "up")]
+    site, _, _ = site_and_clusters("nvlink")
+    dra = releases_of(run, "riga-infer")["compute-domains"]
+    namespaces = {r["inputs"]["metadata"]["name"]: r["urn"] for r in by_type(run, "Namespace")}
+    domains = {r["inputs"]["metadata"]["namespace"]: r for r in by_type(run, "ComputeDomain")}
+    tenants = [t for t in site.tenants if t.kubernetes]
+    assert set(domains) == {t.kubernetes.namespace for t in tenants} == {"acme-ai", "gov-lv"}
+    for t in tenants:
+        domain = domains[t.kubernetes.namespace]
+        obj = domain["inputs"]
+        assert (obj["apiVersion"], obj["kind"], obj["metadata"]["name"]) == (COMPUTE_DOMAIN_API, "ComputeDomain", f"{t.name}-nvlink")
+        assert obj["spec"] == {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": f"{t.name}-nvlink-channel"}}}
+        assert {dra["urn"], namespaces[t.kubernetes.namespace]} <= set(domain["dependencies"])    # the CRD, the namespace
+    for key in (("riga-1", "up"), ("small", "up")):
+        assert not by_type(runs[key], "ComputeDomain")
+
+
+def _closed(schema: dict) -> dict:
+    """An OpenAPI schema where an object takes only the properties it names (as the API server's pruning would keep)."""
+    out = {k: (_closed(v) if isinstance(v, dict) else v) for k, v in schema.items() if k != "properties"}
+    if "properties" in schema:
+        out["properties"] = {k: _closed(v) for k, v in schema["properties"].items()}
+        out["additionalProperties"] = False
+    return out
+
+
+def test_compute_domains_validate_against_the_charts_crd(runs):
+    """Each ComputeDomain against the CRD of the pinned chart (tests/crds/, vendored from its 25.12.0 tag)."""
+    import jsonschema
+    crd = yaml.safe_load((Path(__file__).parent / "crds" / "resource.nvidia.com_computedomains.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == COMPUTE_DOMAIN_API.split("/")[1]]
+    assert f'{crd["spec"]["group"]}/{version["name"]}' == COMPUTE_DOMAIN_API and crd["spec"]["names"]["kind"] == "ComputeDomain"
+    schema = _closed(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"].pop("additionalProperties", None)
+    domains = by_type(runs[("nvlink", "up")], "ComputeDomain")
+    assert len(domains) == 2
+    for domain in domains:
+        jsonschema.validate(domain["inputs"], schema)
+    with pytest.raises(jsonschema.ValidationError):         # the check can fail: a field the CRD does not know
+        jsonschema.validate({**domains[0]["inputs"], "spec": {"numNodes": 0, "channel": {"resourceClaim": {"name": "x"}}}}, schema)
+
+
+def test_compute_domains_are_per_tenant_and_cluster_never_per_tray(runs):
+    """Doubling the NVLink pool's trays declares the same resources; against riga-1 the NVLink site adds the driver's
+    release and one ComputeDomain per tenant namespace, nothing else."""
+    nvlink, double, riga = runs[("nvlink", "up")], runs[("nvlink-double", "up")], runs[("riga-1", "up")]
+    assert (nvlink["outputs"]["capacity"]["nodes"], double["outputs"]["capacity"]["nodes"]) == (139, 171)
+    assert sorted(map(_unstacked, double["resources"])) == sorted(map(_unstacked, nvlink["resources"]))
+    added = set(map(_unstacked, nvlink["resources"])) - set(map(_unstacked, riga["resources"]))
+    assert sorted(u.split("::")[-1] for u in added) == [
+        "riga-infer-acme-ai-nvlink", "riga-infer-compute-domains", "riga-infer-gov-lv-nvlink"]
+    assert len(nvlink["resources"]) == len(riga["resources"]) + 3
 
 
 def test_preview_and_up_declare_the_same_graph(runs):

@@ -9,6 +9,7 @@ from infra.site import SiteInvalid, load_site, parse_site, validate_data
 from infra.plan import build_plan
 from conftest import DEMO, RIGA, ROOT, bin_path, run
 from metering_data import with_billing
+from nvlink_data import with_nvlink_inference
 
 SHARED_RIGA = ROOT.parent / "shared" / "sites" / "riga-1.yml"
 
@@ -120,6 +121,16 @@ CASES = {
                                                    d["node_types"]["hgx-h200"]["hca"].update(count=1)),
                                         "node_types.hgx-h200.hca.count", "1 HCA(s) on GPU node type 'hgx-h200'"),
     "unknown addon": (lambda d: d["kubernetes"][0]["addons"].append("istio"), "kubernetes[0].addons[4]", "'gpu-operator'"),
+    "nvlink workers without compute-domains": (lambda d: with_nvlink_inference(d)["kubernetes"][0]["addons"].remove("compute-domains"),
+                                               "kubernetes[0].addons", "pool(s) infer of cluster 'riga-infer' are trays of NVLink domains"),
+    "compute-domains without nvlink workers": (lambda d: d["kubernetes"][0].update(version="1.34", addons=["gpu-operator", "compute-domains"]),
+                                               "kubernetes[0].addons", "no worker pool of cluster 'riga-infer' has a node type with nvlink"),
+    "compute-domains without gpu-operator": (lambda d: with_nvlink_inference(d)["kubernetes"][0]["addons"].remove("gpu-operator"),
+                                             "kubernetes[0].addons", "add gpu-operator to the addons of cluster 'riga-infer'"),
+    "nvlink workers before dra": (lambda d: with_nvlink_inference(d)["kubernetes"][0].update(version="1.33"),
+                                  "kubernetes[0].version", "has the compute-domains add-on: ComputeDomains are claimed through DRA"),
+    "nvlink workers without the add-on before dra": (lambda d: with_nvlink_inference(d)["kubernetes"][0].update(
+        version="1.32", addons=["gpu-operator"]), "kubernetes[0].version", "has NVLink-domain workers: ComputeDomains"),
     "prometheus not http": (lambda d: d["kubernetes"][0].update(prometheus="ftp://prom.riga-1.internal:9090"),
                             "kubernetes[0].prometheus", "the scheme must be http or https"),
     "prometheus with credentials": (lambda d: d["kubernetes"][0].update(prometheus="http://admin:secret@prom.riga-1.internal"),

@@ -15,7 +15,7 @@ from .fabric import plan_fabric
 from .groups import inventory_groups
 from .hostlists import split_name
 from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION_KEYS, SiteIndex, tenant_partition_key
-from .model import CONTROLLER, LustreStorage, NfsStorage, Repository, Site
+from .model import CONTROLLER, Kubernetes, LustreStorage, NfsStorage, Repository, Site
 from .openpgp import NotAKey, key_fingerprints
 from .placement import RackLimits, describe_load, item_load, place
 from .power import site_power_kw
@@ -227,7 +227,8 @@ def tenant_clusters_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 # Namespaces a tenant may not take: Kubernetes' own (and any 'kube-' one) and those the add-ons install into.
 RESERVED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", "gpu-operator",
-                       "nvidia-network-operator", "node-feature-discovery", "kueue-system", "monitoring", "opencost")
+                       "nvidia-network-operator", "node-feature-discovery", "kueue-system", "monitoring", "opencost",
+                       "nvidia-dra-driver-gpu")
 NODE_CIDR_PREFIX = 24           # kubeadm's default: each node gets a /24 of the pod network
 
 
@@ -277,6 +278,47 @@ def kubernetes_addons_fit_cluster(site: Site, index: SiteIndex) -> Iterator[Prob
         if "opencost" in cluster.addons and site.billing is None:
             yield Problem(fp("kubernetes", i, "addons"), "the opencost add-on prices from billing.tariffs; the site has no "
                           "billing section")
+
+
+# NVIDIA's DRA driver (the compute-domains add-on) serves resource.k8s.io/v1, GA and on by default from Kubernetes 1.34
+DRA_KUBERNETES = "1.34"
+
+
+def _nvlink_workers(cluster: Kubernetes, index: SiteIndex) -> list[str]:
+    """The cluster's worker pools whose node type is a tray of an NVLink domain."""
+    return [p for p in cluster.workers if p in index.pools and (nt := index.node_type(index.pools[p])) and nt.nvlink]
+
+
+@check
+def kubernetes_nvlink_workers_have_compute_domains(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """NVLink-domain workers come with the compute-domains add-on and it with them: the host IMEX service is masked on
+    those nodes, so the DRA driver's ComputeDomains are the only way a pod reaches another tray's GPUs."""
+    for i, cluster in enumerate(site.kubernetes):
+        nvlink, asked = _nvlink_workers(cluster, index), "compute-domains" in cluster.addons
+        if nvlink and not asked:
+            yield Problem(fp("kubernetes", i, "addons"), f"pool(s) {', '.join(nvlink)} of cluster {cluster.name!r} are "
+                          "trays of NVLink domains; add compute-domains (NVIDIA's DRA driver runs their IMEX daemons, "
+                          "the host's IMEX service is masked on Kubernetes workers)")
+        if asked and not nvlink:
+            yield Problem(fp("kubernetes", i, "addons"), f"the compute-domains add-on serves NVLink-domain trays; no worker "
+                          f"pool of cluster {cluster.name!r} has a node type with nvlink, so no ComputeDomain could start")
+        if asked and "gpu-operator" not in cluster.addons:
+            yield Problem(fp("kubernetes", i, "addons"), "the compute-domains add-on leaves GPUs to the gpu-operator's "
+                          "device plugin and places its kubelet plugin by the labels NFD gives GPU nodes; add gpu-operator "
+                          f"to the addons of cluster {cluster.name!r}")
+
+
+@check
+def kubernetes_version_serves_dra(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """ComputeDomains are claimed through DRA's resource.k8s.io/v1, served by default from Kubernetes 1.34."""
+    for i, cluster in enumerate(site.kubernetes):
+        why = "the compute-domains add-on" if "compute-domains" in cluster.addons else \
+            "NVLink-domain workers" if _nvlink_workers(cluster, index) else None
+        older = tuple(map(int, cluster.version.split("."))) < tuple(map(int, DRA_KUBERNETES.split(".")))
+        if why and older:
+            yield Problem(fp("kubernetes", i, "version"), f"cluster {cluster.name!r} has {why}: ComputeDomains are "
+                          f"claimed through DRA (resource.k8s.io/v1), GA and enabled by default from Kubernetes "
+                          f"{DRA_KUBERNETES}; {cluster.version} is older")
 
 
 @check

@@ -433,9 +433,11 @@ class Kubernetes(Strict):
     workers: Annotated[list[Name], DRAIN.on(*CLUSTER)] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
     pod_cidr: Annotated[Cidr, REPLACE.on(*CLUSTER)]                 # kubeadm cannot move it: the cluster is rebuilt
     service_cidr: Annotated[Cidr, REPLACE.on(*CLUSTER)]
-    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring", "opencost"]], LIVE.on()] = Field(
+    addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring", "opencost", "compute-domains"]],
+                      LIVE.on()] = Field(
         default_factory=list, description="Helm add-ons; opencost prices the cluster's namespaces from billing.tariffs "
-                                          "and needs monitoring (its Prometheus) and a billing section.")
+                                          "and needs monitoring (its Prometheus) and a billing section; compute-domains "
+                                          "(NVIDIA's DRA driver, ComputeDomains for NVLink-domain workers) needs gpu-operator.")
     rdma: Annotated[Literal["shared", "sriov"], REBOOT.on()] = "shared"   # SR-IOV virtual functions: the Pulumi program's operator
     prometheus: Annotated[Url | None, NONE] = Field(
         default=None, description="The cluster's Prometheus (its HTTP API's base URL, e.g. the monitoring add-on's, "

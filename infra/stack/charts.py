@@ -36,6 +36,8 @@ CHARTS: dict[str, Chart] = {
     "opencost": Chart("opencost", "2.1.6", "opencost", "opencost"),
     "csi-nfs": Chart("csi-driver-nfs", "4.11.0", "kube-system", "csi-driver-nfs"),
     "csi-lustre": Chart("lustre-csi-driver", "0.1.8", "kube-system", "lustre-csi-driver"),
+    # NVIDIA's DRA driver for GPUs, ComputeDomains only; upstream renamed it dra-driver-nvidia-gpu after 25.12
+    "compute-domains": Chart("nvidia-dra-driver-gpu", "25.12.0", "nvidia-dra-driver-gpu", "nvidia-dra-driver-gpu"),
 }
 
 # Container images of the Network Operator's components follow its release.

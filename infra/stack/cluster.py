@@ -18,6 +18,16 @@ from .node_configuration import CLUSTER_PHASE, AnsiblePhase, PhaseInputs
 from .objects import declare
 
 
+def compute_domain_values() -> dict[str, Any]:
+    """NVIDIA's DRA driver for ComputeDomains alone: the GPU Operator's device plugin keeps the GPUs (the chart refuses
+    both), the driver is the host's, and the resource API is named so that the chart need not probe the cluster."""
+    return {
+        "resources": {"computeDomains": {"enabled": True}, "gpus": {"enabled": False}},
+        "nvidiaDriverRoot": "/",
+        "resourceApiVersion": "resource.k8s.io/v1",
+    }
+
+
 def addon_values(cluster: ClusterPlan) -> dict[str, dict[str, Any]]:
     """Helm values per add-on of the cluster: the host carries the NVIDIA driver and RDMA stack, the operators do the rest.
 
@@ -46,12 +56,14 @@ def addon_values(cluster: ClusterPlan) -> dict[str, dict[str, Any]]:
             "kube-state-metrics": kube_state_metrics_values(),
         },
         "opencost": lambda: opencost_values(cluster),
+        "compute-domains": compute_domain_values,
     }
     return {addon: values[addon]() for addon in cluster.addons}
 
 
-# An add-on whose chart declares a ServiceMonitor installs after the one that brings its CRD.
-AFTER = {"kueue": ("monitoring",), "opencost": ("monitoring",)}
+# An add-on whose chart declares a ServiceMonitor installs after the one that brings its CRD; the DRA driver after the
+# GPU Operator (its device plugin and the NFD labels the driver's kubelet plugin is placed by) and a standalone NFD.
+AFTER = {"kueue": ("monitoring",), "opencost": ("monitoring",), "compute-domains": ("gpu-operator", "nfd")}
 
 
 def install_order(addons: Sequence[str]) -> list[str]:

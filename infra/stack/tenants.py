@@ -1,4 +1,4 @@
-"""Tenants: per tenant on a cluster, its namespace, GPU quota, defaults, isolation, access and Kueue queues."""
+"""Tenants: per tenant on a cluster, its namespace, GPU quota, defaults, isolation, access, Kueue queues and ComputeDomain."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .objects import TENANT_LABEL, declare, manifest
 GPU = "nvidia.com/gpu"
 KUEUE = "kueue.x-k8s.io/v1beta1"
 FLAVOR = "default-flavor"
+COMPUTE_DOMAIN = "resource.nvidia.com/v1beta1"       # the DRA driver's CRD (compute-domains add-on)
 
 
 def namespace(tenant: Tenant) -> dict[str, Any]:
@@ -56,6 +57,15 @@ def role_binding(tenant: Tenant) -> dict[str, Any]:
                     subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}])
 
 
+def compute_domain(tenant: Tenant) -> dict[str, Any]:
+    """The tenant's ComputeDomain: pods that claim its channel's ResourceClaimTemplate share one IMEX domain across the
+    NVLink trays they land on. ``numNodes: 0``: the driver follows the pods (IMEX daemons by DNS name, its default)."""
+    return manifest(COMPUTE_DOMAIN, "ComputeDomain", f"{tenant.name}-nvlink", tenant.kubernetes.namespace, spec={
+        "numNodes": 0,
+        "channel": {"resourceClaimTemplate": {"name": f"{tenant.name}-nvlink-channel"}},
+    })
+
+
 def resource_flavor() -> dict[str, Any]:
     return manifest(KUEUE, "ResourceFlavor", FLAVOR, spec={})
 
@@ -87,7 +97,8 @@ class TenantsArgs:
 
 
 class Tenants(pulumi.ComponentResource):
-    """Every tenant with a ``kubernetes`` entry, in its cluster; Kueue queues where the cluster runs Kueue."""
+    """Every tenant with a ``kubernetes`` entry, in its cluster; Kueue queues where the cluster runs Kueue, a ComputeDomain
+    where it runs the DRA driver (compute-domains)."""
 
     def __init__(self, name: str, args: TenantsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gigafactory:infra:Tenants", name, None, opts)
@@ -107,6 +118,9 @@ class Tenants(pulumi.ComponentResource):
             declare(f"{cname}-{ns}-limits", limit_range(tenant), inside)
             declare(f"{cname}-{ns}-default-deny", network_policy(tenant), inside)
             declare(f"{cname}-{ns}-edit", role_binding(tenant), inside)
+            if "compute-domains" in cluster.addons:       # the CRD comes with the driver's release
+                declare(f"{cname}-{ns}-nvlink", compute_domain(tenant),
+                        pulumi.ResourceOptions.merge(inside, k.options("compute-domains")))
             if "kueue" not in cluster.addons:
                 continue
             queued = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), k.options("kueue"))
