@@ -109,7 +109,8 @@ def test_a_reboot_only_when_an_install_changed_the_module_under_a_loaded_one(tmp
     assert (out / "reboot").read_text() == str(reboot)
 
 
-# The role's IMEX part on an NVLink tray, run by Ansible for riga-1's hosts as trays: gpu0001 (train, a Slurm pool)
+# The role's IMEX parts on an NVLink tray (install: config.cfg, the service disabled; configure: masked or not), run by
+# Ansible for riga-1's hosts as trays: gpu0001 (train, a Slurm pool)
 # and gpu0097 (infer, a Kubernetes pool). systemctl is a stand-in (tests/systemctl_standin.sh: no systemd here) that
 # starts from the state the nvidia-imex package leaves, enabled.
 IMEX_PLAY = """
@@ -128,6 +129,10 @@ IMEX_PLAY = """
         public: true
       vars:
         nvidia_driver_imex_config_dir: "{out}/etc/nvidia-imex"
+    - name: As the configure part runs it
+      ansible.builtin.include_role:
+        name: nvidia_driver
+        tasks_from: imex_service
     - name: What the role decided
       ansible.builtin.copy:
         dest: "{out}/service"
