@@ -25,3 +25,13 @@ def doubled_inference(data: dict) -> dict:
     infer = next(p for p in data["pools"] if p["name"] == "infer")
     infer.update(hosts="gpu[0097-0160]", racks="a[25-40]")
     return data
+
+
+def riga_of_trays(data: dict) -> dict:
+    """riga-1's data whose H200 servers are trays of NVLink domains of 2 (one switch tray each, two domains per rack):
+    train on Slurm, infer on Kubernetes 1.34 with the compute-domains add-on."""
+    data["node_types"]["hgx-h200"]["gpu"].update(model="GB200", nvswitch=False)
+    data["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1}
+    cluster = next(c for c in data["kubernetes"] if "infer" in c["workers"])
+    cluster.update(version="1.34", addons=[*cluster["addons"], "compute-domains"])
+    return data

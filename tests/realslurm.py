@@ -8,6 +8,7 @@ accounting host's planned addresses, so no packet ever leaves it.
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 import textwrap
@@ -63,7 +64,24 @@ SLURMD = textwrap.dedent("""\
     mkdir -p "$R/var/spool/slurmd/{node}"
     unshare --uts sh -c 'hostname {node}; exec chroot "$0" /usr/sbin/slurmd -D -N {node}' "$R" >"$R/var/log/slurm/{out}" 2>&1 &
     """)
-SLURMD_READY = """wait_for 120 sh -c 'chroot "$0" sinfo --noheader -n {node} -o %t | grep -q idle' "$R"\n"""
+# every node idle, asked once for all of them (one sinfo a second, however many slurmd)
+SLURMD_READY = """wait_for 180 sh -c 'test "$(chroot "$0" sinfo --noheader -N -n {nodes} -o %t | sort -u)" = idle' "$R"\n"""
+FIRST_PORT = 6830                       # slurmd ports from here up, clear of slurmctld's 6817 and slurmdbd's 6819
+
+
+def separate_slurmd(conf: str, hostlist: str, nodes: dict[str, str]) -> str:
+    """A rendered slurm.conf for several slurmd on one machine: the ``NodeName=<hostlist>`` line split into one line
+    per node with its own loopback address (``NodeAddr``) and ``Port=``, and ``%n`` in each slurmd's spool directory,
+    pid file and log file (SchedMD's FAQ, "Can Slurm emulate a larger cluster?")."""
+    line = re.search(rf"^NodeName={re.escape(hostlist)} (.*)$", conf, flags=re.MULTILINE)
+    assert line, conf
+    per_node = "\n".join(f"NodeName={n} NodeAddr={a} Port={FIRST_PORT + i} {line.group(1)}"
+                         for i, (n, a) in enumerate(nodes.items()))
+    conf = conf.replace(line.group(0), per_node)
+    for key, value in (("SlurmdSpoolDir", "/var/spool/slurmd/%n"), ("SlurmdPidFile", "/run/slurmd-%n.pid"),
+                       ("SlurmdLogFile", "/var/log/slurm/slurmd-%n.log")):
+        conf = re.sub(rf"^{key}=.*$", f"{key}={value}", conf, flags=re.MULTILINE)
+    return conf
 
 
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
@@ -115,7 +133,7 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     start_slurmd = "".join(
         ['rm -rf "$R/var/spool/slurmd"; mkdir -p "$R/var/spool/slurmd"\n' if nodes else "",
          *(SLURMD.format(node=n, out="slurmd.out" if len(nodes) == 1 else f"slurmd-{n}.out") for n, _ in nodes),
-         *(SLURMD_READY.format(node=n) for n, _ in nodes)])
+         SLURMD_READY.format(nodes=",".join(n for n, _ in nodes)) if nodes else ""])
     script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
                            slurmd=start_slurmd,
                            commands="\n".join([*(f'timeout 60 chroot "$R" {c}' for c in commands),

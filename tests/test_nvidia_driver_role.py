@@ -11,6 +11,7 @@ import json
 import pytest
 
 from conftest import ROOT, playbook, site_data, RIGA
+from nvlink_data import riga_of_trays
 
 ROLE = ROOT / "playbooks" / "roles" / "nvidia_driver"
 # The role's own defaults and vars, resolved by Ansible for riga-1's gpu0001 on this machine.
@@ -59,10 +60,7 @@ def test_nvswitch_node_gets_fabric_manager_and_peermem_from_the_sites_mirror(tmp
 
 
 def test_nvlink_domain_node_gets_imex_not_fabric_manager(tmp_path):
-    site = site_data(RIGA)
-    site["node_types"]["hgx-h200"]["gpu"].update(model="GB200", nvswitch=False)
-    site["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1}
-    site["kubernetes"][0].update(version="1.34", addons=[*site["kubernetes"][0]["addons"], "compute-domains"])  # NVLink workers
+    site = riga_of_trays(site_data(RIGA))
     decision, _, _ = decide(tmp_path, site)
     assert decision["extra"] == ["nvidia-imex-570"]
 
@@ -108,3 +106,64 @@ def test_a_reboot_only_when_an_install_changed_the_module_under_a_loaded_one(tmp
     result = playbook(tmp_path, site_data(RIGA), play)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert (out / "reboot").read_text() == str(reboot)
+
+
+# The role's IMEX parts on an NVLink tray (install: config.cfg, the service disabled; configure: masked or not), run by
+# Ansible for riga-1's hosts as trays: gpu0001 (train, a Slurm pool)
+# and gpu0097 (infer, a Kubernetes pool). systemctl is a stand-in (tests/systemctl_standin.sh: no systemd here) that
+# starts from the state the nvidia-imex package leaves, enabled.
+IMEX_PLAY = """
+- name: The nvidia_driver role's IMEX part
+  hosts: "{host}"
+  connection: local
+  gather_facts: false
+  environment:
+    PATH: "{path}"
+    SYSTEMCTL_STANDIN: "{state}"
+  tasks:
+    - name: As the install part runs it
+      ansible.builtin.include_role:
+        name: nvidia_driver
+        tasks_from: imex
+        public: true
+      vars:
+        nvidia_driver_imex_config_dir: "{out}/etc/nvidia-imex"
+    - name: As the configure part runs it
+      ansible.builtin.include_role:
+        name: nvidia_driver
+        tasks_from: imex_service
+    - name: What the role decided
+      ansible.builtin.copy:
+        dest: "{out}/service"
+        content: "{{{{ nvidia_driver_imex_service }}}}"
+        mode: "0644"
+"""
+
+
+@pytest.mark.parametrize(("host", "service"), [("gpu0001", "disabled"), ("gpu0097", "masked")], ids=["slurm", "kubernetes"])
+def test_nvlink_tray_gets_imex_config_and_a_service_never_started_at_boot(tmp_path, host, service):
+    import os
+    import re
+    import shutil
+
+    site = riga_of_trays(site_data(RIGA))
+    out, state, bin_ = tmp_path / "out", tmp_path / "state", tmp_path / "bin"
+    for path in (out, state, bin_):
+        path.mkdir()
+    shutil.copy(ROOT / "tests" / "systemctl_standin.sh", bin_ / "systemctl")
+    (bin_ / "systemctl").chmod(0o755)
+    play = IMEX_PLAY.format(host=host, path=f"{bin_}:{os.environ['PATH']}", state=state, out=out)
+    runs = []
+    for _ in range(2):
+        result = playbook(tmp_path, site, play)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        runs.append(result.stdout)
+    assert (out / "service").read_text() == service
+    assert (state / "nvidia-imex.service").read_text().strip() == service
+    config = (out / "etc/nvidia-imex/config.cfg").read_text()
+    assert f"\nIMEX_NODE_CONFIG_FILE={out}/etc/nvidia-imex/nodes_config.cfg\n" in config, config
+    assert "\nSERVER_PORT=50000\n" in config and "\nBIND_INTERFACE_IP=\n" in config, config
+    # the first run changed the service (and wrote the file), the second nothing
+    assert re.search(r"changed=[1-9]", runs[0].split("PLAY RECAP")[1]), runs[0]
+    assert "changed=0" in runs[1].split("PLAY RECAP")[1], runs[1]
+    assert not any(line.startswith(("start", "enable")) for line in (state / "calls").read_text().splitlines())

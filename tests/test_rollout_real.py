@@ -33,18 +33,12 @@ pytestmark = [
 
 
 def two_node_conf(conf: str, nodes: dict[str, str]) -> str:
-    """demo's slurm.conf for a chroot with two slurmd on one machine: a port (clear of slurmdbd's 6819), spool, pid and log file per node,
-    and a RebootProgram that cannot reboot this machine, with a shorter ResumeTimeout."""
+    """demo's slurm.conf for a chroot with two slurmd on one machine (realslurm.separate_slurmd), and a
+    RebootProgram that cannot reboot this machine, with a shorter ResumeTimeout."""
+    from realslurm import separate_slurmd
     from test_metering_real import _for_a_chroot
-    conf = _for_a_chroot(conf)
-    line = re.search(r"^NodeName=node\[01-02\] (.*)$", conf, flags=re.MULTILINE)
-    assert line, conf
-    per_node = "\n".join(f"NodeName={n} NodeAddr={a} Port={6830 + i} {line.group(1)}"
-                         for i, (n, a) in enumerate(nodes.items()))
-    conf = conf.replace(line.group(0), per_node)
-    for key, value in (("SlurmdSpoolDir", "/var/spool/slurmd/%n"), ("SlurmdPidFile", "/run/slurmd-%n.pid"),
-                       ("SlurmdLogFile", "/var/log/slurm/slurmd-%n.log"), ("RebootProgram", "/bin/true"),
-                       ("ResumeTimeout", "300")):
+    conf = separate_slurmd(_for_a_chroot(conf), "node[01-02]", nodes)
+    for key, value in (("RebootProgram", "/bin/true"), ("ResumeTimeout", "300")):
         conf = re.sub(rf"^{key}=.*$", f"{key}={value}", conf, flags=re.MULTILINE)
     assert "RebootProgram=/bin/true" in conf and "ResumeTimeout=300" in conf, conf
     return conf

@@ -70,11 +70,19 @@ class SlurmPartition:
     max_time: str
     max_nodes: int | None
     billing_weights: str | None = None  # TRESBillingWeights: currency per hour of each TRES (billing section)
+    exclusive: bool = False             # OverSubscribe=EXCLUSIVE: NVLink trays, one job per node (one IMEX daemon each)
 
 
 # How long a rebooting node may take to come back (a GPU server's firmware alone can take minutes): Slurm's
 # ResumeTimeout, after which slurmctld sets a node it was asked to reboot DOWN, and the rollout's own limit.
 REBOOT_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True, slots=True)
+class NvlinkDomain:
+    """One NVLink domain of Slurm's nodes: its trays and their IMEX addresses (management), in the pool's order."""
+    name: str                           # placement's: the rack's name (or <rack>-<i>), as topology.conf's block
+    nodes: tuple[tuple[str, str], ...]  # (host, management address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,8 @@ class SlurmPlan:
     reboot_timeout_s: int = REBOOT_TIMEOUT_S    # ResumeTimeout: how long slurmctld waits for a node `scontrol reboot`s
     job_scripts: tuple[str, ...] = ()           # Prolog/Epilog pairs slurm_compute installs in prolog.d/epilog.d (JOB_SCRIPTS)
     prolog_flags: tuple[str, ...] = ()          # PrologFlags: Alloc for job scripts, Contain for a node energy plugin
+    switch_type: str | None = None              # SwitchType: switch/nvidia_imex where Slurm has NVLink trays
+    nvlink_domains: tuple[NvlinkDomain, ...] = ()   # the IMEX job script's map (gigafactory-nvlink.conf)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..site.hostlists import compress, expand
 from ..site.index import SiteIndex
 from ..site.fabric import FabricPlan
-from .model import HostPlan, SlurmNodeGroup, SlurmPartition, SlurmPlan
+from ..site.placement import Domain
+from .model import HostPlan, NvlinkDomain, SlurmNodeGroup, SlurmPartition, SlurmPlan
 from .tariffs import gpu_hour_prices
 
 MEMORY_RESERVED = 0.05          # share of a node's memory kept back from jobs for the OS and daemons
@@ -13,8 +14,27 @@ PRIORITY_TRES_TOTAL = 1000      # PriorityWeightTRES: the whole cluster, fully a
 ENERGY_PLUGINS = {"ipmi": "acct_gather_energy/ipmi", "pm_counters": "acct_gather_energy/pm_counters"}
 # Prolog/Epilog pairs, by name: what the site declares that needs one. Each is a script the slurm_compute role installs
 # in both /etc/slurm/prolog.d and /etc/slurm/epilog.d; slurm.conf runs every file of those directories (its glob), so
-# pairs compose. dcgm-energy: GPU energy per job from DCGM job statistics (energy.gpu: dcgm-job-stats).
-JOB_SCRIPTS = {"dcgm-energy": lambda site: site.energy is not None and site.energy.gpu == "dcgm-job-stats"}
+# pairs compose. dcgm-energy: GPU energy per job from DCGM job statistics (energy.gpu: dcgm-job-stats). imex: each
+# job's IMEX node list and daemon on NVLink trays (switch/nvidia_imex; docs/slurm.md, "IMEX").
+JOB_SCRIPTS = {"dcgm-energy": lambda site: site.energy is not None and site.energy.gpu == "dcgm-job-stats",
+               "imex": lambda site: bool(_nvlink_pools(site))}
+# Slurm's IMEX channel per job: slurmctld hands each job one, slurmstepd makes only that device in the job's steps.
+IMEX_SWITCH = "switch/nvidia_imex"
+
+
+def _nvlink_pools(site) -> list:
+    """The pools Slurm's partitions run whose node type is a tray of an NVLink domain."""
+    if site.slurm is None:
+        return []
+    used = {p for part in site.slurm.partitions for p in part.pools}
+    return [pool for pool in site.pools if pool.name in used and site.node_types[pool.type].nvlink is not None]
+
+
+def nvlink_domains(site, domains: tuple[Domain, ...], hosts: dict[str, HostPlan]) -> tuple[NvlinkDomain, ...]:
+    """Slurm's NVLink domains (placement's, named for their rack as topology.conf's blocks are), with each tray's
+    IMEX address: its management address."""
+    pools = {pool.name for pool in _nvlink_pools(site)}
+    return tuple(NvlinkDomain(d.name, tuple((h, hosts[h].address()) for h in d.hosts)) for d in domains if d.pool in pools)
 
 
 def gres_name(model: str) -> str:
@@ -65,7 +85,8 @@ def priority_weights(tariffs, groups, node_types_by_group) -> str | None:
     return ",".join(f"{k}={w}" for k, w in weights.items() if w) or None
 
 
-def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...]) -> SlurmPlan | None:
+def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...],
+               domains: tuple[Domain, ...] = ()) -> SlurmPlan | None:
     site = index.site
     s = site.slurm
     if s is None:
@@ -86,10 +107,12 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
             sockets=nt.cpu.sockets, cores_per_socket=nt.cpu.cores_per_socket, threads_per_core=nt.cpu.threads_per_core,
             real_memory_mb=int(nt.memory_gb * 1024 * (1 - MEMORY_RESERVED)), gres=gres, features=features))
     tariffs = site.billing.tariffs if site.billing else None
+    nvlink = {pool.name for pool in _nvlink_pools(site)}
     partitions = tuple(
         SlurmPartition(p.name, compress(h for name in p.pools for h in index.pools[name].hosts),
                        p.default, p.max_time, p.max_nodes,
-                       billing_weights(tariffs, [index.node_type(index.pools[name]) for name in p.pools]) if tariffs else None)
+                       billing_weights(tariffs, [index.node_type(index.pools[name]) for name in p.pools]) if tariffs else None,
+                       exclusive=bool(nvlink.intersection(p.pools)))
         for p in s.partitions)
     models = dict.fromkeys(gres_name(index.node_type(pool).gpu.model) for pool in site.pools
                            if pool.name in pools_used and index.node_type(pool).gpus)
@@ -138,4 +161,6 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         budget_enforced=any(t.billing and t.billing.prepaid and t.slurm for t in site.tenants),
         job_scripts=job_scripts,
         prolog_flags=prolog_flags,
+        switch_type=IMEX_SWITCH if nvlink else None,
+        nvlink_domains=nvlink_domains(site, domains, hosts),
     )

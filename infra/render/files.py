@@ -16,6 +16,8 @@ HEALTH_CHECK_PROGRAM = "/usr/local/sbin/gigafactory-node-health"
 # Where slurmd finds the Prolog/Epilog pairs of the plan's job_scripts (slurm_compute's defaults name the same).
 PROLOG_DIR = "/etc/slurm/prolog.d"
 EPILOG_DIR = "/etc/slurm/epilog.d"
+# The imex job script's map of NVLink domains (its IMEX_MAP default names the same, under /etc).
+NVLINK_MAP = "slurm/gigafactory-nvlink.conf"
 
 
 def _environment() -> Environment:
@@ -43,6 +45,8 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
     }
     if plan.slurm.topology:
         files["slurm/topology.conf"] = render_file(plan, "topology.conf")
+    if plan.slurm.nvlink_domains:
+        files[NVLINK_MAP] = render_file(plan, "gigafactory-nvlink.conf")
     return files
 
 

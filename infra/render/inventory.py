@@ -34,6 +34,10 @@ def host_vars(site: Site, plan: Plan, name: str) -> dict[str, Any]:
         out["gf_rails"] = list(h.rails)
     if h.scalable_unit:
         out["gf_scalable_unit"] = h.scalable_unit
+    if site.node_types[h.node_type].nvlink is not None:
+        # the host's IMEX service (nvidia_driver): Slurm's imex prolog starts it per job; Kubernetes' DRA driver
+        # runs IMEX daemons of its own, which a running host service would keep from starting
+        out["gf_imex_service"] = "masked" if any(h.pool in k.workers for k in site.kubernetes) else "disabled"
     return out
 
 

@@ -281,7 +281,7 @@ class Gpu(Strict):
 
 class Nvlink(Strict):
     """A rack-scale NVLink domain (GB200/GB300 NVL72): the node type is one compute tray of it."""
-    trays: Annotated[Count, NONE] = Field(
+    trays: Annotated[Count, LIVE.on("slurm")] = Field(      # the imex job script's map of domains
         ge=2, le=72, description="Compute trays (nodes) per NVLink domain: 18 for an NVL72; one Slurm block.")
     switch_trays: Annotated[Count, NONE] = Field(default=9, ge=0, le=36, description="NVLink switch trays per domain.")
     switch_tray_kw: Annotated[Kilowatts, NONE] = Field(default=0, le=100, description="Power of one switch tray.")
@@ -344,7 +344,7 @@ class NodeType(Strict):
     power_kw: Annotated[Kilowatts, NONE]
     rack_units: Annotated[RackUnits, NONE] = Field(le=48)
     hugepages_2m: Annotated[HugePages, REBOOT.on("base")] = Field(default=0, description="2 MiB huge pages reserved at boot.")
-    nvlink: Annotated[Nvlink | None, DRAIN.on("gpu")] = Field(
+    nvlink: Annotated[Nvlink | None, DRAIN.on("gpu", "slurm")] = Field(     # slurm: SwitchType, the imex job script
         default=None, description="Set when the node type is a compute tray of a rack-scale NVLink domain (needs IMEX).")
     liquid_kw: Annotated[Kilowatts, NONE] = Field(
         default=0, description="Of power_kw, the heat carried off by liquid; the rest is the air load.")
@@ -430,7 +430,8 @@ class Kubernetes(Strict):
     name: Annotated[Name, REPLACE.on(*CLUSTER)]
     version: Annotated[MajorMinor, DRAIN.on(*CLUSTER)]              # kubeadm upgrade: each node cordoned and drained
     control_plane: Annotated[list[HostName], RESTART.on(*CLUSTER)] = Field(min_length=1)
-    workers: Annotated[list[Name], DRAIN.on(*CLUSTER)] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
+    # gpu: an NVLink tray's host IMEX service is masked on a cluster's workers (nvidia_driver, gf_imex_service)
+    workers: Annotated[list[Name], DRAIN.on(*CLUSTER, "gpu")] = Field(min_length=1, description="Pools whose hosts are the cluster's workers.")
     pod_cidr: Annotated[Cidr, REPLACE.on(*CLUSTER)]                 # kubeadm cannot move it: the cluster is rebuilt
     service_cidr: Annotated[Cidr, REPLACE.on(*CLUSTER)]
     addons: Annotated[list[Literal["gpu-operator", "network-operator", "nfd", "kueue", "monitoring", "opencost", "compute-domains"]],
@@ -641,7 +642,7 @@ class Site(Strict):
     racks: Annotated[list[Rack], NONE] = Field(min_length=1)
     pools: Annotated[list[Pool], LIVE.on("base", "rdma", "health")] = Field(min_length=1)     # its hosts are new, or removed
     slurm: Annotated[Slurm | None, DRAIN.on("base", "slurm")] = None
-    kubernetes: Annotated[list[Kubernetes], DRAIN.on(*CLUSTER)] = Field(default_factory=list)
+    kubernetes: Annotated[list[Kubernetes], DRAIN.on(*CLUSTER, "gpu")] = Field(default_factory=list)
     storage: Annotated[list[Storage], DRAIN.on()] = Field(default_factory=list)
     tenants: Annotated[list[Tenant], LIVE.on("slurm")] = Field(default_factory=list)
     billing: Annotated[Billing | None, LIVE.on("slurm")] = None
