@@ -74,7 +74,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
                                    addresses[host], tuple(rails), fabric_name, su_of.get(host))
 
     fabric_plans = tuple(fabrics)
-    slurm = plan_slurm(index, hosts, fabric_plans) if not problems else None
+    slurm = plan_slurm(index, hosts, fabric_plans, placement.domains) if not problems else None
     clusters = plan_clusters(index, hosts, fabric_plans) if not problems else ()
     capacity = _capacity(site, index, hosts, fabric_plans)
     if problems:

@@ -85,7 +85,7 @@ class SlurmPlan:
     login: tuple[str, ...]
     nodes: tuple[SlurmNodeGroup, ...]
     partitions: tuple[SlurmPartition, ...]
-    topology: tuple[tuple[str, str], ...]      # (switch, "Nodes=..." or "Switches=...")
+    topology: tuple[tuple[str, str], ...]      # tree: (switch, "Nodes=..." or "Switches=...")
     state_save_location: str
     containers: str
     accounting_tres: str = "gres/gpu"           # AccountingStorageTRES: gres/gpu and gres/gpu:<model>
@@ -96,6 +96,9 @@ class SlurmPlan:
     reboot_timeout_s: int = REBOOT_TIMEOUT_S    # ResumeTimeout: how long slurmctld waits for a node `scontrol reboot`s
     job_scripts: tuple[str, ...] = ()           # Prolog/Epilog pairs slurm_compute installs in prolog.d/epilog.d (JOB_SCRIPTS)
     prolog_flags: tuple[str, ...] = ()          # PrologFlags: Alloc for job scripts, Contain for a node energy plugin
+    topology_plugin: str | None = None          # TopologyPlugin: "tree" (topology's switches) or "block" (blocks)
+    blocks: tuple[tuple[str, str], ...] = ()     # (block, hostlist): one per NVLink domain of the Slurm pools, rack order
+    block_sizes: tuple[int, ...] = ()           # BlockSizes: the domain's trays, then the aggregations (trays x 2^k)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ..site.blocks import MAX_BLOCK_LEVEL, topology_plugin
 from ..site.hostlists import compress, expand
 from ..site.index import SiteIndex
 from ..site.fabric import FabricPlan
+from ..site.placement import Domain
 from .model import HostPlan, SlurmNodeGroup, SlurmPartition, SlurmPlan
 from .tariffs import gpu_hour_prices
 
@@ -65,7 +67,31 @@ def priority_weights(tariffs, groups, node_types_by_group) -> str | None:
     return ",".join(f"{k}={w}" for k, w in weights.items() if w) or None
 
 
-def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...]) -> SlurmPlan | None:
+def blocks_of(domains: tuple[Domain, ...], pools: set[str]) -> tuple[tuple[str, str], ...]:
+    """topology.conf's base blocks: (name, hostlist) of each NVLink domain of the Slurm pools, as the racks stand."""
+    return tuple((d.name, compress(d.hosts)) for d in domains if d.pool in pools)
+
+
+def aggregation_level(domains: list[Domain], hosts: dict[str, HostPlan]) -> int:
+    """The largest k such that Slurm's aggregated blocks of 2^k adjacent domains each stand in one scalable unit.
+
+    Slurm 24.11 aggregates by file order (block i opens a group of level k when i is divisible by 2^k), so k grows
+    while every such group's hosts share one fabric's scalable unit, up to the level that holds every domain (no
+    higher level aggregates more) and 2^15. Domains off any fabric aggregate no further than themselves.
+    """
+    units = [{(hosts[h].fabric, hosts[h].scalable_unit) for h in d.hosts} for d in domains]
+    level = 0
+    while level < MAX_BLOCK_LEVEL and 2 ** level < len(domains):
+        width = 2 ** (level + 1)
+        groups = (set().union(*units[i:i + width]) for i in range(0, len(units), width))
+        if not all(len(g) == 1 and None not in next(iter(g)) for g in groups):
+            break
+        level += 1
+    return level
+
+
+def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...],
+               domains: tuple[Domain, ...] = ()) -> SlurmPlan | None:
     site = index.site
     s = site.slurm
     if s is None:
@@ -97,7 +123,16 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
     energy = site.energy
     energy_gather = ENERGY_PLUGINS.get(energy.node) if energy else None
     topology: list[tuple[str, str]] = []
-    if s.topology == "tree":
+    plugin = topology_plugin(site, index)
+    blocks: tuple[tuple[str, str], ...] = ()
+    block_sizes: tuple[int, ...] = ()
+    if plugin == "block":
+        in_blocks = [d for d in domains if d.pool in pools_used]
+        blocks = blocks_of(domains, set(pools_used))
+        base = len(in_blocks[0].hosts)
+        block_sizes = tuple(s.block_sizes) if s.block_sizes else tuple(
+            base * 2 ** k for k in range(aggregation_level(in_blocks, hosts) + 1))
+    elif plugin == "tree":
         in_slurm = set(compute)
         leaves = []
         for fabric in fabrics:
@@ -129,6 +164,9 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         nodes=tuple(groups),
         partitions=partitions,
         topology=tuple(topology),
+        topology_plugin=plugin if blocks or topology else None,
+        blocks=blocks,
+        block_sizes=block_sizes,
         state_save_location=s.state_save_location,
         containers=s.containers,
         accounting_tres=accounting_tres,
