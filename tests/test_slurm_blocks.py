@@ -22,6 +22,7 @@ def nvl72_blocks(racks: int = 8, scalable_unit: int = 72, **changes) -> dict:
     data["slurm"]["topology"] = "auto"
     data["fabrics"][0].update(scalable_unit=scalable_unit)
     data["fabrics"][0]["switch"].update(ports=max(256, 2 * scalable_unit))
+    data["site"]["power"]["facility_kw"] = max(data["site"]["power"]["facility_kw"], 250 * racks)
     data["slurm"].update(changes)
     return data
 
@@ -94,8 +95,8 @@ def _second_nvlink_pool(data: dict, trays: int) -> dict:
 
 def test_nvlink_pools_of_one_cluster_with_different_domain_sizes_are_refused():
     found = problems(_second_nvlink_pool(nvl72_blocks(racks=2, scalable_unit=36), trays=17))
-    assert any(p.startswith("node_types.gb300-small.nvlink.trays: pool 'small''s NVLink domains are 17 trays and pool "
-                            "'train''s (gb300) 18") for p in found), found
+    assert any(p.startswith("node_types.gb300-small.nvlink.trays: the NVLink domains of pool 'small' are 17 trays and "
+                            "those of pool 'train' (gb300) 18") for p in found), found
 
 
 def test_block_sizes_that_do_not_aggregate_domains_are_refused():

@@ -954,7 +954,7 @@ def slurm_nvlink_domains_one_size(site: Site, index: SiteIndex) -> Iterator[Prob
         trays, base = index.node_type(pool).nvlink.trays, index.node_type(first).nvlink.trays
         if trays != base:
             yield Problem(fp("node_types", pool.type, "nvlink", "trays"),
-                          f"pool {pool.name!r}'s NVLink domains are {trays} trays and pool {first.name!r}'s "
+                          f"the NVLink domains of pool {pool.name!r} are {trays} trays and those of pool {first.name!r} "
                           f"({first.type}) {base}: both are blocks of Slurm cluster {site.slurm.cluster!r}, whose "
                           "topology.conf has one base block size (BlockSizes); slurmctld 24.11 stops on a block smaller "
                           "than it. Give them one size, or keep one of the pools out of the Slurm partitions")
