@@ -67,11 +67,6 @@ def priority_weights(tariffs, groups, node_types_by_group) -> str | None:
     return ",".join(f"{k}={w}" for k, w in weights.items() if w) or None
 
 
-def blocks_of(domains: tuple[Domain, ...], pools: set[str]) -> tuple[tuple[str, str], ...]:
-    """topology.conf's base blocks: (name, hostlist) of each NVLink domain of the Slurm pools, as the racks stand."""
-    return tuple((d.name, compress(d.hosts)) for d in domains if d.pool in pools)
-
-
 def aggregation_level(domains: list[Domain], hosts: dict[str, HostPlan]) -> int:
     """The largest k such that Slurm's aggregated blocks of 2^k adjacent domains each stand in one scalable unit.
 
@@ -126,12 +121,11 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
     plugin = topology_plugin(site, index)
     blocks: tuple[tuple[str, str], ...] = ()
     block_sizes: tuple[int, ...] = ()
-    if plugin == "block":
-        in_blocks = [d for d in domains if d.pool in pools_used]
-        blocks = blocks_of(domains, set(pools_used))
-        base = len(in_blocks[0].hosts)
+    in_blocks = [d for d in domains if d.pool in pools_used] if plugin == "block" else []
+    if in_blocks:                       # topology.conf's base blocks: each NVLink domain of the Slurm pools, as the racks stand
+        blocks = tuple((d.name, compress(d.hosts)) for d in in_blocks)
         block_sizes = tuple(s.block_sizes) if s.block_sizes else tuple(
-            base * 2 ** k for k in range(aggregation_level(in_blocks, hosts) + 1))
+            len(in_blocks[0].hosts) * 2 ** k for k in range(aggregation_level(in_blocks, hosts) + 1))
     elif plugin == "tree":
         in_slurm = set(compute)
         leaves = []
