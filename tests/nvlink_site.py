@@ -16,6 +16,7 @@ def nvlink_site(demo: dict) -> dict:
         cpu={"sockets": 1, "cores_per_socket": 2, "threads_per_core": 1, "arch": "aarch64"}, power_kw=1)
     # 18 trays by power (18.5 kW), 18 trays and 9 switch trays by space
     data["racks"].append({"names": "nvl[1-2]", "power_kw": 18.5, "units": 27})
+    data["slurm"]["topology"] = "auto"                           # block: one per rack's domain
     pools = {p["name"]: p for p in data["pools"]}
     pools["compute"].update(hosts="node[01-36]", racks="nvl[1-2]")
     for tenant in data.get("tenants", []):

@@ -42,7 +42,8 @@ SCRIPT = textwrap.dedent("""\
     # every wait is bounded in seconds, and every probe by its own timeout, so a daemon that does not
     # come up fails the run with its log instead of hanging it
     wait_for() {{ local limit=$1; shift; local end=$((SECONDS + limit))
-      until timeout 10 "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || {{ echo "gave up waiting for: $*" >&2; return 1; }}; sleep 1; done; }}
+      until timeout 10 "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || {{ echo "gave up waiting for: $*" >&2; return 1; }}
+        [ -z "${{ALIVE:-}}" ] || kill -0 "$ALIVE" 2>/dev/null || {{ echo "exited while waited for: $*" >&2; return 1; }}; sleep 1; done; }}
     wait_for 90 chroot "$R" mariadb -e 'select 1'
     # a fresh accounting database per run, created before slurmdbd starts, as the slurm_dbd role does: Debian 13's
     # slurmdbd 24.11.5 with libmariadb3 11.8.9 dies on a first start that has to create it itself
@@ -53,7 +54,9 @@ SCRIPT = textwrap.dedent("""\
     wait_for 120 chroot "$R" sacctmgr -n list cluster
     timeout 60 chroot "$R" sacctmgr -i add cluster {cluster} >/dev/null || true
     unshare --uts sh -c 'hostname {ctld_host}; exec chroot "$0" /usr/sbin/slurmctld -D -i' "$R" >"$R/var/log/slurm/slurmctld.out" 2>&1 &
+    ALIVE=$!   # a slurmctld that stops on its configuration (fatal) fails the wait at once
     wait_for 120 sh -c 'chroot "$0" scontrol ping | grep -q UP' "$R"
+    ALIVE=
     {slurmd}
     echo READY
     {commands}

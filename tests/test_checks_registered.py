@@ -85,6 +85,10 @@ FIRES = {
     "opencost_prices_match_tariffs": None,
     "kubernetes_nvlink_workers_have_compute_domains": "nvlink workers without compute-domains",
     "kubernetes_version_serves_dra": "nvlink workers before dra",
+    "slurm_block_topology_has_domains": None,
+    "slurm_nvlink_domains_one_size": None,
+    "slurm_block_sizes_aggregate_domains": None,
+    "slurm_blocks_within_limit": None,
 }
 
 EXTRA = {
@@ -130,7 +134,25 @@ EXTRA = {
         facility=[{"period": "2026", "water_m3": 10.0}, {"period": "2026", "reused_kwh": 5.0}]),
     "opencost_prices_match_tariffs": lambda d: (with_billing(d)["kubernetes"][0]["addons"].append("opencost"),   # a warning
                                                 d["tenants"][0]["storage_tb"].update(home=1)),
+    "slurm_block_topology_has_domains": lambda d: d["slurm"].update(topology="block"),   # riga-1 has no NVLink trays
+    "slurm_nvlink_domains_one_size": lambda d: _two_domain_sizes(d),
+    "slurm_block_sizes_aggregate_domains": lambda d: _nvlink_blocks(d)["slurm"].update(block_sizes=[2, 6]),
+    "slurm_blocks_within_limit": lambda d: _nvlink_blocks(d)["pools"][0].update(hosts="gpu[00001-65538]"),   # 32,769 domains
 }
+
+
+def _nvlink_blocks(data: dict) -> dict:
+    """riga-1's H200 servers as trays of 2-tray NVLink domains, its Slurm topology from the site (blocks)."""
+    data["node_types"]["hgx-h200"]["nvlink"] = {"trays": 2, "switch_trays": 1}
+    data["slurm"]["topology"] = "auto"
+    return data
+
+
+def _two_domain_sizes(data: dict) -> None:
+    """The inference pool's servers in 4-tray domains, and in the Slurm partitions beside the 2-tray training pool."""
+    _nvlink_blocks(data)["node_types"]["hgx-h200-4"] = {**data["node_types"]["hgx-h200"], "nvlink": {"trays": 4, "switch_trays": 1}}
+    data["pools"][1]["type"] = "hgx-h200-4"
+    data["slurm"]["partitions"][1]["pools"] = ["infer"]
 
 
 def test_every_registered_check_has_a_case_that_fires(riga):

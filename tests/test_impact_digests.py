@@ -68,6 +68,12 @@ def _set(path: str, value: Any):
 
 _DELETE = object()
 
+
+def _block_topology(data: dict) -> None:
+    """Slurm's topology from the site (auto): the training pool's NVLink domains are blocks of topology.conf."""
+    data["slurm"]["topology"] = "auto"
+
+
 # Fields a generic change cannot move (a string, a list, a value others refer to): one valid change each.
 SAMPLES: dict[str, Any] = {
     "site.name": _set("site.name", "riga-2"),
@@ -114,13 +120,13 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.model": lambda d: d["node_types"]["hgx-h200"].update(model="SYS-822GS"),
     "node_types.<key>.gpu.model": lambda d: (d["node_types"]["hgx-h200"]["gpu"].update(model="H100"),
                                              d["billing"]["tariffs"].update(gpu_hour={"H100": 2.5})),
-    "node_types.<key>.nvlink": _no_nvlink,
     "node_types.<key>.hca": lambda d: d["node_types"]["cpu-1u"]["hca"].update(count=2),
     # on a node type without ports (with ports, count moves them too: rdma then re-runs by ports' declaration)
     "node_types.<key>.hca.count": (lambda d: d["node_types"]["hgx-h200"]["hca"].pop("ports"),
                                    lambda d: d["node_types"]["hgx-h200"]["hca"].update(count=9)),
     "node_types.<key>.hca.ports": _set("node_types.hgx-h200.hca.ports", [f"0000:{bus:02x}:00.0" for bus in range(1, 9)]),
-    "node_types.<key>.nvlink.trays": lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(trays=4),
+    "node_types.<key>.nvlink": (_block_topology, _no_nvlink),
+    "node_types.<key>.nvlink.trays": (_block_topology, lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(trays=4)),
     "node_types.<key>.hca.model": lambda d: d["node_types"]["hgx-h200"]["hca"].update(model="ConnectX-8"),
     "racks": lambda d: d["racks"].append({"names": ["c01"], "power_kw": 20, "units": 48}),
     "racks[].names": lambda d: d["racks"][0].update(names=[f"a{i:02d}" for i in range(1, 33)] + ["a33"]),
@@ -129,7 +135,7 @@ SAMPLES: dict[str, Any] = {
     "pools[].type": lambda d: (d["node_types"].update({"cpu-1u-b": {**d["node_types"]["cpu-1u"], "model": "R670"}}),
                                d["pools"][2].update(type="cpu-1u-b")),
     "pools[].hosts": lambda d: d["pools"][2].update(hosts=[*d["pools"][2]["hosts"], "spare01"]),
-    "pools[].racks": lambda d: d["pools"][2].update(racks=["b02", "b01"]),
+    "pools[].racks": (_block_topology, lambda d: d["pools"][0].update(racks=[f"a{n:02d}" for n in range(24, 0, -1)])),
     "pools[].fabric": (lambda d: (d["fabrics"].append(AUX_FABRIC), [p.update(fabric="compute") for p in d["pools"]]),
                        lambda d: d["pools"][1].update(fabric="aux")),
     "pools[].macs": lambda d: d["pools"][2].update(macs={"ctl01": "52:54:00:00:00:01"}),
@@ -143,6 +149,7 @@ SAMPLES: dict[str, Any] = {
     "slurm.partitions[].pools": (lambda d: _split_pool(d, 0, "train2", "slurm"),
                                  lambda d: d["slurm"]["partitions"][1].update(pools=["train2"])),
     "slurm.partitions[].max_time": lambda d: d["slurm"]["partitions"][0].update(max_time="3-00:00:00"),
+    "slurm.block_sizes": (_block_topology, _set("slurm.block_sizes", [2, 8])),
     "slurm.state_save_location": lambda d: d["slurm"].update(state_save_location="/var/spool/slurm/state"),
     "kubernetes": lambda d: (d.pop("kubernetes"), d["tenants"][0].pop("kubernetes"), d["tenants"][2].pop("kubernetes")),
     "kubernetes[].name": lambda d: (d["kubernetes"][0].update(name="riga-serve"),

@@ -38,9 +38,7 @@ pytestmark = [
 ]
 
 HERE = Path(__file__).parent
-BLOCKS = {"b1": "node[01-18]", "b2": "node[19-36]"}
-# The block topology by hand: the plan's render (topology/block, one block per NVLink domain) replaces this at merge.
-TOPOLOGY = "".join(f"BlockName={name} Nodes={nodes}\n" for name, nodes in BLOCKS.items()) + "BlockSizes=18,36\n"
+BLOCKS = {"nvl1": "node[01-18]", "nvl2": "node[19-36]"}     # one per rack's NVLink domain: the plan's topology.conf
 # The imex job script's settings on this machine: a node list per node, and the stand-in in place of systemctl
 IMEX_DEFAULTS = """IMEX_NODES_FILE=/var/lib/imex-standin/%n/nodes_config.cfg
 IMEX_START="/usr/local/bin/imex-standin start %n"
@@ -78,9 +76,11 @@ def cluster(tmp_path_factory, demo_module):
     assert "\nSwitchType=switch/nvidia_imex\n" in conf and " OverSubscribe=EXCLUSIVE " in conf, conf
     assert "\nPrologFlags=Alloc\n" in conf, conf
     conf = separate_slurmd(_for_a_chroot(conf), "node[01-36]", nodes)
-    conf = conf.replace("TopologyPlugin=topology/tree", "TopologyPlugin=topology/block")   # the plan's, at merge
+    assert "\nTopologyPlugin=topology/block\n" in conf, conf
+    blocks = [line for line in files["/etc/slurm/topology.conf"].splitlines() if line.startswith("Block")]
+    assert blocks[:2] == [f"BlockName={name} Nodes={nodes}" for name, nodes in BLOCKS.items()], blocks
+    assert blocks[2].startswith("BlockSizes=18"), blocks
     files["/etc/slurm/slurm.conf"] = conf + "DebugFlags=Switch\nSlurmctldDebug=debug\n"
-    files["/etc/slurm/topology.conf"] = TOPOLOGY
     files["/etc/slurm/cgroup.conf"] = "CgroupPlugin=disabled\n"
     files["/etc/hosts"] = render_file(plan, "hosts")
     files["/etc/default/gigafactory-imex"] = IMEX_DEFAULTS
@@ -159,7 +159,7 @@ def test_a_16_node_segment_job_lands_in_one_block(cluster):
 
 def test_a_32_node_job_of_16_node_segments_is_16_in_each_block(cluster):
     nodes = job_nodes(cluster, "segment32")
-    assert sorted(block_of(n) for n in nodes) == ["b1"] * 16 + ["b2"] * 16, nodes
+    assert sorted(block_of(n) for n in nodes) == ["nvl1"] * 16 + ["nvl2"] * 16, nodes
     # each tray's IMEX node list at the daemon's start: the job's 16 nodes in its own domain, not the other 16
     addresses = cluster["addresses"]
     job = cluster["out"]["segment32.id"].strip()
@@ -173,7 +173,7 @@ def test_exclusive_topo_keeps_the_rest_of_its_block_from_other_jobs(cluster):
     other = job_nodes(cluster, "beside")
     assert len(whole) == 2 and len(other) == 16
     # the 16-node job would fit best in the block with 16 free trays: it lands in the other one
-    assert {block_of(n) for n in other} == {"b1", "b2"} - {block_of(whole[0])}, (whole, other)
+    assert {block_of(n) for n in other} == {"nvl1", "nvl2"} - {block_of(whole[0])}, (whole, other)
     # while it ran, slurmctld showed the other 16 trays of its block as blocked (sinfo's "block")
     states = dict(line.split() for line in cluster["out"]["exclusive.states"].splitlines())
     mine = block_of(whole[0])
@@ -183,8 +183,8 @@ def test_exclusive_topo_keeps_the_rest_of_its_block_from_other_jobs(cluster):
 def test_a_segment_still_starts_in_a_block_with_one_tray_drained(cluster):
     nodes = job_nodes(cluster, "drained")
     drained = cluster["out"]["drained.node"].strip()
-    assert block_of(drained) == "b1" and drained not in nodes
-    assert len(nodes) == 16 and {block_of(n) for n in nodes} == {"b1"}, nodes
+    assert block_of(drained) == "nvl1" and drained not in nodes
+    assert len(nodes) == 16 and {block_of(n) for n in nodes} == {"nvl1"}, nodes
 
 
 def test_two_jobs_in_one_block_each_get_exactly_their_own_nodes_on_every_node(cluster):
@@ -192,7 +192,7 @@ def test_two_jobs_in_one_block_each_get_exactly_their_own_nodes_on_every_node(cl
     jobs = {name: (out[f"{name}.id"].strip(), job_nodes(cluster, name)) for name in ("first", "second", "holder")}
     first, second = jobs["first"][1], jobs["second"][1]
     assert len(first) == len(second) == 8 and not set(first) & set(second)
-    assert {block_of(n) for n in first + second} == {"b1"}, jobs
+    assert {block_of(n) for n in first + second} == {"nvl1"}, jobs
     assert "RUNNING" in out["both.squeue"] and out["both.squeue"].count("RUNNING") == 3, out["both.squeue"]
     # while both ran: every node's list, read on each node of the cluster, holds exactly its own job's addresses
     lists = dict(re.findall(r"^(node\d\d) ?(.*)$", out["lists.during"], flags=re.MULTILINE))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections import Counter
 
 import pytest
 
 from infra.plan import build_plan
 from infra.render.files import render_file, slurm_files
-from infra.site import load_site
-from conftest import RIGA
+from infra.site import load_site, validate_data
+from conftest import RIGA, ROOT
 
 pytestmark = [
     pytest.mark.root,
@@ -107,3 +108,88 @@ def test_tenants_become_accounts_and_qos_and_a_changed_quota_updates_in_place(tm
     rows = database.splitlines()
     assert "acme-ai|node=3" in rows and "univ-latvia|node=1" in rows, database
     assert "acme-ai||60|acme-ai|acme-ai" in rows and "univ-latvia||25|univ-latvia|univ-latvia" in rows, database
+
+
+NVL72 = ROOT / "inventories" / "nvl72-gigafactory" / "site.yml"
+
+
+def _blocks_shown(plan, files: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, str]], float]:
+    """slurmctld started on ``files``: ``scontrol show topology``'s base blocks (name -> nodes), its aggregated
+    blocks (names, size) and the seconds from the daemons' start to the answer."""
+    import time
+
+    from realslurm import daemon_logs, run_in_slurm, slurm_chroot
+
+    root = slurm_chroot()
+    started = time.monotonic()
+    result = run_in_slurm(
+        root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting, cluster=plan.slurm.cluster,
+        commands=["scontrol show topology", "scontrol show config"])
+    seconds = time.monotonic() - started
+    out = result.stdout
+    assert "READY" in out, result.stderr + daemon_logs(root)
+    assert re.search(r"TopologyPlugin\s*=\s*topology/block", out), out[-3000:]
+    blocks = dict(re.findall(r"^BlockName=(\S+) BlockIndex=\d+ Nodes=(\S+) BlockSize=\d+$", out, re.M))
+    aggregated = re.findall(r"^AggregatedBlock=(\S+) BlockIndex=\d+ Nodes=\S+ BlockSize=(\d+)$", out, re.M)
+    return blocks, aggregated, seconds
+
+
+def _rendered(plan) -> dict[str, str]:
+    files = {f"/etc/{rel}": content for rel, content in slurm_files(plan).items()}
+    # node energy over IPMI (the reference site): the chroot has no slurm-wlm-ipmi-plugins (nor a BMC)
+    files["/etc/slurm/slurm.conf"] = re.sub(r"^AcctGather(Energy|Node).*\n", "", files["/etc/slurm/slurm.conf"], flags=re.M)
+    files["/etc/hosts"] = render_file(plan, "hosts")
+    return files
+
+
+def test_slurmctld_takes_an_nvl72_sites_blocks_in_rack_order():
+    """128 GB300 NVL72 racks, 8 to a scalable unit: slurmctld 24.11 lists each rack's block and aggregates them as
+    topology.conf's BlockSizes=18,36,72,144 says, by the file's (the racks') order."""
+    from test_slurm_blocks import nvl72_blocks
+
+    plan = build_plan(validate_data(nvl72_blocks(racks=128, scalable_unit=144)))
+    assert plan.slurm.block_sizes == (18, 36, 72, 144)
+    blocks, aggregated, seconds = _blocks_shown(plan, _rendered(plan))
+    print(f"slurmctld with {len(blocks)} blocks of {len(plan.slurm.blocks) * 18} trays: {seconds:.1f} s")
+    assert blocks == dict(plan.slurm.blocks) and len(blocks) == 128
+    assert sorted(Counter(size for _, size in aggregated).items()) == [("144", 16), ("36", 64), ("72", 32)], aggregated
+    assert ("n[01-08]", "144") in aggregated and ("n[125-128]", "72") in aggregated
+
+
+# slurmctld 24.11 resolves every node's address as it starts (read_config.c _validate_slurmd_addr, one thread unless
+# SlurmctldParameters=validate_nodeaddr_threads): through the site's /etc/hosts that is one scan of its 25,216 lines per
+# tray, about 106 of this case's 113 s for the 21,600 Slurm trays on this machine (docs/slurm.md), hence slow. A name
+# that does not resolve costs Slurm ten one-second retries, so a shorter /etc/hosts is no way out.
+@pytest.mark.slow
+def test_slurmctld_takes_the_reference_nvl72_sites_blocks():
+    """The reference GB300 NVL72 site's slurm.conf and topology.conf: a block per Slurm rack, aggregated in fours."""
+    plan = build_plan(load_site(NVL72))
+    blocks, aggregated, seconds = _blocks_shown(plan, _rendered(plan))
+    print(f"slurmctld with {len(blocks)} blocks of {len(plan.slurm.blocks) * 18} trays: {seconds:.1f} s")
+    assert blocks == dict(plan.slurm.blocks) and len(blocks) == 1200
+    assert sorted(Counter(size for _, size in aggregated).items()) == [("36", 600), ("72", 300)], aggregated
+    assert ("n[0001-0004]", "72") in aggregated and ("n[1197-1198]", "36") in aggregated
+
+
+def test_slurmctld_stops_on_a_block_below_the_base_that_validate_refuses():
+    """A topology.conf written by hand with a 17-node block under BlockSizes base 18: real slurmctld 24.11 stops on it;
+    the site change that would render it (a second NVLink pool of 17-tray domains) is refused by validate."""
+    from realslurm import daemon_logs, run_in_slurm, slurm_chroot
+    from test_slurm_blocks import _second_nvlink_pool, nvl72_blocks
+    from test_nvlink_placement import problems
+
+    good = nvl72_blocks(racks=2, scalable_unit=36)
+    plan = build_plan(validate_data(good))
+    files = {f"/etc/{rel}": content for rel, content in slurm_files(plan).items()}
+    files["/etc/hosts"] = render_file(plan, "hosts")
+    topology = files["/etc/slurm/topology.conf"]
+    assert "BlockName=n01 Nodes=gb[0001-0018]" in topology and "BlockSizes=18,36" in topology
+    files["/etc/slurm/topology.conf"] = topology.replace("Nodes=gb[0001-0018]", "Nodes=gb[0001-0017]")
+    root = slurm_chroot()
+    result = run_in_slurm(root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting,
+                          cluster=plan.slurm.cluster, commands=["scontrol show topology"])
+    logs = daemon_logs(root)
+    assert "READY" not in result.stdout, result.stdout
+    assert "fatal: Block configuration (n01) children count lower than bblock_node_cnt" in logs, result.stderr + logs
+    refused = problems(_second_nvlink_pool(nvl72_blocks(racks=2, scalable_unit=36), trays=17))
+    assert [p.split(":")[0] for p in refused] == ["node_types.gb300-small.nvlink.trays"], refused

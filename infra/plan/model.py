@@ -93,7 +93,7 @@ class SlurmPlan:
     login: tuple[str, ...]
     nodes: tuple[SlurmNodeGroup, ...]
     partitions: tuple[SlurmPartition, ...]
-    topology: tuple[tuple[str, str], ...]      # (switch, "Nodes=..." or "Switches=...")
+    topology: tuple[tuple[str, str], ...]      # tree: (switch, "Nodes=..." or "Switches=...")
     state_save_location: str
     containers: str
     accounting_tres: str = "gres/gpu"           # AccountingStorageTRES: gres/gpu and gres/gpu:<model>
@@ -106,6 +106,9 @@ class SlurmPlan:
     prolog_flags: tuple[str, ...] = ()          # PrologFlags: Alloc for job scripts, Contain for a node energy plugin
     switch_type: str | None = None              # SwitchType: switch/nvidia_imex where Slurm has NVLink trays
     nvlink_domains: tuple[NvlinkDomain, ...] = ()   # the IMEX job script's map (gigafactory-nvlink.conf)
+    topology_plugin: str | None = None          # TopologyPlugin: "tree" (topology's switches) or "block" (blocks)
+    blocks: tuple[tuple[str, str], ...] = ()     # (block, hostlist): one per NVLink domain of the Slurm pools, rack order
+    block_sizes: tuple[int, ...] = ()           # BlockSizes: the domain's trays, then the aggregations (trays x 2^k)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..site.blocks import MAX_BLOCK_LEVEL, nvlink_pools, topology_plugin
 from ..site.hostlists import compress, expand
 from ..site.index import SiteIndex
 from ..site.fabric import FabricPlan
@@ -17,23 +18,15 @@ ENERGY_PLUGINS = {"ipmi": "acct_gather_energy/ipmi", "pm_counters": "acct_gather
 # pairs compose. dcgm-energy: GPU energy per job from DCGM job statistics (energy.gpu: dcgm-job-stats). imex: each
 # job's IMEX node list and daemon on NVLink trays (switch/nvidia_imex; docs/slurm.md, "IMEX").
 JOB_SCRIPTS = {"dcgm-energy": lambda site: site.energy is not None and site.energy.gpu == "dcgm-job-stats",
-               "imex": lambda site: bool(_nvlink_pools(site))}
+               "imex": lambda site: bool(nvlink_pools(site))}
 # Slurm's IMEX channel per job: slurmctld hands each job one, slurmstepd makes only that device in the job's steps.
 IMEX_SWITCH = "switch/nvidia_imex"
-
-
-def _nvlink_pools(site) -> list:
-    """The pools Slurm's partitions run whose node type is a tray of an NVLink domain."""
-    if site.slurm is None:
-        return []
-    used = {p for part in site.slurm.partitions for p in part.pools}
-    return [pool for pool in site.pools if pool.name in used and site.node_types[pool.type].nvlink is not None]
 
 
 def nvlink_domains(site, domains: tuple[Domain, ...], hosts: dict[str, HostPlan]) -> tuple[NvlinkDomain, ...]:
     """Slurm's NVLink domains (placement's, named for their rack as topology.conf's blocks are), with each tray's
     IMEX address: its management address."""
-    pools = {pool.name for pool in _nvlink_pools(site)}
+    pools = {pool.name for pool in nvlink_pools(site)}
     return tuple(NvlinkDomain(d.name, tuple((h, hosts[h].address()) for h in d.hosts)) for d in domains if d.pool in pools)
 
 
@@ -85,6 +78,24 @@ def priority_weights(tariffs, groups, node_types_by_group) -> str | None:
     return ",".join(f"{k}={w}" for k, w in weights.items() if w) or None
 
 
+def aggregation_level(domains: list[Domain], hosts: dict[str, HostPlan]) -> int:
+    """The largest k such that Slurm's aggregated blocks of 2^k adjacent domains each stand in one scalable unit.
+
+    Slurm 24.11 aggregates by file order (block i opens a group of level k when i is divisible by 2^k), so k grows
+    while every such group's hosts share one fabric's scalable unit, up to the level that holds every domain (no
+    higher level aggregates more) and 2^15. Domains off any fabric aggregate no further than themselves.
+    """
+    units = [{(hosts[h].fabric, hosts[h].scalable_unit) for h in d.hosts} for d in domains]
+    level = 0
+    while level < MAX_BLOCK_LEVEL and 2 ** level < len(domains):
+        width = 2 ** (level + 1)
+        groups = (set().union(*units[i:i + width]) for i in range(0, len(units), width))
+        if not all(len(g) == 1 and None not in next(iter(g)) for g in groups):
+            break
+        level += 1
+    return level
+
+
 def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...],
                domains: tuple[Domain, ...] = ()) -> SlurmPlan | None:
     site = index.site
@@ -107,7 +118,7 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
             sockets=nt.cpu.sockets, cores_per_socket=nt.cpu.cores_per_socket, threads_per_core=nt.cpu.threads_per_core,
             real_memory_mb=int(nt.memory_gb * 1024 * (1 - MEMORY_RESERVED)), gres=gres, features=features))
     tariffs = site.billing.tariffs if site.billing else None
-    nvlink = {pool.name for pool in _nvlink_pools(site)}
+    nvlink = {pool.name for pool in nvlink_pools(site)}
     partitions = tuple(
         SlurmPartition(p.name, compress(h for name in p.pools for h in index.pools[name].hosts),
                        p.default, p.max_time, p.max_nodes,
@@ -120,7 +131,15 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
     energy = site.energy
     energy_gather = ENERGY_PLUGINS.get(energy.node) if energy else None
     topology: list[tuple[str, str]] = []
-    if s.topology == "tree":
+    plugin = topology_plugin(site, index)
+    blocks: tuple[tuple[str, str], ...] = ()
+    block_sizes: tuple[int, ...] = ()
+    in_blocks = [d for d in domains if d.pool in pools_used] if plugin == "block" else []
+    if in_blocks:                       # topology.conf's base blocks: each NVLink domain of the Slurm pools, as the racks stand
+        blocks = tuple((d.name, compress(d.hosts)) for d in in_blocks)
+        block_sizes = tuple(s.block_sizes) if s.block_sizes else tuple(
+            len(in_blocks[0].hosts) * 2 ** k for k in range(aggregation_level(in_blocks, hosts) + 1))
+    elif plugin == "tree":
         in_slurm = set(compute)
         leaves = []
         for fabric in fabrics:
@@ -152,6 +171,9 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         nodes=tuple(groups),
         partitions=partitions,
         topology=tuple(topology),
+        topology_plugin=plugin if blocks or topology else None,
+        blocks=blocks,
+        block_sizes=block_sizes,
         state_save_location=s.state_save_location,
         containers=s.containers,
         accounting_tres=accounting_tres,

@@ -43,7 +43,7 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
         "slurm/gres.conf": render_file(plan, "gres.conf"),
         "slurm/cgroup.conf": render_file(plan, "cgroup.conf"),
     }
-    if plan.slurm.topology:
+    if plan.slurm.topology_plugin:
         files["slurm/topology.conf"] = render_file(plan, "topology.conf")
     if plan.slurm.nvlink_domains:
         files[NVLINK_MAP] = render_file(plan, "gigafactory-nvlink.conf")

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from .addresses import allocate_networks
+from .blocks import MAX_BLOCKS, block_level, nvlink_pools, topology_plugin
 from .fabric import plan_fabric
 from .groups import inventory_groups
 from .hostlists import split_name
@@ -970,3 +971,68 @@ def opencost_prices_match_tariffs(site: Site, index: SiteIndex) -> Iterator[Prob
                           "and gets their mean weighted by the tenants' allotments (else the systems' capacity), so its "
                           "per-volume storage costs are "
                           "approximate (gigafactory usage prices each system)", "warning")
+
+
+# --- Slurm's block topology (24.11.5's topology/block: infra/site/blocks.py) --------
+
+
+@check
+def slurm_block_topology_has_domains(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """topology: block needs NVLink domains to make blocks of (24.11 has no blocks of ordinary servers)."""
+    if site.slurm is not None and site.slurm.topology == "block" and not nvlink_pools(site):
+        yield Problem("slurm.topology", "block topology makes one Slurm block per NVLink domain, and no pool of the "
+                      "Slurm partitions has a node type with nvlink; use tree (a switch per scalable unit), auto or none")
+
+
+@check
+def slurm_nvlink_domains_one_size(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Every block of one cluster has the base's node count: Slurm 24.11 takes one BlockSizes base and stops on a block
+    below it ("children count lower than bblock_node_cnt")."""
+    if topology_plugin(site, index) != "block":
+        return
+    pools = nvlink_pools(site)
+    first = pools[0] if pools else None
+    for pool in pools[1:]:
+        trays, base = index.node_type(pool).nvlink.trays, index.node_type(first).nvlink.trays
+        if trays != base:
+            yield Problem(fp("node_types", pool.type, "nvlink", "trays"),
+                          f"the NVLink domains of pool {pool.name!r} are {trays} trays and those of pool {first.name!r} "
+                          f"({first.type}) {base}: both are blocks of Slurm cluster {site.slurm.cluster!r}, whose "
+                          "topology.conf has one base block size (BlockSizes); slurmctld 24.11 stops on a block smaller "
+                          "than it. Give them one size, or keep one of the pools out of the Slurm partitions")
+
+
+@check
+def slurm_block_sizes_aggregate_domains(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """slurm.block_sizes: the domain's trays, then the trays x 2^k (k <= 15), as 24.11.5 parses BlockSizes."""
+    if site.slurm is None or site.slurm.block_sizes is None:
+        return
+    if topology_plugin(site, index) != "block":
+        yield Problem("slurm.block_sizes", "block sizes are for the block topology; this cluster's topology is "
+                      f"{topology_plugin(site, index) or 'none'} (slurm.topology: {site.slurm.topology})")
+        return
+    pools = nvlink_pools(site)
+    base = index.node_type(pools[0]).nvlink.trays
+    sizes = site.slurm.block_sizes
+    if sizes[0] != base:
+        yield Problem(fp("slurm", "block_sizes", 0), f"the first block size is the base block, one NVLink domain of "
+                      f"{base} trays ({pools[0].type}), not {sizes[0]}: slurmctld 24.11 stops on a block with fewer "
+                      "nodes than the base, and a base below the domain splits no domain")
+        return
+    for j, size in enumerate(sizes[1:], start=1):
+        if block_level(size, base) is None:
+            yield Problem(fp("slurm", "block_sizes", j), f"{size} is not {base} x 2^k (k from 0 to 15: "
+                          f"{base * 2}, {base * 4}, {base * 8}, ...): slurmctld 24.11 stops on it "
+                          "(\"Invalid BlockSizes value\"); adjacent domains aggregate in powers of two")
+
+
+@check
+def slurm_blocks_within_limit(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """At most 2^15 blocks (NVLink domains) in one cluster: Slurm 24.11 numbers blocks in 16 bits."""
+    if topology_plugin(site, index) != "block":
+        return
+    domains = sum(len(pool.hosts) // index.node_type(pool).nvlink.trays for pool in nvlink_pools(site))
+    if domains > MAX_BLOCKS:
+        yield Problem("slurm.partitions", f"the Slurm partitions hold {domains} NVLink domains, one block each; Slurm "
+                      f"24.11 numbers a cluster's blocks (and their aggregations) in 16 bits: at most {MAX_BLOCKS} "
+                      "blocks per cluster. Keep some NVLink pools out of the Slurm partitions")

@@ -281,7 +281,7 @@ class Gpu(Strict):
 
 class Nvlink(Strict):
     """A rack-scale NVLink domain (GB200/GB300 NVL72): the node type is one compute tray of it."""
-    trays: Annotated[Count, LIVE.on("slurm")] = Field(      # the imex job script's map of domains
+    trays: Annotated[Count, LIVE.on("slurm")] = Field(      # Slurm's blocks and the imex job script's map
         ge=2, le=72, description="Compute trays (nodes) per NVLink domain: 18 for an NVL72; one Slurm block.")
     switch_trays: Annotated[Count, NONE] = Field(default=9, ge=0, le=36, description="NVLink switch trays per domain.")
     switch_tray_kw: Annotated[Kilowatts, NONE] = Field(default=0, le=100, description="Power of one switch tray.")
@@ -391,7 +391,7 @@ class Pool(Strict):
     name: Annotated[Name, LIVE.on()]                           # the pool_<name> group: no play addresses it
     type: Annotated[Name, DRAIN.on("base", "rdma", "slurm", "health")] = Field(description="A key of node_types.")
     hosts: Annotated[Hostlist, LIVE.on("base", "rdma", "health")] = Field(min_length=1)     # added hosts are new, removed ones removed
-    racks: Annotated[Hostlist, NONE] = Field(min_length=1)
+    racks: Annotated[Hostlist, LIVE.on("slurm")] = Field(min_length=1)   # a block site's blocks are its racks (topology.conf)
     fabric: Annotated[Name | None, DRAIN.on("base", "rdma", "health")] = Field(
         default=None, description="Fabric the pool's HCAs attach to; default: the only fabric.")
     macs: Annotated[dict[HostName, MacAddress], RESTART.on("boot")] = Field(
@@ -421,7 +421,13 @@ class Slurm(Strict):
     accounting: Annotated[Accounting, RESTART.on("slurm")]
     login: Annotated[list[HostName], LIVE.on("slurm")] = Field(default_factory=list)
     partitions: Annotated[list[Partition], LIVE.on("slurm")] = Field(min_length=1)
-    topology: Annotated[Literal["tree", "none"], RESTART.on("slurm")] = "tree"
+    topology: Annotated[Literal["auto", "tree", "block", "none"], RESTART.on("slurm")] = Field(
+        default="auto", description="Slurm's topology plugin: tree (a switch per scalable unit), block (a block per NVLink "
+                                    "domain, Slurm 24.11), none; auto: block if a Slurm pool's node type has nvlink, else tree.")
+    block_sizes: Annotated[list[Annotated[Count, Field(ge=1)]] | None, LIVE.on("slurm")] = Field(
+        default=None, min_length=1, max_length=16,
+        description="topology.conf's BlockSizes (block topology): the domain's trays, then trays x 2^k (k <= 15) for each "
+                    "aggregation of adjacent domains; default: up to what one scalable unit of the fabric holds.")
     containers: Annotated[Literal["pyxis", "none"], RESTART.on("slurm")] = "none"
     state_save_location: Annotated[StatePath, RESTART.on("slurm")] = "/var/spool/slurmctld"
 
