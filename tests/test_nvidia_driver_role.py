@@ -107,3 +107,12 @@ def test_a_reboot_only_when_an_install_changed_the_module_under_a_loaded_one(tmp
     result = playbook(tmp_path, site_data(RIGA), play)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert (out / "reboot").read_text() == str(reboot)
+
+
+def test_a_grace_node_reads_the_sbsa_repository_beside_the_x86_64_one(tmp_path):
+    """NVIDIA's CUDA repository has one tree per architecture (x86_64, sbsa): an aarch64 node type (gf_arch) reads
+    sbsa from the mirror repositories.cuda names; an x86_64 one the URL as written (the first test)."""
+    site = site_data(RIGA)
+    site["node_types"]["hgx-h200"]["cpu"]["arch"] = "aarch64"
+    _, _, sources = decide(tmp_path, site)
+    assert "URIs: http://mirror.riga-1.internal/cuda/debian13/sbsa\nSuites: /\n" in sources
