@@ -425,3 +425,42 @@ def test_a_registered_interpreter_with_the_f_flag_is_enough(tmp_path):
     (tmp_path / "status").write_text("enabled\n")
     (tmp_path / "qemu-aarch64").write_text(f"enabled\ninterpreter {tmp_path / 'status'}\nflags: PF\noffset 0\n")
     assert foreign_arch_problem(ARCHITECTURES["aarch64"], tmp_path, host="x86_64") is None
+
+
+ARM64_WORK = ROOT / ".cache" / "arm64"          # a fixed path: tests/test_arm64_vm.py boots the image this builds
+
+
+def grace_site_kept() -> Path:
+    """grace_data at a fixed path under .cache (the image's key does not depend on it; its reuse does not either)."""
+    ARM64_WORK.mkdir(parents=True, exist_ok=True)
+    return write_site(ARM64_WORK, grace_data(), "site.yml")
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@NEEDS_ROOT
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("mksquashfs", "qemu-img", "mke2fs", "apt-cacher-ng")),
+                    reason="needs squashfs-tools, qemu-utils, e2fsprogs and apt-cacher-ng")
+def test_a_real_arm64_build_has_arm64_packages_and_kernel_and_passed_the_second_pass(capsys):
+    """The smallest image (base and health) of an aarch64 type, built natively through qemu-user-static into this
+    machine's cache (kept: the boot test uses it). Every package is arm64 (or all), the kernel is arm64's, the
+    image records its architecture, and the build's own second pass found nothing to change (else it fails)."""
+    from infra.image.arch import ARCHITECTURES, foreign_arch_problem
+    problem = foreign_arch_problem(ARCHITECTURES["aarch64"])
+    if problem:
+        pytest.skip(problem)
+    from infra.image.cache import images_root
+    path = grace_site_kept()
+    assert main(["image", "build", str(path)]) == 0
+    out = capsys.readouterr().out
+    folder = images_root() / key_of(ARM64_WORK, grace_data(), "vm-grace")
+    assert f"image {folder} (key {folder.name})" in out or f"cache hit: {folder}" in out, out[-2000:]
+    meta = json.loads((folder / "image.json").read_text())
+    assert meta["architecture"] == "arm64" and meta["kernel"].endswith("-arm64"), meta
+    manifest = json.loads((folder / "manifest.json").read_text())
+    arches = {p["architecture"] for p in manifest["packages"]}
+    assert arches <= {"arm64", "all"} and "arm64" in arches, arches
+    assert {p["name"] for p in manifest["packages"]} >= {"linux-image-arm64", "python3", "chrony"}
+    kernel = (folder / "vmlinuz").read_bytes()[:64]
+    assert kernel[:2] == b"MZ" or kernel[:2] == b"\x1f\x8b", kernel[:8]        # arm64's EFI Image (or gzip)
+    assert "ttyAMA0" in (folder / "netboot" / "boot.ipxe").read_text()
