@@ -4,7 +4,7 @@ The image is the one tests/test_image_build.py's real arm64 build keeps in this 
 absent, natively through qemu-user-static). Its VM runs on QEMU's virt board under UEFI (edk2 loads the image's
 kernel), console on ttyAMA0, under TCG: an x86_64 machine's KVM cannot run it and is never probed. Then `up`'s
 configure part (the host booted from its image) runs against it once, as on the demo's x86_64 VMs. Slow: about
-30 minutes of emulated build when the image is not cached, and minutes of emulated boot (docs/images.md).
+an hour of emulated build when the image is not cached, and minutes of emulated boot (docs/images.md).
 """
 
 from __future__ import annotations
