@@ -314,3 +314,153 @@ def test_a_real_sites_image_gets_none_of_the_test_beds_first_boot_files():
     for call in ("install_guest_files(rootfs)", 'chroot.run(["/bin/sh", "-c", CONFIGURE_SCRIPT])'):
         before = body.split(call, 1)[0].rstrip().splitlines()[-1]
         assert before.strip() == "if site.testbed is not None:" or "if site.testbed is not None:" in before, call
+
+
+# --- arm64 (Grace): the architecture from the node type's cpu.arch ---------------------------------------------
+
+
+def grace_data() -> dict:
+    """small_site's one plain node type, as an aarch64 machine (QEMU's virt board; Grace on a real site)."""
+    data = site_data(DEMO)
+    for section in ("fabrics", "slurm", "tenants"):
+        data.pop(section, None)
+    data["software"] = {}
+    node_type = {k: v for k, v in data["node_types"]["vm-compute"].items() if k != "hca"}
+    node_type.update(model="virt", cpu={**node_type["cpu"], "arch": "aarch64"})
+    data["node_types"] = {"vm-grace": node_type}
+    data["pools"] = [{"name": "grace", "type": "vm-grace", "hosts": "grace01", "racks": "lab1"}]
+    return data
+
+
+def grace_site(tmp_path: Path) -> Path:
+    return write_site(tmp_path, grace_data(), "grace.yml")
+
+
+def test_an_aarch64_type_is_debootstrapped_for_arm64_with_its_kernel(tmp_path, cache, monkeypatch):
+    """The builder asks for the base tree of the node type's architecture; debootstrap's argv carries --arch and the
+    arm64 kernel, and the native tree's argv has no --arch (debootstrap's default: this machine's)."""
+    from infra.image import base, build as image_build
+    asked: list[dict] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_cached_debootstrap(prefix, suite, packages, **kwargs):
+        asked.append({"packages": tuple(packages), **kwargs})
+        raise Stop
+    monkeypatch.setattr(image_build, "cached_debootstrap", fake_cached_debootstrap)
+    for path, node_type in ((grace_site(tmp_path), "vm-grace"), (small_site(tmp_path), "vm-plain")):
+        site = load_site(str(path))
+        plan = build_plan(site, str(path))
+        [image] = type_images(site, plan, [node_type])
+        (tmp_path / node_type).mkdir()
+        with pytest.raises(Stop):
+            image_build._build(site, plan, path, image, "k", {}, tmp_path / node_type, lambda _: None)
+    grace, plain = asked
+    assert grace["arch"] == "arm64" and "linux-image-arm64" in grace["packages"] and "linux-image-amd64" not in grace["packages"]
+    assert plain["arch"] is None and "linux-image-amd64" in plain["packages"]
+
+    argv: list[list[str]] = []
+    monkeypatch.setattr(base, "_run", lambda a, **_: argv.append(a))
+    base.debootstrap(tmp_path / "t", "trixie", list(grace["packages"]), variant="minbase", mirror="http://m/debian", arch="arm64")
+    base.debootstrap(tmp_path / "t", "trixie", list(plain["packages"]), variant="minbase", mirror="http://m/debian")
+    assert "--arch=arm64" in argv[0] and "linux-image-arm64" in next(a for a in argv[0] if a.startswith("--include="))
+    assert not any(a.startswith("--arch") for a in argv[1])
+
+
+def test_keys_differ_by_architecture_and_the_native_base_tree_keeps_its_name(tmp_path):
+    """The base tree and the image of an aarch64 type have their own keys; the x86_64 base tree's name is the one
+    it had before architectures were named (the hash of the same ident), so its cached debootstrap is reused."""
+    from infra.image.arch import ARCHITECTURES
+    from infra.image.base import tree_name
+    from infra.image.cache import image_packages
+    mirror = "http://127.0.0.1:3142/debian"
+    native = tree_name("image-base", "trixie", image_packages(ARCHITECTURES["x86_64"]), mirror=mirror)
+    assert native == "image-base-trixie-88900529b35a"        # its name before issue 24
+    assert tree_name("image-base", "trixie", image_packages(ARCHITECTURES["aarch64"]), mirror=mirror, arch="arm64") != native
+    grace = grace_data()
+    x86 = grace_data()
+    x86["node_types"]["vm-grace"]["cpu"]["arch"] = "x86_64"
+    assert key_of(tmp_path, grace, "vm-grace") != key_of(tmp_path, x86, "vm-grace")
+
+
+@pytest.mark.parametrize("state, named", [
+    ("unmounted", "binfmt_misc is not mounted"),
+    ("no entry", "no binfmt_misc entry"),
+    ("disabled", "is disabled"),
+    ("no F flag", "lacks the F (fix binary) flag"),
+    ("no interpreter", "which is not installed"),
+])
+def test_an_aarch64_build_is_refused_naming_what_the_host_lacks(tmp_path, cache, monkeypatch, capsys, state, named):
+    """Without qemu-user-static registered with binfmt_misc (F flag), `image build` of an aarch64 type exits 2 naming
+    the missing piece and the commands that set it up, before anything is fetched or written."""
+    from infra.image import arch, build as image_build
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    interpreter = tmp_path / "qemu-aarch64-static"
+    interpreter.write_text("")
+    if state != "unmounted":
+        (binfmt / "status").write_text("enabled\n")
+    if state not in ("unmounted", "no entry"):
+        (binfmt / "qemu-aarch64").write_text(
+            f"{'disabled' if state == 'disabled' else 'enabled'}\n"
+            f"interpreter {interpreter if state != 'no interpreter' else tmp_path / 'absent'}\n"
+            f"flags: {'P' if state == 'no F flag' else 'PF'}\noffset 0\n")
+    monkeypatch.setattr(arch, "BINFMT_DIR", binfmt)
+    monkeypatch.setattr(arch, "host_cpu", lambda: "x86_64")
+
+    def no_build(*_, **__):
+        raise AssertionError("the build went on without what the host lacks")
+    monkeypatch.setattr(image_build, "cached_debootstrap", no_build)
+    assert main(["image", "build", str(grace_site(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "node type vm-grace (cpu.arch aarch64): this machine cannot build its image" in err and named in err
+    assert "Traceback" not in err
+    assert cache_files(cache) == []
+    assert arch.foreign_arch_problem(arch.ARCHITECTURES["aarch64"], host="aarch64") is None     # native: nothing needed
+
+
+def test_a_registered_interpreter_with_the_f_flag_is_enough(tmp_path):
+    from infra.image.arch import ARCHITECTURES, foreign_arch_problem
+    (tmp_path / "status").write_text("enabled\n")
+    (tmp_path / "qemu-aarch64").write_text(f"enabled\ninterpreter {tmp_path / 'status'}\nflags: PF\noffset 0\n")
+    assert foreign_arch_problem(ARCHITECTURES["aarch64"], tmp_path, host="x86_64") is None
+
+
+ARM64_WORK = ROOT / ".cache" / "arm64"          # a fixed path: tests/test_arm64_vm.py boots the image this builds
+
+
+def grace_site_kept() -> Path:
+    """grace_data at a fixed path under .cache (the image's key does not depend on it; its reuse does not either)."""
+    ARM64_WORK.mkdir(parents=True, exist_ok=True)
+    return write_site(ARM64_WORK, grace_data(), "site.yml")
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@NEEDS_ROOT
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("mksquashfs", "qemu-img", "mke2fs", "apt-cacher-ng")),
+                    reason="needs squashfs-tools, qemu-utils, e2fsprogs and apt-cacher-ng")
+def test_a_real_arm64_build_has_arm64_packages_and_kernel_and_passed_the_second_pass(capsys):
+    """The smallest image (base and health) of an aarch64 type, built natively through qemu-user-static into this
+    machine's cache (kept: the boot test uses it). Every package is arm64 (or all), the kernel is arm64's, the
+    image records its architecture, and the build's own second pass found nothing to change (else it fails)."""
+    from infra.image.arch import ARCHITECTURES, foreign_arch_problem
+    problem = foreign_arch_problem(ARCHITECTURES["aarch64"])
+    if problem:
+        pytest.skip(problem)
+    from infra.image.cache import images_root
+    path = grace_site_kept()
+    assert main(["image", "build", str(path)]) == 0
+    out = capsys.readouterr().out
+    folder = images_root() / key_of(ARM64_WORK, grace_data(), "vm-grace")
+    assert f"image {folder} (key {folder.name})" in out or f"cache hit: {folder}" in out, out[-2000:]
+    meta = json.loads((folder / "image.json").read_text())
+    assert meta["architecture"] == "arm64" and meta["kernel"].endswith("-arm64"), meta
+    manifest = json.loads((folder / "manifest.json").read_text())
+    arches = {p["architecture"] for p in manifest["packages"]}
+    assert arches <= {"arm64", "all"} and "arm64" in arches, arches
+    assert {p["name"] for p in manifest["packages"]} >= {"linux-image-arm64", "python3", "chrony"}
+    kernel = (folder / "vmlinuz").read_bytes()[:64]
+    assert kernel[:2] == b"MZ" or kernel[:2] == b"\x1f\x8b", kernel[:8]        # arm64's EFI Image (or gzip)
+    assert "ttyAMA0" in (folder / "netboot" / "boot.ipxe").read_text()

@@ -167,3 +167,12 @@ def test_nvlink_tray_gets_imex_config_and_a_service_never_started_at_boot(tmp_pa
     assert re.search(r"changed=[1-9]", runs[0].split("PLAY RECAP")[1]), runs[0]
     assert "changed=0" in runs[1].split("PLAY RECAP")[1], runs[1]
     assert not any(line.startswith(("start", "enable")) for line in (state / "calls").read_text().splitlines())
+
+
+def test_a_grace_node_reads_the_sbsa_repository_beside_the_x86_64_one(tmp_path):
+    """NVIDIA's CUDA repository has one tree per architecture (x86_64, sbsa): an aarch64 node type (gf_arch) reads
+    sbsa from the mirror repositories.cuda names; an x86_64 one the URL as written (the first test)."""
+    site = site_data(RIGA)
+    site["node_types"]["hgx-h200"]["cpu"]["arch"] = "aarch64"
+    _, _, sources = decide(tmp_path, site)
+    assert "URIs: http://mirror.riga-1.internal/cuda/debian13/sbsa\nSuites: /\n" in sources

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,31 @@ def test_adding_vms_needs_a_running_run(tmp_path: Path) -> None:
     from infra.vm.launcher import Launcher, LauncherError
     with pytest.raises(LauncherError, match="no running VMs .* run 'up' first"):
         Launcher(tmp_path).add([DISKLESS])
+
+
+GRACE = dataclasses.replace(FILES, arch="aarch64")
+
+
+@pytest.mark.parametrize("accel", [Accel.KVM, Accel.TCG])
+def test_an_aarch64_image_boots_on_qemus_virt_board_under_uefi_with_its_console(accel: Accel) -> None:
+    """An arm64 image (Grace's node type) boots under qemu-system-aarch64's virt board, edk2 loading the image's
+    kernel, console on the PL011 (ttyAMA0), under TCG even when the run's accelerator is KVM (an x86_64 machine's)."""
+    argv = qemu_argv(SPEC.model_copy(update={"reboot": True}), GRACE, accel, 2222, SOCKETS)
+    assert argv[0] == "qemu-system-aarch64" and _pairs(argv, "-machine") == ["virt"]
+    assert _pairs(argv, "-accel") == ["tcg,thread=multi"] and _pairs(argv, "-cpu") == ["max,pauth-impdef=on"]
+    assert _pairs(argv, "-bios") == ["/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"]
+    assert _pairs(argv, "-kernel") == ["/c/vmlinuz"] and _pairs(argv, "-initrd") == ["/c/initrd.img"]
+    assert "console=ttyAMA0,115200" in _pairs(argv, "-append")[0] and "ttyS0" not in _pairs(argv, "-append")[0]
+    assert "pvpanic-pci,addr=0x1" in _pairs(argv, "-device") and "pvpanic" not in _pairs(argv, "-device")
+    assert "name=opt/gigafactory/host_key,file=/s/hk" in _pairs(argv, "-fw_cfg")
+    native = qemu_argv(SPEC, FILES, accel, 2222, SOCKETS)
+    assert native[0] == "qemu-system-x86_64" and "-bios" not in native and "console=ttyS0,115200" in _pairs(native, "-append")[0]
+    with pytest.raises(ValueError, match="aarch64 VMs from their disk only"):
+        qemu_argv(DISKLESS, dataclasses.replace(NO_DISK, arch="aarch64"), Accel.TCG, 2222, SOCKETS)
+
+
+@pytest.mark.parametrize("cached", [None, Accel.KVM, Accel.TCG])
+def test_kvm_is_never_probed_for_a_foreign_architecture(cached) -> None:
+    def probe() -> bool:
+        raise AssertionError("probed KVM for an aarch64 guest")
+    assert choose_accel(cached, kvm_available=True, probe_kvm=probe, foreign=True) == (Accel.TCG, False)

@@ -13,6 +13,7 @@ EXIT_FAILED, EXIT_INVALID = 1, 2
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from ..image.arch import ARCHITECTURES
     from ..image.base import ImageBuildError
     from ..image.boot import ipxe_script
     from ..image.build import ImageBuildFailed, site_images
@@ -37,7 +38,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if args.boot_url is not None:
             script = image.path / "netboot" / "boot.ipxe"
             fresh = script.with_suffix(f".ipxe.{os.getpid()}")
-            fresh.write_text(ipxe_script(args.boot_url, image.node_type, image.key))
+            fresh.write_text(ipxe_script(args.boot_url, image.node_type, image.key, console=ARCHITECTURES[image.arch].console))
             fresh.rename(script)
             print(f"{image.node_type}: {script} boots from {args.boot_url}")
     return 0

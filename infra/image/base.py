@@ -52,6 +52,7 @@ class Image:
     kernel: Path
     initrd: Path
     disk_format: str = "raw"
+    arch: str = "x86_64"        # the CPU architecture it runs on (``cpu.arch``): which QEMU machine boots it
 
 
 def cache_root() -> Path:
@@ -79,9 +80,13 @@ def debootstrap(
     variant: str | None = None,
     mirror: str | None = None,
     components: tuple[str, ...] = ("main",),
+    arch: str | None = None,
 ) -> None:
-    """Bootstrap Debian `suite` into `target` from the host's mirror (needs root)."""
+    """Bootstrap Debian `suite` into `target` from the host's mirror (needs root); ``arch``: a Debian architecture
+    (``arm64``), whose programs the second stage runs through qemu-user-static (infra/image/arch.py)."""
     argv = ["debootstrap", "--components=" + ",".join(components)]
+    if arch:
+        argv.append(f"--arch={arch}")
     if variant:
         argv.append(f"--variant={variant}")
     if packages:
@@ -94,19 +99,26 @@ CHROOTS_DIR = "chroots"                 # under the cache root: debootstrapped t
 COMPLETE = ".complete"                  # marker in a complete tree (left out of a copy)
 
 
+def tree_name(prefix: str, suite: str, packages: list[str] | tuple[str, ...], components: tuple[str, ...] = ("main",),
+              variant: str | None = "minbase", mirror: str | None = None, arch: str | None = None) -> str:
+    """The cached tree's folder name: its prefix, suite and a hash of what it is made from (``cached_debootstrap``);
+    a default is left out of the hash, so a tree made before the parameter existed keeps its name."""
+    ident = " ".join([suite, *packages] + ([] if components == ("main",) else ["components:", *components])
+                     + ([] if variant == "minbase" else ["variant:", variant or "-"]) + ([] if mirror is None else ["mirror:", mirror])
+                     + ([] if arch is None else ["arch:", arch]))
+    return f"{prefix}-{suite}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
 def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str, ...],
                        components: tuple[str, ...] = ("main",), variant: str | None = "minbase",
-                       mirror: str | None = None) -> Path:
-    """A debootstrapped tree per (suite, packages, variant, components, mirror), built on first use under the
+                       mirror: str | None = None, arch: str | None = None) -> Path:
+    """A debootstrapped tree per (suite, packages, variant, components, mirror, arch), built on first use under the
     cache (concurrent callers wait on a lock) and never changed afterwards: callers copy it or lay an overlay on it.
     ``mirror`` None is this machine's (as ``debootstrap``), left out of the key, which tests' chroots keep; ``variant``
-    None is debootstrap's default."""
-    ident = " ".join([suite, *packages] + ([] if components == ("main",) else ["components:", *components])
-                     + ([] if variant == "minbase" else ["variant:", variant or "-"]) + ([] if mirror is None else ["mirror:", mirror]))
-    key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    None is debootstrap's default; ``arch`` None (debootstrap's: this machine's) is left out of the key too."""
     root = cache_root() / CHROOTS_DIR
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{prefix}-{suite}-{key}"
+    target = root / tree_name(prefix, suite, packages, components, variant, mirror, arch)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / COMPLETE).exists():
@@ -116,7 +128,8 @@ def cached_debootstrap(prefix: str, suite: str, packages: list[str] | tuple[str,
                 unmount_below(partial)
             shutil.rmtree(partial, ignore_errors=True)
             try:
-                debootstrap(partial, suite, list(packages), variant=variant, mirror=mirror, components=components)
+                debootstrap(partial, suite, list(packages), variant=variant, mirror=mirror, components=components,
+                            arch=arch)
             except BaseException:
                 unmount_below(partial)
                 shutil.rmtree(partial, ignore_errors=True)
@@ -145,7 +158,7 @@ def install_guest_files(rootfs: Path) -> None:
 def boot_files(rootfs: Path) -> tuple[Path, Path]:
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
     if not kernels:
-        raise ImageBuildError(f"no kernel in {rootfs}/boot: is linux-image-amd64 in the recipe?")
+        raise ImageBuildError(f"no kernel in {rootfs}/boot: is linux-image-<arch> (amd64, arm64) in the recipe?")
     version = kernels[-1].name.removeprefix("vmlinuz-")
     initrd = rootfs / "boot" / f"initrd.img-{version}"
     if not initrd.exists():

@@ -33,9 +33,10 @@ from ..plan.phases import phase_named
 from ..runner.ansible import run_wave
 from ..runner.execution import controller_inventory
 from ..site.model import Site
+from .arch import NATIVE, ForeignArchUnsupported, architecture, foreign_arch_problem
 from .base import DEFAULT_SIZE, boot_files, cached_debootstrap, copy_tree, install_guest_files, unmount_below
 from .boot import NETBOOT_FSTAB, NETBOOT_INITRAMFS, ipxe_script
-from .cache import (IMAGE_PACKAGES, PART, BuiltImage, ImageInputError, TypeImage, image_key, images_root,
+from .cache import (PART, BuiltImage, ImageInputError, TypeImage, image_key, image_packages, images_root,
                     phase_digests, type_images)
 from .chroot import Chroot, ChrootError, Relays
 from .guest_files import CONFIGURE_SCRIPT
@@ -214,10 +215,14 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
     rootfs.mkdir()
     suite = CODENAMES[site.os.release]
     mirror = _here(site.repositories.urls()["debian"], mapping) if "debian" in site.repositories.urls() else host_debian_mirror()
+    arch = architecture(site.node_types[image.node_type].cpu.arch)
+    packages = image_packages(arch)
     t0 = time.monotonic()
-    say(f"{image.node_type}: base tree of {suite} ({len(IMAGE_PACKAGES)} packages of the boot recipe; "
+    say(f"{image.node_type}: base tree of {suite} for {arch.debian} ({len(packages)} packages of the boot recipe; "
         f"debootstrap when not cached)")
-    base = cached_debootstrap(BASE_PREFIX, suite, IMAGE_PACKAGES, variant=BASE_VARIANT, mirror=mirror)
+    # The native architecture's tree keeps its key from before architectures were named (arch None: this machine's).
+    base = cached_debootstrap(BASE_PREFIX, suite, packages, variant=BASE_VARIANT, mirror=mirror,
+                              arch=None if arch.cpu == NATIVE else arch.debian)
     copy_tree(base, rootfs)
     if site.testbed is not None:       # the VM test bed's first boot (fw_cfg keys, sudo, virtio); never a real site's image
         install_guest_files(rootfs)
@@ -260,12 +265,13 @@ def _build(site: Site, plan: Plan, site_path: Path, image: TypeImage, key: str, 
     (rootfs / "etc" / "fstab").write_text(NETBOOT_FSTAB)        # the disk image, made above, keeps its own
     _tool(["mksquashfs", str(rootfs), str(net / "root.squashfs"), "-noappend", "-quiet", "-no-progress",
            *SQUASHFS_COMPRESSION, "-processors", str(os.cpu_count() or 1)])
-    (net / "boot.ipxe").write_text(ipxe_script(None, image.node_type, key))
+    (net / "boot.ipxe").write_text(ipxe_script(None, image.node_type, key, console=arch.console))
     shutil.rmtree(rootfs)
     (out / "image.json").write_text(json.dumps({
         "key": key, "node_type": image.node_type, "site": plan.site, "site_file": str(site_path),
         "built": datetime.now(UTC).isoformat(timespec="seconds"), "build_seconds": round(time.monotonic() - t0, 1),
         "os": {"distribution": "debian", "release": site.os.release, "suite": suite}, "part": PART,
+        "architecture": arch.debian,
         "type": asdict(image), "kernel": version, "packages": len(manifest["packages"]),
     }, indent=1) + "\n")
 
@@ -308,6 +314,14 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
     keys = {image.node_type: image_key(site, image, phase_files, plan) for image in images}
     root = images_root()
     missing = [i for i in images if not (root / keys[i.node_type] / "image.json").is_file()]
+
+    def arch_of(image: TypeImage) -> str:
+        return site.node_types[image.node_type].cpu.arch
+    for cpu in dict.fromkeys(map(arch_of, missing)):            # before anything is fetched or written
+        problem = foreign_arch_problem(architecture(cpu))
+        if problem:
+            types = ", ".join(i.node_type for i in missing if arch_of(i) == cpu)
+            raise ForeignArchUnsupported(f"node type {types} (cpu.arch {cpu}): this machine cannot build its image: {problem}")
     if missing:
         problems = unanswered(site, mapping)
         if problems and start_mirrors is not None:      # the test bed's mirrors, started on demand as the demo does
@@ -323,7 +337,7 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
         final = root / key
         if (final / "image.json").is_file():
             say(f"{image.node_type}: cache hit: {final} (key {key})")
-            out.append(BuiltImage(key, final, image.node_type, cached=True))
+            out.append(BuiltImage(key, final, image.node_type, cached=True, arch=arch_of(image)))
             continue
         if len(image.pools) > 1:
             say(f"{image.node_type}: hosts in pools {', '.join(image.pools)}: the image has the union of their groups")
@@ -344,7 +358,7 @@ def build(site: Site, plan: Plan, site_path: Path, images: list[TypeImage], phas
                         unmount_below(partial)
                         shutil.rmtree(partial, ignore_errors=True)
         say(f"{image.node_type}: image {final} (key {key})")
-        out.append(BuiltImage(key, final, image.node_type, cached=False))
+        out.append(BuiltImage(key, final, image.node_type, cached=False, arch=arch_of(image)))
     return out
 
 

@@ -16,6 +16,7 @@ from ..project import ansible_root
 from ..runner.execution import controller_inventory
 from ..runner.phase_files import PhaseInputError, files_digest, phase_files, site_inventory_files
 from ..site.model import Repository, Site
+from .arch import NATIVE, Architecture
 from .base import DEFAULT_PACKAGES, Image, cache_root
 from .boot import NETBOOT_PACKAGES
 from .manifest import summary
@@ -24,6 +25,11 @@ IMAGES_DIR = "node-images"              # under the cache root; infra/vm's recip
 PART = "install"                        # the roles' part an image holds (gigafactory_part)
 # The test bed's recipe: a kernel that boots in its VMs, ssh, Python with APT's bindings for Ansible.
 IMAGE_PACKAGES = tuple(DEFAULT_PACKAGES)
+
+
+def image_packages(arch: Architecture) -> tuple[str, ...]:
+    """The boot recipe for ``arch``: IMAGE_PACKAGES with that architecture's kernel package."""
+    return tuple(arch.kernel_package if p.startswith("linux-image-") else p for p in IMAGE_PACKAGES)
 
 
 class ImageInputError(ValueError):
@@ -115,9 +121,11 @@ def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:
 def image_key(site: Site, image: TypeImage, phase_files: dict[str, str], plan: Plan | None = None) -> str:
     """The hash of what the image depends on: the site's os, repositories and software, the node type, its role
     groups, the inventory variables its host receives but hosts and addresses (``image_variables``), the files of its phases
-    (``PhaseInputs.files``), the builder, and whether it is a test bed's. Hosts, addresses and pools are not in it."""
+    (``PhaseInputs.files``), the builder, whether it is a test bed's, and its architecture (named apart from the node
+    type's definition when foreign). Hosts, addresses and pools are not in it."""
     pools = {group_name("pool", p.name) for p in site.pools}
     plan = plan or build_plan(site)
+    arch = site.node_types[image.node_type].cpu.arch
     data = {
         "testbed": site.testbed is not None,
         "variables": image_variables(site, plan, image),
@@ -129,6 +137,7 @@ def image_key(site: Site, image: TypeImage, phase_files: dict[str, str], plan: P
         "node_type": {"name": image.node_type, "definition": site.node_types[image.node_type].model_dump(mode="json")},
         "groups": sorted(g for g in image.groups if g not in pools),
         "phases": {p: phase_files[p] for p in image.phases},
+        **({} if arch == NATIVE else {"arch": arch}),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -144,11 +153,12 @@ class BuiltImage:
     path: Path
     node_type: str
     cached: bool          # True: found in the cache, nothing built
+    arch: str = NATIVE    # its node type's cpu.arch
 
     def vm_image(self) -> Image:
         """The disk image with its kernel and initrd, as the test bed's launcher boots it (infra.vm)."""
         return Image(disk=self.path / "disk.qcow2", kernel=self.path / "vmlinuz", initrd=self.path / "initrd.img",
-                     disk_format="qcow2")
+                     disk_format="qcow2", arch=self.arch)
 
 
 

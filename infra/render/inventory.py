@@ -53,6 +53,7 @@ def node_type_vars(site: Site, name: str) -> dict[str, Any]:
         "gf_hcas": nt.hcas,
         "gf_hca_model": nt.hca.model if nt.hca else None,
         "gf_cpus": nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,
+        "gf_arch": nt.cpu.arch,             # the image's architecture; the CUDA repository's (x86_64 or sbsa)
         "gf_memory_gb": nt.memory_gb,
         "gf_hugepages_2m": nt.hugepages_2m,
     } | ({"gf_hca_ports": list(nt.hca.ports)} if nt.hca and nt.hca.ports else {})   # the rails' HCA ports by PCI address

@@ -293,7 +293,7 @@ class Cpu(Strict):
     sockets: Count = Field(ge=1, le=8)
     cores_per_socket: Count = Field(ge=1, le=512)
     threads_per_core: Count = Field(default=1, ge=1, le=8)
-    arch: Annotated[Literal["x86_64", "aarch64"], REPLACE.on()] = Field(
+    arch: Annotated[Literal["x86_64", "aarch64"], REPLACE.on("gpu", "slurm")] = Field(
         default="x86_64", description="CPU architecture (aarch64 for Grace): the node image's Debian architecture.")
 
 

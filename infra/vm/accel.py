@@ -26,13 +26,16 @@ def kvm_usable(device: Path = Path("/dev/kvm")) -> bool:
 
 
 def choose_accel(
-    cached: Accel | None, kvm_available: bool, probe_kvm: Callable[[], bool]
+    cached: Accel | None, kvm_available: bool, probe_kvm: Callable[[], bool], foreign: bool = False
 ) -> tuple[Accel, bool]:
     """Return the accelerator and whether `probe_kvm` ran (and so left a KVM guest running).
 
-    A cached verdict wins; else KVM is probed only when the device is usable, and a
-    guest that does not come up under KVM sends the run to TCG.
+    A run with a guest of a foreign architecture (an aarch64 image on this x86_64 machine) is TCG, KVM never probed
+    nor taken from a cached verdict; else a cached verdict wins; else KVM is probed only when the device is usable,
+    and a guest that does not come up under KVM sends the run to TCG.
     """
+    if foreign:
+        return Accel.TCG, False
     if cached is not None:
         return cached, False
     if not kvm_available:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from infra.vm.accel import Accel, accel_override, boot_outcome, choose_accel, kvm_usable
 from infra.image.guest_files import GUEST_USER
+from infra.image.arch import NATIVE, host_cpu
 from infra.image.base import Image
 from infra.vm.image import Recipe, build_image
 from infra.vm.qemu import VMFiles, qemu_argv
@@ -208,9 +209,11 @@ class Launcher:
                     _reset_log(Path(state.vms[first.name].serial_log), outcome)
                 return outcome == "ready"
 
-            accel, probed = choose_accel(cached, kvm_usable(), probe_kvm)
+            foreign = any(f.arch != host_cpu() for f in files.values())
+            accel, probed = choose_accel(cached, kvm_usable(), probe_kvm, foreign=foreign)
             state.accel = accel.value
-            self._accel_file.write_text(accel.value + "\n")
+            if not foreign:                 # a foreign guest's TCG says nothing about this machine's KVM
+                self._accel_file.write_text(accel.value + "\n")
             already_up = {first.name} if probed and accel is Accel.KVM else set()
             for spec in specs:
                 if spec.name not in already_up:
@@ -311,6 +314,7 @@ class Launcher:
             serial_log=vm_dir / "serial.log", pidfile=vm_dir / "qemu.pid",
             fw_cfg={"host_key": host_key, "host_key_pub": host_key.with_suffix(".pub"),
                     "authorized_keys": self.key_path.with_suffix(".pub"), "nics": nics},
+            arch=image.arch if image is not None and spec.boot == "disk" else NATIVE,
         )
         state.vms[spec.name] = _VMState(spec.name, _free_port(), str(files.pidfile),
                                         str(files.serial_log), str(overlay) if overlay else None)
