@@ -23,6 +23,11 @@ _WORD_FORBIDDEN = "#\"'\\"
 _SYSTEMD_PLAIN = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
 
 
+# Fast paths: printable ASCII holds no breaking character; these words hold no blank, comment, quote or backslash.
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+_PLAIN_WORD = re.compile(r"[!$-&(-\[\]-~]+")
+
+
 class UnsafeValue(ValueError):
     """A value that cannot stand in the syntax it was to be inserted into."""
 
@@ -34,6 +39,8 @@ def _label(what: str | None) -> str:
 def one_line(value: object, what: str | None = None) -> str:
     """``value`` as text, refused if it holds a control, format or line-separator character."""
     text = str(value)
+    if _PRINTABLE_ASCII.fullmatch(text):
+        return text
     for ch in text:
         if unicodedata.category(ch) in _BREAKING:
             raise UnsafeValue(f"{_label(what)}{text!r} holds the control character U+{ord(ch):04X}: it would break the line it is written on")
@@ -43,7 +50,10 @@ def one_line(value: object, what: str | None = None) -> str:
 def one_word(value: object, what: str | None = None, forbid: str = "") -> str:
     """``value`` as one word of a line-oriented configuration file: one line, no blanks, no comment,
     quote or backslash, none of ``forbid``."""
-    text = one_line(value, what)
+    text = str(value)
+    if _PLAIN_WORD.fullmatch(text) and not (forbid and any(ch in forbid for ch in text)):
+        return text
+    text = one_line(text, what)
     if not text:
         raise UnsafeValue(f"{_label(what)}is empty where one word is needed")
     for ch in text:
