@@ -112,6 +112,8 @@ def test_block_topology_needs_nvlink_domains_and_block_sizes_need_blocks():
     riga = site_data(RIGA)
     riga["slurm"]["topology"] = "block"
     assert [p.split(":")[0] for p in problems(riga)] == ["slurm.topology"]
+    riga["slurm"]["block_sizes"] = [8]                  # sizes for blocks that are not there: the same one problem
+    assert [p.split(":")[0] for p in problems(riga)] == ["slurm.topology"]
     found = problems(nvl72_blocks(racks=2, scalable_unit=36, topology="tree", block_sizes=[18]))
     assert found == ["slurm.block_sizes: block sizes are for the block topology; this cluster's topology is tree "
                      "(slurm.topology: tree)"]

@@ -1012,6 +1012,8 @@ def slurm_block_sizes_aggregate_domains(site: Site, index: SiteIndex) -> Iterato
                       f"{topology_plugin(site, index) or 'none'} (slurm.topology: {site.slurm.topology})")
         return
     pools = nvlink_pools(site)
+    if not pools:                       # block topology without NVLink domains: slurm_block_topology_has_domains says so
+        return
     base = index.node_type(pools[0]).nvlink.trays
     sizes = site.slurm.block_sizes
     if sizes[0] != base:
