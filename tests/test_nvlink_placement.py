@@ -66,6 +66,14 @@ def test_a_rack_with_room_for_two_domains_names_them_apart():
     assert [(d.name, d.rack) for d in placed.domains] == [("n01-1", "n01"), ("n01-2", "n01"), ("n02-1", "n02"), ("n02-2", "n02")]
 
 
+def test_a_domain_name_that_is_another_racks_name_is_refused():
+    rack = {"power_kw": 300, "units": 60, "power_shelves": {"count": 16, "kw": 33}, "cooling": {"liquid_kw": 250, "air_kw": 60}}
+    data = nvl72_riga(racks=2, hosts=72, rack=rack)
+    data["racks"].append({"names": ["n01-2"], "power_kw": 10})
+    assert any(p.startswith("racks: rack n01 holds 2 NVLink domains") and "a rack is named n01-2" in p
+               for p in problems(data)), problems(data)
+
+
 @pytest.mark.parametrize("rack, fragment", [
     ({"power_kw": 40, "units": 48, "cooling": {"liquid_kw": 125, "air_kw": 30}}, "rack n01 (only 40 kW of power)"),
     ({**NVL72_RACK, "power_shelves": {"count": 4, "kw": 33}}, "rack n01 (only 132 kW of power)"),

@@ -156,6 +156,9 @@ def place(index: SiteIndex, problems: list[Problem]) -> Placement:
     for rack, pool_name, item in domains:
         seen[rack] = seen.get(rack, 0) + 1
         name = rack if per_rack[rack] == 1 else f"{rack}-{seen[rack]}"
+        if name != rack and name in racks:             # a rack of that name: two domains would share a Slurm block's name
+            problems.append(Problem("racks", f"rack {rack} holds {per_rack[rack]} NVLink domains, named {rack}-1 to "
+                                    f"{rack}-{per_rack[rack]}, but a rack is named {name}: rename that rack"))
         racks[rack].domains.append(name)
         named.append(Domain(name, pool_name, rack, item))
     return Placement(placed, racks, tuple(named))
