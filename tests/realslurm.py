@@ -74,9 +74,9 @@ FIRST_PORT = 6830                       # slurmd ports from here up, clear of sl
 
 def separate_slurmd(conf: str, hostlist: str, nodes: dict[str, str]) -> str:
     """A rendered slurm.conf for several slurmd on one machine: the ``NodeName=<hostlist>`` line split into one line
-    per node with its own loopback address (``NodeAddr``) and ``Port=``, and ``%n`` in each slurmd's spool directory,
+    per node with its own loopback address (``NodeAddr``, in place of the planned one) and ``Port=``, and ``%n`` in each slurmd's spool directory,
     pid file and log file (SchedMD's FAQ, "Can Slurm emulate a larger cluster?")."""
-    line = re.search(rf"^NodeName={re.escape(hostlist)} (.*)$", conf, flags=re.MULTILINE)
+    line = re.search(rf"^NodeName={re.escape(hostlist)} NodeAddr=\S+ (.*)$", conf, flags=re.MULTILINE)
     assert line, conf
     per_node = "\n".join(f"NodeName={n} NodeAddr={a} Port={FIRST_PORT + i} {line.group(1)}"
                          for i, (n, a) in enumerate(nodes.items()))

@@ -125,6 +125,23 @@ def test_compress_fast_path_matches_python_hostlist():
         assert compress(names) == hostlist.collect_hostlist(names), names
 
 
+def test_compress_in_order_expands_to_exactly_the_names_in_their_order():
+    """NodeAddr= is paired with NodeName='s expansion element by element: its expression keeps the given order (a
+    sorted one would give one node another's address), runs across an octet, padded and unpadded numbers."""
+    import random
+
+    import hostlist
+
+    from infra.site.hostlists import compress_in_order
+    assert compress_in_order(f"10.0.128.{n}" for n in range(250, 256)) + "," == "10.0.128.[250-255],"
+    assert compress_in_order(["10.0.128.255", "10.0.129.0", "10.0.128.1"]) == "10.0.128.255,10.0.129.0,10.0.128.1"
+    rng = random.Random(11)
+    for _ in range(2000):
+        names = [rng.choice(["10.1.0.", "10.1.1.", "n", "gpu"]) + str(rng.randint(0, 20)).zfill(rng.choice([0, 2, 3]))
+                 for _ in range(rng.randint(1, 12))]
+        assert hostlist.expand_hostlist(compress_in_order(names), allow_duplicates=True) == names, names
+
+
 def test_the_kubernetes_plan_and_time_sources_are_planned_once_and_read_by_the_inventory(riga, monkeypatch):
     import dataclasses
 

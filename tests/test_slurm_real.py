@@ -38,6 +38,7 @@ def test_slurmctld_starts_on_riga1_and_lists_the_training_nodes():
     batch = sorted({node for node, part, gres in rows if part.rstrip("*") == "batch" and gres == "gpu:h200:8"})
     assert batch == [f"gpu{n:04d}" for n in range(1, 97)], out + daemon_logs(root)
     assert "Gres=gpu:h200:8" in out and "RealMemory=1992294" in out
+    assert f"NodeAddr={plan.hosts['gpu0042'].address()} " in out, out         # NodeAddr= paired with NodeName= in order
     assert "SwitchName=compute-su2" in out
     assert re.search(r"SlurmctldHost\[1\]\s*=\s*ctl02", out)
     assert re.search(r"AccountingStorageEnforce\s*=\s*associations,limits,qos", out)
@@ -113,9 +114,9 @@ def test_tenants_become_accounts_and_qos_and_a_changed_quota_updates_in_place(tm
 NVL72 = ROOT / "inventories" / "nvl72-gigafactory" / "site.yml"
 
 
-def _blocks_shown(plan, files: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, str]], float]:
+def _blocks_shown(plan, files: dict[str, str], nodes: tuple[str, ...] = ()) -> tuple[dict[str, str], list[tuple[str, str]], float, dict[str, str]]:
     """slurmctld started on ``files``: ``scontrol show topology``'s base blocks (name -> nodes), its aggregated
-    blocks (names, size) and the seconds from the daemons' start to the answer."""
+    blocks (names, size), the seconds from the daemons' start to the answer and the NodeAddr of each of ``nodes``."""
     import time
 
     from realslurm import daemon_logs, run_in_slurm, slurm_chroot
@@ -124,14 +125,15 @@ def _blocks_shown(plan, files: dict[str, str]) -> tuple[dict[str, str], list[tup
     started = time.monotonic()
     result = run_in_slurm(
         root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting, cluster=plan.slurm.cluster,
-        commands=["scontrol show topology", "scontrol show config"])
+        commands=["scontrol show topology", "scontrol show config", *(f"scontrol show nodes {n}" for n in nodes)])
     seconds = time.monotonic() - started
     out = result.stdout
     assert "READY" in out, result.stderr + daemon_logs(root)
     assert re.search(r"TopologyPlugin\s*=\s*topology/block", out), out[-3000:]
     blocks = dict(re.findall(r"^BlockName=(\S+) BlockIndex=\d+ Nodes=(\S+) BlockSize=\d+$", out, re.M))
     aggregated = re.findall(r"^AggregatedBlock=(\S+) BlockIndex=\d+ Nodes=\S+ BlockSize=(\d+)$", out, re.M)
-    return blocks, aggregated, seconds
+    addresses = dict(re.findall(r"^NodeName=(\S+) (?:(?!^NodeName=).)*?\bNodeAddr=(\S+)", out, re.M | re.S))
+    return blocks, aggregated, seconds, addresses
 
 
 def _rendered(plan) -> dict[str, str]:
@@ -149,23 +151,23 @@ def test_slurmctld_takes_an_nvl72_sites_blocks_in_rack_order():
 
     plan = build_plan(validate_data(nvl72_blocks(racks=128, scalable_unit=144)))
     assert plan.slurm.block_sizes == (18, 36, 72, 144)
-    blocks, aggregated, seconds = _blocks_shown(plan, _rendered(plan))
+    blocks, aggregated, seconds, _ = _blocks_shown(plan, _rendered(plan))
     print(f"slurmctld with {len(blocks)} blocks of {len(plan.slurm.blocks) * 18} trays: {seconds:.1f} s")
     assert blocks == dict(plan.slurm.blocks) and len(blocks) == 128
     assert sorted(Counter(size for _, size in aggregated).items()) == [("144", 16), ("36", 64), ("72", 32)], aggregated
     assert ("n[01-08]", "144") in aggregated and ("n[125-128]", "72") in aggregated
 
 
-# slurmctld 24.11 resolves every node's address as it starts (read_config.c _validate_slurmd_addr, one thread unless
-# SlurmctldParameters=validate_nodeaddr_threads): through the site's /etc/hosts that is one scan of its 25,216 lines per
-# tray, about 106 of this case's 113 s for the 21,600 Slurm trays on this machine (docs/slurm.md), hence slow. A name
-# that does not resolve costs Slurm ten one-second retries, so a shorter /etc/hosts is no way out.
-@pytest.mark.slow
+# slurmctld 24.11 resolves every node's address as it starts (read_config.c _validate_slurmd_addr): slurm.conf's
+# NodeAddr= (the planned management addresses) spares it 21,600 lookups through a 25,216-line /etc/hosts, which took
+# about 106 s of this case on this machine; with them the case takes a few seconds (docs/slurm.md).
 def test_slurmctld_takes_the_reference_nvl72_sites_blocks():
     """The reference GB300 NVL72 site's slurm.conf and topology.conf: a block per Slurm rack, aggregated in fours."""
     plan = build_plan(load_site(NVL72))
-    blocks, aggregated, seconds = _blocks_shown(plan, _rendered(plan))
+    trays = ("gb00001", "gb00255", "gb00256", "gb21600")          # the first, across an octet (.128.255, .129.0), the last
+    blocks, aggregated, seconds, addresses = _blocks_shown(plan, _rendered(plan), trays)
     print(f"slurmctld with {len(blocks)} blocks of {len(plan.slurm.blocks) * 18} trays: {seconds:.1f} s")
+    assert addresses == {t: plan.hosts[t].address() for t in trays}, addresses
     assert blocks == dict(plan.slurm.blocks) and len(blocks) == 1200
     assert sorted(Counter(size for _, size in aggregated).items()) == [("36", 600), ("72", 300)], aggregated
     assert ("n[0001-0004]", "72") in aggregated and ("n[1197-1198]", "36") in aggregated

@@ -51,6 +51,7 @@ class PartitionPlan:
 @dataclass(frozen=True, slots=True)
 class SlurmNodeGroup:
     hostlist: str
+    addresses: str                      # NodeAddr: the management addresses, in the hostlist's expanded order
     pool: str
     node_type: str
     cpus: int

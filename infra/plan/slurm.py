@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..site.blocks import MAX_BLOCK_LEVEL, nvlink_pools, topology_plugin
-from ..site.hostlists import compress, expand
+from ..site.hostlists import compress, compress_in_order, expand
 from ..site.index import SiteIndex
 from ..site.fabric import FabricPlan
 from ..site.placement import Domain
@@ -112,8 +112,9 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         compute.extend(pool.hosts)
         gres = f"gpu:{gres_name(nt.gpu.model)}:{nt.gpu.count}" if nt.gpu and nt.gpu.count else None
         features = tuple(dict.fromkeys(f for f in (pool.type, pool.name, gres_name(nt.gpu.model) if nt.gpus else None) if f))
+        hostlist = compress(pool.hosts)
         groups.append(SlurmNodeGroup(
-            hostlist=compress(pool.hosts), pool=pool.name, node_type=pool.type,
+            hostlist=hostlist, addresses=compress_in_order(hosts[h].address() for h in expand(hostlist)), pool=pool.name, node_type=pool.type,
             cpus=nt.cpu.sockets * nt.cpu.cores_per_socket * nt.cpu.threads_per_core,
             sockets=nt.cpu.sockets, cores_per_socket=nt.cpu.cores_per_socket, threads_per_core=nt.cpu.threads_per_core,
             real_memory_mb=int(nt.memory_gb * 1024 * (1 - MEMORY_RESERVED)), gres=gres, features=features))

@@ -77,6 +77,42 @@ def compress(names: Iterable[str]) -> str:
     return ",".join(parts)
 
 
+def compress_in_order(names: Iterable[str]) -> str:
+    """A hostlist expression that expands to ``names`` in exactly their order (``compress`` sorts them).
+
+    For lists paired with another hostlist element by element, as Slurm pairs ``NodeAddr=`` with ``NodeName=``:
+    runs of consecutive numbers under one prefix (``10.1.0.[1-18]``); a name whose number is zero-padded only joins a
+    run of its own width.
+    """
+    runs: list[list] = []                       # [prefix, width, first, last]; width 0: unpadded
+    for name in names:
+        digits = len(name) - len(name.rstrip("0123456789"))
+        prefix, number = name[:len(name) - digits], name[len(name) - digits:]
+        if not number:
+            runs.append([name, 0, None, None])
+            continue
+        width = len(number) if number.startswith("0") and len(number) > 1 else 0
+        value = int(number)
+        last = runs[-1] if runs else None
+        if last and last[2] is not None and last[0] == prefix and last[3] + 1 == value \
+                and (last[1] == width or (last[1] and len(number) == last[1])):
+            last[3] = value
+        else:
+            runs.append([prefix, width, value, value])
+    parts: list[tuple[str, list[str]]] = []
+    for prefix, width, first, last in runs:
+        if first is None:
+            parts.append((prefix, []))
+            continue
+        span = f"{first:0{width}d}" if first == last else f"{first:0{width}d}-{last:0{width}d}"
+        if parts and parts[-1][1] and parts[-1][0] == prefix:
+            parts[-1][1].append(span)
+        else:
+            parts.append((prefix, [span]))
+    return ",".join(prefix if not spans else f"{prefix}{spans[0]}" if "-" not in spans[0] and len(spans) == 1
+                    else f"{prefix}[{','.join(spans)}]" for prefix, spans in parts)
+
+
 def _as_hostlist(value: object) -> tuple[str, ...]:
     if isinstance(value, (str, list, tuple)):
         return tuple(expand(value))
