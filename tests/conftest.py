@@ -32,6 +32,27 @@ def keyless_mirrors(data: dict) -> dict:
     return data
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``scripts/test`` runs two workers with ``--dist loadgroup``): every test that boots VMs in
+    one group, first, so one worker runs them one after another (they share the VM lock, and an emulated guest keeps
+    a core busy) while the other worker takes the rest a file at a time (a module's fixtures built once)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm") else item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("vm") is None)     # stable: the VM group first
+
+
+@pytest.fixture(autouse=True)
+def _release_slurm_overlays():
+    """A test's real-Slurm chroot overlays (tests/realslurm.py) go with the test."""
+    yield
+    realslurm = sys.modules.get("realslurm")
+    if realslurm is not None:
+        realslurm.release_overlays()
+
+
 @pytest.fixture
 def riga() -> dict:
     """riga-1's site file as a fresh dict (mutate freely)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -20,9 +22,31 @@ SUITE = "trixie"
 PACKAGES = ["slurmctld", "slurmdbd", "slurm-client", "munge", "mariadb-server", "iproute2", "procps"]
 
 
+_OVERLAYS: list[Path] = []
+
+
 def slurm_chroot(slurmd: bool = False) -> Path:
-    """The cached chroot (built once per package list; needs root and debootstrap); with ``slurmd`` for real jobs."""
-    return cached_chroot("slurm", SUITE, [*PACKAGES, "slurmd"] if slurmd else PACKAGES)
+    """A throw-away overlay of the cached chroot (built once per package list; needs root and debootstrap), with
+    ``slurmd`` for real jobs. The test writes its configuration, keys, database and logs into the overlay's upper
+    layer, never into the cache, so tests run side by side (pytest-xdist, two people); the overlay is unmounted and
+    removed after the test (tests/conftest.py calls ``release_overlays``)."""
+    base = cached_chroot("slurm", SUITE, [*PACKAGES, "slurmd"] if slurmd else PACKAGES)
+    layers = Path(tempfile.mkdtemp(prefix="gigafactory-slurm-", dir="/var/tmp"))
+    _OVERLAYS.append(layers)
+    for name in ("upper", "work", "merged"):
+        (layers / name).mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={base},upperdir={layers / 'upper'},workdir={layers / 'work'}", str(layers / "merged")],
+                   check=True)
+    return layers / "merged"
+
+
+def release_overlays() -> None:
+    """Unmount and remove every overlay ``slurm_chroot`` made in this process."""
+    while _OVERLAYS:
+        layers = _OVERLAYS.pop()
+        subprocess.run(["umount", "--lazy", str(layers / "merged")], check=False, capture_output=True)
+        shutil.rmtree(layers, ignore_errors=True)
 
 
 SCRIPT = textwrap.dedent("""\

@@ -86,58 +86,49 @@ def cluster(tmp_path_factory, demo_module):
     files["/etc/default/gigafactory-imex"] = IMEX_DEFAULTS
     root = slurm_chroot(slurmd=True)
     state = root / "var/lib/imex-standin"
-    placed = [root / "etc/slurm/prolog.d", root / "etc/slurm/epilog.d", root / "etc/default/gigafactory-imex",
-              root / "usr/local/bin/imex-standin", state, *(root / "dev" / f"nvidia{i}" for i in range(4))]
-    try:
-        # the trays' GPUs: slurmd 24.11 drops a GPU without a File= that exists (as in test_metering_real)
-        for i in range(4):
-            (root / "dev" / f"nvidia{i}").touch()
-        shutil.rmtree(state, ignore_errors=True)
-        for node in nodes:
-            (state / node).mkdir(parents=True)
-        (root / "usr/local/bin/imex-standin").write_text(STANDIN)
-        (root / "usr/local/bin/imex-standin").chmod(0o755)
-        gf_slurm = slurm_vars(site, plan)["gf_slurm"]
-        assert gf_slurm["job_scripts"] == ["imex"]
-        extra = tmp / "extra.json"
-        extra.write_text(json.dumps({"gf_slurm": gf_slurm, "slurm_compute_prolog_dir": str(root / "etc/slurm/prolog.d"),
-                                     "slurm_compute_epilog_dir": str(root / "etc/slurm/epilog.d")}))
-        (tmp / "hosts").write_text("node01\n")
-        (tmp / "play.yml").write_text(JOB_SCRIPTS_PLAY)
-        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
-                   HOME=str(tmp), ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"))
-        role = subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp / "hosts"), "-e",
-                               f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(tmp / "play.yml")],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert role.returncode == 0, role.stdout[-3000:] + role.stderr[-2000:]
-        script = ROOT / "playbooks/roles/slurm_compute/files/gigafactory-imex"
-        for part in ("prolog.d", "epilog.d"):
-            assert (root / "etc/slurm" / part / "50-gigafactory-imex").read_bytes() == script.read_bytes()
+    # the trays' GPUs: slurmd 24.11 drops a GPU without a File= that exists (as in test_metering_real)
+    for i in range(4):
+        (root / "dev" / f"nvidia{i}").touch()
+    shutil.rmtree(state, ignore_errors=True)
+    for node in nodes:
+        (state / node).mkdir(parents=True)
+    (root / "usr/local/bin/imex-standin").write_text(STANDIN)
+    (root / "usr/local/bin/imex-standin").chmod(0o755)
+    gf_slurm = slurm_vars(site, plan)["gf_slurm"]
+    assert gf_slurm["job_scripts"] == ["imex"]
+    extra = tmp / "extra.json"
+    extra.write_text(json.dumps({"gf_slurm": gf_slurm, "slurm_compute_prolog_dir": str(root / "etc/slurm/prolog.d"),
+                                 "slurm_compute_epilog_dir": str(root / "etc/slurm/epilog.d")}))
+    (tmp / "hosts").write_text("node01\n")
+    (tmp / "play.yml").write_text(JOB_SCRIPTS_PLAY)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
+               HOME=str(tmp), ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"))
+    role = subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp / "hosts"), "-e",
+                           f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(tmp / "play.yml")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert role.returncode == 0, role.stdout[-3000:] + role.stderr[-2000:]
+    script = ROOT / "playbooks/roles/slurm_compute/files/gigafactory-imex"
+    for part in ("prolog.d", "epilog.d"):
+        assert (root / "etc/slurm" / part / "50-gigafactory-imex").read_bytes() == script.read_bytes()
 
-        out = tmp / "out"
-        out.mkdir()
-        started = time.monotonic()
-        result = run_in_slurm(
-            root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting, cluster=plan.slurm.cluster,
-            slurmd=list(nodes.items()), timeout=600, host_timeout=400,
-            commands=["sacctmgr -i add account lab", "sacctmgr -i add user root account=lab"],
-            host_commands=[f"bash {HERE / 'nvlink_slurm_driver.sh'} {root} {out}"])
-        elapsed = time.monotonic() - started
-        context = result.stdout[-3000:] + result.stderr[-3000:] + daemon_logs(root)
-        assert (out / "done").exists(), context
-        recorded = {p.name: p.read_text() for p in out.iterdir()}
-        recorded["calls"] = {n: (state / n / "calls").read_text() if (state / n / "calls").exists() else "" for n in nodes}
-        recorded["ctld_log"] = (root / "var/log/slurm/slurmctld.log").read_text()
-        imex_log = root / "var/log/slurm/gigafactory-imex.log"
-        recorded["imex_log"] = imex_log.read_text() if imex_log.exists() else ""
-        print(f"cluster of 36 slurmd and every scenario: {elapsed:.0f} s")
-        yield {"out": recorded, "addresses": nodes, "context": context[-4000:]}
-    finally:
-        for path in placed:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+    out = tmp / "out"
+    out.mkdir()
+    started = time.monotonic()
+    result = run_in_slurm(
+        root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting, cluster=plan.slurm.cluster,
+        slurmd=list(nodes.items()), timeout=600, host_timeout=400,
+        commands=["sacctmgr -i add account lab", "sacctmgr -i add user root account=lab"],
+        host_commands=[f"bash {HERE / 'nvlink_slurm_driver.sh'} {root} {out}"])
+    elapsed = time.monotonic() - started
+    context = result.stdout[-3000:] + result.stderr[-3000:] + daemon_logs(root)
+    assert (out / "done").exists(), context
+    recorded = {p.name: p.read_text() for p in out.iterdir()}
+    recorded["calls"] = {n: (state / n / "calls").read_text() if (state / n / "calls").exists() else "" for n in nodes}
+    recorded["ctld_log"] = (root / "var/log/slurm/slurmctld.log").read_text()
+    imex_log = root / "var/log/slurm/gigafactory-imex.log"
+    recorded["imex_log"] = imex_log.read_text() if imex_log.exists() else ""
+    print(f"cluster of 36 slurmd and every scenario: {elapsed:.0f} s")
+    yield {"out": recorded, "addresses": nodes, "context": context[-4000:]}
 
 
 @pytest.fixture(scope="module")
