@@ -32,6 +32,7 @@ def keyless_mirrors(data: dict) -> dict:
     return data
 
 
+@pytest.hookimpl(tryfirst=True)     # before pytest-xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``scripts/test`` runs two workers with ``--dist loadgroup``): every test that boots VMs in
     one group, first, so one worker runs them one after another (they share the VM lock, and an emulated guest keeps
