@@ -43,6 +43,8 @@ def full_riga() -> dict:
     data["kubernetes"][0].update(version="1.34", addons=[*data["kubernetes"][0]["addons"], "compute-domains"])  # NVLink workers
     data["node_types"]["hgx-h200"]["hca"]["ports"] = [f"0000:{bus:02x}:00.0" for bus in range(8)]
     data["racks"][0].update(power_shelves={"count": 2, "kw": 33}, cooling={"liquid_kw": 20, "air_kw": 45})
+    data["remediation"] = {"rules": [{"signal": "xid", "codes": [79], "action": "drain",
+                                      "escalate": {"count": 2, "window_s": 3600, "action": "repair"}}]}
     return Site.model_validate(validate_data(data)).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
@@ -140,8 +142,9 @@ SAMPLES: dict[str, Any] = {
                        lambda d: d["pools"][1].update(fabric="aux")),
     "pools[].macs": lambda d: d["pools"][2].update(macs={"ctl01": "52:54:00:00:00:01"}),
     "slurm": lambda d: (d.pop("slurm"), d["tenants"][0].pop("slurm"), d["tenants"][1].pop("slurm"),
-                        d["energy"].update(node="none", gpu="none")),
+                        d["energy"].update(node="none", gpu="none"), d.pop("remediation")),
     "slurm.cluster": lambda d: d["slurm"].update(cluster="riga-big"),
+    "remediation.rules[].codes": lambda d: d["remediation"]["rules"][0].update(codes=[48]),
     "slurm.controllers": lambda d: d["slurm"].update(controllers=["ctl02", "ctl01"]),
     "slurm.accounting.host": lambda d: d["slurm"]["accounting"].update(host="ctl02"),
     "slurm.login": lambda d: d["slurm"].update(login=["login01"]),

@@ -1,5 +1,5 @@
 """The ``gigafactory`` command line: argument parsing, calls down, errors as messages and exit codes (0 fine, 1 a run
-failed, 2 invalid input). The site's commands and ``usage`` here; ``up``/``demo``, ``image`` in their modules."""
+failed, 2 invalid input). The site's commands, ``usage`` and ``health`` here; ``up``/``demo``, ``image`` in their modules."""
 
 from __future__ import annotations
 
@@ -161,6 +161,69 @@ def _cluster_sacct(args: argparse.Namespace, site: Site, period):
     return lines, f"sacct on {host}"
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """The remediation service's view of the fleet (docs/healing.md), from --state DIR or the first Slurm controller."""
+    from ..render.health import HealthInvalid, as_text, health_report, read_events, read_state
+    site, plan = site_and_plan(args.site)
+    try:
+        if plan.remediation is None:
+            raise HealthInvalid(args.site, "remediation", "the site runs no remediation service (no slurm section, "
+                                                           "or remediation.enabled is false)")
+        if args.state is not None:
+            state_text, event_lines, source = _local_state(Path(args.state))
+        else:
+            state_text, event_lines, source = _controller_state(args, plan)
+        report = health_report(plan, read_state(state_text, f"{source}/state.json"),
+                               read_events(event_lines, f"{source}/events.jsonl"), source)
+    except HealthInvalid as err:
+        print(f"gigafactory health: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(json.dumps(report, indent=1) + "\n" if args.json else as_text(report))
+    return EXIT_OK
+
+
+def _local_state(folder: Path) -> tuple[str, list[str], str]:
+    """state.json's text and events.jsonl's lines in ``folder`` (a copy of the service's state directory)."""
+    from ..render.health import HealthInvalid
+    texts = []
+    for name in ("state.json", "events.jsonl"):
+        try:
+            texts.append((folder / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            if name == "state.json":
+                raise HealthInvalid(str(folder / name), "(file)", "not found: has the remediation service run?") from None
+            texts.append("")                                        # no event yet
+        except (OSError, UnicodeDecodeError) as err:
+            raise HealthInvalid(str(folder / name), "(file)", f"cannot read it: {getattr(err, 'strerror', None) or err}") from None
+    return texts[0], texts[1].splitlines(), str(folder)
+
+
+def _controller_state(args: argparse.Namespace, plan) -> tuple[str, list[str], str]:
+    """The two files on the first Slurm controller, through ansible-runner's command module (argv, no shell): all of
+    state.json, the last events of events.jsonl."""
+    import tempfile
+
+    from ..render.health import LAST_EVENTS, HealthInvalid
+    host, folder = plan.slurm.controllers[0][0], plan.remediation.state_dir
+    inventories = [Path(args.site).resolve(), *(Path(i).resolve() for i in args.inventory)]
+    with tempfile.TemporaryDirectory(prefix="gigafactory-health-") as private:
+        control = node_control(host, inventories, Path(private))
+        state = _run_on(control, host, ["cat", "--", f"{folder}/state.json"])
+        if state.rc != 0:
+            reason = (state.stderr or state.stdout).strip().splitlines()[:1] or ["no message"]
+            raise HealthInvalid(f"{host}:{folder}/state.json", "(file)", f"cannot read it (rc {state.rc}): {reason[0][:200]}")
+        events = _run_on(control, host, ["tail", "-n", str(LAST_EVENTS), "--", f"{folder}/events.jsonl"])
+    return state.stdout, events.stdout.splitlines() if events.rc == 0 else [], f"{host}:{folder}"   # rc 1: no event yet
+
+
+def _run_on(control, host: str, argv: list[str]):
+    from ..render.health import HealthInvalid
+    try:
+        return control.run(argv)
+    except Exception as err:        # noqa: BLE001 -- ansible-runner's own failures: a reason, never a traceback
+        raise HealthInvalid(f"{host}:{argv[-1]}", "(file)", f"ansible-runner failed: {type(err).__name__}: {err}") from None
+
+
 def node_control(host: str, inventories: list[Path], private_data_dir: Path):
     """How ``usage`` reaches ``host``: ansible-runner's ad-hoc command module, as ``up``'s rollout does."""
     from ..project import ansible_root
@@ -214,6 +277,15 @@ def parser() -> argparse.ArgumentParser:
                    help="read the Kubernetes cluster's namespace usage from this Prometheus (default: the site's "
                         "kubernetes[].prometheus); CLUSTER may be left out on a site with one cluster; repeatable")
     u.set_defaults(func=cmd_usage)
+    h = sub.add_parser("health", help="the healing fleet: nodes by state, the breaker, the last events, the hardware "
+                                      "repair list (docs/healing.md)")
+    h.add_argument("site")
+    h.add_argument("--json", action="store_true", help="as one JSON object, for tools")
+    h.add_argument("--state", metavar="DIR", help="a local copy of the service's state directory (state.json, "
+                                                  "events.jsonl); default: read them on the first Slurm controller")
+    h.add_argument("--inventory", "-i", action="append", type=Path, default=[], metavar="EXTRA",
+                   help="extra inventory source after the site file (connection settings), as for up; repeatable")
+    h.set_defaults(func=cmd_health)
     _add_later_commands(sub)
     return p
 

@@ -17,6 +17,7 @@ from ..site.groups import group_name, inventory_groups
 from .kubernetes import plan_clusters
 from .model import Capacity, HostPlan, NetworkPlan, Plan, SlurmPlan
 from .partitions import plan_partitions
+from .remediation import plan_remediation
 from ..site.placement import place
 from ..site.power import site_power_kw
 from .slurm import plan_slurm
@@ -81,7 +82,8 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
         raise SiteInvalid(source, problems)
     partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
     return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site),
-                partitions=partitions, racks=placement.racks, domains=placement.domains)
+                partitions=partitions, racks=placement.racks, domains=placement.domains,
+                remediation=plan_remediation(site, slurm))
 
 
 def ntp_servers(site: Site) -> tuple[str, ...]:

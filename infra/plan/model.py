@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..site.fabric import FabricPlan
+from ..site.healing import Rule
 from ..site.placement import Domain, RackUse
 
 
@@ -112,6 +113,30 @@ class SlurmPlan:
     block_sizes: tuple[int, ...] = ()           # BlockSizes: the domain's trays, then the aggregations (trays x 2^k)
 
 
+# The remediation service's files on the shared StateSaveLocation (they follow slurmctld's failover), and its metrics.
+REMEDIATION_STATE = "gigafactory-remediation"
+REMEDIATION_METRICS = "/var/lib/prometheus/node-exporter/gigafactory_remediation.prom"
+REMEDIATION_PREFIX = "gigafactory-heal"       # the drain reasons the service writes (docs/healing.md)
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationPlan:
+    """The remediation service's configuration (remediation.json, docs/healing.md): the site's choices, the Slurm
+    plan's, and the rules in the order they match (the site's overrides, then infra/site/healing.py's RULES)."""
+    cluster: str
+    interval_s: int
+    breaker_share: float
+    breaker_window_s: int
+    breaker_min_nodes: int
+    diagnose_level: int
+    diagnose_timeout_s: int
+    reboot_timeout_s: int
+    state_dir: str
+    rules: tuple[Rule, ...]
+    reason_prefix: str = REMEDIATION_PREFIX
+    metrics_file: str = REMEDIATION_METRICS
+
+
 @dataclass(frozen=True, slots=True)
 class RailPodPool:
     fabric: str
@@ -186,3 +211,4 @@ class Plan:
     partitions: dict[str, tuple[PartitionPlan, ...]] = field(default_factory=dict)   # InfiniBand fabric -> partitions
     racks: dict[str, RackUse] = field(default_factory=dict)             # every declared rack: limits, planned load, domains
     domains: tuple[Domain, ...] = ()                                    # NVLink domains, in the order the racks stand
+    remediation: RemediationPlan | None = None                          # the healing fleet: Slurm sites, unless disabled

@@ -50,29 +50,52 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
     return files
 
 
+def remediation_config(plan: Plan) -> dict[str, Any] | None:
+    """The remediation service's configuration as it reads it (``remediation.json``, docs/healing.md; the
+    controllers' ``gf_remediation``); None where the site has none."""
+    r = plan.remediation
+    if r is None:
+        return None
+    return {
+        "version": 1, "cluster": r.cluster, "reason_prefix": r.reason_prefix, "interval_s": r.interval_s,
+        "breaker": {"share": r.breaker_share, "window_s": r.breaker_window_s, "min_nodes": r.breaker_min_nodes},
+        "diagnose_level": r.diagnose_level, "diagnose_timeout_s": r.diagnose_timeout_s,
+        "reboot_timeout_s": r.reboot_timeout_s, "state_dir": r.state_dir, "metrics_file": r.metrics_file,
+        "rules": [{"signal": rule.signal, "codes": list(rule.codes), "action": rule.action,
+                   "escalate": None if rule.escalate is None else {
+                       "count": rule.escalate.count, "window_s": rule.escalate.window_s, "action": rule.escalate.action}}
+                  for rule in r.rules],
+    }
+
+
 def render_all(site: Site, plan: Plan) -> dict[str, str]:
     """Relative path -> content of every generated file."""
     files = {"plan.json": to_json(plan_as_dict(plan)), "hosts": render_file(plan, "hosts")}
     # The health phase runs on every site (infra/plan/phases.py) and installs the
     # node_health role's gate at HEALTH_CHECK_PROGRAM: slurmd runs it.
     files.update(slurm_files(plan, health_check_program=HEALTH_CHECK_PROGRAM))
+    if (remediation := remediation_config(plan)) is not None:
+        files["remediation.json"] = to_json(remediation, depth=2, lists=True)     # a rule per line
     # imported here, not at the top: the inventory variables carry the rendered Slurm files
     from .inventory import inventory_view
     files["inventory.json"] = to_json(inventory_view(site, plan))
     return files
 
 
-def to_json(data: Any, depth: int = 3) -> str:
-    """JSON indented to ``depth`` levels, deeper values on one line each: a host per line.
+def to_json(data: Any, depth: int = 3, lists: bool = False) -> str:
+    """JSON indented to ``depth`` levels, deeper values on one line each: a host per line (``lists``: a list's
+    entries too, one per line).
 
     Readable in a diff, and fast at 100,000 GPUs (the C encoder does the inner levels).
     """
     encode = json.JSONEncoder(separators=(", ", ": ")).encode     # json.dumps would build an encoder per value
 
     def emit(value: Any, level: int) -> str:
+        pad = " " * (level + 1)
+        if lists and level < depth and isinstance(value, list) and value:
+            return "[\n" + ",\n".join(pad + emit(v, level + 1) for v in value) + "\n" + " " * level + "]"
         if level >= depth or not isinstance(value, dict) or not value:
             return encode(value)
-        pad = " " * (level + 1)
         items = ",\n".join(f"{pad}{encode(k)}: {emit(v, level + 1)}" for k, v in value.items())
         return "{\n" + items + "\n" + " " * level + "}"
     return emit(data, 0) + "\n"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..plan import Plan, group_name
 from ..site.model import Site
-from .files import HEALTH_CHECK_PROGRAM, slurm_files
+from .files import HEALTH_CHECK_PROGRAM, remediation_config, slurm_files
 from .repositories import repository_keys
 
 
@@ -202,6 +202,8 @@ def site_inventory(site: Site, plan: Plan, packages: Mapping[str, str] | None = 
             children[group_name("type", name)]["vars"] = node_type_vars(site, name)
     if "slurm" in children and plan.slurm is not None:
         children["slurm"]["vars"] = slurm_vars(site, plan)
+    if "slurm_controller" in children and (remediation := remediation_config(plan)) is not None:
+        children["slurm_controller"]["vars"] = {"gf_remediation": remediation}    # the remediation service's
     for group, variables in kubernetes_vars(site, plan).items():
         children[group]["vars"] = variables
     if "execution" in children:

@@ -366,6 +366,14 @@ def kubernetes_has_package_mirror(site: Site, index: SiteIndex) -> Iterator[Prob
 
 
 @check
+def remediation_needs_slurm(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """The remediation service acts through Slurm; Kubernetes workers are not healed yet."""
+    if site.remediation is not None and site.remediation.enabled and site.slurm is None:
+        yield Problem("remediation", "the site declares no slurm section: the remediation service acts through Slurm "
+                                     "(Kubernetes workers are not healed yet); remove remediation or write enabled: false")
+
+
+@check
 def slurm_containers_have_a_repository(site: Site, index: SiteIndex) -> Iterator[Problem]:
     """A warning: enroot and pyxis are not in Debian; the Slurm phase stops until the site names their repository."""
     if site.slurm is not None and site.slurm.containers == "pyxis" and site.repositories.enroot is None:

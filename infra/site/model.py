@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from .healing import ACTIONS, SIGNALS
 from .hostlists import Hostlist
 from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Cost, Impact
 from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, CubicMetres, KilowattHours, Currency, DataFile, DriverBranch, ExportPath,
@@ -432,6 +433,61 @@ class Slurm(Strict):
     state_save_location: Annotated[StatePath, RESTART.on("slurm")] = "/var/spool/slurmctld"
 
 
+# --- remediation: the healing fleet (infra/site/healing.py's table, docs/healing.md) ---------
+
+
+# What a change costs: the remediation service restarts with its new configuration (no job notices). It lands on the
+# slurm phase once role slurm_remediation installs gf_remediation there (issue 25's service part): until a phase's
+# files read it, no phase re-runs (tests/test_impact_digests.py holds the two together), so: no phase yet.
+HEALING_COST = RESTART.on()
+HealingSignal = Literal[tuple(SIGNALS)]
+HealingAction = Literal[ACTIONS]
+
+
+class Escalate(Strict):
+    IMPACT: ClassVar[Cost] = HEALING_COST
+    count: Count = Field(ge=2, le=100, description="Occurrences of the signal on one node ...")
+    window_s: Count = Field(ge=60, le=2_592_000, description="... within this many seconds (at most 30 days) ...")
+    action: HealingAction = Field(description="... take this action instead (more severe than the rule's).")
+
+
+class HealingRule(Strict):
+    """An override of a default rule: the first rule matching a signal and its code wins, the site's before the defaults."""
+    IMPACT: ClassVar[Cost] = HEALING_COST
+    signal: HealingSignal
+    codes: list[Annotated[Count, Field(le=65535)]] = Field(default_factory=list, max_length=256,
+                                                           description="Codes (XIDs) it matches; none: every code.")
+    action: HealingAction
+    escalate: Escalate | None = None
+
+    @model_validator(mode="after")
+    def _escalation_more_severe(self) -> HealingRule:
+        if self.escalate is not None and ACTIONS.index(self.escalate.action) <= ACTIONS.index(self.action):
+            raise ValueError(f"escalate.action {self.escalate.action!r} is not more severe than action {self.action!r}; "
+                             f"actions from least to most: {', '.join(ACTIONS)}")
+        return self
+
+
+class Breaker(Strict):
+    IMPACT: ClassVar[Cost] = HEALING_COST
+    share: Share = Field(default=0.05, gt=0, description="The breaker opens when more than this share of the Slurm nodes "
+                                                         "is flagged within window_s (a fabric or power event).")
+    window_s: Count = Field(default=600, ge=60, le=86400)
+    min_nodes: Count = Field(default=3, ge=1, description="... and at least this many nodes.")
+
+
+class Remediation(Strict):
+    """The remediation service on the Slurm controllers (role slurm_remediation): it reads the plan's remediation.json."""
+    IMPACT: ClassVar[Cost] = HEALING_COST
+    enabled: bool = True
+    interval_s: Count = Field(default=5, ge=1, le=3600, description="Seconds between two polls of Slurm's nodes.")
+    breaker: Breaker = Breaker()
+    diagnose_level: Count = Field(default=2, ge=1, le=4, description="dcgmi diag -r level a node passes before it returns.")
+    diagnose_timeout_s: Count = Field(default=1800, ge=60, le=86400)
+    rules: list[HealingRule] = Field(default_factory=list, max_length=256, description="Overrides, before infra/site/"
+                                     "healing.py's default rules (docs/healing.md); the first rule matching wins.")
+
+
 class Kubernetes(Strict):
     name: Annotated[Name, REPLACE.on(*CLUSTER)]
     version: Annotated[MajorMinor, DRAIN.on(*CLUSTER)]              # kubeadm upgrade: each node cordoned and drained
@@ -653,5 +709,7 @@ class Site(Strict):
     tenants: Annotated[list[Tenant], LIVE.on("slurm")] = Field(default_factory=list)
     billing: Annotated[Billing | None, LIVE.on("slurm")] = None
     energy: Annotated[Energy | None, RESTART.on("slurm")] = None
+    remediation: Annotated[Remediation | None, HEALING_COST] = Field(default=None, description=(
+        "The healing fleet (docs/healing.md); default on every Slurm site; {enabled: false} turns it off."))
     provisioning: Annotated[Provisioning, NONE] = Provisioning()
     testbed: Annotated[Testbed | None, REBOOT.on_every()] = None    # a test bed's hosts: no ansible_host

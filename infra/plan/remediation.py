@@ -1,0 +1,32 @@
+"""The healing fleet's configuration: the site's ``remediation`` section (defaults on every Slurm site) merged with
+infra/site/healing.py's default rules and the Slurm plan's state location and reboot timeout."""
+
+from __future__ import annotations
+
+import posixpath
+
+from ..site.healing import RULES, Escalation, Rule
+from ..site.model import HealingRule, Remediation, Site
+from .model import REMEDIATION_STATE, RemediationPlan, SlurmPlan
+
+
+def plan_remediation(site: Site, slurm: SlurmPlan | None) -> RemediationPlan | None:
+    """The remediation service's configuration; None without Slurm or with ``remediation: {enabled: false}``."""
+    declared = site.remediation if site.remediation is not None else Remediation()
+    if slurm is None or not declared.enabled:
+        return None
+    b = declared.breaker
+    return RemediationPlan(
+        cluster=slurm.cluster, interval_s=declared.interval_s,
+        breaker_share=b.share, breaker_window_s=b.window_s, breaker_min_nodes=b.min_nodes,
+        diagnose_level=declared.diagnose_level, diagnose_timeout_s=declared.diagnose_timeout_s,
+        reboot_timeout_s=slurm.reboot_timeout_s,
+        state_dir=posixpath.join(slurm.state_save_location, REMEDIATION_STATE),
+        rules=(*map(site_rule, declared.rules), *RULES))
+
+
+def site_rule(rule: HealingRule) -> Rule:
+    """An override of the site file as a rule of the table."""
+    e = rule.escalate
+    return Rule(rule.signal, tuple(rule.codes), rule.action,
+                Escalation(e.count, e.window_s, e.action) if e is not None else None)
