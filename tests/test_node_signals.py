@@ -196,15 +196,18 @@ def signal(at: float, code: int = 79) -> dict:
 
 def test_the_ring_keeps_the_16_newest_none_older_than_a_day_and_the_rest_of_extra(tmp_path):
     node = Node(tmp_path)
-    old = [signal(node.now - 90000)] + [signal(node.now - 1000 + i, 31) for i in range(15)]
+    old = [signal(node.now - 90000)] + [signal(node.now - 1000 + i, 31) for i in range(12)]
     node.node({"state": ["IDLE"], "extra": json.dumps({"rack": "r01, slot 3", "gf": {"signals": old, "other": 1}})})
-    node.log(*(xid_line(node.now - 10 + i, 43, "0000:3b:00", f"job {i} killed") for i in range(3)))
+    node.log(*(xid_line(node.now - 20 + i, 43, "0000:3b:00", f"job {i} killed") for i in range(3)))
     node.run()
     extra = node.extra()
     assert extra["rack"] == "r01, slot 3"
-    ring = extra["gf"]["signals"]
-    assert len(ring) == 16 and ring == sorted(ring, key=lambda s: s["at"])
-    assert [s["code"] for s in ring] == [31] * 13 + [43] * 3 and ring[0]["at"] == node.now - 1000 + 2
+    ring = extra["gf"]["signals"]                       # the day-old signal dropped, the ring not full
+    assert [s["code"] for s in ring] == [31] * 12 + [43] * 3 and ring == sorted(ring, key=lambda s: s["at"])
+    node.log(*(xid_line(node.now - 10 + i, 45, "0000:3b:00", f"job {i} ended") for i in range(3)))
+    node.run()
+    ring = node.extra()["gf"]["signals"]                # 18: the two oldest dropped
+    assert [s["code"] for s in ring] == [31] * 10 + [43] * 3 + [45] * 3 and ring[0]["at"] == node.now - 1000 + 2
 
 
 @pytest.mark.parametrize("extra", ['{"rack": "r01", "gf": "garbage"}', '{"rack": "r01", "gf": {"signals": "x", "diag": 3}}'])
