@@ -6,6 +6,8 @@ answer what the test wrote, and a fake InfiniBand sysfs tree. The report is issu
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -308,3 +310,63 @@ def test_without_dcgmi_the_acceptance_checks_stand_in_as_the_diagnosis(tmp_path)
     node.run()
     diag = node.extra()["gf"]["diag"]
     assert (diag["passed"], diag["detail"]) == (False, "gpu_count: expected 2 GPUs, found 1")
+
+
+REAL_DRIVER = """
+set -u
+run() {{ {python} {program} --signals --expect {d}/expect.json --state {d}/state.json --kernel-log {d}/kern.log \\
+  --sysfs-ib {d}/no-ib --scontrol {d}/bin/scontrol --nvidia-smi {d}/none --dcgmi {d}/none --journalctl {d}/none; }}
+echo '=== first'; run
+echo '=== second'; run
+{d}/bin/scontrol update NodeName=node01 State=DRAIN "Reason=gigafactory-heal: diagnose xid 79: GPU has fallen off the bus"
+echo '=== diagnose'; run
+echo '=== again'; run
+echo '=== json'; {d}/bin/scontrol show node node01 --json
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("debootstrap") or not shutil.which("unshare"),
+                    reason="needs root, debootstrap and unshare")
+def test_slurm_24_11_takes_the_agents_extra_and_gives_it_back_intact(tmp_path):
+    """A real slurmctld and slurmd (node01 of demo): the agent's ``scontrol update .. Extra=<json>`` with quotes,
+    blanks and commas in a detail reads back byte for byte from ``scontrol show node --json``; the diagnosis runs
+    under a real ``gigafactory-heal: diagnose`` drain (no dcgmi here: the acceptance checks stand in), once."""
+    from conftest import DEMO
+    from realslurm import daemon_logs, run_in_slurm, slurm_chroot
+    from test_metering_real import _for_a_chroot
+
+    from infra.plan import build_plan
+    from infra.render.files import render_file, slurm_files
+    from infra.site import load_site
+
+    plan = build_plan(load_site(DEMO))
+    files = {f"/etc/{rel}": content for rel, content in slurm_files(plan).items()}
+    files["/etc/slurm/slurm.conf"] = _for_a_chroot(files["/etc/slurm/slurm.conf"])
+    files["/etc/slurm/cgroup.conf"] = "CgroupPlugin=disabled\n"
+    files["/etc/hosts"] = render_file(plan, "hosts")
+    root = slurm_chroot(slurmd=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\nexec chroot {root} scontrol "$@"\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    (tmp_path / "expect.json").write_text(json.dumps({"node": "node01", "gpus": 0, "cuda": {}, "hcas": 0, "rails": []}))
+    at = time.time() - 30
+    detail = """pid=4242, name="python3 train.py", it's 'quoted', {braces}, a\\\\backslash"""
+    (tmp_path / "kern.log").write_text(xid_line(at, 79, "0000:3b:00", detail) + "\n" + xid_line(at + 1, 13, "0000:5e:00", "a, b c") + "\n")
+    driver = tmp_path / "driver.sh"
+    driver.write_text(REAL_DRIVER.format(python=sys.executable, program=PROGRAM, d=tmp_path))
+    nodes = {n: plan.hosts[n].address() for n in ("node01",)}
+    result = run_in_slurm(root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting,
+                          cluster=plan.slurm.cluster, slurmd=next(iter(nodes.items())), commands=[],
+                          host_commands=[f"bash {driver}"], timeout=300, host_timeout=120)
+    out = result.stdout
+    assert "=== json" in out, out[-4000:] + result.stderr[-3000:] + daemon_logs(root)
+    sections = dict(part.split("\n", 1) for part in out.split("=== ")[1:])
+    assert "slurm: written" in sections["first"] and "slurm: nothing new" in sections["second"], out
+    assert "diagnosed: 2 acceptance checks passed (no dcgmi)" in sections["diagnose"], out
+    assert "slurm: nothing new" in sections["again"], out
+    (node,) = json.loads(sections["json"])["nodes"]
+    gf = json.loads(node["extra"])["gf"]
+    assert [(s["code"], s["detail"]) for s in gf["signals"]] == [(79, f"PCI:0000:3b:00: {detail}"), (13, "PCI:0000:5e:00: a, b c")]
+    assert gf["diag"]["passed"] and gf["diag"]["level"] == 2
+    assert "DRAIN" in node["state"] and node["reason"].startswith("gigafactory-heal: diagnose xid 79")
