@@ -44,6 +44,9 @@ PLAY = """
         node_health_program: {out}/gigafactory-node-health
         node_health_expect_file: {out}/etc/health-expect.json
         node_health_output: {out}/lib/health.json
+        node_health_systemd_dir: {out}/systemd
+        node_health_signals_state: {out}/lib/signals-state.json
+        node_health_signals: false
         node_health_kubectl: {kubectl}
         node_health_kubeconfig: {kubeconfig}
 """

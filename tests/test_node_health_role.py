@@ -25,6 +25,9 @@ PLAY = """
         node_health_program: {out}/gigafactory-node-health
         node_health_expect_file: {out}/etc/health-expect.json
         node_health_output: {out}/lib/health.json
+        node_health_systemd_dir: {out}/systemd
+        node_health_signals_state: {out}/lib/signals-state.json
+        node_health_signals: false
 """
 
 
@@ -45,6 +48,16 @@ def test_expectations_come_from_the_node_type_and_the_site(installed):
     assert (expect["gpus"], expect["gpu_model"], expect["driver_branch"]) == (8, "H200", "570")
     assert expect["cuda"] == {"12.8": "/usr/local/cuda-12.8"}
     assert (expect["hcas"], expect["fabric_gbits"], len(expect["rails"])) == (8, 400, 8)
+
+
+def test_the_signal_agent_runs_from_a_timer_every_interval(installed):
+    timer = (installed / "systemd" / "gigafactory-node-signals.timer").read_text()
+    assert "OnUnitActiveSec=30s\n" in timer and "WantedBy=timers.target" in timer
+    service = (installed / "systemd" / "gigafactory-node-signals.service").read_text()
+    assert (f"ExecStart={installed}/gigafactory-node-health --signals --expect {installed}/etc/health-expect.json "
+            f"--state {installed}/lib/signals-state.json\n") in service
+    expect = json.loads((installed / "etc" / "health-expect.json").read_text())
+    assert (expect["diagnose_level"], expect["rail_devices"], expect["ib_error_threshold"]) == (2, [], 10)
 
 
 def test_the_gate_fails_a_node_without_its_gpus_and_writes_why(installed):

@@ -222,6 +222,11 @@ CASES = {
     "site sources newline in the repository name": ("site_repository_key/templates/site.sources.j2", dict(SITE_SOURCE, site_repository_key_name="x\ny"),
                                                     "U+000A"),
     "limits blank in memlock": ("base/templates/limits.conf.j2", {"base_memlock": "unlimited\n* hard nofile 1"}, "U+000A"),
+    "signal agent a unit line in its interval": ("node_health/templates/gigafactory-node-signals.timer.j2",
+                                                 {"node_health_signals_interval_s": "30s\nOnCalendar=minutely"}, "is not an integer"),
+    "signal agent a second command in its program": ("node_health/templates/gigafactory-node-signals.service.j2",
+                                                     {"node_health_program": "/usr/local/sbin/x; rm -rf /", "node_health_expect_file": "/e",
+                                                      "node_health_signals_state": "/s"}, "node_health_program"),
 }
 
 
