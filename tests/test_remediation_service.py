@@ -406,3 +406,16 @@ def test_once_writes_state_events_and_metrics_and_a_bad_config_exits_2(tmp_path)
     (tmp_path / "remediation.json").write_text(json.dumps({**config, "breaker": {"share": "lots"}}))
     bad = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "breaker.share: expected a number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_passing_diagnosis_does_not_resume_a_node_whose_reason_is_no_longer_ours(tmp_path):
+    slurm = StandinSlurm(["node01"])
+    service = Service(tmp_path, slurm)
+    inject(slurm, "node01", "dcgm_health", None, "x", NOW - 1)
+    service.round(NOW)
+    service.round(NOW + 5)
+    assert service.node("node01")["state"] == "diagnosing"
+    slurm.nodes["node01"]["reason"] = "gigafactory-health: gpu count 7 of 8"     # the acceptance gate drained it since
+    diag(slurm, "node01", True, NOW + 6)
+    service.round(NOW + 10)
+    assert not [c for c in slurm.acts() if "State=RESUME" in c] and "DRAIN" in slurm.nodes["node01"]["flags"]
