@@ -310,5 +310,17 @@ def test_the_breaker_opens_past_its_threshold_and_drains_no_more(cluster):
     assert "gigafactory_remediation_breaker_open 1" in cluster["metrics"]
 
 
+
+@pytest.mark.slow
+def test_ten_percent_of_100_nodes_failing_at_once_are_drained_in_one_scontrol_update():
+    """benchmarks/remediation.py at 100 nodes (its figures printed, time not asserted)."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    from remediation import measure
+    figures = measure(100)
+    print(figures)
+    assert figures["drained"] == figures["failing"] == 10 and figures["other_drained"] == 0, figures
+    assert figures["updates"] == 1 and figures["drain_events"] == 10, figures
+
+
 if __name__ == "__main__":
     sys.exit(drive(Path(sys.argv[1]), Path(sys.argv[2])))
