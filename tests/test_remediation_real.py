@@ -1,8 +1,10 @@
 """The remediation service on real Slurm 24.11 daemons (Debian 13 chroot): slurmctld, slurmdbd on MariaDB, six slurmd.
 
 The demo site with six compute nodes; slurm.conf is the project's render, split into one slurmd per node
-(realslurm.separate_slurmd). Faults are injected as the node agent reports them: its signal written into the node's
-Slurm ``Extra`` (``inject``, the one place; a merge can swap in the real agent). ``RebootProgram`` is a stand-in
+(realslurm.separate_slurmd). Faults are injected where the node's signal agent finds them (``inject``: an XID line
+in a stand-in kernel log, a stand-in ``dcgmi`` whose health watch fails) and the real agent (node_health's
+``gigafactory-node-health --signals``) reports them through the chroot's scontrol into the node's ``Extra``; it also
+runs the diagnosis the service asks for (``dcgmi diag``'s stand-in passing). ``RebootProgram`` is a stand-in
 that restarts the node's slurmd with a fresh boot time (its own time namespace), so slurmctld 24.11 sees the reboot
 complete. The service is the role's own program, run one round at a time (``--once``) on this machine inside the
 daemons' namespaces, its ``scontrol`` and ``squeue`` the chroot's through two-line wrappers.
@@ -27,6 +29,15 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 PROGRAM = HERE.parent / "playbooks/roles/slurm_remediation/files/gigafactory-remediate"
+AGENT = HERE.parent / "playbooks/roles/node_health/files/gigafactory-node-health"
+# dcgmi stand-in: `health -c` prints health.txt, `diag -r N` prints diag.txt and exits with diag.rc
+DCGMI = """#!/bin/sh
+d=$(dirname "$0")
+case "$1" in
+  health) cat "$d/health.txt" ;;
+  diag) cat "$d/diag.txt"; exit "$(cat "$d/diag.rc")" ;;
+esac
+"""
 NODES = [f"node{i:02d}" for i in range(1, 7)]
 CONTROLLER = "ctl01"
 # RebootProgram stand-in: the node's slurmd restarted with a boot time of now (slurmctld waits for a newer one)
@@ -62,19 +73,58 @@ class Cluster:
         raw = json.loads(self.slurm("scontrol", "show", "nodes", name, "--json"))["nodes"][0]
         return {"state": sorted(raw["state"]), "reason": raw.get("reason", ""), "extra": raw.get("extra", "")}
 
+    def agent(self, node: str) -> Path:
+        """The node's signal agent's stand-ins (a kernel log, ``dcgmi``), made once: no GPU, HCA or journald here."""
+        d = self.out / "agent" / node
+        if not d.exists():
+            d.mkdir(parents=True)
+            (d / "expect.json").write_text(json.dumps({
+                "node": node, "node_type": "vm-compute", "gpus": 0, "gpu_model": None, "driver_branch": None, "cuda": {},
+                "hcas": 0, "fabric_gbits": None, "rails": [], "dcgm_level": 0, "bw_min_gbits": 0.0, "diagnose_level": 2,
+                "diagnose_timeout_s": 60, "rail_devices": [], "ib_error_threshold": 10}))
+            (d / "kern.log").write_text("")
+            (d / "health.txt").write_text("Health Monitor Report\n| Overall Health: Healthy |\n")
+            (d / "diag.txt").write_text("| Diagnostic | Result |\n| Memory | Pass |\n")
+            (d / "diag.rc").write_text("0")
+            (d / "dcgmi").write_text(DCGMI)
+            (d / "dcgmi").chmod(0o755)
+        return d
+
+    def run_agent(self, node: str) -> None:
+        """``gigafactory-node-health --signals`` (node_health's program) as ``node``, against its stand-ins and the
+        chroot's scontrol: it reads the node's Extra and state from slurmctld and writes its report there."""
+        d = self.agent(node)
+        done = subprocess.run([sys.executable, str(AGENT), "--signals", "--expect", str(d / "expect.json"),
+                               "--state", str(d / "state.json"), "--kernel-log", str(d / "kern.log"),
+                               "--sysfs-ib", str(d / "no-ib"), "--scontrol", str(self.bin / "scontrol"),
+                               "--nvidia-smi", str(d / "no-nvidia-smi"), "--dcgmi", str(d / "dcgmi"),
+                               "--journalctl", str(d / "no-journalctl")], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
     def inject(self, node: str, signal: str, code, detail: str) -> float:
-        """What the node agent does: its signal appended to the ring of ``gf`` in the node's Extra (read, modify,
-        write; the rest of Extra kept)."""
-        at = time.time()
-        extra = self.node(node)["extra"]
-        data = json.loads(extra) if extra.strip() else {}
-        gf = data.setdefault("gf", {"signals": []})
-        gf["signals"] = [*gf.get("signals", []), {"signal": signal, "code": code, "detail": detail, "at": at}][-16:]
-        self.slurm("scontrol", "update", f"NodeName={node}", f"Extra={json.dumps(data)}")
+        """A fault where the node's agent finds it (an XID line in its kernel log, or DCGM's health watch failing),
+        then the agent's run: it reports the signal in the node's Extra."""
+        d, at = self.agent(node), time.time()
+        if signal == "xid":
+            with open(d / "kern.log", "a") as log:
+                log.write(f"{at:.6f} {node} kernel: NVRM: Xid (PCI:0000:3b:00): {code}, {detail}\n")
+        elif signal == "dcgm_health":
+            (d / "health.txt").write_text(f"| Overall Health: Failure |\n| GPU 0 | Fail - {detail} |\n")
+        else:
+            raise ValueError(f"no stand-in for {signal}")
+        self.run_agent(node)
         return at
 
+    def agent_diagnoses(self, node: str, passed: bool) -> None:
+        """The agent's run while the service asks for a diagnosis: ``dcgmi diag`` (its stand-in) passes or fails."""
+        d = self.agent(node)
+        (d / "diag.rc").write_text("0" if passed else "1")
+        (d / "diag.txt").write_text("| Memory | Pass |\n" if passed else "| Memory | Fail - row remap failure |\n")
+        self.run_agent(node)
+
     def diagnosed(self, node: str, passed: bool) -> None:
-        """The node agent's diagnosis result, as it writes it after ``dcgmi diag``."""
+        """A diagnosis result written into Extra directly, as the agent writes it: for the cases where the agent
+        would not run one (a node awaiting repair, someone else's drain) and the service must not resume anyway."""
         extra = self.node(node)["extra"]
         data = json.loads(extra) if extra.strip() else {}
         data.setdefault("gf", {"signals": []})["diag"] = {"level": 2, "passed": passed, "detail": "dcgmi diag -r 2",
@@ -122,7 +172,7 @@ def scenarios(c: Cluster, record: dict) -> None:
     record["xid79.drained"] = c.node("node01")
     c.rounds_until("node01", "diagnosing")
     record["xid79.diagnosing"] = c.node("node01")
-    c.diagnosed("node01", passed=True)
+    c.agent_diagnoses("node01", passed=True)
     c.rounds_until("node01", "healthy")
     c.wait(lambda: "IDLE" in c.node("node01")["state"], said="node01 idle")
     record["xid79.resumed"] = c.node("node01")
@@ -267,7 +317,7 @@ def events_of(record: dict, node: str | None) -> list[dict]:
 def test_xid_79_drains_reboots_diagnoses_and_resumes_the_node(cluster):
     drained = cluster["xid79.drained"]
     assert {"DRAIN", "REBOOT_REQUESTED"} <= set(drained["state"]) or "REBOOT_ISSUED" in drained["state"], drained
-    assert drained["reason"].startswith("gigafactory-heal: reboot xid 79: GPU has fallen off the bus"), drained
+    assert drained["reason"].startswith("gigafactory-heal: reboot xid 79: PCI:0000:3b:00: GPU has fallen off the bus"), drained
     assert cluster["xid79.diagnosing"]["reason"].startswith("gigafactory-heal: diagnose xid 79: "), cluster["xid79.diagnosing"]
     assert "DRAIN" in cluster["xid79.diagnosing"]["state"]
     resumed = cluster["xid79.resumed"]
@@ -279,7 +329,7 @@ def test_xid_79_drains_reboots_diagnoses_and_resumes_the_node(cluster):
 def test_a_second_xid_79_within_the_window_awaits_repair_and_stays_drained(cluster):
     second = cluster["xid79.second"]
     assert second["service"] == "awaiting_repair" and "DRAIN" in second["state"], second
-    assert second["reason"].startswith("gigafactory-heal: repair xid 79: GPU has fallen off the bus again"), second
+    assert second["reason"].startswith("gigafactory-heal: repair xid 79: PCI:0000:3b:00: GPU has fallen off the bus again"), second
 
 
 def test_contained_ecc_requeues_the_job_which_restarts_on_another_node_and_the_node_stays(cluster):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from infra.site.healing import RULES
 
 PROGRAM = Path(__file__).resolve().parent.parent / "playbooks/roles/slurm_remediation/files/gigafactory-remediate"
 NOW = 1_800_000_000.0
@@ -34,18 +33,16 @@ def load_program():
 remediate = load_program()
 
 
-def table_rules() -> list[dict]:
-    """infra/site/healing.py's RULES as remediation.json holds them (the contract's shape)."""
-    return [{"signal": r.signal, "codes": list(r.codes), "action": r.action,
-             "escalate": None if r.escalate is None else {"count": r.escalate.count, "window_s": r.escalate.window_s,
-                                                          "action": r.escalate.action}} for r in RULES]
-
-
 def config_for(tmp_path: Path, **changes) -> dict:
-    config = {"version": 1, "cluster": "demo", "reason_prefix": PREFIX, "interval_s": 5,
-              "breaker": {"share": 0.05, "window_s": 600, "min_nodes": 3}, "diagnose_level": 2,
-              "diagnose_timeout_s": 1800, "reboot_timeout_s": 1800, "state_dir": str(tmp_path / "state"),
-              "metrics_file": str(tmp_path / "remediation.prom"), "rules": table_rules()}
+    """The demo site's remediation.json as the plan renders it (infra/site/healing.py's rules, the site's defaults),
+    its state and metrics in ``tmp_path``, with ``changes``."""
+    from conftest import DEMO
+
+    from infra.plan import build_plan
+    from infra.render.files import remediation_config
+    from infra.site import load_site
+    config = remediation_config(build_plan(load_site(DEMO)))
+    config.update(state_dir=str(tmp_path / "state"), metrics_file=str(tmp_path / "remediation.prom"))
     config.update(changes)
     return config
 

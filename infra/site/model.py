@@ -436,10 +436,10 @@ class Slurm(Strict):
 # --- remediation: the healing fleet (infra/site/healing.py's table, docs/healing.md) ---------
 
 
-# What a change costs: the remediation service restarts with its new configuration (no job notices). It lands on the
-# slurm phase once role slurm_remediation installs gf_remediation there (issue 25's service part): until a phase's
-# files read it, no phase re-runs (tests/test_impact_digests.py holds the two together), so: no phase yet.
-HEALING_COST = RESTART.on()
+# What a change costs: the remediation service (role slurm_remediation, phase slurm) restarts with its new
+# configuration; no job notices. The diagnosis settings also reach the nodes' signal agent (node_health, phase health).
+HEALING_COST = RESTART.on("slurm")
+DIAGNOSIS_COST = RESTART.on("slurm", "health")
 HealingSignal = Literal[tuple(SIGNALS)]
 HealingAction = Literal[ACTIONS]
 
@@ -479,11 +479,11 @@ class Breaker(Strict):
 class Remediation(Strict):
     """The remediation service on the Slurm controllers (role slurm_remediation): it reads the plan's remediation.json."""
     IMPACT: ClassVar[Cost] = HEALING_COST
-    enabled: bool = True
+    enabled: Annotated[bool, DIAGNOSIS_COST] = True
     interval_s: Count = Field(default=5, ge=1, le=3600, description="Seconds between two polls of Slurm's nodes.")
     breaker: Breaker = Breaker()
-    diagnose_level: Count = Field(default=2, ge=1, le=4, description="dcgmi diag -r level a node passes before it returns.")
-    diagnose_timeout_s: Count = Field(default=1800, ge=60, le=86400)
+    diagnose_level: Annotated[Count, DIAGNOSIS_COST] = Field(default=2, ge=1, le=4, description="dcgmi diag -r level a node passes before it returns.")
+    diagnose_timeout_s: Annotated[Count, DIAGNOSIS_COST] = Field(default=1800, ge=60, le=86400)
     rules: list[HealingRule] = Field(default_factory=list, max_length=256, description="Overrides, before infra/site/"
                                      "healing.py's default rules (docs/healing.md); the first rule matching wins.")
 
@@ -703,7 +703,7 @@ class Site(Strict):
     node_types: Annotated[dict[Name, NodeType], NONE] = Field(min_length=1)   # used only through a pool's type
     racks: Annotated[list[Rack], NONE] = Field(min_length=1)
     pools: Annotated[list[Pool], LIVE.on("base", "rdma", "health")] = Field(min_length=1)     # its hosts are new, or removed
-    slurm: Annotated[Slurm | None, DRAIN.on("base", "slurm")] = None
+    slurm: Annotated[Slurm | None, DRAIN.on("base", "slurm", "health")] = None   # health: the nodes' diagnosis settings
     kubernetes: Annotated[list[Kubernetes], DRAIN.on(*CLUSTER, "gpu")] = Field(default_factory=list)
     storage: Annotated[list[Storage], DRAIN.on()] = Field(default_factory=list)
     tenants: Annotated[list[Tenant], LIVE.on("slurm")] = Field(default_factory=list)
