@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..site.fabric import FabricPlan
-from ..site.healing import Rule
+from ..site.healing import HEAL_PREFIX, Rule
 from ..site.placement import Domain, RackUse
 
 
@@ -116,7 +116,6 @@ class SlurmPlan:
 # The remediation service's files on the shared StateSaveLocation (they follow slurmctld's failover), and its metrics.
 REMEDIATION_STATE = "gigafactory-remediation"
 REMEDIATION_METRICS = "/var/lib/prometheus/node-exporter/gigafactory_remediation.prom"
-REMEDIATION_PREFIX = "gigafactory-heal"       # the drain reasons the service writes (docs/healing.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +132,7 @@ class RemediationPlan:
     reboot_timeout_s: int
     state_dir: str
     rules: tuple[Rule, ...]
-    reason_prefix: str = REMEDIATION_PREFIX
+    reason_prefix: str = HEAL_PREFIX
     metrics_file: str = REMEDIATION_METRICS
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..plan import Plan
+from ..site.healing import ACTIONS, GATE_PREFIX, STATES
 from ..site.model import Site
 from .escape import FILTERS, refuse_breaking
 
@@ -57,7 +58,8 @@ def remediation_config(plan: Plan) -> dict[str, Any] | None:
     if r is None:
         return None
     return {
-        "version": 1, "cluster": r.cluster, "reason_prefix": r.reason_prefix, "interval_s": r.interval_s,
+        "version": 1, "cluster": r.cluster, "reason_prefix": r.reason_prefix, "gate_prefix": GATE_PREFIX,
+        "actions": list(ACTIONS), "states": list(STATES), "interval_s": r.interval_s,
         "breaker": {"share": r.breaker_share, "window_s": r.breaker_window_s, "min_nodes": r.breaker_min_nodes},
         "diagnose_level": r.diagnose_level, "diagnose_timeout_s": r.diagnose_timeout_s,
         "reboot_timeout_s": r.reboot_timeout_s, "state_dir": r.state_dir, "metrics_file": r.metrics_file,

@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..plan import Plan
-from ..site.healing import ACTIONS
+from ..site.healing import ACTIONS, STATES
 from ..site.problems import printable
 
-STATES = ("healthy", "suspect", "draining", "rebooting", "diagnosing", "awaiting_repair", "held")
 LABELS = {"healthy": "healthy", "suspect": "suspect", "draining": "draining", "rebooting": "rebooting",
           "diagnosing": "diagnosing", "awaiting_repair": "awaiting hardware repair", "held": "held by a person"}
 LAST_EVENTS = 20

@@ -206,7 +206,8 @@ def site_inventory(site: Site, plan: Plan, packages: Mapping[str, str] | None = 
         children["slurm_controller"]["vars"] = {"gf_remediation": remediation}    # the remediation service's
         if "slurm_compute" in children:         # the nodes' signal agent: how to diagnose when the service asks
             children["slurm_compute"]["vars"] = {"gf_diagnosis": {"level": remediation["diagnose_level"],
-                                                                  "timeout_s": remediation["diagnose_timeout_s"]}}
+                                                                  "timeout_s": remediation["diagnose_timeout_s"],
+                                                                  "reason_prefix": remediation["reason_prefix"]}}
     for group, variables in kubernetes_vars(site, plan).items():
         children[group]["vars"] = variables
     if "execution" in children:

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 
 ACTIONS = ("ignore", "requeue", "drain", "reboot", "repair")      # in order of severity
 
+# A node's states in the service (docs/healing.md): healthy (absent from its state), suspect (a signal taken, its
+# action held back: the breaker is open), draining, rebooting, diagnosing, awaiting_repair, held (someone else's drain).
+STATES = ("healthy", "suspect", "draining", "rebooting", "diagnosing", "awaiting_repair", "held")
+HEAL_PREFIX = "gigafactory-heal"        # the drain reasons the service writes: "gigafactory-heal: <step> <signal>..."
+GATE_PREFIX = "gigafactory-health"      # the acceptance gate's (node_health): neither the service's nor someone else's
+
 # Each signal: where it comes from, what it means. Codes (XIDs) are matched by the rules below.
 SIGNALS: dict[str, str] = {
     "xid": "an NVIDIA XID event in the kernel log (code: the XID)",
