@@ -71,7 +71,9 @@ class Cluster:
 
     def node(self, name: str) -> dict:
         raw = json.loads(self.slurm("scontrol", "show", "nodes", name, "--json"))["nodes"][0]
-        return {"state": sorted(raw["state"]), "reason": raw.get("reason", ""), "extra": raw.get("extra", "")}
+        changed = raw.get("reason_changed_at")
+        return {"state": sorted(raw["state"]), "reason": raw.get("reason", ""), "extra": raw.get("extra", ""),
+                "reason_changed_at": changed.get("number") if isinstance(changed, dict) else changed}
 
     def agent(self, node: str) -> Path:
         """The node's signal agent's stand-ins (a kernel log, ``dcgmi``), made once: no GPU, HCA or journald here."""
@@ -125,10 +127,11 @@ class Cluster:
     def diagnosed(self, node: str, passed: bool) -> None:
         """A diagnosis result written into Extra directly, as the agent writes it: for the cases where the agent
         would not run one (a node awaiting repair, someone else's drain) and the service must not resume anyway."""
-        extra = self.node(node)["extra"]
-        data = json.loads(extra) if extra.strip() else {}
+        now = self.node(node)
+        data = json.loads(now["extra"]) if now["extra"].strip() else {}
+        # "for": the drain it diagnosed, the node's current one (the contract: the service accepts no other)
         data.setdefault("gf", {"signals": []})["diag"] = {"level": 2, "passed": passed, "detail": "dcgmi diag -r 2",
-                                                         "at": time.time()}
+                                                         "at": time.time(), "for": now["reason_changed_at"]}
         self.slurm("scontrol", "update", f"NodeName={node}", f"Extra={json.dumps(data)}")
 
     def round(self) -> None:

@@ -51,7 +51,8 @@ class StandinSlurm:
     """Nodes and jobs as slurmctld keeps them; every call recorded in ``calls``."""
 
     def __init__(self, names, leader="ctl01"):
-        self.nodes = {n: {"flags": {"IDLE"}, "reason": "", "extra": ""} for n in names}
+        self.nodes = {n: {"flags": {"IDLE"}, "reason": "", "extra": "", "reason_changed_at": 0} for n in names}
+        self.changes = 1000                                  # slurmctld's reason_changed_at: a new number per change
         self.jobs: dict[str, tuple[str, bool]] = {}         # id -> (node, requeueable)
         self.requeued: list[str] = []
         self.leader = leader
@@ -70,24 +71,27 @@ class StandinSlurm:
             return 0, f"Slurmctld(primary) at {self.leader} is UP\nSlurmctld(backup) at ctl02 is UP\n"
         if verb == "show":
             return 0, json.dumps({"nodes": [{"name": n, "state": sorted(v["flags"]), "reason": v["reason"],
-                                             "extra": v["extra"]} for n, v in self.nodes.items()]})
+                                             "extra": v["extra"],
+                                             "reason_changed_at": {"set": True, "infinite": False,
+                                                                   "number": v["reason_changed_at"]}}
+                                            for n, v in self.nodes.items()]})
         if verb == "update":
             settings = dict(a.split("=", 1) for a in argv[2:])
             for name in settings["NodeName"].split(","):
                 node = self.nodes[name]
                 if settings["State"] == "DRAIN":
                     node["flags"].add("DRAIN")
-                    node["reason"] = settings["Reason"]
+                    self.reason(name, settings["Reason"])
                 elif settings["State"] == "RESUME":
                     node["flags"] -= {"DRAIN", "DOWN"}
                     node["flags"].add("IDLE")
-                    node["reason"] = ""
+                    self.reason(name, "")
             return 0, ""
         if verb == "reboot":
             assert argv[2:4] == ["ASAP", "nextstate=DOWN"], argv
             for name in argv[-1].split(","):
                 self.nodes[name]["flags"] |= {"DRAIN", "REBOOT_REQUESTED"}
-                self.nodes[name]["reason"] = argv[4].removeprefix("reason=") + " : reboot issued"
+                self.reason(name, argv[4].removeprefix("reason=") + " : reboot issued")
             return 0, ""
         if verb == "requeue":
             node, requeueable = self.jobs[argv[2]]
@@ -98,11 +102,15 @@ class StandinSlurm:
             return 0, ""
         raise AssertionError(argv)
 
+    def reason(self, name, text):
+        self.changes += 1
+        self.nodes[name].update(reason=text, reason_changed_at=self.changes)
+
     def rebooted(self, name):
         """The node back from its reboot: slurmctld 24.11 leaves it DOWN (nextstate=DOWN), drain cleared."""
         node = self.nodes[name]
         node["flags"] = {"IDLE", "DOWN"}
-        node["reason"] += " : reboot complete"
+        self.reason(name, node["reason"] + " : reboot complete")
 
     def acts(self):
         """The calls that change something (not reads)."""
@@ -117,9 +125,12 @@ def inject(slurm: StandinSlurm, node: str, signal: str, code, detail: str, at: f
     slurm.nodes[node]["extra"] = json.dumps(extra)
 
 
-def diag(slurm: StandinSlurm, node: str, passed: bool, at: float) -> None:
+def diag(slurm: StandinSlurm, node: str, passed: bool, at: float, of="current") -> None:
+    """The agent's diagnosis in Extra, of the node's current drain (its reason_changed_at) unless ``of`` says."""
     extra = json.loads(slurm.nodes[node]["extra"] or "{}")
-    extra.setdefault("gf", {"signals": []})["diag"] = {"level": 2, "passed": passed, "detail": "dcgmi diag -r 2", "at": at}
+    extra.setdefault("gf", {"signals": []})["diag"] = {
+        "level": 2, "passed": passed, "detail": "dcgmi diag -r 2", "at": at,
+        **({"for": slurm.nodes[node]["reason_changed_at"] if of == "current" else of} if of is not None else {})}
     slurm.nodes[node]["extra"] = json.dumps(extra)
 
 
@@ -156,15 +167,18 @@ def test_xid_79_drains_reboots_diagnoses_and_resumes_a_node(tmp_path):
     service.round(NOW + 10)
     assert service.node("node01")["state"] == "diagnosing"
     assert slurm.nodes["node01"]["reason"].startswith(f"{PREFIX}: diagnose xid 79")
-    diag(slurm, "node01", True, NOW - 100)                              # an older diagnosis does not count
+    diag(slurm, "node01", True, NOW + 14, of=slurm.nodes["node01"]["reason_changed_at"] - 1)    # another drain's
     service.round(NOW + 15)
     assert service.node("node01")["state"] == "diagnosing"
-    diag(slurm, "node01", True, NOW + 16)
+    diag(slurm, "node01", True, NOW + 16, of=None)                      # of no drain: never accepted
+    service.round(NOW + 17)
+    assert service.node("node01")["state"] == "diagnosing"
+    diag(slurm, "node01", True, NOW - 86400)                            # this drain's, the node's clock a day behind
     service.round(NOW + 20)
     assert service.node("node01")["state"] == "healthy"
     assert slurm.acts()[-1] == ["scontrol", "update", "NodeName=node01", "State=RESUME"]
     assert slurm.nodes["node01"]["flags"] == {"IDLE"}
-    assert [(e["from"], e["to"]) for e in service.events if e["node"] == "node01"] == [
+    assert [(e["from"], e["to"]) for e in service.events if e["node"] == "node01" and e["from"] != e["to"]] == [
         ("healthy", "rebooting"), ("rebooting", "diagnosing"), ("diagnosing", "healthy")]
     assert service.events[0]["rule"] == "xid 79 -> reboot"
     assert service.state["metrics"]["drain_seconds"] == [1, 2.0, 2.0]
@@ -186,7 +200,7 @@ def test_a_second_xid_79_within_the_window_awaits_repair_and_is_not_resumed(tmp_
     service.round(NOW + 3601)
     assert service.node("node01")["state"] == "awaiting_repair"
     assert slurm.nodes["node01"]["reason"] == f"{PREFIX}: repair xid 79: second"
-    assert service.events[-1]["rule"] == "xid 79 -> reboot, 2 within 86400 s -> repair"
+    assert [e for e in service.events if e["action"] == "repair"][-1]["rule"] == "xid 79 -> reboot, 2 within 86400 s -> repair"
     diag(slurm, "node01", True, NOW + 3700)
     for t in (3705, 3710, 90000):
         service.round(NOW + t)
@@ -217,7 +231,12 @@ def test_a_node_drained_by_a_person_is_held_never_changed_or_resumed(tmp_path):
         service.round(NOW + t)
     assert slurm.acts() == []
     assert service.node("node01")["state"] == "held"
-    assert [e["action"] for e in service.events] == ["hold", "ignore"]
+    assert [e["action"] for e in service.events] == ["hold"]
+    # the person's drain gone: the signal that came while it was held is taken now, not lost
+    slurm.nodes["node01"].update(flags={"IDLE"}, reason="")
+    service.round(NOW + 15)
+    assert [e["action"] for e in service.events][1:3] == ["release", "reboot"]
+    assert service.node("node01")["state"] == "rebooting"
 
 
 def test_the_acceptance_gates_drain_is_not_someone_elses(tmp_path):
@@ -267,7 +286,10 @@ def test_the_breaker_opens_past_its_threshold_drains_no_more_and_a_person_closes
     '{"gf": {"signals": [{"signal": "xid", "code": 79, "detail": "x", "at": NaN}]}}',
     '{"gf": {"signals": [], "diag": {"passed": "yes", "at": 1}}}',
     '{"gf": {"signals": [' + ",".join(['{"signal": "xid", "code": 79, "detail": "x", "at": 1}'] * 17) + ']}}',
-], ids=["not-json", "list", "gf-list", "signals-text", "at-bool", "code-text", "at-nan", "diag-passed-text", "ring-17"])
+    "[" * 200000,
+    '{"gf": {"signals": [{"signal": "xid", "code": 99999, "detail": "x", "at": 1}]}}',
+], ids=["not-json", "list", "gf-list", "signals-text", "at-bool", "code-text", "at-nan", "diag-passed-text", "ring-17",
+        "deeply-nested", "code-past-65535"])
 def test_a_node_it_cannot_see_clearly_is_an_event_and_untouched(tmp_path, extra):
     slurm = StandinSlurm(["node01", "node02"])
     slurm.nodes["node01"]["extra"] = extra
@@ -300,7 +322,8 @@ def test_a_report_written_twice_is_taken_once_and_a_newer_signal_after_it(tmp_pa
     inject(slurm, "node01", "xid", 31, "MMU fault", NOW + 6)
     service.round(NOW + 10)
     assert [(e["code"], e["action"]) for e in service.events] == [(13, "ignore"), (31, "ignore")]
-    assert service.node("node01")["seen"] == NOW + 6 and len(service.node("node01")["history"]) == 2
+    # the history keeps only signals whose rule escalates (an ignored XID never counts towards repair)
+    assert service.node("node01")["seen"] == NOW + 6 and service.node("node01")["history"] == []
 
 
 def test_an_unresponsive_node_is_rebooted_a_moment_of_not_responding_is_not(tmp_path):
@@ -354,13 +377,177 @@ def test_drains_with_one_reason_are_one_scontrol_call(tmp_path):
                                              ["scontrol", "reboot", "ASAP"]]
 
 
-def test_a_failing_scontrol_is_an_event_and_the_round_goes_on(tmp_path):
+def test_a_failing_scontrol_is_an_event_and_the_next_round_tries_again(tmp_path):
     slurm = StandinSlurm(["node01"])
     slurm.failing = {"update", "reboot"}
     service = Service(tmp_path, slurm)
     inject(slurm, "node01", "xid", 79, "off the bus", NOW - 1)
     service.round(NOW)
     assert {"drain failed", "reboot failed"} <= {e["action"] for e in service.events}
+    assert service.node("node01")["state"] == "healthy" and not service.state["breaker"]["recent"]
+    slurm.failing = {"reboot"}                          # the drain goes through, the reboot fails again
+    service.round(NOW + 5)
+    assert slurm.nodes["node01"]["reason"] == f"{PREFIX}: reboot xid 79: off the bus"
+    assert service.node("node01")["state"] != "diagnosing"          # not taken as back from a reboot never issued
+    slurm.failing = set()
+    service.round(NOW + 10)
+    assert service.node("node01")["state"] == "rebooting" and "REBOOT_REQUESTED" in slurm.nodes["node01"]["flags"]
+    assert [c[1] for c in slurm.acts() if c[1] == "reboot"] == ["reboot"] * 3
+    # a failed diagnose request: the node stays rebooting and the request is made again
+    slurm.rebooted("node01")
+    slurm.failing = {"update"}
+    service.round(NOW + 15)
+    assert service.node("node01")["state"] == "rebooting"
+    slurm.failing = set()
+    service.round(NOW + 20)
+    assert service.node("node01")["state"] == "diagnosing" and "diagnose" in slurm.nodes["node01"]["reason"]
+
+
+def test_an_administrators_down_node_is_held_slurms_own_not_responding_is_not(tmp_path):
+    slurm = StandinSlurm(["node01", "node02"])
+    slurm.nodes["node01"].update(flags={"DOWN", "NOT_RESPONDING"}, reason="swapping NIC")     # state=down, powered off
+    slurm.nodes["node02"].update(flags={"DOWN", "NOT_RESPONDING"}, reason="Not responding")   # slurmctld's own
+    service = Service(tmp_path, slurm)
+    for t in (0, 5, 10):
+        service.round(NOW + t)
+    assert service.node("node01")["state"] == "held" and slurm.nodes["node01"]["reason"] == "swapping NIC"
+    assert all("node01" not in " ".join(c) for c in slurm.acts())
+    assert service.node("node02")["state"] == "rebooting"
+
+
+def test_a_node_clock_ahead_loses_no_later_signal_and_a_signal_is_taken_once(tmp_path):
+    slurm = StandinSlurm(["node01"])
+    slurm.nodes["node01"]["flags"] = {"MIXED"}
+    service = Service(tmp_path, slurm)
+    inject(slurm, "node01", "xid", 13, "clock a day ahead", NOW + 86400)
+    service.round(NOW)
+    service.round(NOW + 5)
+    assert [e["code"] for e in service.events] == [13]                 # taken once, not every round
+    assert service.node("node01")["seen"] <= NOW + 5
+    inject(slurm, "node01", "xid", 63, "clock set right", NOW + 9)     # the node's clock corrected
+    service.round(NOW + 10)
+    assert service.node("node01")["state"] == "draining"
+
+
+def test_nodes_held_back_by_the_breaker_take_their_action_once_a_person_resets_it(tmp_path):
+    names = [f"node{i:02d}" for i in range(1, 21)]
+    slurm = StandinSlurm(names)
+    service = Service(tmp_path, slurm)
+    for name in names[:5]:
+        inject(slurm, name, "dcgm_health", None, "PCIe replay rate", NOW - 1)
+    service.round(NOW)
+    service.round(NOW + 5)
+    assert {service.node(n)["state"] for n in names[3:5]} == {"suspect"}
+    os.makedirs(service.config["state_dir"])
+    remediate.save(service.config, service.state, [])
+    service.state = remediate.reset_breaker(service.config, NOW + 100)
+    service.round(NOW + 105)
+    assert {service.node(n)["state"] for n in names[3:5]} == {"draining"}
+    assert slurm.nodes["node04"]["reason"] == f"{PREFIX}: drain dcgm_health: PCIe replay rate"
+
+
+def test_escalation_counts_one_per_episode_keeps_only_escalating_signals_and_the_rules_window(tmp_path):
+    slurm = StandinSlurm(["node01"])
+    rules = [{"signal": "xid", "codes": [79], "action": "reboot",
+              "escalate": {"count": 2, "window_s": 30 * 86400, "action": "repair"}}]
+    service = Service(tmp_path, slurm)
+    service.config["rules"] = rules + service.config["rules"]
+    inject(slurm, "node01", "xid", 79, "GPU 0 has fallen off the bus", NOW - 2)
+    inject(slurm, "node01", "xid", 79, "GPU 1 has fallen off the bus", NOW - 1)      # one fault, two GPUs
+    service.round(NOW)
+    assert service.node("node01")["state"] == "rebooting"
+    slurm.rebooted("node01")
+    service.round(NOW + 5)
+    diag(slurm, "node01", True, NOW + 6)
+    service.round(NOW + 10)
+    assert service.node("node01")["state"] == "healthy"
+    for batch in range(5):                               # 80 XID 13s: the application's, never counted
+        for i in range(16):
+            inject(slurm, "node01", "xid", 13, "graphics exception", NOW + 20 + batch * 16 + i)
+        service.round(NOW + 120 + batch)
+    assert service.node("node01")["history"] == [["xid", 79, NOW - 2]]
+    later = NOW + 10 * 86400                             # ten days later: within the site's 30-day window
+    inject(slurm, "node01", "xid", 79, "again", later - 1)
+    service.round(later)
+    assert service.node("node01")["state"] == "awaiting_repair"
+
+
+def test_the_reboot_timeout_counts_from_the_reboot_and_a_reboot_requeues_the_jobs_a_drain_does_not(tmp_path):
+    slurm = StandinSlurm(["node01", "node02"])
+    slurm.nodes["node01"]["flags"] = {"MIXED"}
+    slurm.nodes["node02"]["flags"] = {"MIXED"}
+    slurm.jobs = {"51": ("node01", True), "52": ("node01", False), "61": ("node02", True)}
+    service = Service(tmp_path, slurm, reboot_timeout_s=600)
+    inject(slurm, "node01", "xid", 79, "off the bus", NOW - 1)
+    inject(slurm, "node02", "ib_link_down", None, "mlx5_2 Down", NOW - 1)
+    service.round(NOW)
+    assert slurm.requeued == ["51"]                      # the reboot's node: at once; the drain's: its job finishes
+    requeue = [e for e in service.events if e["action"] == "requeue"]
+    assert len(requeue) == 1 and "reboot: the job cannot progress" in requeue[0]["detail"]
+    assert "not requeueable): 52" in requeue[0]["detail"]
+    assert "its jobs finish first" in [e for e in service.events if e["node"] == "node02"][0]["detail"]
+    service.round(NOW + 3000)                            # job 52 still runs: the reboot waits, no timeout
+    assert service.node("node01")["state"] == "rebooting"
+    slurm.nodes["node01"]["flags"] = {"DOWN", "DRAIN", "REBOOT_ISSUED"}
+    service.round(NOW + 3005)
+    service.round(NOW + 3500)
+    assert service.node("node01")["state"] == "rebooting"
+    service.round(NOW + 3700)
+    assert service.node("node01")["state"] == "awaiting_repair"
+
+
+def test_a_bad_state_entry_is_dropped_with_an_event_and_a_round_failure_is_an_event(tmp_path, monkeypatch):
+    slurm = StandinSlurm(["node01", "node02"])
+    service = Service(tmp_path, slurm)
+    service.state["nodes"] = {"node01": {"state": "draining", "since": NOW - 10, "signal": "xid", "code": 79,
+                                         "action": "reboot", "evidence": []},         # no seen, no history
+                              "node02": ["not", "an", "entry"]}
+    inject(slurm, "node01", "xid", 63, "remap", NOW - 1)
+    service.round(NOW)
+    assert [e["node"] for e in service.events if e["action"] == "dropped"] == ["node01", "node02"]
+    assert service.node("node01")["state"] == "draining"                # then taken afresh
+    config = tmp_path / "remediation.json"
+    config.write_text(json.dumps(service.config))
+
+    def broken(*args):
+        raise KeyError("seen")
+    monkeypatch.setattr(remediate, "one_round", broken)
+    assert remediate.main(["--config", str(config), "--once", "--host", "ctl01"]) == 0
+    events = Path(service.config["state_dir"], "events.jsonl").read_text().splitlines()
+    assert json.loads(events[-1])["action"] == "round failed" and "KeyError" in events[-1]
+
+
+def test_evidence_keeps_the_last_20(tmp_path):
+    slurm = StandinSlurm(["node01"])
+    slurm.nodes["node01"]["flags"] = {"MIXED"}
+    service = Service(tmp_path, slurm)
+    for batch in range(3):
+        for i in range(16):
+            inject(slurm, "node01", "ib_errors", None, f"symbol errors {batch}-{i}", NOW + batch * 16 + i)
+        service.round(NOW + 100 + batch)
+    evidence = service.node("node01")["evidence"]
+    assert len(evidence) == 20 and evidence[-1] == "ib_errors: symbol errors 2-15"
+
+
+def test_the_service_holds_no_copy_of_the_tables_lists_and_reads_them_from_its_config(tmp_path):
+    from infra.site import healing
+    source = PROGRAM.read_text()
+    for names in (healing.ACTIONS, healing.STATES):
+        assert ", ".join(f'"{n}"' for n in names[1:3]) not in source
+    assert healing.GATE_PREFIX not in source and healing.HEAL_PREFIX not in source
+    config = config_for(tmp_path)
+    for key in ("actions", "states", "gate_prefix"):
+        path = tmp_path / f"without-{key}.json"
+        path.write_text(json.dumps({k: v for k, v in config.items() if k != key}))
+        with pytest.raises(remediate.ConfigError, match=key):
+            remediate.load_config(str(path))
+    # the gate's prefix as the config names it: a drain by "other-gate:" is not someone else's
+    slurm = StandinSlurm(["node01"])
+    slurm.nodes["node01"].update(flags={"IDLE", "DRAIN"}, reason="other-gate: gpu count 7 of 8")
+    service = Service(tmp_path, slurm, gate_prefix="other-gate")
+    inject(slurm, "node01", "xid", 48, "DBE", NOW - 1)
+    service.round(NOW)
+    assert service.node("node01")["state"] == "rebooting"
 
 
 def test_another_controller_in_charge_leaves_the_state_untouched(tmp_path):
