@@ -486,6 +486,7 @@ def test_the_reboot_timeout_counts_from_the_reboot_and_a_reboot_requeues_the_job
     assert len(requeue) == 1 and "reboot: the job cannot progress" in requeue[0]["detail"]
     assert "not requeueable): 52" in requeue[0]["detail"]
     assert "its jobs finish first" in [e for e in service.events if e["node"] == "node02"][0]["detail"]
+    service.round(NOW + 5)
     service.round(NOW + 3000)                            # job 52 still runs: the reboot waits, no timeout
     assert service.node("node01")["state"] == "rebooting"
     slurm.nodes["node01"]["flags"] = {"DOWN", "DRAIN", "REBOOT_ISSUED"}
