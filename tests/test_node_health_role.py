@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RIGA, ROOT, bin_path
+from infra.site.healing import HEAL_PREFIX
 
 PLAY = """
 - name: Install the gate and its expectations only
@@ -58,6 +59,7 @@ def test_the_signal_agent_runs_from_a_timer_every_interval(installed):
             f"--state {installed}/lib/signals-state.json\n") in service
     expect = json.loads((installed / "etc" / "health-expect.json").read_text())
     assert (expect["diagnose_level"], expect["rail_devices"], expect["ib_error_threshold"]) == (2, [], 10)
+    assert expect["heal_prefix"] == HEAL_PREFIX           # riga-1's gf_diagnosis.reason_prefix, the one table's
 
 
 def test_the_gate_fails_a_node_without_its_gpus_and_writes_why(installed):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from infra.site.healing import SIGNALS
+from infra.site.healing import GATE_PREFIX, HEAL_PREFIX, SIGNALS
 
 PROGRAM = ROOT / "playbooks" / "roles" / "node_health" / "files" / "gigafactory-node-health"
 NODE = "gpu0001"
@@ -89,7 +90,8 @@ class Node:
         self.expect.write_text(json.dumps({
             "node": NODE, "node_type": "hgx-h200", "gpus": 2, "gpu_model": "H200", "driver_branch": None, "cuda": {},
             "hcas": 3, "fabric_gbits": None, "rails": ["10.50.1.1/19", "10.50.33.1/19"], "dcgm_level": 0,
-            "bw_min_gbits": 0.0, "diagnose_level": 3, "diagnose_timeout_s": 60, "rail_devices": [], "ib_error_threshold": 10}))
+            "bw_min_gbits": 0.0, "diagnose_level": 3, "diagnose_timeout_s": 60, "rail_devices": [], "ib_error_threshold": 10,
+            "heal_prefix": HEAL_PREFIX}))
 
     def node(self, record: dict) -> None:
         (self.dir / "node.json").write_text(json.dumps(record))
@@ -233,6 +235,71 @@ def test_an_extra_that_is_not_a_json_object_is_left_alone_and_the_signals_wait(t
     assert [s["code"] for s in node.extra()["gf"]["signals"]] == [79]
 
 
+def test_an_extra_or_a_state_nested_past_the_parser_never_crashes_the_agent(tmp_path):
+    node = Node(tmp_path)
+    (tmp_path / "state.json").write_text("[" * 200_000)
+    node.node({"state": ["IDLE"], "extra": "[" * 200_000})
+    node.log(xid_line(node.now - 5, 79, "0000:3b:00", "GPU has fallen off the bus."))
+    assert "left alone" in node.run().stdout and node.updates() == []
+    # a state file of the wrong shapes: each part dropped, the waiting signal kept
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [s["code"] for s in state["pending"]] == [79]
+    state.update(ecc=[1], ib={"mlx5_0/1": "up"}, health_failed="gpu_count", kernel_cursor="soon", dcgm_health=7,
+                 pending=state["pending"] + [{"signal": ["xid"], "code": 1, "detail": "x", "at": 1}, 3])
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    node.node({"state": ["IDLE"], "extra": ""})
+    node.run()
+    assert [s["code"] for s in node.extra()["gf"]["signals"]] == [79]
+
+
+def test_a_code_outside_0_to_65535_is_no_signal(tmp_path):
+    node = Node(tmp_path)
+    t = node.now - 50
+    bad = [dict(signal(t - i, code), detail=f"bad {code!r}") for i, code in enumerate((65536, -1, "79", True, 1.5))]
+    node.node({"state": ["IDLE"], "extra": json.dumps({"gf": {"signals": [*bad, signal(t - 9, 0)]}})})
+    node.log(xid_line(t, 99999, "0000:3b:00", "past the limit"), xid_line(t + 1, 65535, "0000:3b:00", "at the limit"))
+    out = node.run().stdout
+    assert "99999" not in out
+    assert [s["code"] for s in node.extra()["gf"]["signals"]] == [0, 65535]
+
+
+def test_a_flood_of_one_signal_never_pushes_another_out_of_the_ring(tmp_path):
+    """XID 48 and then one XID 43 per killed process, more than 16 in one run: the 48 stays, the older 43s go."""
+    node = Node(tmp_path)
+    t = node.now - 100
+    node.log(xid_line(t, 48, "0000:3b:00", "An uncorrectable double bit error"),
+             *(xid_line(t + 1 + i, 43, "0000:3b:00", f"pid={1000 + i}, Ch 00000008") for i in range(20)))
+    node.run()
+    ring = node.extra()["gf"]["signals"]
+    assert [(s["code"], s["at"]) for s in ring] == [(48, round(t, 6))] + [(43, round(t + 1 + i, 6)) for i in range(5, 20)]
+    # a run later, more of them: still the 48 and the newest 43s
+    node.log(*(xid_line(t + 30 + i, 43, "0000:3b:00", f"pid={2000 + i}") for i in range(20)))
+    node.run()
+    assert [s["code"] for s in node.extra()["gf"]["signals"]] == [48] + [43] * 15
+
+
+def test_the_heal_prefix_comes_from_the_expectations_and_the_gates_from_the_one_table(tmp_path):
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("agent", str(PROGRAM))
+    agent = importlib.util.module_from_spec(importlib.util.spec_from_loader("agent", loader))
+    loader.exec_module(agent)
+    assert agent.REASON_PREFIX == GATE_PREFIX
+    assert not re.search(rf"{HEAL_PREFIX}(?!th)", PROGRAM.read_text())     # no copy of the service's prefix
+    node = Node(tmp_path)
+    node.expect.write_text(json.dumps(dict(json.loads(node.expect.read_text()), heal_prefix="acme-heal")))
+    drained(node, f"{HEAL_PREFIX}: diagnose xid 79: GPU has fallen off the bus")
+    node.run()
+    assert diag_calls(node) == []
+    drained(node, "acme-heal: diagnose xid 79: GPU has fallen off the bus")
+    node.run()
+    assert diag_calls(node) == [["dcgmi", "diag", "-r", "3"]]
+    # no heal_prefix in the expectations: no drain is taken for the service's, and the run says so
+    node.expect.write_text(json.dumps({k: v for k, v in json.loads(node.expect.read_text()).items() if k != "heal_prefix"}))
+    drained(node, "acme-heal: diagnose xid 79: GPU has fallen off the bus")
+    assert "diagnosis: off" in node.run().stdout and diag_calls(node) == []
+
+
 def test_a_hostile_kernel_log_never_crashes_the_agent(tmp_path):
     node = Node(tmp_path)
     t = node.now - 50
@@ -264,6 +331,7 @@ def test_the_diagnosis_runs_once_per_diagnose_drain_and_reports_a_pass(tmp_path)
     assert diag_calls(node) == [["dcgmi", "diag", "-r", "3"]]
     diag = node.extra()["gf"]["diag"]
     assert (diag["level"], diag["passed"], diag["detail"]) == (3, True, "dcgmi diag -r 3: | Memory | Pass |")
+    assert diag["for"] == int(node.now) - 60            # the drain's reason_changed_at, as slurmctld gives it
     assert diag["at"] >= node.now and node.extra()["gf"]["signals"] == []
     node.run()                                          # this drain's diagnosis stands: not run again, nothing written
     assert diag_calls(node) == [] and node.updates() == []
@@ -271,6 +339,23 @@ def test_the_diagnosis_runs_once_per_diagnose_drain_and_reports_a_pass(tmp_path)
     node.node(dict(node.record(), reason_changed_at={"set": True, "number": int(time.time()) + 1}))
     node.run()
     assert diag_calls(node) == [["dcgmi", "diag", "-r", "3"]]
+
+
+def test_a_diagnosis_names_its_drain_and_no_clock_decides_whether_it_stands(tmp_path):
+    """The node's clock against slurmctld's: a diag whose ``at`` (node clock, here far ahead) is newer than the new
+    drain's reason_changed_at (controller clock) is still another drain's; only ``for`` says which drain it was."""
+    node = Node(tmp_path)
+    ahead = {"level": 3, "passed": True, "detail": "dcgmi diag -r 3: passed an hour ahead", "at": node.now + 3600,
+             "for": int(node.now) - 7200}
+    drained(node, "gigafactory-heal: diagnose xid 79: GPU has fallen off the bus", extra=json.dumps({"gf": {"diag": ahead}}))
+    node.run()
+    assert diag_calls(node) == [["dcgmi", "diag", "-r", "3"]] and node.extra()["gf"]["diag"]["for"] == int(node.now) - 60
+    # a diag without for (an older agent's) never stands for a drain
+    node.node(dict(node.record(), extra=json.dumps({"gf": {"diag": {k: v for k, v in ahead.items() if k != "for"}}})))
+    node.run()
+    assert diag_calls(node) == [["dcgmi", "diag", "-r", "3"]]
+    node.run()
+    assert diag_calls(node) == [] and node.updates() == []
 
 
 @pytest.mark.parametrize(("reason", "state"), [
@@ -349,7 +434,8 @@ def test_slurm_24_11_takes_the_agents_extra_and_gives_it_back_intact(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\nexec chroot {root} scontrol "$@"\n')
     (tmp_path / "bin" / "scontrol").chmod(0o755)
-    (tmp_path / "expect.json").write_text(json.dumps({"node": "node01", "gpus": 0, "cuda": {}, "hcas": 0, "rails": []}))
+    (tmp_path / "expect.json").write_text(json.dumps({"node": "node01", "gpus": 0, "cuda": {}, "hcas": 0, "rails": [],
+                                                      "heal_prefix": HEAL_PREFIX}))
     at = time.time() - 30
     detail = """pid=4242, name="python3 train.py", it's 'quoted', {braces}, a\\\\backslash"""
     (tmp_path / "kern.log").write_text(xid_line(at, 79, "0000:3b:00", detail) + "\n" + xid_line(at + 1, 13, "0000:5e:00", "a, b c") + "\n")
