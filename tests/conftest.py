@@ -32,17 +32,34 @@ def keyless_mirrors(data: dict) -> dict:
     return data
 
 
-@pytest.hookimpl(tryfirst=True)     # before pytest-xdist reads the groups into the test ids
+def _boots_vms(path: str) -> bool:
+    """A test file whose tests boot VMs: its name ends in ``_vm.py`` (``pytest_collection_modifyitems`` holds every
+    test marked ``vm`` to it)."""
+    return path.endswith("_vm.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``scripts/test`` runs two workers with ``--dist loadgroup``): every test that boots VMs in
-    one group, first, so one worker runs them one after another (they share the VM lock, and an emulated guest keeps
-    a core busy) while the other worker takes the rest a file at a time (a module's fixtures built once)."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if not any(m.name == "xdist_group" for m in item.iter_markers()):
-            item.add_marker(pytest.mark.xdist_group("vm" if item.get_closest_marker("vm") else item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("vm") is None)     # stable: the VM group first
+    """The files of VM tests first; a test marked ``vm`` in a file not named ``*_vm.py`` is an error (the xdist
+    scheduler below knows them by name: it sees test ids, not markers)."""
+    misplaced = [item.nodeid for item in items if item.get_closest_marker("vm") and not _boots_vms(item.nodeid.split("::")[0])]
+    if misplaced:
+        raise pytest.UsageError(f"tests marked vm live in files named *_vm.py: {', '.join(misplaced[:5])}")
+    items.sort(key=lambda item: not _boots_vms(item.nodeid.split("::")[0]))        # stable: VM files first
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``scripts/test`` runs two workers): every VM test file one work unit, first, so one worker
+    runs them one after another (they share the VM lock, and an emulated guest keeps a core busy) while the other
+    takes the rest a file at a time (a module's fixtures built once). Scopes by file name, because pytest 9.2 keeps
+    xdist 3.8's ``xdist_group`` suffix out of the test ids (Node.nodeid no longer reads ``_nodeid``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class VmFilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "vm" if _boots_vms(path) else path
+
+    return VmFilesTogether(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-LOCK = "/tmp/gigafactory-vm.lock"      # every VM user on this machine takes it (tests/test_molecule.py too)
+LOCK = "/tmp/gigafactory-vm.lock"      # every VM user on this machine takes it (tests/test_molecule_vm.py too)
 
 
 def gigafactory(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
