@@ -54,6 +54,8 @@ def pytest_xdist_make_scheduler(config, log):
     xdist 3.8's ``xdist_group`` suffix out of the test ids (Node.nodeid no longer reads ``_nodeid``)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False      # the collection's order (VM files first), not the largest file first
+
     class VmFilesTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
