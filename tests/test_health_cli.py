@@ -237,10 +237,11 @@ def test_without_state_it_reads_the_first_controller_with_argv_commands(tmp_path
     import infra.cli as cli
     control = FakeControl(write_state(tmp_path / "s"))
     hosts = []
-    monkeypatch.setattr(cli, "node_control", lambda host, inventories, private: hosts.append(host) or control)
+    monkeypatch.setattr(cli, "node_control",
+                        lambda host, inventories, private, become_user: hosts.append((host, become_user)) or control)
     rc, out, err = health(capsys, str(RIGA), "--json")
     assert (rc, err) == (EXIT_OK, "")
-    assert hosts == ["ctl01"]
+    assert hosts == [("ctl01", "slurm")]        # as Slurm's user: StateSaveLocation is often NFS squashing root
     folder = "/var/spool/slurmctld/gigafactory-remediation"
     assert control.argvs == [["cat", "--", f"{folder}/state.json"], ["tail", "-n", "20", "--", f"{folder}/events.jsonl"]]
     report = json.loads(out)
@@ -250,7 +251,7 @@ def test_without_state_it_reads_the_first_controller_with_argv_commands(tmp_path
 def test_a_controller_without_state_is_exit_2(tmp_path, capsys, monkeypatch):
     import infra.cli as cli
     control = FakeControl(tmp_path, {"state.json": CommandResult(1, "", "cat: state.json: No such file or directory")})
-    monkeypatch.setattr(cli, "node_control", lambda host, inventories, private: control)
+    monkeypatch.setattr(cli, "node_control", lambda host, inventories, private, become_user: control)
     rc, _, err = health(capsys, str(DEMO))
     assert rc == EXIT_INVALID
     assert "ctl01:/var/spool/slurmctld/gigafactory-remediation/state.json: (file): cannot read it (rc 1): cat:" in err

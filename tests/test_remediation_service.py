@@ -604,3 +604,31 @@ def test_a_passing_diagnosis_does_not_resume_a_node_whose_reason_is_no_longer_ou
     diag(slurm, "node01", True, NOW + 6)
     service.round(NOW + 10)
     assert not [c for c in slurm.acts() if "State=RESUME" in c] and "DRAIN" in slurm.nodes["node01"]["flags"]
+
+
+def test_a_quiet_fleets_first_round_writes_its_state_for_health_to_read(tmp_path, capsys):
+    """No signal anywhere: the first round still writes state.json (all healthy, breaker closed), so `gigafactory
+    health` on a freshly provisioned site reports the fleet instead of a missing file; later quiet rounds write nothing."""
+    from conftest import DEMO
+
+    from infra.cli import main as gigafactory
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in ping) echo "Slurmctld(primary) at ctl01 is UP";; '
+        'show) echo \'{"nodes": [{"name": "node01", "state": ["IDLE"], "reason": "", "extra": ""}]}\';; esac\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    config = config_for(tmp_path)
+    (tmp_path / "remediation.json").write_text(json.dumps(config))
+    run = [sys.executable, str(PROGRAM), "--config", str(tmp_path / "remediation.json"), "--once", "--host", "ctl01",
+           "--bin-dir", str(bin_dir)]
+    assert subprocess.run(run, capture_output=True, text=True, timeout=60).returncode == 0
+    saved = Path(config["state_dir"], "state.json")
+    first = saved.read_text()
+    assert json.loads(first)["nodes"] == {} and json.loads(first)["breaker"]["open"] is False
+    assert subprocess.run(run, capture_output=True, text=True, timeout=60).returncode == 0
+    assert saved.read_text() == first                       # nothing new: not written again
+    assert gigafactory(["health", str(DEMO), "--state", config["state_dir"], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["breaker"]["open"] is False, report

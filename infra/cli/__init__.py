@@ -207,7 +207,8 @@ def _controller_state(args: argparse.Namespace, plan) -> tuple[str, list[str], s
     host, folder = plan.slurm.controllers[0][0], plan.remediation.state_dir
     inventories = [Path(args.site).resolve(), *(Path(i).resolve() for i in args.inventory)]
     with tempfile.TemporaryDirectory(prefix="gigafactory-health-") as private:
-        control = node_control(host, inventories, Path(private))
+        # as Slurm's own user (slurm.conf's SlurmUser): it owns StateSaveLocation, often NFS that squashes root
+        control = node_control(host, inventories, Path(private), become_user="slurm")
         state = _run_on(control, host, ["cat", "--", f"{folder}/state.json"])
         if state.rc != 0:
             reason = (state.stderr or state.stdout).strip().splitlines()[:1] or ["no message"]
@@ -224,11 +225,11 @@ def _run_on(control, host: str, argv: list[str]):
         raise HealthInvalid(f"{host}:{argv[-1]}", "(file)", f"ansible-runner failed: {type(err).__name__}: {err}") from None
 
 
-def node_control(host: str, inventories: list[Path], private_data_dir: Path):
+def node_control(host: str, inventories: list[Path], private_data_dir: Path, become_user: str | None = None):
     """How ``usage`` reaches ``host``: ansible-runner's ad-hoc command module, as ``up``'s rollout does."""
     from ..project import ansible_root
     from ..orchestrate.rollout import AnsibleCommand
-    return AnsibleCommand(host, inventories, private_data_dir, ansible_root() / "ansible.cfg")
+    return AnsibleCommand(host, inventories, private_data_dir, ansible_root() / "ansible.cfg", become_user=become_user)
 
 
 def _open_input(path, field: str):

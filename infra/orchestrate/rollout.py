@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class AnsibleCommand:
     ansible_config: Path
     calls: int = 0
     cancel: Callable[[], bool] = lambda: False   # the run's cancellation (never ansible-runner's signal handlers)
+    become_user: str | None = None               # run argv as this user (Ansible's become), e.g. Slurm's own
 
     def run(self, argv: Sequence[str]) -> CommandResult:
         from ..runner.ansible import _envvars
@@ -121,6 +123,7 @@ class AnsibleCommand:
             private_data_dir=str(self.private_data_dir), ident=f"control-{self.host}-{self.calls:05d}",
             host_pattern=self.host, module="ansible.builtin.command", module_args=json.dumps({"argv": list(argv)}),
             inventory=[str(i) for i in self.inventories], envvars=_envvars(str(self.ansible_config), AD_HOC_STRATEGY),
+            cmdline=f"--become --become-user {shlex.quote(self.become_user)}" if self.become_user else None,
             suppress_env_files=True, quiet=True, event_handler=keep, rotate_artifacts=20, cancel_callback=self.cancel)
         if not results:
             return CommandResult(runner.rc if runner.rc else 1, "", f"ansible {runner.status}: no result from {self.host}")
