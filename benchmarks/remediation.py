@@ -117,6 +117,15 @@ def inside(root: Path, out: Path, nodes: int) -> None:
 
 
 def measure(nodes: int) -> dict:
+    from realslurm import release_overlays
+
+    try:
+        return _measure(nodes)
+    finally:
+        release_overlays()                          # the chroot's throw-away overlay (a test's fixture does it there)
+
+
+def _measure(nodes: int) -> dict:
     from realslurm import daemon_logs, run_in_slurm, slurm_chroot
 
     files, plan = cluster_files(nodes)
