@@ -238,6 +238,26 @@ JOB_SCRIPTS_PLAY = """
 JOULES_PER_GPU = 30_000
 
 
+def install_job_scripts(root, work, gf_slurm: dict) -> None:
+    """slurm_compute's job_scripts tasks, run on this machine with ``gf_slurm``, into ``root``'s Slurm prolog.d and
+    epilog.d (the role's variables all from one extra-vars file in ``work``); fails with the play's output."""
+    import json
+    import subprocess
+
+    from conftest import ROOT, bin_path
+    extra = work / "extra.json"
+    extra.write_text(json.dumps({"gf_slurm": gf_slurm, "slurm_compute_prolog_dir": str(root / "etc/slurm/prolog.d"),
+                                 "slurm_compute_epilog_dir": str(root / "etc/slurm/epilog.d")}))
+    (work / "hosts").write_text("node01\n")
+    (work / "play.yml").write_text(JOB_SCRIPTS_PLAY)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
+               HOME=str(work), ANSIBLE_LOCAL_TEMP=str(work / "ansible-tmp"))
+    role = subprocess.run([bin_path("ansible-playbook"), "-i", str(work / "hosts"), "-e",
+                           f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(work / "play.yml")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert role.returncode == 0, role.stdout[-3000:] + role.stderr[-2000:]
+
+
 def test_dcgm_gpu_energy_of_each_job_reaches_the_report_through_slurmdbd(demo, tmp_path):
     """energy.gpu: dcgm-job-stats on real daemons: two slurmd (node01, node02, 8 H200 each, no GPU behind them).
 
@@ -289,17 +309,7 @@ def test_dcgm_gpu_energy_of_each_job_reaches_the_report_through_slurmdbd(demo, t
 
         gf_slurm = slurm_vars(site, plan)["gf_slurm"]
         assert gf_slurm["job_scripts"] == ["dcgm-energy"]
-        extra = tmp_path / "extra.json"
-        extra.write_text(json.dumps({"gf_slurm": gf_slurm, "slurm_compute_prolog_dir": str(root / "etc/slurm/prolog.d"),
-                                     "slurm_compute_epilog_dir": str(root / "etc/slurm/epilog.d")}))
-        (tmp_path / "hosts").write_text("node01\n")
-        (tmp_path / "play.yml").write_text(JOB_SCRIPTS_PLAY)
-        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
-                   HOME=str(tmp_path), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
-        role = subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp_path / "hosts"), "-e",
-                               f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(tmp_path / "play.yml")],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert role.returncode == 0, role.stdout[-3000:] + role.stderr[-2000:]
+        install_job_scripts(root, tmp_path, gf_slurm)
         script = ROOT / "playbooks/roles/slurm_compute/files/gigafactory-dcgm-energy"
         for part in ("prolog.d", "epilog.d"):
             installed = root / "etc/slurm" / part / "50-gigafactory-dcgm-energy"

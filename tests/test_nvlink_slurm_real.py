@@ -15,12 +15,9 @@ nodes on every node, started by the prolog and stopped by the epilog, and a fail
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -60,10 +57,10 @@ def block_of(node: str) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, demo_module):
     """Start the cluster, run every scenario once, return what each recorded (and the addresses)."""
-    from conftest import ROOT, bin_path
+    from conftest import ROOT
     from nvlink_site import nvlink_site
     from realslurm import daemon_logs, run_in_slurm, separate_slurmd, slurm_chroot
-    from test_metering_real import JOB_SCRIPTS_PLAY, _for_a_chroot
+    from test_metering_real import _for_a_chroot, install_job_scripts
 
     from infra.render.inventory import slurm_vars
 
@@ -96,17 +93,7 @@ def cluster(tmp_path_factory, demo_module):
     (root / "usr/local/bin/imex-standin").chmod(0o755)
     gf_slurm = slurm_vars(site, plan)["gf_slurm"]
     assert gf_slurm["job_scripts"] == ["imex"]
-    extra = tmp / "extra.json"
-    extra.write_text(json.dumps({"gf_slurm": gf_slurm, "slurm_compute_prolog_dir": str(root / "etc/slurm/prolog.d"),
-                                 "slurm_compute_epilog_dir": str(root / "etc/slurm/epilog.d")}))
-    (tmp / "hosts").write_text("node01\n")
-    (tmp / "play.yml").write_text(JOB_SCRIPTS_PLAY)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"),
-               HOME=str(tmp), ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"))
-    role = subprocess.run([bin_path("ansible-playbook"), "-i", str(tmp / "hosts"), "-e",
-                           f"ansible_python_interpreter={sys.executable}", "-e", f"@{extra}", str(tmp / "play.yml")],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert role.returncode == 0, role.stdout[-3000:] + role.stderr[-2000:]
+    install_job_scripts(root, tmp, gf_slurm)
     script = ROOT / "playbooks/roles/slurm_compute/files/gigafactory-imex"
     for part in ("prolog.d", "epilog.d"):
         assert (root / "etc/slurm" / part / "50-gigafactory-imex").read_bytes() == script.read_bytes()
