@@ -76,6 +76,17 @@ def _block_topology(data: dict) -> None:
     data["slurm"]["topology"] = "auto"
 
 
+def _power_tree(data: dict) -> None:
+    """A hall and a row feeding rack a01..a32, and the H200s' power-limit range (issue 26)."""
+    data["site"]["power"]["domains"] = [{"name": "hall-a", "kw": 5000}, {"name": "row-1", "kw": 3000, "parent": "hall-a"}]
+    data["racks"][0]["domain"] = "row-1"
+    data["node_types"]["hgx-h200"]["gpu"]["power_limit_w"] = {"min": 200, "max": 700, "default": 700}
+
+
+def _limit(**change):
+    return _power_tree, lambda d: d["node_types"]["hgx-h200"]["gpu"]["power_limit_w"].update(change)
+
+
 # Fields a generic change cannot move (a string, a list, a value others refer to): one valid change each.
 SAMPLES: dict[str, Any] = {
     "site.name": _set("site.name", "riga-2"),
@@ -131,6 +142,15 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.nvlink.trays": (_block_topology, lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(trays=4)),
     "node_types.<key>.hca.model": lambda d: d["node_types"]["hgx-h200"]["hca"].update(model="ConnectX-8"),
     "racks": lambda d: d["racks"].append({"names": ["c01"], "power_kw": 20, "units": 48}),
+    "racks[].domain": (_power_tree, lambda d: d["racks"][0].update(domain="hall-a")),
+    "site.power.domains[].name": (_power_tree, lambda d: (d["site"]["power"]["domains"][1].update(name="row-x"),
+                                                          d["racks"][0].update(domain="row-x"))),
+    "site.power.domains[].kw": (_power_tree, lambda d: d["site"]["power"]["domains"][1].update(kw=4000)),
+    "site.power.domains[].parent": (_power_tree, lambda d: d["site"]["power"]["domains"][1].update(parent=None)),
+    "node_types.<key>.gpu.power_limit_w": (_power_tree, lambda d: d["node_types"]["hgx-h200"]["gpu"].pop("power_limit_w")),
+    "node_types.<key>.gpu.power_limit_w.min": _limit(min=300),
+    "node_types.<key>.gpu.power_limit_w.max": _limit(max=650, default=650),
+    "node_types.<key>.gpu.power_limit_w.default": _limit(default=600),
     "racks[].names": lambda d: d["racks"][0].update(names=[f"a{i:02d}" for i in range(1, 33)] + ["a33"]),
     "pools": lambda d: d["pools"].append({"name": "spare", "type": "cpu-1u", "hosts": ["spare01"], "racks": ["b02"]}),
     "pools[].name": lambda d: d["pools"][2].update(name="ctl"),

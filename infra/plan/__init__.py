@@ -19,7 +19,7 @@ from .model import Capacity, HostPlan, NetworkPlan, Plan, SlurmPlan
 from .partitions import plan_partitions
 from .remediation import plan_remediation
 from ..site.placement import place
-from ..site.power import site_power_kw
+from ..site.power import FACILITY, PowerPlan, site_power_plan
 from .slurm import plan_slurm
 
 __all__ = ["Capacity", "FabricPlan", "HostPlan", "NetworkPlan", "Plan", "RailPlan", "SlurmPlan", "build_plan", "group_name", "inventory_groups",
@@ -77,13 +77,14 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
     fabric_plans = tuple(fabrics)
     slurm = plan_slurm(index, hosts, fabric_plans, placement.domains) if not problems else None
     clusters = plan_clusters(index, hosts, fabric_plans) if not problems else ()
-    capacity = _capacity(site, index, hosts, fabric_plans)
+    power = site_power_plan(index)
+    capacity = _capacity(site, index, hosts, fabric_plans, power)
     if problems:
         raise SiteInvalid(source, problems)
     partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
     return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site),
                 partitions=partitions, racks=placement.racks, domains=placement.domains,
-                remediation=plan_remediation(site, slurm))
+                remediation=plan_remediation(site, slurm), power=power)
 
 
 def ntp_servers(site: Site) -> tuple[str, ...]:
@@ -95,8 +96,11 @@ def ntp_servers(site: Site) -> tuple[str, ...]:
     return (site.pools[0].hosts[0],)
 
 
-def _capacity(site: Site, index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...]) -> Capacity:
-    it_kw, facility_kw = site_power_kw(site, {h.name: h.node_type for h in hosts.values()}, fabrics)
+def _capacity(site: Site, index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[FabricPlan, ...],
+              power: PowerPlan) -> Capacity:
+    """The site in figures; its IT load is the power plan's worst case (every GPU at its planned limit)."""
+    it_kw = next(d.worst_kw for d in power.domains if d.name == FACILITY)
+    facility_kw = round(it_kw * site.site.power.pue, 3)
     return Capacity(
         nodes=len(hosts),
         gpus=sum(site.node_types[h.node_type].gpus for h in hosts.values()),

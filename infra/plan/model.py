@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ..site.fabric import FabricPlan
 from ..site.healing import HEAL_PREFIX, Rule
 from ..site.placement import Domain, RackUse
+from ..site.power import PowerPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,3 +212,4 @@ class Plan:
     racks: dict[str, RackUse] = field(default_factory=dict)             # every declared rack: limits, planned load, domains
     domains: tuple[Domain, ...] = ()                                    # NVLink domains, in the order the racks stand
     remediation: RemediationPlan | None = None                          # the healing fleet: Slurm sites, unless disabled
+    power: PowerPlan | None = None                                      # the power tree's loads and the GPU power limits

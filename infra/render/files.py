@@ -135,6 +135,10 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
                          "used": _load(use.used.kw, use.used.units, use.used.liquid_kw, use.used.air_kw),
                          "domains": list(use.domains)} for name, use in plan.racks.items()},
         "domains": [{"name": d.name, "pool": d.pool, "rack": d.rack, "hosts": _compress(d.hosts)} for d in plan.domains],
+        "power": None if plan.power is None else {
+            "share": plan.power.share, "gpu_power_limits_w": plan.power.limits_w,
+            "domains": [{"name": d.name, "parent": d.parent, "budget_kw": d.budget_kw, "worst_kw": d.worst_kw,
+                         "headroom_kw": d.headroom_kw, "racks": d.racks} for d in plan.power.domains]},
         "groups": {g: _compress(m) for g, m in plan.groups.items()},
         "hosts": {h.name: {"pool": h.pool, "node_type": h.node_type, "rack": h.rack, "rack_unit": h.rack_unit,
                            "addresses": h.addresses, "rails": list(h.rails), "scalable_unit": h.scalable_unit}

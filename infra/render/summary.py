@@ -68,6 +68,27 @@ def domain_lines(plan: Plan) -> list[str]:
             for pool, ds in pools.items()]
 
 
+def power_lines(plan: Plan) -> list[str]:
+    """The power tree, the facility first: each domain's budget, planned worst case and headroom; the GPU power
+    limits the plan chose (where node types declare a range)."""
+    if plan.power is None:
+        return []
+    out = [f"{'  ' * _depth(plan, d.name)}{d.name}: {_of(d.worst_kw, d.budget_kw)}"
+           f"{' (IT: contracted / PUE)' if d.parent is None else ''}, headroom {d.headroom_kw:,.1f} kW, "
+           f"{d.racks:,} rack{'s' if d.racks != 1 else ''}" for d in plan.power.domains]
+    out += [f"GPU power limit of {t}: {w} W (share {plan.power.share:.2f} of min..default)" for t, w in plan.power.limits_w.items()]
+    return out
+
+
+def _depth(plan: Plan, name: str) -> int:
+    parents = {d.name: d.parent for d in plan.power.domains}
+    depth, at, seen = 0, parents.get(name), {name}
+    while at is not None and at not in seen:
+        seen.add(at)
+        depth, at = depth + 1, parents.get(at)
+    return depth
+
+
 def print_summary(site: Site, plan: Plan, console: Console | None = None) -> None:
     console = console or Console()
     c = plan.capacity
@@ -99,6 +120,10 @@ def print_summary(site: Site, plan: Plan, console: Console | None = None) -> Non
     for line in rack_lines(site, plan):
         console.print("  " + line, highlight=False, markup=False, soft_wrap=True)
     for line in domain_lines(plan):
+        console.print("  " + line, highlight=False, markup=False, soft_wrap=True)
+
+    console.print("[bold]power tree[/bold]: planned worst case of each budget", highlight=False)
+    for line in power_lines(plan):
         console.print("  " + line, highlight=False, markup=False, soft_wrap=True)
 
     for fabric in plan.fabrics:

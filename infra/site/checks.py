@@ -19,7 +19,7 @@ from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION
 from .model import CONTROLLER, Kubernetes, LustreStorage, NfsStorage, Repository, Site
 from .openpgp import NotAKey, key_fingerprints
 from .placement import RackLimits, describe_load, item_load, place
-from .power import site_power_kw
+from .power import site_power_plan
 from .problems import Problem, field_path as fp
 
 Check = Callable[[Site, SiteIndex], Iterator[Problem]]
@@ -516,15 +516,42 @@ def fabrics_fit_their_switches(site: Site, index: SiteIndex) -> Iterator[Problem
 
 
 @check
-def facility_power_within_contract(site: Site, index: SiteIndex) -> Iterator[Problem]:
-    """The site's IT load times its PUE stays within the contracted facility power."""
-    host_types = {host: pool.type for pool in site.pools for host in pool.hosts}
-    fabrics = [plan_fabric(index, i, [])[0] for i in range(len(site.fabrics))]
-    it_kw, facility_kw = site_power_kw(site, host_types, fabrics)
-    budget = site.site.power.facility_kw
-    if facility_kw > budget:
-        yield Problem("site.power.facility_kw", f"the site needs {facility_kw:g} kW (IT load {it_kw:g} kW "
-                      f"x PUE {site.site.power.pue:g}), more than the contracted {budget:g} kW")
+def power_within_budgets(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """The facility (IT load x PUE within the contracted power) and every power domain hold their worst case, with
+    every GPU at the lowest limit its node type allows; the plan then chooses the limits (site/power.py)."""
+    yield from (Problem(path, text) for path, text in site_power_plan(index).problems)
+
+
+@check
+def power_domains_form_a_tree(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """Domain names unique, each parent a domain, every chain of parents ending at the facility."""
+    domains = site.site.power.domains
+    parents = {d.name: d.parent for d in domains}
+    first: dict[str, int] = {}
+    for i, d in enumerate(domains):
+        if first.setdefault(d.name, i) != i:
+            yield Problem(fp("site", "power", "domains", i, "name"), f"power domain {d.name!r} is declared twice "
+                          f"(first as domains[{first[d.name]}])")
+        elif d.parent is not None and d.parent not in parents:
+            yield Problem(fp("site", "power", "domains", i, "parent"), f"{d.name!r} names parent {d.parent!r}, which is "
+                          "no power domain; a top domain names none (the facility feeds it)")
+        else:
+            seen, at = {d.name}, d.parent
+            while at is not None and at in parents and at not in seen:
+                seen.add(at)
+                at = parents[at]
+            if at is not None and at in seen:
+                yield Problem(fp("site", "power", "domains", i, "parent"), f"{d.name!r} is its own ancestor (through "
+                              f"{at!r}): a power tree has no loop")
+
+
+@check
+def racks_name_power_domains(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    domains = {d.name for d in site.site.power.domains}
+    for i, rack in enumerate(site.racks):
+        if rack.domain is not None and rack.domain not in domains:
+            yield Problem(fp("racks", i, "domain"), f"power domain {rack.domain!r} is not declared in site.power.domains"
+                          f"{'; declared: ' + _choices(sorted(domains)) if domains else ' (none is)'}")
 
 
 # --- networks -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ class SiteIndex:
     site: Site
     host_pools: dict[str, list[int]] = field(default_factory=dict)
     fabric_plans: dict = field(default_factory=dict, repr=False)     # fabric index -> its plan (site/fabric.py), once
+    placements: list = field(default_factory=list, repr=False)       # the placement and its problems (site/placement.py), once
 
     def __post_init__(self) -> None:
         for i, pool in enumerate(self.site.pools):

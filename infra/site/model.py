@@ -17,7 +17,7 @@ from .healing import ACTIONS, SIGNALS
 from .hostlists import Hostlist
 from .impact import DRAIN, LIVE, NONE, REBOOT, REPLACE, RESTART, Cost, Impact
 from .types import (Amount, BillingPeriod, Constrained, Count, CountryCode, CubicMetres, KilowattHours, Currency, DataFile, DriverBranch, ExportPath,
-                    Gigabytes, HostName, HugePages, IdentityGroup, ImageRegistry, Kilowatts, MacAddress, Megabytes, MountPoint,
+                    Gigabytes, GpuWatts, HostName, HugePages, IdentityGroup, ImageRegistry, Kilowatts, MacAddress, Megabytes, MountPoint,
                     Mtu, Percent, Price, PriceFactor, Pue, RackUnits, Seconds, Share, StatePath, Terabytes, VlanId,
                     InterfaceName, KeyFile, KeyFingerprint, LustreFsName, LustreNid, ModelName, Name, NtpServer, PartitionKey,
                     PosixUser, Text, TimeZone, Url, Vendor, WaveSize)
@@ -84,11 +84,22 @@ class Strict(BaseModel):
 # --- site, policy, os, repositories -------------------------------------------------
 
 
+class PowerDomain(Strict):
+    """A node of the site's power tree below the facility: a hall or room, a row, a PDU; racks name their domain."""
+    IMPACT: ClassVar[Impact] = NONE    # planning: the GPU power limits are chosen against it
+    name: Name
+    kw: Kilowatts = Field(gt=0, description="The IT power this domain's feed gives (PUE applies at the facility only).")
+    parent: Name | None = Field(default=None, description="The domain it hangs from; default: the facility.")
+
+
 class Power(Strict):
     IMPACT: ClassVar[Impact] = NONE    # planning: the capacity check and reports
     facility_kw: Kilowatts = Field(gt=0, description="Contracted power for IT load and cooling together.")
     pue: Pue = Field(description="Design power usage effectiveness.")
     renewable_share: Share
+    domains: list[PowerDomain] = Field(
+        default_factory=list, max_length=100_000,
+        description="The power tree below the facility (halls, rows, PDUs), parents before or after children.")
 
 
 class SiteInfo(Strict):
@@ -273,11 +284,28 @@ class Fabric(Strict):
 # --- hardware and placement ---------------------------------------------------------
 
 
+class GpuPowerLimit(Strict):
+    """The range ``nvidia-smi -pl`` accepts on this GPU model, and the vendor's default limit."""
+    IMPACT: ClassVar[Impact] = NONE    # planning: the plan chooses the limit from it (no phase sets it yet)
+    min: GpuWatts
+    max: GpuWatts
+    default: GpuWatts
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GpuPowerLimit:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"min {self.min} W <= default {self.default} W <= max {self.max} W does not hold")
+        return self
+
+
 class Gpu(Strict):
     model: Annotated[ModelName, DRAIN.on("slurm", "health")] = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
     count: Annotated[Count, DRAIN.on("slurm", "health")] = Field(le=72)
     memory_gb: Annotated[Gigabytes, NONE] = 0
     nvswitch: Annotated[bool, DRAIN.on("gpu")] = False
+    power_limit_w: Annotated[GpuPowerLimit | None, NONE] = Field(
+        default=None, description="Each GPU's power-limit range; the node type's power_kw is its draw with every GPU "
+                                  "at max. Declared: the plan lowers the limit (down to min) where a power domain needs it.")
 
 
 class Nvlink(Strict):
@@ -356,6 +384,10 @@ class NodeType(Strict):
             raise ValueError("nvlink: a tray of an NVLink domain has GPUs; declare gpu")
         if self.liquid_kw > self.power_kw:
             raise ValueError(f"liquid_kw ({self.liquid_kw:g}) exceeds power_kw ({self.power_kw:g})")
+        limit = self.gpu.power_limit_w if self.gpu else None
+        if limit is not None and self.gpu.count * limit.max / 1000 > self.power_kw + 1e-9:
+            raise ValueError(f"power_kw ({self.power_kw:g}) is less than its {self.gpu.count} GPUs at their max limit "
+                             f"({self.gpu.count} x {limit.max} W); power_kw is the node's draw with every GPU at max")
         return self
 
     @property
@@ -386,6 +418,8 @@ class Rack(Strict):
     units: RackUnits = 42
     power_shelves: PowerShelves | None = Field(default=None, description="The rack's own power shelves (rack-scale systems).")
     cooling: RackCooling | None = Field(default=None, description="Liquid and air cooling capacity per rack; default: air only, up to power_kw.")
+    domain: Name | None = Field(default=None, description="The power domain (site.power.domains) feeding these racks; "
+                                                          "default: the facility directly.")
 
 
 class Pool(Strict):

@@ -111,7 +111,17 @@ class Placement:
 
 
 def place(index: SiteIndex, problems: list[Problem]) -> Placement:
-    """Every pool's hosts in its racks. Appending hosts or pools never moves a placed host."""
+    """Every pool's hosts in its racks (computed once per index, its problems added to ``problems`` each call).
+    Appending hosts or pools never moves a placed host."""
+    if not index.placements:
+        found: list[Problem] = []
+        index.placements.append((_place(index, found), tuple(found)))
+    placement, found = index.placements[0]
+    problems.extend(found)
+    return placement
+
+
+def _place(index: SiteIndex, problems: list[Problem]) -> Placement:
     site = index.site
     racks = {name: RackUse(RackLimits.of(site.racks[i])) for name, i in index.racks.items()}
     placed: dict[str, tuple[str, int]] = {}

@@ -460,6 +460,7 @@ Seconds = _number(int, "a whole number of seconds from 0 to 86400 (a day)", ge=0
 VlanId = _number(int, "a VLAN ID from 1 to 4094 (IEEE 802.1Q)", ge=1, le=4094)
 Mtu = _number(int, "an MTU in bytes from 576 to 65520 (IPoIB's connected mode at most)", ge=576, le=65520)
 Kilowatts = _number(float, "a finite power in kW from 0 to 1000000 (1 GW)", ge=0, le=1_000_000)
+GpuWatts = _number(int, "a whole number of watts from 1 to 5000 (one GPU's power limit)", ge=1, le=5000)
 Terabytes = _number(float, "a finite size in TB from 0 to 1000000 (1 EB)", ge=0, le=1_000_000)
 KilowattHours = _number(float, "a finite energy in kWh from 0 to 10000000000 (10 TWh)", ge=0, le=1e10)
 CubicMetres = _number(float, "a finite volume in m³ from 0 to 1000000000", ge=0, le=1e9)
