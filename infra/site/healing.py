@@ -1,7 +1,7 @@
 """The healing fleet's one table: what each signal a node reports means, and what the remediation service does.
 
 A node's signal agent (node_health's ``gigafactory-node-health --signals``) reports signals through Slurm (the
-node's ``Extra`` field); the remediation service on the active controller (role ``slurm_remediation``) maps each to
+node's ``Extra`` field); the remediation service on the active controller (role ``remediation``) maps each to
 an action by this table, after the site's overrides (``remediation.rules``), and acts through Slurm. The service
 reads the table as JSON the plan renders (``remediation.json``): it holds no table of its own.
 
