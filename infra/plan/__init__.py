@@ -83,7 +83,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
     partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
     return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site),
                 partitions=partitions, racks=placement.racks, domains=placement.domains,
-                remediation=plan_remediation(site, slurm))
+                remediation=plan_remediation(site, slurm, clusters))
 
 
 def ntp_servers(site: Site) -> tuple[str, ...]:

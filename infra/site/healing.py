@@ -26,6 +26,15 @@ STATES = ("healthy", "suspect", "draining", "rebooting", "diagnosing", "awaiting
 HEAL_PREFIX = "gigafactory-heal"        # the drain reasons the service writes: "gigafactory-heal: <step> <signal>..."
 GATE_PREFIX = "gigafactory-health"      # the acceptance gate's (node_health): neither the service's nor someone else's
 
+# On a Kubernetes cluster (docs/healing.md, "Kubernetes"): the Node annotations that stand for Slurm's fields (the
+# agent's report for Extra, the reason and its time for Reason and reason_changed_at), the reboot the service asks of
+# the node's agent, the gate's own cordon mark (node_health's node_health_kubernetes_annotation), and the taint
+# ``<HEAL_TAINT>=<step>:NoSchedule`` on a node the service took out of service.
+KUBERNETES_ANNOTATIONS = {"report": "gigafactory/heal-report", "reason": "gigafactory/heal-reason",
+                          "reason_at": "gigafactory/heal-reason-at", "reboot": "gigafactory/heal-reboot",
+                          "gate": "gigafactory/node-health"}
+HEAL_TAINT = "gigafactory/heal"
+
 # Each signal: where it comes from, what it means. Codes (XIDs) are matched by the rules below.
 SIGNALS: dict[str, str] = {
     "xid": "an NVIDIA XID event in the kernel log (code: the XID)",
