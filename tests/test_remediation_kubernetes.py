@@ -16,7 +16,9 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
@@ -49,6 +51,7 @@ class ApiServer:
         self.pods: dict[tuple[str, str], dict] = {}
         self.refuse: set[tuple[str, str]] = set()       # pods a PodDisruptionBudget protects (429)
         self.requests: list[tuple[str, str, dict | None]] = []
+        self.tokens: set[tuple[str, str]] = set()        # (method, credentials) of every write
         self.version = 0
         server = self
 
@@ -104,6 +107,7 @@ class ApiServer:
             def do_PATCH(self):
                 body = self.body()
                 server.requests.append(("PATCH", self.path.split("?")[0], body))
+                server.tokens.add(("PATCH", self.headers.get("Authorization", "")))
                 name = self.path.split("?")[0].rsplit("/", 1)[-1]
                 node = server.nodes.get(name)
                 if node is None:
@@ -120,6 +124,7 @@ class ApiServer:
             def do_POST(self):
                 body = self.body()
                 server.requests.append(("POST", self.path.split("?")[0], body))
+                server.tokens.add(("POST", self.headers.get("Authorization", "")))
                 parts = self.path.split("?")[0].split("/")      # /api/v1/namespaces/NS/pods/NAME/eviction
                 key = (parts[4], parts[6])
                 if parts[-1] != "eviction" or key not in server.pods:
@@ -218,15 +223,7 @@ class Service:
         from infra.site.load import validate_data
         plan = build_plan(validate_data(site_data(RIGA)))
         config = remediation_config(plan, plan.kubernetes[0])
-        kubeconfig = tmp_path / "admin.conf"
-        kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: riga-infer, cluster: {{server: "{api.url}", certificate-authority: "{api.ca}"}}}}]
-users: [{{name: kubernetes-admin, user: {{token: admin-token}}}}]
-contexts: [{{name: admin, context: {{cluster: riga-infer, user: kubernetes-admin}}}}]
-current-context: admin
-""")
-        config["kubernetes"]["kubeconfig"] = str(kubeconfig)
+        config["kubernetes"]["kubeconfig"] = str(kubeconfig_for(tmp_path / "admin.conf", api, "admin-token"))
         config.update(state_dir=str(tmp_path / "state"), metrics_file=str(tmp_path / "metrics.prom"), **changes)
         self.config = config
         self.commands = remediate.Commands(str(Path(kubectl).parent))
@@ -242,6 +239,17 @@ current-context: admin
 
     def node(self, name: str) -> dict:
         return self.state["nodes"].get(name, {"state": "healthy"})
+
+
+def kubeconfig_for(path: Path, api: ApiServer, token: str) -> Path:
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: riga-infer, cluster: {{server: "{api.url}", certificate-authority: "{api.ca}"}}}}]
+users: [{{name: user, user: {{token: {token}}}}}]
+contexts: [{{name: ctx, context: {{cluster: riga-infer, user: user}}}}]
+current-context: ctx
+""")
+    return path
 
 
 def xid(code: int, at: float, detail: str = "GPU has fallen off the bus") -> dict:
@@ -399,3 +407,83 @@ def test_another_host_than_the_first_control_plane_leaves_the_cluster_alone(tmp_
     api.report(WORKERS[0], [xid(79, NOW - 5)])
     assert remediate.one_round(service.config, service.state, service.commands, "k8s-cp02", NOW) == (False, [])
     assert api.requests == []
+
+
+AGENT = Path(__file__).resolve().parent.parent / "playbooks/roles/node_health/files/gigafactory-node-health"
+
+
+class Agent:
+    """The node's signal agent in its Kubernetes mode (node_health's gigafactory-node-health --signals), with the
+    kubelet's identity, its kernel log, boot time and reboot command in ``tmp_path``; no GPU here, so the diagnosis
+    is the acceptance checks of a node type that promises none."""
+
+    def __init__(self, tmp_path: Path, api: ApiServer, kubectl: str, node: str, service: Service):
+        self.dir, self.kubectl, self.node = tmp_path / "agent", kubectl, node
+        self.dir.mkdir()
+        self.kubeconfig = kubeconfig_for(self.dir / "kubelet.conf", api, "kubelet-token")
+        (self.dir / "kern.log").write_text("")
+        self.boot(1_000)
+        (self.dir / "reboot").write_text(f"#!/bin/sh\necho asked >> {self.dir}/reboots\n")
+        (self.dir / "reboot").chmod(0o755)
+        expect = {"node": node, "node_type": "hgx-h200", "gpus": 0, "gpu_model": None, "driver_branch": None, "cuda": {},
+                  "hcas": 0, "fabric_gbits": None, "rails": [], "dcgm_level": 0, "bw_min_gbits": 0.0,
+                  "diagnose_level": service.config["diagnose_level"], "diagnose_timeout_s": 60, "rail_devices": [],
+                  "ib_error_threshold": 10, "heal_prefix": service.config["reason_prefix"],
+                  "heal_kubernetes": service.config["kubernetes"]["annotations"]}
+        (self.dir / "expect.json").write_text(json.dumps(expect))
+
+    def boot(self, at: int) -> None:
+        (self.dir / "stat").write_text(f"cpu  1 2 3\nbtime {at}\n")
+
+    def xid(self, at: float, code: int) -> None:
+        with open(self.dir / "kern.log", "a") as handle:
+            handle.write(f"{at:.6f} {self.node} kernel: NVRM: Xid (PCI:0000:3b:00): {code}, pid=1, GPU has fallen off the bus\n")
+
+    def run(self) -> str:
+        d = self.dir
+        done = subprocess.run(
+            [sys.executable, str(AGENT), "--signals", "--expect", str(d / "expect.json"), "--state", str(d / "state.json"),
+             "--kernel-log", str(d / "kern.log"), "--sysfs-ib", str(d / "no-ib"), "--nvidia-smi", str(d / "none"),
+             "--dcgmi", str(d / "none"), "--journalctl", str(d / "none"), "--scontrol", str(d / "none"),
+             "--kubectl", self.kubectl, "--kubeconfig", str(self.kubeconfig), "--proc-stat", str(d / "stat"),
+             "--reboot-command", str(d / "reboot")], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def reboots(self) -> int:
+        path = self.dir / "reboots"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_the_node_agent_reports_reboots_and_diagnoses_through_its_own_node(tmp_path, api, kubectl):
+    node = WORKERS[5]
+    service = Service(tmp_path, api, kubectl)
+    agent = Agent(tmp_path, api, kubectl, node, service)
+    now = time.time()
+    agent.xid(now - 30, 79)
+    assert "kubernetes: written" in agent.run()
+    report = json.loads(api.notes(node)["gigafactory/heal-report"])["gf"]
+    assert [(s["signal"], s["code"]) for s in report["signals"]] == [("xid", 79)] and report["boot"] == 1_000
+
+    service.round(now)                                  # cordoned for a reboot; no pod: asked in the next round
+    service.round(now + 30)
+    asked = int(api.notes(node)["gigafactory/heal-reboot"])
+    agent.run()
+    assert agent.reboots() == 1                         # its request is newer than this boot
+    agent.run()
+    assert agent.reboots() == 2                         # (still not rebooted: asked again, as systemctl would)
+    agent.boot(asked + 5)                               # back from the reboot
+    assert "kubernetes: written" in agent.run() and agent.reboots() == 2
+    service.round(now + 60)
+    assert service.node(node)["state"] == "diagnosing"
+    agent.run()                                         # the diagnosis, for this reason's time
+    diag = json.loads(api.notes(node)["gigafactory/heal-report"])["gf"]["diag"]
+    assert diag["passed"] and diag["for"] == int(api.notes(node)["gigafactory/heal-reason-at"])
+    service.round(now + 90)
+    assert service.node(node)["state"] == "healthy" and not api.nodes[node]["spec"].get("unschedulable")
+    assert agent.reboots() == 2
+    # each with its own identity: the service with the admin's, the agent with the kubelet's (patches only)
+    assert api.tokens == {("PATCH", "Bearer admin-token"), ("PATCH", "Bearer kubelet-token")}
+    agent_patches = [b for m, p, b in api.requests if m == "PATCH" and set(b["metadata"]["annotations"]) == {
+        "gigafactory/heal-report"}]
+    assert agent_patches and all(set(b) == {"metadata"} for b in agent_patches)
