@@ -23,7 +23,8 @@ FABRIC = {"kind": "ethernet", "rate": "100g", "ip_mtu": None, "ip_mode": None}
 MOUNT = {"slurm_controller_state_server": "db01", "slurm_controller_state_export_path": "/srv/slurmctld-state",
          "slurm_controller_state_save_location": "/var/spool/slurmctld", "slurm_controller_mount_options": "rw,hard,_netdev"}
 REMEDIATION = {"remediation_program": "/usr/local/sbin/gigafactory-remediate",
-               "remediation_config_file": "/etc/gigafactory/remediation.json", "remediation_user": "slurm"}
+               "remediation_config_file": "/etc/gigafactory/remediation.json", "remediation_user": "slurm",
+               "remediation_backend": "slurm"}
 SOURCES = {"base_apt_debian_mirror": "http://10.40.0.5/debian", "_base_suite": "trixie", "base_apt_components": ["main"],
            "_base_apt_debian_signed_by": "/usr/share/keyrings/debian-archive-keyring.gpg", "base_apt_security_updates": True,
            "base_apt_security_mirror": "http://10.40.0.5/debian-security",
