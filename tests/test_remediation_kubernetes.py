@@ -342,6 +342,12 @@ def test_an_administrators_cordon_is_never_undone(tmp_path, api, kubectl):
     api.nodes[node]["spec"].pop("unschedulable")
     service.round(NOW + 180)
     assert service.node(node)["state"] == "rebooting" and api.nodes[node]["spec"]["unschedulable"] is True
+    # a person uncordons a node of ours: what kubectl uncordon leaves (our taint, our reason) goes with it
+    api.nodes[gated]["spec"].pop("unschedulable")
+    events = service.round(NOW + 240)
+    assert service.node(gated)["state"] == "healthy" and "uncordoned" in [e["action"] for e in events]
+    assert [t["key"] for t in api.nodes[gated]["spec"]["taints"]] == ["nvidia.com/gpu"]
+    assert not {"gigafactory/heal-reason", "gigafactory/heal-reason-at"} & set(api.notes(gated))
 
 
 def test_an_eviction_a_disruption_budget_refuses_is_an_event_and_retried(tmp_path, api, kubectl):
