@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-PROGRAM = ROOT / "playbooks/roles/slurm_remediation/files/gigafactory-remediate"
+PROGRAM = ROOT / "playbooks/roles/remediation/files/gigafactory-remediate"
 TARGET_S, TARGET_SHARE = 30, 0.9
 SHARE_FAILING = 0.1
 

@@ -91,7 +91,7 @@ FIRES = {
     "slurm_nvlink_domains_one_size": None,
     "slurm_block_sizes_aggregate_domains": None,
     "slurm_blocks_within_limit": None,
-    "remediation_needs_slurm": None,
+    "remediation_needs_slurm_or_kubernetes": None,
 }
 
 EXTRA = {
@@ -141,7 +141,8 @@ EXTRA = {
     "slurm_nvlink_domains_one_size": lambda d: _two_domain_sizes(d),
     "slurm_block_sizes_aggregate_domains": lambda d: _nvlink_blocks(d)["slurm"].update(block_sizes=[2, 6]),
     "slurm_blocks_within_limit": lambda d: _nvlink_blocks(d)["pools"][0].update(hosts="gpu[00001-65538]"),   # 32,769 domains
-    "remediation_needs_slurm": lambda d: (d.pop("slurm"), d.update(remediation={"interval_s": 10})),
+    "remediation_needs_slurm_or_kubernetes": lambda d: (d.pop("slurm"), d.pop("kubernetes", None),
+                                                         d.update(remediation={"interval_s": 10})),
 }
 
 

@@ -151,7 +151,15 @@ def test_the_controllers_inventory_holds_the_same_configuration(riga_config):
     plan = build_plan(site)
     children = site_inventory(site, plan)["all"]["children"]
     assert children["slurm_controller"]["vars"]["gf_remediation"] == riga_config == remediation_config(plan)
-    assert all("gf_remediation" not in (c.get("vars") or {}) for g, c in children.items() if g != "slurm_controller")
+    # a Kubernetes cluster's group: the same configuration, its backend and cluster (the service on its first
+    # control plane), and nowhere else
+    clusters = {c.group: c for c in plan.kubernetes}
+    infer = children["k8s_riga_infer"]["vars"]["gf_remediation"]
+    assert infer == remediation_config(plan, clusters["k8s_riga_infer"])
+    assert infer["backend"] == "kubernetes" and infer["cluster"] == "riga-infer" and infer["rules"] == riga_config["rules"]
+    assert infer["kubernetes"]["control_plane"] == "k8s-cp01"
+    assert all("gf_remediation" not in (c.get("vars") or {}) for g, c in children.items()
+               if g != "slurm_controller" and g not in clusters)
 
 
 def test_the_demo_renders_its_configuration():
@@ -220,8 +228,8 @@ def test_remediation_without_slurm_is_a_problem_naming_it(demo):
     demo.pop("tenants", None)
     demo["remediation"] = {"interval_s": 10}
     assert [p for p in problems_of(demo) if p.startswith("remediation")] == [
-        "remediation: the site declares no slurm section: the remediation service acts through Slurm (Kubernetes "
-        "workers are not healed yet); remove remediation or write enabled: false"]
+        "remediation: the site declares no slurm section and no kubernetes cluster: the remediation service acts "
+        "through one of them; remove remediation or write enabled: false"]
     demo["remediation"] = {"enabled": False}
     assert problems_of(demo) == []
 

@@ -162,7 +162,7 @@ SAMPLES: dict[str, Any] = {
                        lambda d: d["pools"][1].update(fabric="aux")),
     "pools[].macs": lambda d: d["pools"][2].update(macs={"ctl01": "52:54:00:00:00:01"}),
     "slurm": lambda d: (d.pop("slurm"), d["tenants"][0].pop("slurm"), d["tenants"][1].pop("slurm"),
-                        d["energy"].update(node="none", gpu="none"), d.pop("remediation")),
+                        d["energy"].update(node="none", gpu="none")),       # remediation stays: riga-infer heals
     "slurm.cluster": lambda d: d["slurm"].update(cluster="riga-big"),
     "remediation.rules[].codes": lambda d: d["remediation"]["rules"][0].update(codes=[48]),
     "slurm.controllers": lambda d: d["slurm"].update(controllers=["ctl02", "ctl01"]),

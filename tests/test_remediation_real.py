@@ -30,7 +30,7 @@ import pytest
 from infra.site.healing import HEAL_PREFIX
 
 HERE = Path(__file__).resolve().parent
-PROGRAM = HERE.parent / "playbooks/roles/slurm_remediation/files/gigafactory-remediate"
+PROGRAM = HERE.parent / "playbooks/roles/remediation/files/gigafactory-remediate"
 AGENT = HERE.parent / "playbooks/roles/node_health/files/gigafactory-node-health"
 # dcgmi stand-in: `health -c` prints health.txt, `diag -r N` prints diag.txt and exits with diag.rc
 DCGMI = """#!/bin/sh

@@ -1,4 +1,4 @@
-"""The remediation service's engine (slurm_remediation's gigafactory-remediate) against a stand-in Slurm.
+"""The remediation service's engine (remediation's gigafactory-remediate) against a stand-in Slurm.
 
 The stand-in answers the service's calls as slurmctld 24.11 does (tests/test_remediation_real.py proves the same
 scenarios on the real daemons): ``scontrol show nodes --json``, ``update``, ``reboot ASAP nextstate=DOWN``,
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 
-PROGRAM = Path(__file__).resolve().parent.parent / "playbooks/roles/slurm_remediation/files/gigafactory-remediate"
+PROGRAM = Path(__file__).resolve().parent.parent / "playbooks/roles/remediation/files/gigafactory-remediate"
 NOW = 1_800_000_000.0
 PREFIX = "gigafactory-heal"
 

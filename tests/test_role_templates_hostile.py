@@ -22,8 +22,9 @@ RAIL = {"rail": 0, "interface": "enp0s5", "cidr": "10.50.0.0/19"}
 FABRIC = {"kind": "ethernet", "rate": "100g", "ip_mtu": None, "ip_mode": None}
 MOUNT = {"slurm_controller_state_server": "db01", "slurm_controller_state_export_path": "/srv/slurmctld-state",
          "slurm_controller_state_save_location": "/var/spool/slurmctld", "slurm_controller_mount_options": "rw,hard,_netdev"}
-REMEDIATION = {"slurm_remediation_program": "/usr/local/sbin/gigafactory-remediate",
-               "slurm_remediation_config_file": "/etc/gigafactory/remediation.json", "slurm_remediation_user": "slurm"}
+REMEDIATION = {"remediation_program": "/usr/local/sbin/gigafactory-remediate",
+               "remediation_config_file": "/etc/gigafactory/remediation.json", "remediation_user": "slurm",
+               "remediation_backend": "slurm"}
 SOURCES = {"base_apt_debian_mirror": "http://10.40.0.5/debian", "_base_suite": "trixie", "base_apt_components": ["main"],
            "_base_apt_debian_signed_by": "/usr/share/keyrings/debian-archive-keyring.gpg", "base_apt_security_updates": True,
            "base_apt_security_mirror": "http://10.40.0.5/debian-security",
@@ -120,14 +121,14 @@ CASES = {
                                           dict(MOUNT, slurm_controller_mount_options="rw\\"), "holds '\\\\'"),
     "override newline in StateSaveLocation": ("slurm_controller/templates/slurmctld-override.conf.j2",
                                               dict(MOUNT, slurm_controller_state_save_location="/var/x\nExecStartPre=/bin/true"), "U+000A"),
-    "remediation unit ordinary": ("slurm_remediation/templates/gigafactory-remediate.service.j2", REMEDIATION, None),
+    "remediation unit ordinary": ("remediation/templates/gigafactory-remediate.service.j2", REMEDIATION, None),
     "remediation unit newline in the configuration's path": (
-        "slurm_remediation/templates/gigafactory-remediate.service.j2",
-        dict(REMEDIATION, slurm_remediation_config_file="/etc/x.json\nExecStartPre=/bin/true"), "U+000A"),
-    "remediation unit newline in the user": ("slurm_remediation/templates/gigafactory-remediate.service.j2",
-                                             dict(REMEDIATION, slurm_remediation_user="slurm\nExecStartPre=/bin/true"), "U+000A"),
-    "remediation unit specifier in the program's path": ("slurm_remediation/templates/gigafactory-remediate.service.j2",
-                                                         dict(REMEDIATION, slurm_remediation_program="/usr/%h"), "a systemd specifier"),
+        "remediation/templates/gigafactory-remediate.service.j2",
+        dict(REMEDIATION, remediation_config_file="/etc/x.json\nExecStartPre=/bin/true"), "U+000A"),
+    "remediation unit newline in the user": ("remediation/templates/gigafactory-remediate.service.j2",
+                                             dict(REMEDIATION, remediation_user="slurm\nExecStartPre=/bin/true"), "U+000A"),
+    "remediation unit specifier in the program's path": ("remediation/templates/gigafactory-remediate.service.j2",
+                                                         dict(REMEDIATION, remediation_program="/usr/%h"), "a systemd specifier"),
     "debian sources ordinary": ("base/templates/debian.sources.j2", SOURCES, None),
     "debian sources newline in the mirror": ("base/templates/debian.sources.j2",
                                              dict(SOURCES, base_apt_debian_mirror="http://10.40.0.5/debian\nTrusted: yes"), "U+000A"),

@@ -171,6 +171,10 @@ def cmd_health(args: argparse.Namespace) -> int:
                                                            "or remediation.enabled is false)")
         if args.state is not None:
             state_text, event_lines, source = _local_state(Path(args.state))
+        elif plan.slurm is None:
+            raise HealthInvalid(args.site, "state", "no Slurm controller to read the state from: a Kubernetes "
+                                                    "cluster's service keeps it on its first control plane "
+                                                    "(/var/lib/gigafactory-remediation); copy it and pass --state DIR")
         else:
             state_text, event_lines, source = _controller_state(args, plan)
         report = health_report(plan, read_state(state_text, f"{source}/state.json"),

@@ -84,7 +84,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
     partitions = {f.name: parts for f in site.fabrics if (parts := plan_partitions(index, f))}
     return Plan(site.site.name, hosts, networks, fabric_plans, slurm, capacity, groups, clusters, ntp_servers(site),
                 partitions=partitions, racks=placement.racks, domains=placement.domains,
-                remediation=plan_remediation(site, slurm), power=power)
+                remediation=plan_remediation(site, slurm, clusters), power=power)
 
 
 def ntp_servers(site: Site) -> tuple[str, ...]:

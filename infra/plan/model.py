@@ -117,13 +117,17 @@ class SlurmPlan:
 # The remediation service's files on the shared StateSaveLocation (they follow slurmctld's failover), and its metrics.
 REMEDIATION_STATE = "gigafactory-remediation"
 REMEDIATION_METRICS = "/var/lib/prometheus/node-exporter/gigafactory_remediation.prom"
+# On a Kubernetes cluster: the service's state on the first control plane, and the identity it acts with there.
+KUBERNETES_REMEDIATION_STATE = "/var/lib/gigafactory-remediation"
+KUBERNETES_ADMIN_CONFIG = "/etc/kubernetes/admin.conf"
+GPU_RESOURCE = "nvidia.com/gpu"                 # a pod asking for it is a GPU pod (evicted by a requeue)
 
 
 @dataclass(frozen=True, slots=True)
 class RemediationPlan:
     """The remediation service's configuration (remediation.json, docs/healing.md): the site's choices, the Slurm
     plan's, and the rules in the order they match (the site's overrides, then infra/site/healing.py's RULES)."""
-    cluster: str
+    cluster: str | None                 # Slurm's ClusterName; None on a site with Kubernetes only
     interval_s: int
     breaker_share: float
     breaker_window_s: int
@@ -131,7 +135,7 @@ class RemediationPlan:
     diagnose_level: int
     diagnose_timeout_s: int
     reboot_timeout_s: int
-    state_dir: str
+    state_dir: str | None               # on Slurm's StateSaveLocation; None without Slurm
     rules: tuple[Rule, ...]
     reason_prefix: str = HEAL_PREFIX
     metrics_file: str = REMEDIATION_METRICS

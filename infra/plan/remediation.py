@@ -7,21 +7,22 @@ import posixpath
 
 from ..site.healing import RULES, Escalation, Rule
 from ..site.model import HealingRule, Remediation, Site
-from .model import REMEDIATION_STATE, RemediationPlan, SlurmPlan
+from .model import REBOOT_TIMEOUT_S, REMEDIATION_STATE, ClusterPlan, RemediationPlan, SlurmPlan
 
 
-def plan_remediation(site: Site, slurm: SlurmPlan | None) -> RemediationPlan | None:
-    """The remediation service's configuration; None without Slurm or with ``remediation: {enabled: false}``."""
+def plan_remediation(site: Site, slurm: SlurmPlan | None, clusters: tuple[ClusterPlan, ...] = ()) -> RemediationPlan | None:
+    """The remediation service's configuration, one for Slurm and every Kubernetes cluster; None with neither or with
+    ``remediation: {enabled: false}``. Without Slurm: no Slurm cluster, the reboot timeout Slurm's default."""
     declared = site.remediation if site.remediation is not None else Remediation()
-    if slurm is None or not declared.enabled:
+    if (slurm is None and not clusters) or not declared.enabled:
         return None
     b = declared.breaker
     return RemediationPlan(
-        cluster=slurm.cluster, interval_s=declared.interval_s,
+        cluster=slurm.cluster if slurm else None, interval_s=declared.interval_s,
         breaker_share=b.share, breaker_window_s=b.window_s, breaker_min_nodes=b.min_nodes,
         diagnose_level=declared.diagnose_level, diagnose_timeout_s=declared.diagnose_timeout_s,
-        reboot_timeout_s=slurm.reboot_timeout_s,
-        state_dir=posixpath.join(slurm.state_save_location, REMEDIATION_STATE),
+        reboot_timeout_s=slurm.reboot_timeout_s if slurm else REBOOT_TIMEOUT_S,
+        state_dir=posixpath.join(slurm.state_save_location, REMEDIATION_STATE) if slurm else None,
         rules=(*map(site_rule, declared.rules), *RULES))
 
 

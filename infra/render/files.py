@@ -9,7 +9,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..plan import Plan
-from ..site.healing import ACTIONS, GATE_PREFIX, STATES
+from ..plan.model import GPU_RESOURCE, KUBERNETES_ADMIN_CONFIG, KUBERNETES_REMEDIATION_STATE, ClusterPlan
+from ..site.healing import ACTIONS, GATE_PREFIX, HEAL_TAINT, KUBERNETES_ANNOTATIONS, STATES
 from ..site.model import Site
 from .escape import FILTERS, refuse_breaking
 
@@ -51,18 +52,25 @@ def slurm_files(plan: Plan, health_check_program: str | None = None) -> dict[str
     return files
 
 
-def remediation_config(plan: Plan) -> dict[str, Any] | None:
-    """The remediation service's configuration as it reads it (``remediation.json``, docs/healing.md; the
-    controllers' ``gf_remediation``); None where the site has none."""
+def remediation_config(plan: Plan, cluster: ClusterPlan | None = None) -> dict[str, Any] | None:
+    """The remediation service's configuration as it reads it (``remediation.json``, docs/healing.md): Slurm's (the
+    controllers' ``gf_remediation``), or with ``cluster`` that Kubernetes cluster's (its first control plane's); the
+    same rules. None where the site has none."""
     r = plan.remediation
-    if r is None:
+    if r is None or (cluster is None and r.cluster is None):
         return None
+    where: dict[str, Any] = {"cluster": r.cluster}
+    if cluster is not None:
+        where = {"cluster": cluster.name, "backend": "kubernetes", "kubernetes": {
+            "control_plane": cluster.control_plane[0], "kubeconfig": KUBERNETES_ADMIN_CONFIG,
+            "annotations": dict(KUBERNETES_ANNOTATIONS), "taint": HEAL_TAINT, "gpu_resource": GPU_RESOURCE}}
     return {
-        "version": 1, "cluster": r.cluster, "reason_prefix": r.reason_prefix, "gate_prefix": GATE_PREFIX,
+        "version": 1, **where, "reason_prefix": r.reason_prefix, "gate_prefix": GATE_PREFIX,
         "actions": list(ACTIONS), "states": list(STATES), "interval_s": r.interval_s,
         "breaker": {"share": r.breaker_share, "window_s": r.breaker_window_s, "min_nodes": r.breaker_min_nodes},
         "diagnose_level": r.diagnose_level, "diagnose_timeout_s": r.diagnose_timeout_s,
-        "reboot_timeout_s": r.reboot_timeout_s, "state_dir": r.state_dir, "metrics_file": r.metrics_file,
+        "reboot_timeout_s": r.reboot_timeout_s,
+        "state_dir": KUBERNETES_REMEDIATION_STATE if cluster is not None else r.state_dir, "metrics_file": r.metrics_file,
         "rules": [{"signal": rule.signal, "codes": list(rule.codes), "action": rule.action,
                    "escalate": None if rule.escalate is None else {
                        "count": rule.escalate.count, "window_s": rule.escalate.window_s, "action": rule.escalate.action}}

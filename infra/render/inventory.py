@@ -117,15 +117,32 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
 
 
 def kubernetes_vars(site: Site, plan: Plan) -> dict[str, dict[str, Any]]:
-    """Per cluster group (``k8s_<cluster>``): ``gf_kubernetes``, what the kubernetes role bootstraps with kubeadm."""
-    return {c.group: {"gf_kubernetes": {
-        "name": c.name,
-        "version": c.version,
-        "control_plane": list(c.control_plane),
-        "api_endpoint": c.api_endpoint,
-        "pod_cidr": c.pod_cidr,
-        "service_cidr": c.service_cidr,
-    }} for c in plan.kubernetes}
+    """Per cluster group (``k8s_<cluster>``): ``gf_kubernetes``, what the kubernetes role bootstraps with kubeadm;
+    where the site heals its fleet, ``gf_remediation`` (the service on the first control plane) and ``gf_diagnosis``
+    (the workers' signal agent)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in plan.kubernetes:
+        out[c.group] = {"gf_kubernetes": {
+            "name": c.name,
+            "version": c.version,
+            "control_plane": list(c.control_plane),
+            "api_endpoint": c.api_endpoint,
+            "pod_cidr": c.pod_cidr,
+            "service_cidr": c.service_cidr,
+        }}
+        if (remediation := remediation_config(plan, c)) is not None:
+            out[c.group].update(gf_remediation=remediation, gf_diagnosis=diagnosis_vars(remediation))
+    return out
+
+
+def diagnosis_vars(remediation: dict[str, Any]) -> dict[str, Any]:
+    """What a node's signal agent needs of the service's configuration: how to diagnose when it asks, and on
+    Kubernetes the annotations it reads and writes."""
+    out = {"level": remediation["diagnose_level"], "timeout_s": remediation["diagnose_timeout_s"],
+           "reason_prefix": remediation["reason_prefix"]}
+    if "kubernetes" in remediation:
+        out["annotations"] = remediation["kubernetes"]["annotations"]
+    return out
 
 
 def fabric_vars(site: Site, plan: Plan) -> dict[str, Any]:
@@ -205,9 +222,7 @@ def site_inventory(site: Site, plan: Plan, packages: Mapping[str, str] | None = 
     if "slurm_controller" in children and (remediation := remediation_config(plan)) is not None:
         children["slurm_controller"]["vars"] = {"gf_remediation": remediation}    # the remediation service's
         if "slurm_compute" in children:         # the nodes' signal agent: how to diagnose when the service asks
-            children["slurm_compute"]["vars"] = {"gf_diagnosis": {"level": remediation["diagnose_level"],
-                                                                  "timeout_s": remediation["diagnose_timeout_s"],
-                                                                  "reason_prefix": remediation["reason_prefix"]}}
+            children["slurm_compute"]["vars"] = {"gf_diagnosis": diagnosis_vars(remediation)}
     for group, variables in kubernetes_vars(site, plan).items():
         children[group]["vars"] = variables
     if "execution" in children:

@@ -366,11 +366,11 @@ def kubernetes_has_package_mirror(site: Site, index: SiteIndex) -> Iterator[Prob
 
 
 @check
-def remediation_needs_slurm(site: Site, index: SiteIndex) -> Iterator[Problem]:
-    """The remediation service acts through Slurm; Kubernetes workers are not healed yet."""
-    if site.remediation is not None and site.remediation.enabled and site.slurm is None:
-        yield Problem("remediation", "the site declares no slurm section: the remediation service acts through Slurm "
-                                     "(Kubernetes workers are not healed yet); remove remediation or write enabled: false")
+def remediation_needs_slurm_or_kubernetes(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """The remediation service acts through Slurm or a Kubernetes cluster's API: a site with neither has no fleet."""
+    if site.remediation is not None and site.remediation.enabled and site.slurm is None and not site.kubernetes:
+        yield Problem("remediation", "the site declares no slurm section and no kubernetes cluster: the remediation "
+                                     "service acts through one of them; remove remediation or write enabled: false")
 
 
 @check

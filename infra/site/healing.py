@@ -1,7 +1,7 @@
 """The healing fleet's one table: what each signal a node reports means, and what the remediation service does.
 
 A node's signal agent (node_health's ``gigafactory-node-health --signals``) reports signals through Slurm (the
-node's ``Extra`` field); the remediation service on the active controller (role ``slurm_remediation``) maps each to
+node's ``Extra`` field); the remediation service on the active controller (role ``remediation``) maps each to
 an action by this table, after the site's overrides (``remediation.rules``), and acts through Slurm. The service
 reads the table as JSON the plan renders (``remediation.json``): it holds no table of its own.
 
@@ -25,6 +25,15 @@ ACTIONS = ("ignore", "requeue", "drain", "reboot", "repair")      # in order of 
 STATES = ("healthy", "suspect", "draining", "rebooting", "diagnosing", "awaiting_repair", "held")
 HEAL_PREFIX = "gigafactory-heal"        # the drain reasons the service writes: "gigafactory-heal: <step> <signal>..."
 GATE_PREFIX = "gigafactory-health"      # the acceptance gate's (node_health): neither the service's nor someone else's
+
+# On a Kubernetes cluster (docs/healing.md, "Kubernetes"): the Node annotations that stand for Slurm's fields (the
+# agent's report for Extra, the reason and its time for Reason and reason_changed_at), the reboot the service asks of
+# the node's agent, the gate's own cordon mark (node_health's node_health_kubernetes_annotation), and the taint
+# ``<HEAL_TAINT>=<step>:NoSchedule`` on a node the service took out of service.
+KUBERNETES_ANNOTATIONS = {"report": "gigafactory/heal-report", "reason": "gigafactory/heal-reason",
+                          "reason_at": "gigafactory/heal-reason-at", "reboot": "gigafactory/heal-reboot",
+                          "gate": "gigafactory/node-health"}
+HEAL_TAINT = "gigafactory/heal"
 
 # Each signal: where it comes from, what it means. Codes (XIDs) are matched by the rules below.
 SIGNALS: dict[str, str] = {

@@ -470,10 +470,11 @@ class Slurm(Strict):
 # --- remediation: the healing fleet (infra/site/healing.py's table, docs/healing.md) ---------
 
 
-# What a change costs: the remediation service (role slurm_remediation, phase slurm) restarts with its new
-# configuration; no job notices. The diagnosis settings also reach the nodes' signal agent (node_health, phase health).
-HEALING_COST = RESTART.on("slurm")
-DIAGNOSIS_COST = RESTART.on("slurm", "health")
+# What a change costs: the remediation service (role remediation, phase slurm on the controllers, phase kubernetes on
+# each cluster's first control plane) restarts with its new configuration; no job notices. The diagnosis settings
+# also reach the nodes' signal agent (node_health, phase health).
+HEALING_COST = RESTART.on("slurm", "kubernetes")
+DIAGNOSIS_COST = RESTART.on("slurm", "kubernetes", "health")
 HealingSignal = Literal[tuple(SIGNALS)]
 HealingAction = Literal[ACTIONS]
 
@@ -511,7 +512,8 @@ class Breaker(Strict):
 
 
 class Remediation(Strict):
-    """The remediation service on the Slurm controllers (role slurm_remediation): it reads the plan's remediation.json."""
+    """The remediation service on the Slurm controllers and each Kubernetes cluster's first control plane (role
+    remediation): it reads the plan's remediation.json."""
     IMPACT: ClassVar[Cost] = HEALING_COST
     enabled: Annotated[bool, DIAGNOSIS_COST] = True
     interval_s: Count = Field(default=5, ge=1, le=3600, description="Seconds between two polls of Slurm's nodes.")
