@@ -75,15 +75,18 @@ def node(name: str) -> dict:
     return json.loads(on("ctl01", "scontrol", "show", "node", name, "--json"))["nodes"][0]
 
 
-def events_path() -> str:
-    config = json.loads(on("ctl01", "cat", "/etc/gigafactory/remediation.json"))
-    return f"{config['state_dir']}/events.jsonl"
+def state_dir() -> str:
+    """The service's state directory, as its remediation.json names it."""
+    return json.loads(on("ctl01", "cat", "/etc/gigafactory/remediation.json"))["state_dir"]
 
 
-def service_events(path: str) -> list[dict]:
-    """events.jsonl as the service wrote it, read on ctl01 as Slurm's user (StateSaveLocation is NFS squashing root)."""
-    text = on("ctl01", "sudo", "-u", "slurm", "sh", "-c", f"cat {path} 2>/dev/null || true")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def service_file(folder: str, name: str) -> str:
+    """A file the service wrote, read on ctl01 as Slurm's user (StateSaveLocation is NFS squashing root); "" if none."""
+    return on("ctl01", "sudo", "-u", "slurm", "sh", "-c", f"cat {folder}/{name} 2>/dev/null || true")
+
+
+def service_events(folder: str) -> list[dict]:
+    return [json.loads(line) for line in service_file(folder, "events.jsonl").splitlines() if line.strip()]
 
 
 def health() -> dict:
@@ -117,6 +120,11 @@ def test_an_xid_on_node01_reboots_diagnoses_and_returns_it_while_its_job_is_requ
         for name in ("node01", "node02"):
             assert not node(name)["reason"], node(name)
 
+        folder = state_dir()
+        history = json.loads(service_file(folder, "state.json") or "{}").get("nodes", {}).get("node01", {}).get("history")
+        assert not history, (f"node01's history holds {history}: a second XID 79 within a day sends it to repair (the "
+                             "rule's escalation); run this on a demo brought up afresh (gigafactory demo --down)")
+
         # --- a requeueable 2-node job runs ----------------------------------------------------------------------
         job = on("ctl01", "sbatch", "--parsable", "--requeue", "-N2", "--ntasks-per-node=1", "-c", "1", "--mem=100M",
                  "--account=acme-ai", "-p", "batch", "-t", "00:40:00", "-J", "heal", "-o", "/dev/null", "--wrap", JOB)
@@ -124,8 +132,7 @@ def test_an_xid_on_node01_reboots_diagnoses_and_returns_it_while_its_job_is_requ
         assert on("ctl01", "squeue", "-h", "-j", job, "-o", "%N") == "node[01-02]"
         wait_for("the job's first start written", lambda: "restart=0" in on("node01", "cat", f"/var/tmp/gf-heal-{job}"), 120)
         boot = on("node01", "cat", "/proc/sys/kernel/random/boot_id")
-        events = events_path()
-        before = len(service_events(events))
+        before = len(service_events(folder))
 
         # --- the fault: the driver's XID 79 line in node01's kernel log -----------------------------------------
         fault = time.monotonic()
@@ -169,7 +176,7 @@ def test_an_xid_on_node01_reboots_diagnoses_and_returns_it_while_its_job_is_requ
         assert starts[-1].endswith("nodes=node[01-02]"), starts
 
         # --- the events tell the story: signal xid 79 -> reboot -> requeue -> diagnose -> resume -----------------
-        new = service_events(events)[before:]
+        new = service_events(folder)[before:]
         for e in new:
             print("event:", json.dumps(e))
         assert steps(new) == STORY, [(e["node"], e["action"]) for e in new]
