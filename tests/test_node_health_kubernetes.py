@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from conftest import RIGA, ROOT, bin_path
+from kubeapi import JsonHandler, kubeconfig_for, kubectl_binary, merge, serve_tls
 
 pytestmark = [
     pytest.mark.root,
@@ -65,30 +63,18 @@ class ApiServer:
         self.users: set[str] = set()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def reply(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
+            RESOURCES = [{"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
+                          "verbs": ["get", "list", "patch", "update"]}]
 
             def do_GET(self):
                 server.users.add(self.headers.get("Authorization", ""))
                 path = self.path.split("?")[0]
-                if path == "/api":
-                    return self.reply(200, {"kind": "APIVersions", "versions": ["v1"]})
-                if path == "/apis":
-                    return self.reply(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
-                if path == "/api/v1":
-                    return self.reply(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-                        {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
-                         "verbs": ["get", "list", "patch", "update"]}]})
+                if self.discovery(path):
+                    return None
                 if path == f"/api/v1/nodes/{NODE}":
                     return self.reply(200, server.node)
-                return self.reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                                        "message": f"{path} not found"})
+                return self.status(404, "NotFound", f"{path} not found")
 
             def do_PATCH(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -96,21 +82,7 @@ class ApiServer:
                 merge(server.node, body)
                 return self.reply(200, server.node)
 
-            def log_message(self, *args):
-                pass
-
-        # TLS, as an API server speaks it: kubectl sends no credentials over plain HTTP
-        self.ca = tls_dir / "apiserver.crt"
-        key = tls_dir / "apiserver.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver",
-                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(self.ca)],
-                       check=True, capture_output=True)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.ca, key)
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.http, self.url, self.ca = serve_tls(Handler, tls_dir)
 
     @property
     def cordoned(self) -> bool:
@@ -119,16 +91,6 @@ class ApiServer:
     @property
     def mark(self) -> str | None:
         return self.node["metadata"].get("annotations", {}).get(ANNOTATION)
-
-
-def merge(target: dict, patch: dict) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = value
 
 
 @pytest.fixture
@@ -140,21 +102,13 @@ def api(tmp_path):
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    from chroots import cached_chroot
-    return str(cached_chroot("kubectl", "trixie", ["kubectl"]) / "usr" / "bin" / "kubectl")
+    return kubectl_binary()
 
 
 def apply(tmp_path, api, kubectl, *extra) -> str:
     out = tmp_path / "health"
     out.mkdir(exist_ok=True)
-    kubeconfig = tmp_path / "admin.conf"
-    kubeconfig.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: riga-infer, cluster: {{server: "{api.url}", certificate-authority: "{api.ca}"}}}}]
-users: [{{name: kubernetes-admin, user: {{token: admin-token}}}}]
-contexts: [{{name: admin, context: {{cluster: riga-infer, user: kubernetes-admin}}}}]
-current-context: admin
-""")
+    kubeconfig = kubeconfig_for(tmp_path / "admin.conf", api.url, api.ca, "admin-token", "kubernetes-admin")
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(node=NODE, out=out, kubectl=kubectl, kubeconfig=kubeconfig))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "playbooks" / "roles"))

@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RIGA, site_data
+from kubeapi import JsonHandler, kubeconfig_for, kubectl_binary, merge, serve_tls
 
 pytestmark = [
     pytest.mark.root,
@@ -55,18 +53,12 @@ class ApiServer:
         self.version = 0
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def reply(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def status(self, code, reason, message):
-                self.reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-                                  "code": code, "message": message})
+        class Handler(JsonHandler):
+            RESOURCES = [{"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
+                          "verbs": ["get", "list", "patch"]},
+                         {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod", "verbs": ["get", "list"]},
+                         {"name": "pods/eviction", "singularName": "", "namespaced": True, "kind": "Eviction",
+                          "group": "policy", "version": "v1", "verbs": ["create"]}]
 
             def body(self):
                 if self.headers.get("Transfer-Encoding") == "chunked":      # kubectl create --raw -f - streams
@@ -81,17 +73,8 @@ class ApiServer:
 
             def do_GET(self):
                 path = self.path.split("?")[0]
-                if path == "/api":
-                    return self.reply(200, {"kind": "APIVersions", "versions": ["v1"]})
-                if path == "/apis":
-                    return self.reply(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
-                if path == "/api/v1":
-                    return self.reply(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-                        {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
-                         "verbs": ["get", "list", "patch"]},
-                        {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod", "verbs": ["get", "list"]},
-                        {"name": "pods/eviction", "singularName": "", "namespaced": True, "kind": "Eviction",
-                         "group": "policy", "version": "v1", "verbs": ["create"]}]})
+                if self.discovery(path):
+                    return None
                 server.requests.append(("GET", self.path, None))
                 if path == "/api/v1/nodes":
                     return self.reply(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {},
@@ -135,20 +118,7 @@ class ApiServer:
                 del server.pods[key]
                 return self.reply(201, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201})
 
-            def log_message(self, *args):
-                pass
-
-        self.ca = tls_dir / "apiserver.crt"
-        key = tls_dir / "apiserver.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver",
-                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(self.ca)],
-                       check=True, capture_output=True)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.ca, key)
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.socket = context.wrap_socket(self.http.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.http, self.url, self.ca = serve_tls(Handler, tls_dir)
 
     def bump(self) -> str:
         self.version += 1
@@ -188,21 +158,9 @@ class ApiServer:
             "/api/v1/nodes", "/api/v1/pods")]
 
 
-def merge(target: dict, patch: dict) -> None:
-    """JSON merge patch (RFC 7386): null removes, objects merge, everything else (lists too) replaces."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = value
-
-
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    from chroots import cached_chroot
-    return str(cached_chroot("kubectl", "trixie", ["kubectl"]) / "usr" / "bin" / "kubectl")
+    return kubectl_binary()
 
 
 @pytest.fixture
@@ -223,7 +181,7 @@ class Service:
         from infra.site.load import validate_data
         plan = build_plan(validate_data(site_data(RIGA)))
         config = remediation_config(plan, plan.kubernetes[0])
-        config["kubernetes"]["kubeconfig"] = str(kubeconfig_for(tmp_path / "admin.conf", api, "admin-token"))
+        config["kubernetes"]["kubeconfig"] = str(kubeconfig_for(tmp_path / "admin.conf", api.url, api.ca, "admin-token"))
         config.update(state_dir=str(tmp_path / "state"), metrics_file=str(tmp_path / "metrics.prom"), **changes)
         self.config = config
         self.commands = remediate.Commands(str(Path(kubectl).parent))
@@ -239,17 +197,6 @@ class Service:
 
     def node(self, name: str) -> dict:
         return self.state["nodes"].get(name, {"state": "healthy"})
-
-
-def kubeconfig_for(path: Path, api: ApiServer, token: str) -> Path:
-    path.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: riga-infer, cluster: {{server: "{api.url}", certificate-authority: "{api.ca}"}}}}]
-users: [{{name: user, user: {{token: {token}}}}}]
-contexts: [{{name: ctx, context: {{cluster: riga-infer, user: user}}}}]
-current-context: ctx
-""")
-    return path
 
 
 def xid(code: int, at: float, detail: str = "GPU has fallen off the bus") -> dict:
@@ -426,7 +373,7 @@ class Agent:
     def __init__(self, tmp_path: Path, api: ApiServer, kubectl: str, node: str, service: Service):
         self.dir, self.kubectl, self.node = tmp_path / "agent", kubectl, node
         self.dir.mkdir()
-        self.kubeconfig = kubeconfig_for(self.dir / "kubelet.conf", api, "kubelet-token")
+        self.kubeconfig = kubeconfig_for(self.dir / "kubelet.conf", api.url, api.ca, "kubelet-token")
         (self.dir / "kern.log").write_text("")
         self.boot(1_000)
         (self.dir / "reboot").write_text(f"#!/bin/sh\necho asked >> {self.dir}/reboots\n")

@@ -401,6 +401,15 @@ def test_a_failing_scontrol_is_an_event_and_the_next_round_tries_again(tmp_path)
     slurm.failing = set()
     service.round(NOW + 20)
     assert service.node("node01")["state"] == "diagnosing" and "diagnose" in slurm.nodes["node01"]["reason"]
+    # a failed resume: the node stays diagnosing, the resume is made again; its return is counted once, when done
+    diag(slurm, "node01", True, NOW + 22)
+    slurm.failing = {"update"}
+    service.round(NOW + 25)
+    assert service.node("node01")["state"] == "diagnosing" and service.state["metrics"]["return_seconds"][0] == 0
+    slurm.failing = set()
+    service.round(NOW + 30)
+    assert service.node("node01")["state"] == "healthy" and slurm.nodes["node01"]["flags"] == {"IDLE"}
+    assert service.state["metrics"]["return_seconds"][0] == 1
 
 
 def test_an_administrators_down_node_is_held_slurms_own_not_responding_is_not(tmp_path):
@@ -503,10 +512,13 @@ def test_a_bad_state_entry_is_dropped_with_an_event_and_a_round_failure_is_an_ev
     service.state["nodes"] = {"node01": {"state": "draining", "since": NOW - 10, "signal": "xid", "code": 79,
                                          "action": "reboot", "evidence": []},         # no seen, no history
                               "node02": ["not", "an", "entry"]}
-    inject(slurm, "node01", "xid", 63, "remap", NOW - 1)
+    service.state["updated"] = NOW - 5                                  # the last round that saved the state
+    inject(slurm, "node02", "xid", 79, "fallen off the bus, a day ago", NOW - 86000)     # taken then: not again
+    inject(slurm, "node01", "xid", 63, "remap", NOW - 1)                # newer than the last saved round
     service.round(NOW)
     assert [e["node"] for e in service.events if e["action"] == "dropped"] == ["node01", "node02"]
     assert service.node("node01")["state"] == "draining"                # then taken afresh
+    assert service.node("node02")["state"] == "healthy" and slurm.nodes["node02"]["flags"] == {"IDLE"}
     config = tmp_path / "remediation.json"
     config.write_text(json.dumps(service.config))
 
