@@ -56,7 +56,7 @@ def partitions(guids: dict | None = None, **partition) -> dict:
 OPENSM = {"_rdma_sm_fabrics": [{"key": "compute", "value": {}}], "_rdma_sm_fabric": {"subnet_managers": ["ctl01"]},
           "_rdma_sm_priority": 15, "rdma_opensm_config_dir": "/etc/opensm", "rdma_opensm_log_file": "/var/log/opensm.log"}
 SLURMDBD = {"gf_site": "riga-1", "inventory_hostname": "db01", "slurm_dbd_database": "slurm_acct_db", "slurm_dbd_db_user": "slurm",
-            "_slurm_dbd_password": "Zx81bQ"}
+            "slurm_dbd_user": "slurm", "_slurm_dbd_password": "Zx81bQ"}
 CUDA_SOURCE = {"nvidia_driver_repository": "http://10.40.0.5/cuda", "nvidia_driver_repository_suite": "/",
                "nvidia_driver_repository_signed_by": "/usr/share/keyrings/gigafactory-cuda.gpg"}
 DOCA_SOURCE = {"rdma_doca_repository": "http://10.40.0.5/doca", "rdma_doca_suite": "/", "rdma_doca_signed_by": "/usr/share/keyrings/gigafactory-doca.gpg"}

@@ -212,7 +212,7 @@ def _controller_state(args: argparse.Namespace, plan) -> tuple[str, list[str], s
     inventories = [Path(args.site).resolve(), *(Path(i).resolve() for i in args.inventory)]
     with tempfile.TemporaryDirectory(prefix="gigafactory-health-") as private:
         # as Slurm's own user (slurm.conf's SlurmUser): it owns StateSaveLocation, often NFS that squashes root
-        control = node_control(host, inventories, Path(private), become_user="slurm")
+        control = node_control(host, inventories, Path(private), become_user=plan.slurm.user)
         state = _run_on(control, host, ["cat", "--", f"{folder}/state.json"])
         if state.rc != 0:
             reason = (state.stderr or state.stdout).strip().splitlines()[:1] or ["no message"]

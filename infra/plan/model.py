@@ -88,6 +88,12 @@ class NvlinkDomain:
     nodes: tuple[tuple[str, str], ...]  # (host, management address)
 
 
+# Slurm's own user: slurmctld and slurmdbd run as it (slurm.conf's and slurmdbd.conf's SlurmUser), it owns
+# StateSaveLocation (often NFS that squashes root) and the logs; slurm_common creates it with the site's fixed IDs,
+# the remediation service runs as it, and `gigafactory health` reads the service's state as it.
+SLURM_USER = "slurm"
+
+
 @dataclass(frozen=True, slots=True)
 class SlurmPlan:
     cluster: str
@@ -112,6 +118,7 @@ class SlurmPlan:
     topology_plugin: str | None = None          # TopologyPlugin: "tree" (topology's switches) or "block" (blocks)
     blocks: tuple[tuple[str, str], ...] = ()     # (block, hostlist): one per NVLink domain of the Slurm pools, rack order
     block_sizes: tuple[int, ...] = ()           # BlockSizes: the domain's trays, then the aggregations (trays x 2^k)
+    user: str = SLURM_USER                      # SlurmUser
 
 
 # The remediation service's files on the shared StateSaveLocation (they follow slurmctld's failover), and its metrics.

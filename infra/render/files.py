@@ -65,7 +65,7 @@ def remediation_config(plan: Plan, cluster: ClusterPlan | None = None) -> dict[s
             "control_plane": cluster.control_plane[0], "kubeconfig": KUBERNETES_ADMIN_CONFIG,
             "annotations": dict(KUBERNETES_ANNOTATIONS), "taint": HEAL_TAINT, "gpu_resource": GPU_RESOURCE}}
     return {
-        "version": 1, **where, "reason_prefix": r.reason_prefix, "gate_prefix": GATE_PREFIX,
+        "version": 1, **where, "user": "root" if cluster is not None else plan.slurm.user, "reason_prefix": r.reason_prefix, "gate_prefix": GATE_PREFIX,
         "actions": list(ACTIONS), "states": list(STATES), "interval_s": r.interval_s,
         "breaker": {"share": r.breaker_share, "window_s": r.breaker_window_s, "min_nodes": r.breaker_min_nodes},
         "diagnose_level": r.diagnose_level, "diagnose_timeout_s": r.diagnose_timeout_s,

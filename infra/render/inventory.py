@@ -100,6 +100,7 @@ def slurm_vars(site: Site, plan: Plan) -> dict[str, Any]:
                            for name, content in slurm_files(plan, health_check_program=HEALTH_CHECK_PROGRAM).items()},
         "gf_slurm": {
             "cluster": s.cluster,
+            "user": s.user,
             "controllers": [host for host, _ in s.controllers],
             "accounting_host": s.accounting[0],
             "login": list(s.login),
