@@ -7,6 +7,8 @@ slurmd per node (``slurmd -N <node>``, each its own loopback address and port: r
 FAQ "Can Slurm emulate a larger cluster?"): the demo's compute line as ``node[0001-N]``, ``SlurmdTimeout`` the site's,
 every node IDLE and registered before the fault. Debian 13's ``slurm-wlm-emulator`` (front-end mode, one slurmd for
 every node) is not needed: 1,000 slurmd fit this machine (the figures print their memory and start time).
+CPU is what this machine lacks at 1,000: every failing node's agent, 1,000 slurmd, slurmctld and the service share
+its 2 cores, so there the agents run late (docs/healing.md).
 
 At the fault, every failing node runs a requeueable job (``sbatch --requeue``, a sleep) and gets an XID 79 line in its
 stand-in kernel log; its signal agent (node_health's ``gigafactory-node-health --signals``, the real one, through the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -118,6 +121,12 @@ def used_mb() -> int:
     return (info["MemTotal"] - info["MemAvailable"]) // 1024
 
 
+def recorded(out: Path) -> set[str]:
+    """The nodes the service's events name so far."""
+    events = out / "state/events.jsonl"
+    return {json.loads(line)["node"] for line in events.read_text().splitlines()} if events.exists() else set()
+
+
 def agent_cpu_s(cluster, node: str, runs: int = 5) -> float:
     """CPU seconds (user + system, the agent and its scontrol) of one agent run on a quiet node, the median of ``runs``."""
     times = []
@@ -191,10 +200,15 @@ def _inside(root: Path, out: Path, nodes: int, failing_count: int, interval_s: i
             errors.append(f"{name}: {error}"[:500])
 
     drained: dict[str, dict] = {}
+    seen: dict[str, float] = {}                     # when this loop first saw each drain (a check on slurmctld's)
     try:
         time.sleep(6)                                   # one quiet round first
+        quiet_until = time.monotonic() + 180            # and the machine quiet again after 1,000 slurmd's start
+        while os.getloadavg()[0] > 2 * os.cpu_count() and time.monotonic() < quiet_until:
+            time.sleep(2)
         rng = random.Random(25)
         fault = time.time()
+        figures["load_at_fault"] = os.getloadavg()
         for name in failing:                            # the fault: an XID 79 in each failing node's kernel log
             with open(c.agent(name) / "kern.log", "a") as log:
                 log.write(f"{fault:.6f} {name} kernel: NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus\n")
@@ -206,9 +220,11 @@ def _inside(root: Path, out: Path, nodes: int, failing_count: int, interval_s: i
             for name, node in read().items():
                 if name in jobs and name not in drained and "DRAIN" in node["state"]:
                     drained[name] = node
+                    seen[name] = time.time()
             time.sleep(1)
         for t in timers:
             t.join()
+        c.wait(lambda: set(failing) <= recorded(out), limit_s=120, said="the service's round done (its events written)")
         now = read()
     finally:
         service.terminate()
@@ -229,6 +245,9 @@ def _inside(root: Path, out: Path, nodes: int, failing_count: int, interval_s: i
         "drained": len(drained), "fault_to_drain": sorted(max(0.0, t - fault) for t in at.values()),
         "report_to_drain": sorted(max(0.0, at[n] - reported[n]) for n in at if n in reported),
         "reported": len(reported), "agent_errors": errors[:5], "drain_events": len(calls),
+        "reported_after_fault": sorted(t - fault for t in reported.values()),
+        "seen_after_fault": sorted(t - fault for t in seen.values()), "load_at_end": os.getloadavg(),
+        "events": [{k: e.get(k) for k in ("at", "node", "action", "to")} for e in calls][:20],
         "reasons": reasons,
         "updates": (out / "calls.txt").read_text().count("scontrol update"),
         "other_drained": sum(1 for n, v in now.items() if "DRAIN" in v["state"] and n not in jobs),

@@ -168,9 +168,11 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
                            slurmd=start_slurmd,
                            commands="\n".join([*(f'timeout 60 chroot "$R" {c}' for c in commands),
                                                 *(f"timeout {host_timeout} {c}" for c in host_commands)]))
-    return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
+    with tempfile.TemporaryDirectory(prefix="gigafactory-run-in-slurm-") as tmp:   # a file: 1,000 slurmd's lines pass
+        (Path(tmp) / "run.sh").write_text(script)                           # the kernel's 128 KiB for one argument
+        return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash",
+                               f"{tmp}/run.sh"], capture_output=True, text=True, timeout=timeout,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
 
 
 def daemon_logs(root: Path) -> str:
