@@ -114,7 +114,7 @@ def separate_slurmd(conf: str, hostlist: str, nodes: dict[str, str]) -> str:
 def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str], dbd: tuple[str, str],
                  cluster: str, commands: list[str], timeout: int = 600,
                  host_commands: list[str] = (), slurmd: tuple[str, str] | list[tuple[str, str]] | None = None,
-                 host_timeout: int = 300) -> subprocess.CompletedProcess:
+                 host_timeout: int = 300, slurmd_ready_s: int = 180) -> subprocess.CompletedProcess:
     """Start munged, MariaDB, slurmdbd and slurmctld on ``files`` and run ``commands`` in the chroot.
 
     ``host_commands`` run after them outside the chroot, inside the same namespaces (``$R`` is the chroot).
@@ -122,7 +122,8 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     and waits until the controller sees it idle; a list of them starts one slurmd per node, each in its own UTS
     namespace with its own loopback address; slurm.conf then gives each its own ``Port=`` and
     ``SlurmdSpoolDir=/var/spool/slurmd/%n`` (each node's directory is made here). ``host_commands`` each get
-    ``host_timeout`` seconds.
+    ``host_timeout`` seconds. The slurmd get ``slurmd_ready_s`` seconds to be idle, all of them; when they were
+    started is written to ``/var/log/slurm/started-slurmd`` in the chroot (``date +%s.%N``), for a benchmark.
 
     Everything runs in fresh network, UTS, mount and PID namespaces: the daemons die
     with the namespace, and the planned addresses exist only on its loopback.
@@ -158,16 +159,20 @@ def run_in_slurm(root: Path, files: dict[str, str], controller: tuple[str, str],
     nodes = [] if slurmd is None else [slurmd] if isinstance(slurmd, tuple) else list(slurmd)
     addresses = "\n".join(f"ip addr add {a}/32 dev lo" for a in sorted({controller[1], dbd[1], *(n[1] for n in nodes)}))
     start_slurmd = "".join(
-        ['rm -rf "$R/var/spool/slurmd"; mkdir -p "$R/var/spool/slurmd"\n' if nodes else "",
+        ['rm -rf "$R/var/spool/slurmd"; mkdir -p "$R/var/spool/slurmd"; date +%s.%N >"$R/var/log/slurm/started-slurmd"\n'
+         if nodes else "",
          *(SLURMD.format(node=n, out="slurmd.out" if len(nodes) == 1 else f"slurmd-{n}.out") for n, _ in nodes),
-         SLURMD_READY.format(nodes=",".join(n for n, _ in nodes)) if nodes else ""])
+         SLURMD_READY.format(nodes=",".join(n for n, _ in nodes)).replace("wait_for 180 ", f"wait_for {slurmd_ready_s} ")
+         if nodes else ""])
     script = SCRIPT.format(root=root, addresses=addresses, dbd_host=dbd[0], ctld_host=controller[0], cluster=cluster,
                            slurmd=start_slurmd,
                            commands="\n".join([*(f'timeout 60 chroot "$R" {c}' for c in commands),
                                                 *(f"timeout {host_timeout} {c}" for c in host_commands)]))
-    return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash", "-c", script],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
+    with tempfile.TemporaryDirectory(prefix="gigafactory-run-in-slurm-") as tmp:   # a file: 1,000 slurmd's lines pass
+        (Path(tmp) / "run.sh").write_text(script)                           # the kernel's 128 KiB for one argument
+        return subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--kill-child", "bash",
+                               f"{tmp}/run.sh"], capture_output=True, text=True, timeout=timeout,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DBPASS": password})
 
 
 def daemon_logs(root: Path) -> str:

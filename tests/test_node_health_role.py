@@ -53,7 +53,7 @@ def test_expectations_come_from_the_node_type_and_the_site(installed):
 
 def test_the_signal_agent_runs_from_a_timer_every_interval(installed):
     timer = (installed / "systemd" / "gigafactory-node-signals.timer").read_text()
-    assert "OnUnitActiveSec=30s\n" in timer and "WantedBy=timers.target" in timer
+    assert "OnUnitActiveSec=10s\n" in timer and "WantedBy=timers.target" in timer
     service = (installed / "systemd" / "gigafactory-node-signals.service").read_text()
     assert (f"ExecStart={installed}/gigafactory-node-health --signals --expect {installed}/etc/health-expect.json "
             f"--state {installed}/lib/signals-state.json\n") in service
