@@ -106,7 +106,7 @@ def test_every_signal_has_an_expectation():
 
 def test_a_slurm_site_without_the_section_gets_the_defaults(riga_config):
     assert {k: v for k, v in riga_config.items() if k != "rules"} == {
-        "version": 1, "cluster": "riga-train", "reason_prefix": "gigafactory-heal", "gate_prefix": "gigafactory-health",
+        "version": 1, "cluster": "riga-train", "user": "slurm", "reason_prefix": "gigafactory-heal", "gate_prefix": "gigafactory-health",
         "actions": ["ignore", "requeue", "drain", "reboot", "repair"],
         "states": ["healthy", "suspect", "draining", "rebooting", "diagnosing", "awaiting_repair", "held"], "interval_s": 5,
         "breaker": {"share": 0.05, "window_s": 600, "min_nodes": 3}, "diagnose_level": 2, "diagnose_timeout_s": 1800,
