@@ -79,6 +79,7 @@ EXPECTED = [
     ("ecc_contained", None, "requeue", "reboot"),
     ("ecc_uncontained", None, "reboot", "repair"),
     ("dcgm_health", None, "drain", "repair"),
+    ("dcgm_diag", 1, "drain", "repair"),              # the periodic quick run: drained, diagnosed
     ("dcgm_diag", 2, "repair", None),
     ("ib_link_down", None, "drain", "repair"),
     ("ib_errors", None, "drain", "repair"),
@@ -110,7 +111,7 @@ def test_a_slurm_site_without_the_section_gets_the_defaults(riga_config):
         "actions": ["ignore", "requeue", "drain", "reboot", "repair"],
         "states": ["healthy", "suspect", "draining", "rebooting", "diagnosing", "awaiting_repair", "held"], "interval_s": 5,
         "breaker": {"share": 0.05, "window_s": 600, "min_nodes": 3}, "diagnose_level": 2, "diagnose_timeout_s": 1800,
-        "reboot_timeout_s": 1800, "state_dir": "/var/spool/slurmctld/gigafactory-remediation",
+        "reboot_timeout_s": 1800, "periodic_diag_s": 3600, "state_dir": "/var/spool/slurmctld/gigafactory-remediation",
         "metrics_file": "/var/lib/prometheus/node-exporter/gigafactory_remediation.prom"}
     assert len(riga_config["rules"]) == len(RULES)
 

@@ -456,3 +456,31 @@ def test_slurm_24_11_takes_the_agents_extra_and_gives_it_back_intact(tmp_path):
     assert [(s["code"], s["detail"]) for s in gf["signals"]] == [(79, f"PCI:0000:3b:00: {detail}"), (13, "PCI:0000:5e:00: a, b c")]
     assert gf["diag"]["passed"] and gf["diag"]["level"] == 2
     assert "DRAIN" in node["state"] and node["reason"].startswith("gigafactory-heal: diagnose xid 79")
+
+
+def test_the_periodic_quick_diagnosis_runs_on_an_idle_node_in_service_at_its_interval(tmp_path):
+    node = Node(tmp_path)
+    expect = json.loads(node.expect.read_text())
+    node.expect.write_text(json.dumps(dict(expect, periodic_diag_s=3600)))
+    node.run()                                          # idle, in service, never run: due
+    assert diag_calls(node) == [["dcgmi", "diag", "-r", "1"]] and node.updates() == []     # passed: nothing to report
+    node.run()                                          # within the interval: not again
+    assert diag_calls(node) == []
+    state = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps(dict(state, periodic_diag_at=state["periodic_diag_at"] - 3600)))
+    (tmp_path / "diag.txt").write_text("| PCIe | Fail - GPU 0: link width x8 of x16 |\n")
+    (tmp_path / "diag.rc").write_text("226")
+    node.run()                                          # due again, and failing: a dcgm_diag signal of code 1
+    assert diag_calls(node) == [["dcgmi", "diag", "-r", "1"]]
+    assert [(s["signal"], s["code"], s["detail"]) for s in node.extra()["gf"]["signals"]] == [
+        ("dcgm_diag", 1, "dcgmi diag -r 1: | PCIe | Fail - GPU 0: link width x8 of x16 |")]
+
+
+@pytest.mark.parametrize("state", [("MIXED",), ("ALLOCATED",), ("IDLE", "DRAIN"), ("DOWN",), ("IDLE", "NOT_RESPONDING")])
+def test_the_periodic_quick_diagnosis_never_runs_under_a_job_or_out_of_service(tmp_path, state):
+    node = Node(tmp_path)
+    expect = json.loads(node.expect.read_text())
+    node.expect.write_text(json.dumps(dict(expect, periodic_diag_s=60)))
+    drained(node, "", state)
+    node.run()
+    assert diag_calls(node) == []

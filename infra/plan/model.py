@@ -142,6 +142,7 @@ class RemediationPlan:
     diagnose_level: int
     diagnose_timeout_s: int
     reboot_timeout_s: int
+    periodic_diag_s: int
     state_dir: str | None               # on Slurm's StateSaveLocation; None without Slurm
     rules: tuple[Rule, ...]
     reason_prefix: str = HEAL_PREFIX

@@ -21,6 +21,7 @@ def plan_remediation(site: Site, slurm: SlurmPlan | None, clusters: tuple[Cluste
         cluster=slurm.cluster if slurm else None, interval_s=declared.interval_s,
         breaker_share=b.share, breaker_window_s=b.window_s, breaker_min_nodes=b.min_nodes,
         diagnose_level=declared.diagnose_level, diagnose_timeout_s=declared.diagnose_timeout_s,
+        periodic_diag_s=declared.periodic_diag_s,
         reboot_timeout_s=slurm.reboot_timeout_s if slurm else REBOOT_TIMEOUT_S,
         state_dir=posixpath.join(slurm.state_save_location, REMEDIATION_STATE) if slurm else None,
         rules=(*map(site_rule, declared.rules), *RULES))

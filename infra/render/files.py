@@ -69,7 +69,7 @@ def remediation_config(plan: Plan, cluster: ClusterPlan | None = None) -> dict[s
         "actions": list(ACTIONS), "states": list(STATES), "interval_s": r.interval_s,
         "breaker": {"share": r.breaker_share, "window_s": r.breaker_window_s, "min_nodes": r.breaker_min_nodes},
         "diagnose_level": r.diagnose_level, "diagnose_timeout_s": r.diagnose_timeout_s,
-        "reboot_timeout_s": r.reboot_timeout_s,
+        "reboot_timeout_s": r.reboot_timeout_s, "periodic_diag_s": r.periodic_diag_s,
         "state_dir": KUBERNETES_REMEDIATION_STATE if cluster is not None else r.state_dir, "metrics_file": r.metrics_file,
         "rules": [{"signal": rule.signal, "codes": list(rule.codes), "action": rule.action,
                    "escalate": None if rule.escalate is None else {

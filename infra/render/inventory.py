@@ -140,7 +140,7 @@ def diagnosis_vars(remediation: dict[str, Any]) -> dict[str, Any]:
     """What a node's signal agent needs of the service's configuration: how to diagnose when it asks, and on
     Kubernetes the annotations it reads and writes."""
     out = {"level": remediation["diagnose_level"], "timeout_s": remediation["diagnose_timeout_s"],
-           "reason_prefix": remediation["reason_prefix"]}
+           "reason_prefix": remediation["reason_prefix"], "periodic_s": remediation["periodic_diag_s"]}
     if "kubernetes" in remediation:
         out["annotations"] = remediation["kubernetes"]["annotations"]
     return out

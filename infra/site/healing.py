@@ -78,7 +78,8 @@ RULES: tuple[Rule, ...] = (
     Rule("ecc_contained", (), "requeue", Escalation(3, DAY, "reboot")),
     Rule("ecc_uncontained", (), "reboot", Escalation(2, DAY, "repair")),
     Rule("dcgm_health", (), "drain", Escalation(2, DAY, "repair")),
-    Rule("dcgm_diag", (), "repair"),
+    Rule("dcgm_diag", (1,), "drain", Escalation(2, DAY, "repair")),   # the periodic quick run: diagnose at the level
+    Rule("dcgm_diag", (), "repair"),                                   # a diagnosis failed
     Rule("ib_link_down", (), "drain", Escalation(3, DAY, "repair")),
     Rule("ib_errors", (), "drain", Escalation(3, 7 * DAY, "repair")),
     Rule("health_check", (), "drain", Escalation(3, DAY, "repair")),

@@ -520,6 +520,9 @@ class Remediation(Strict):
     breaker: Breaker = Breaker()
     diagnose_level: Annotated[Count, DIAGNOSIS_COST] = Field(default=2, ge=1, le=4, description="dcgmi diag -r level a node passes before it returns.")
     diagnose_timeout_s: Annotated[Count, DIAGNOSIS_COST] = Field(default=1800, ge=60, le=86400)
+    periodic_diag_s: Annotated[Count, DIAGNOSIS_COST] = Field(
+        default=3600, ge=0, le=7 * 86400, description="Seconds between two dcgmi diag -r 1 on each idle node in "
+                                                      "service (0: never); a failure drains it for a diagnosis.")
     rules: list[HealingRule] = Field(default_factory=list, max_length=256, description="Overrides, before infra/site/"
                                      "healing.py's default rules (docs/healing.md); the first rule matching wins.")
 
