@@ -56,7 +56,8 @@ def apply(tmp_path: Path, site: dict, part: str = "all") -> tuple[Path, Path]:
         path.mkdir(exist_ok=True)
     shutil.copy(ROOT / "tests" / "systemctl_standin.sh", bin_ / "systemctl")
     (bin_ / "systemctl").chmod(0o755)
-    (state / UNIT).write_text("disabled\n")
+    if not (state / UNIT).exists():
+        (state / UNIT).write_text("disabled\n")
     play = PLAY.format(path=f"{bin_}:{os.environ['PATH']}", state=state, part=part, out=out,
                        smi=ROOT / "tests" / "nvidia_smi_power_standin.py")
     result = playbook(tmp_path, site, play)
@@ -159,7 +160,12 @@ def test_an_image_holds_the_enabled_unit_and_no_planned_watts(tmp_path):
     assert not any(line.startswith("start") for line in (state / "calls").read_text().splitlines())
 
 
-def test_a_node_type_without_a_range_gets_nothing(tmp_path):
+def test_a_node_type_without_a_range_gets_nothing_and_loses_what_a_range_gave(tmp_path):
     out, state = apply(tmp_path, site_data(RIGA))
     assert [p for p in out.rglob("*") if p.is_file()] == []
     assert not (state / "calls").exists()
+    apply(tmp_path, hall_site())
+    assert (out / "systemd" / UNIT).is_file() and (state / UNIT).read_text().strip() == "enabled"
+    apply(tmp_path, site_data(RIGA))                 # the range removed from the site file
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+    assert (state / UNIT).read_text().strip() == "disabled"
