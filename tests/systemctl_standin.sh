@@ -2,7 +2,7 @@
 # A stand-in for systemctl in role tests (no systemd here): one unit's enablement in $SYSTEMCTL_STANDIN/<unit>
 # (enabled, disabled or masked; enabled when absent, as a package's maintainer script leaves a new service), every
 # call appended to $SYSTEMCTL_STANDIN/calls. Answers what Ansible's systemd_service module asks: show, is-enabled,
-# enable, disable, mask, unmask.
+# enable, disable, mask, unmask (start, stop and restart only recorded).
 set -eu
 dir=${SYSTEMCTL_STANDIN:?}
 printf '%s\n' "$*" >>"$dir/calls"
@@ -22,6 +22,6 @@ case $action in
     enable | disable) [ "$state" = masked ] || echo "${action}d" >"$dir/$unit" ;;
     mask) echo masked >"$dir/$unit" ;;
     unmask) echo disabled >"$dir/$unit" ;;
-    daemon-reload) ;;
+    daemon-reload | start | stop | restart) ;;
     *) echo "systemctl stand-in: $action is not answered" >&2; exit 1 ;;
 esac

@@ -77,14 +77,27 @@ def _block_topology(data: dict) -> None:
 
 
 def _power_tree(data: dict) -> None:
-    """A hall and a row feeding rack a01..a32, and the H200s' power-limit range (issue 26)."""
-    data["site"]["power"]["domains"] = [{"name": "hall-a", "kw": 5000}, {"name": "row-1", "kw": 3000, "parent": "hall-a"}]
+    """A hall and a row feeding rack a01..a32, and the H200s' power-limit range (issue 26): the hall's 1,000 kW binds
+    (the plan lowers the H200s to 370 W), so that a change of anything the limit depends on moves it."""
+    data["site"]["power"]["domains"] = [{"name": "hall-a", "kw": 1000}, {"name": "row-1", "kw": 3000, "parent": "hall-a"}]
     data["racks"][0]["domain"] = "row-1"
     data["node_types"]["hgx-h200"]["gpu"]["power_limit_w"] = {"min": 200, "max": 700, "default": 700}
 
 
-def _limit(**change):
-    return _power_tree, lambda d: d["node_types"]["hgx-h200"]["gpu"]["power_limit_w"].update(change)
+def _facility_tight(data: dict) -> None:
+    """The H200s' power-limit range and no power tree, the facility's 1,500 kW at PUE 1.2 binding (1,250 kW of IT load
+    for 1,431 kW at the default limits)."""
+    data["site"]["power"]["facility_kw"] = 1500
+    data["node_types"]["hgx-h200"]["gpu"]["power_limit_w"] = {"min": 200, "max": 700, "default": 700}
+
+
+def _with_range(data: dict) -> None:
+    """The H200s' power-limit range, no budget binding: the plan keeps their default limit."""
+    data["node_types"]["hgx-h200"]["gpu"]["power_limit_w"] = {"min": 200, "max": 700, "default": 700}
+
+
+def _limit(prepare=_power_tree, **change):
+    return prepare, lambda d: d["node_types"]["hgx-h200"]["gpu"]["power_limit_w"].update(change)
 
 
 # Fields a generic change cannot move (a string, a list, a value others refer to): one valid change each.
@@ -142,15 +155,24 @@ SAMPLES: dict[str, Any] = {
     "node_types.<key>.nvlink.trays": (_block_topology, lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(trays=4)),
     "node_types.<key>.hca.model": lambda d: d["node_types"]["hgx-h200"]["hca"].update(model="ConnectX-8"),
     "racks": lambda d: d["racks"].append({"names": ["c01"], "power_kw": 20, "units": 48}),
-    "racks[].domain": (_power_tree, lambda d: d["racks"][0].update(domain="hall-a")),
+    # issue 26: each with a budget that binds, so that the planned GPU power limit (phase power, the health gate) moves
+    "racks[].domain": (_power_tree, lambda d: d["racks"][0].pop("domain")),               # the facility's alone: 700 W
     "site.power.domains[].name": (_power_tree, lambda d: (d["site"]["power"]["domains"][1].update(name="row-x"),
                                                           d["racks"][0].update(domain="row-x"))),
-    "site.power.domains[].kw": (_power_tree, lambda d: d["site"]["power"]["domains"][1].update(kw=4000)),
+    "site.power.domains[].kw": (_power_tree, lambda d: d["site"]["power"]["domains"][0].update(kw=1100)),
     "site.power.domains[].parent": (_power_tree, lambda d: d["site"]["power"]["domains"][1].update(parent=None)),
-    "node_types.<key>.gpu.power_limit_w": (_power_tree, lambda d: d["node_types"]["hgx-h200"]["gpu"].pop("power_limit_w")),
-    "node_types.<key>.gpu.power_limit_w.min": _limit(min=300),
+    "site.power.facility_kw": (_facility_tight, lambda d: d["site"]["power"].update(facility_kw=1600)),
+    "site.power.pue": (_facility_tight, lambda d: d["site"]["power"].update(pue=1.25)),
+    "fabrics[].switch.power_kw": (_facility_tight, lambda d: d["fabrics"][0]["switch"].update(power_kw=2.0)),
+    "node_types.<key>.power_kw": (_power_tree, lambda d: d["node_types"]["hgx-h200"].update(power_kw=10.5)),
+    "node_types.<key>.nvlink.switch_trays": (_power_tree, lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(switch_trays=2)),
+    "node_types.<key>.nvlink.switch_tray_kw": (_power_tree, lambda d: d["node_types"]["hgx-h200"]["nvlink"].update(switch_tray_kw=1.0)),
+    "node_types.<key>.gpu.count": (_power_tree, lambda d: d["node_types"]["hgx-h200"]["gpu"].update(count=7)),
+    "node_types.<key>.gpu.power_limit_w": (_power_tree, lambda d: (d["node_types"]["hgx-h200"]["gpu"].pop("power_limit_w"),
+                                                                    d["site"]["power"]["domains"][0].update(kw=2000))),
+    "node_types.<key>.gpu.power_limit_w.min": _limit(min=300),        # a binding budget's limit is not min's
     "node_types.<key>.gpu.power_limit_w.max": _limit(max=650, default=650),
-    "node_types.<key>.gpu.power_limit_w.default": _limit(default=600),
+    "node_types.<key>.gpu.power_limit_w.default": _limit(_with_range, default=600),      # unbound: the default
     "racks[].names": lambda d: d["racks"][0].update(names=[f"a{i:02d}" for i in range(1, 33)] + ["a33"]),
     "pools": lambda d: d["pools"].append({"name": "spare", "type": "cpu-1u", "hosts": ["spare01"], "racks": ["b02"]}),
     "pools[].name": lambda d: d["pools"][2].update(name="ctl"),

@@ -53,7 +53,7 @@ def test_every_playbook_is_a_phase_and_every_phase_has_one():
     shared = {f"{PLAYBOOKS.relative_to(ROOT).as_posix()}/{name}" for name in shared_playbooks()}
     assert shared == {"playbooks/validated.yml"}
     assert on_disk - shared == {p.playbook for p in REGISTRY}
-    assert [p.name for p in PHASES] == ["base", "boot", "rdma", "gpu", "slurm", "kubernetes", "health"]
+    assert [p.name for p in PHASES] == ["base", "boot", "rdma", "gpu", "power", "slurm", "kubernetes", "health"]
 
 
 @pytest.mark.parametrize("phase", REGISTRY, ids=lambda p: p.name)

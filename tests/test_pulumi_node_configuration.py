@@ -25,7 +25,7 @@ from infra.site.checks import run_checks
 
 
 SITE_FILE = "inventories/riga-1/site.yml"
-OTHERS = ("base", "boot", "rdma", "gpu", "slurm", "health", "kubernetes")
+OTHERS = ("base", "boot", "rdma", "gpu", "power", "slurm", "health", "kubernetes")
 
 
 @pytest.fixture
@@ -59,6 +59,10 @@ def test_editing_a_role_re_runs_exactly_the_phases_that_apply_it(repo, riga):
     edit(roles / "nvidia_driver" / "tasks" / "main.yml")
     after_driver = hashes(repo, riga)
     assert changed(before, after_driver) == {"gpu"}
+    edit(roles / "gpu_power" / "templates" / "gigafactory-gpu-power.service.j2")
+    after_power = hashes(repo, riga)
+    assert changed(after_driver, after_power) == {"power"}
+    after_driver = after_power
     edit(roles / "boot_server" / "templates" / "host.ipxe.j2")
     after_boot = hashes(repo, riga)
     assert changed(after_driver, after_boot) == {"boot"}

@@ -177,7 +177,7 @@ def test_riga1_resource_graph(runs):
         counts[r["type"].split(":")[-1]] = counts.get(r["type"].split(":")[-1], 0) + 1
     assert counts == {
         "NodeConfiguration": 1, "KubernetesCluster": 1, "SiteNetwork": 1, "SiteStorage": 1, "Tenants": 1,
-        "AnsiblePhase": 6,                     # base, rdma, gpu, slurm, health + kubeadm of riga-infer
+        "AnsiblePhase": 7,                     # base, rdma, gpu, power, slurm, health + kubeadm of riga-infer
         "kubernetes": 1,                       # the cluster's provider
         "Release": 6,                          # four add-ons, NFS and Lustre CSI drivers
         "ConfigMap": 1,                        # the DCGM exporter's metrics list
@@ -187,7 +187,7 @@ def test_riga1_resource_graph(runs):
         "StorageClass": 3, "PersistentVolume": 2, "PersistentVolumeClaim": 2,
     }
     phases = sorted(r["name"] for r in by_type(run, "AnsiblePhase"))
-    assert phases == ["nodes-base", "nodes-gpu", "nodes-health", "nodes-rdma", "nodes-slurm", "riga-infer-kubeadm"]
+    assert phases == ["nodes-base", "nodes-gpu", "nodes-health", "nodes-power", "nodes-rdma", "nodes-slurm", "riga-infer-kubeadm"]
 
 
 @pytest.mark.parametrize("key", [("riga-1", "up"), ("demo", "up")], ids="-".join)

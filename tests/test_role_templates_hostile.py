@@ -238,6 +238,11 @@ CASES = {
     "signal agent a second command in its program": ("node_health/templates/gigafactory-node-signals.service.j2",
                                                      {"node_health_program": "/usr/local/sbin/x; rm -rf /", "node_health_expect_file": "/e",
                                                       "node_health_signals_state": "/s"}, "node_health_program"),
+    "gpu power unit a second command in its program": ("gpu_power/templates/gigafactory-gpu-power.service.j2",
+                                                       {"gpu_power_program": "/usr/local/sbin/x\nExecStartPost=/bin/sh",
+                                                        "gpu_power_file": "/e", "gpu_power_nvidia_smi": "nvidia-smi"}, "gpu_power_program"),
+    "gpu power limit a key of its own": ("gpu_power/templates/gpu-power.json.j2",
+                                         {"gpu_power_limit_w": '400, "other": 1'}, "is not an integer"),
 }
 
 

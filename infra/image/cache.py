@@ -102,11 +102,12 @@ def _repositories(site: Site) -> dict[str, Any]:
 
 
 # Inventory variables the install parts never read: the site's hosts, addresses and networks, or this run's settings
-# (ansible_user: how Ansible logs in; an image build runs locally), so a pool that grows or a network that moves does
-# not rebuild its images. Every other variable the image's host receives is in the key: a variable missing here costs
+# (ansible_user: how Ansible logs in; an image build runs locally), or the plan's GPU power limit (gpu_power's
+# configure part writes it), so a pool that grows, a network that moves or a limit the plan lowers does not rebuild
+# its images. Every other variable the image's host receives is in the key: a variable missing here costs
 # a rebuild, one wrongly listed a stale image (tests/test_role_parts.py checks the install parts).
 CONFIGURE_VARIABLES = frozenset({"gf_etc_hosts", "gf_slurm_files", "gf_slurm_tenants", "gf_ntp_servers", "gf_max_fail_percent",
-                                 "gf_boot", "gf_networks", "gf_fabrics", "ansible_user"})
+                                 "gf_boot", "gf_networks", "gf_fabrics", "gf_gpu_power_limit_w", "ansible_user"})
 
 
 def image_variables(site: Site, plan: Plan, image: TypeImage) -> dict[str, Any]:

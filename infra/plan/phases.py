@@ -68,12 +68,13 @@ BASE = Phase("base", first=("execution",), local=("execution",))
 BOOT = Phase("boot", ("boot_server",), first=("boot_server",))
 RDMA = Phase("rdma", ("rdma",), first=("subnet_manager",))
 GPU = Phase("gpu", ("gpu",))
+POWER = Phase("power", ("gpu",))      # the planned GPU power limit, set before slurmd or kubelet take work
 SLURM = Phase("slurm", ("slurm",), first=("slurm_dbd", "slurm_controller"))
 KUBERNETES = Phase("kubernetes", ("k8s_control_plane", "k8s_worker"), first=("k8s_control_plane",))
 HEALTH = Phase("health")                # also the rollout's gate before a node goes back into service
 ACCEPTANCE = Phase("acceptance", provisions=False)
 
-REGISTRY: tuple[Phase, ...] = (BASE, BOOT, RDMA, GPU, SLURM, KUBERNETES, HEALTH, ACCEPTANCE)
+REGISTRY: tuple[Phase, ...] = (BASE, BOOT, RDMA, GPU, POWER, SLURM, KUBERNETES, HEALTH, ACCEPTANCE)
 PHASES: tuple[Phase, ...] = tuple(p for p in REGISTRY if p.provisions)      # what ``up`` runs, in order
 
 

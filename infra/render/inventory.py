@@ -59,6 +59,14 @@ def node_type_vars(site: Site, name: str) -> dict[str, Any]:
     } | ({"gf_hca_ports": list(nt.hca.ports)} if nt.hca and nt.hca.ports else {})   # the rails' HCA ports by PCI address
 
 
+def power_vars(plan: Plan, name: str) -> dict[str, Any]:
+    """Variables of the ``type_<name>`` group from the power plan (role gpu_power, the health gate): the planned GPU
+    power limit of a node type that declares a range (``gf_gpu_power``: the role installs its unit; the watts are
+    the configure part's, out of the image key); nothing for one without."""
+    watts = plan.power.limits_w.get(name)
+    return {} if watts is None else {"gf_gpu_power": True, "gf_gpu_power_limit_w": watts}
+
+
 def group_vars(site: Site, plan: Plan) -> dict[str, Any]:
     """Variables every host shares: the site's identity, mirrors, networks and software choices."""
     return {
@@ -217,7 +225,7 @@ def site_inventory(site: Site, plan: Plan, packages: Mapping[str, str] | None = 
         children[group] = {"hosts": dict.fromkeys(members)}
     for name in site.node_types:
         if group_name("type", name) in children:
-            children[group_name("type", name)]["vars"] = node_type_vars(site, name)
+            children[group_name("type", name)]["vars"] = node_type_vars(site, name) | power_vars(plan, name)
     if "slurm" in children and plan.slurm is not None:
         children["slurm"]["vars"] = slurm_vars(site, plan)
     if "slurm_controller" in children and (remediation := remediation_config(plan)) is not None:

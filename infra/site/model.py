@@ -72,6 +72,7 @@ MajorMinor = Annotated[str, Constrained("a version of the form '1.33'"), BeforeV
 
 
 # Phases several fields land on together (infra/plan/phases.py names them all).
+POWER = ("power", "health")       # the planned GPU power limit: role gpu_power sets it (live), the health gate checks it
 KEYED = ("base", "rdma", "gpu", "slurm", "kubernetes")    # install from a mirror whose key site_repository_key writes
 CLUSTER = ("kubernetes", "health")                         # the cluster's bootstrap, and the health gate's API checks
 PARTITIONED = ("rdma", "health")                           # InfiniBand partitions: opensm, and the health gate
@@ -86,17 +87,17 @@ class Strict(BaseModel):
 
 class PowerDomain(Strict):
     """A node of the site's power tree below the facility: a hall or room, a row, a PDU; racks name their domain."""
-    IMPACT: ClassVar[Impact] = NONE    # planning: the GPU power limits are chosen against it
-    name: Name
+    IMPACT: ClassVar[Cost] = LIVE.on(*POWER)     # the GPU power limits are chosen against it
+    name: Annotated[Name, NONE]                  # racks name it; renamed with them, no limit moves
     kw: Kilowatts = Field(gt=0, description="The IT power this domain's feed gives (PUE applies at the facility only).")
     parent: Name | None = Field(default=None, description="The domain it hangs from; default: the facility.")
 
 
 class Power(Strict):
-    IMPACT: ClassVar[Impact] = NONE    # planning: the capacity check and reports
+    IMPACT: ClassVar[Cost] = LIVE.on(*POWER)     # the facility's budget (facility_kw / pue) bounds the GPU power limits
     facility_kw: Kilowatts = Field(gt=0, description="Contracted power for IT load and cooling together.")
     pue: Pue = Field(description="Design power usage effectiveness.")
-    renewable_share: Share
+    renewable_share: Annotated[Share, NONE]      # reports only
     domains: list[PowerDomain] = Field(
         default_factory=list, max_length=100_000,
         description="The power tree below the facility (halls, rows, PDUs), parents before or after children.")
@@ -107,7 +108,7 @@ class SiteInfo(Strict):
     country: Annotated[CountryCode, NONE] = Field(description="ISO 3166-1 alpha-2 country code.")
     timezone: Annotated[TimeZone, RESTART.on("base")] = "UTC"
     operator: Annotated[Text, NONE] = ""
-    power: Annotated[Power, NONE]
+    power: Annotated[Power, LIVE.on(*POWER)]
     ntp_servers: Annotated[list[NtpServer], RESTART.on("base")] = Field(
         default_factory=list,
         description="Time sources: hosts of the site (they serve the management network) or external addresses. "
@@ -238,7 +239,7 @@ class Switch(Strict):
     vendor: Annotated[Vendor, NONE]
     model: Annotated[ModelName, NONE]
     ports: Annotated[Count, LIVE.on()] = Field(ge=4, le=1024)      # the plan's tiers and switch count; no phase reads it
-    power_kw: Annotated[Kilowatts, NONE]
+    power_kw: Annotated[Kilowatts, LIVE.on(*POWER)]        # the facility's load: the GPU power limits
     rack_units: Annotated[RackUnits, NONE] = 1
 
 
@@ -286,8 +287,8 @@ class Fabric(Strict):
 
 class GpuPowerLimit(Strict):
     """The range ``nvidia-smi -pl`` accepts on this GPU model, and the vendor's default limit."""
-    IMPACT: ClassVar[Impact] = NONE    # planning: the plan chooses the limit from it (no phase sets it yet)
-    min: GpuWatts
+    IMPACT: ClassVar[Cost] = LIVE.on(*POWER)     # the plan chooses the limit from it; role gpu_power sets it
+    min: Annotated[GpuWatts, NONE]               # a floor: a budget binds the limit whatever it is, or refuses the site
     max: GpuWatts
     default: GpuWatts
 
@@ -300,10 +301,10 @@ class GpuPowerLimit(Strict):
 
 class Gpu(Strict):
     model: Annotated[ModelName, DRAIN.on("slurm", "health")] = Field(description="GPU model; it names the Slurm GRES type and Kubernetes labels.")
-    count: Annotated[Count, DRAIN.on("slurm", "health")] = Field(le=72)
+    count: Annotated[Count, DRAIN.on("slurm", "health", "power")] = Field(le=72)      # power: a limited type's draw
     memory_gb: Annotated[Gigabytes, NONE] = 0
     nvswitch: Annotated[bool, DRAIN.on("gpu")] = False
-    power_limit_w: Annotated[GpuPowerLimit | None, NONE] = Field(
+    power_limit_w: Annotated[GpuPowerLimit | None, LIVE.on(*POWER)] = Field(
         default=None, description="Each GPU's power-limit range; the node type's power_kw is its draw with every GPU "
                                   "at max. Declared: the plan lowers the limit (down to min) where a power domain needs it.")
 
@@ -312,8 +313,8 @@ class Nvlink(Strict):
     """A rack-scale NVLink domain (GB200/GB300 NVL72): the node type is one compute tray of it."""
     trays: Annotated[Count, LIVE.on("slurm")] = Field(      # Slurm's blocks and the imex job script's map
         ge=2, le=72, description="Compute trays (nodes) per NVLink domain: 18 for an NVL72; one Slurm block.")
-    switch_trays: Annotated[Count, NONE] = Field(default=9, ge=0, le=36, description="NVLink switch trays per domain.")
-    switch_tray_kw: Annotated[Kilowatts, NONE] = Field(default=0, le=100, description="Power of one switch tray.")
+    switch_trays: Annotated[Count, LIVE.on(*POWER)] = Field(default=9, ge=0, le=36, description="NVLink switch trays per domain.")
+    switch_tray_kw: Annotated[Kilowatts, LIVE.on(*POWER)] = Field(default=0, le=100, description="Power of one switch tray.")
     switch_tray_units: Annotated[RackUnits, NONE] = 1
 
 
@@ -370,7 +371,7 @@ class NodeType(Strict):
     memory_gb: Annotated[Gigabytes, DRAIN.on("slurm")] = Field(ge=1)
     hca: Annotated[Hca | None, DRAIN.on("rdma", "health")] = None
     local_nvme_tb: Annotated[Terabytes, LIVE.on()] = 0           # read by no phase
-    power_kw: Annotated[Kilowatts, NONE]
+    power_kw: Annotated[Kilowatts, LIVE.on(*POWER)]     # a limited type's draw beside its GPUs: the power limits
     rack_units: Annotated[RackUnits, NONE] = Field(le=48)
     hugepages_2m: Annotated[HugePages, REBOOT.on("base")] = Field(default=0, description="2 MiB huge pages reserved at boot.")
     nvlink: Annotated[Nvlink | None, DRAIN.on("gpu", "slurm")] = Field(     # slurm: SwitchType, the imex job script
@@ -418,7 +419,7 @@ class Rack(Strict):
     units: RackUnits = 42
     power_shelves: PowerShelves | None = Field(default=None, description="The rack's own power shelves (rack-scale systems).")
     cooling: RackCooling | None = Field(default=None, description="Liquid and air cooling capacity per rack; default: air only, up to power_kw.")
-    domain: Name | None = Field(default=None, description="The power domain (site.power.domains) feeding these racks; "
+    domain: Annotated[Name | None, LIVE.on(*POWER)] = Field(default=None, description="The power domain (site.power.domains) feeding these racks; "
                                                           "default: the facility directly.")
 
 
