@@ -98,3 +98,28 @@ def test_a_passing_node_is_resumed_only_when_this_gate_drained_it(installed, tmp
     monkeypatch.setattr(gate.shutil, "which", lambda name: "/usr/bin/" + name)
     assert gate.slurm_state("gpu0001", []) == expected
     assert (["scontrol", "update", "nodename=gpu0001", "state=resume"] in calls) == (expected == "resumed")
+
+
+SIGNALS_DEFAULT = """
+- name: Where node_health's signal agent runs by default
+  hosts: gpu0001, gpu0097, sm01
+  connection: local
+  gather_facts: false
+  vars_files: [{defaults}]
+  tasks:
+    - name: The default is a boolean (the role's argument spec takes nothing else) and the expected one
+      ansible.builtin.assert:
+        that:
+          - node_health_signals | type_debug == 'bool'
+          - node_health_signals == (inventory_hostname in ['gpu0001', 'gpu0097'])
+"""
+
+
+def test_the_signal_agents_default_is_a_boolean_on_every_kind_of_host(tmp_path, riga):
+    """A Slurm compute node (gpu0001), a healed Kubernetes worker (gpu0097), a host that is neither (sm01): the
+    default once evaluated to a dict on the last, which the role's argument validation refused (an image build
+    of a plain node type failed in phase health)."""
+    from conftest import playbook
+    result = playbook(tmp_path, riga, SIGNALS_DEFAULT.format(defaults=ROOT / "playbooks/roles/node_health/defaults/main.yml"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.stdout.count("All assertions passed") == 3, result.stdout[-3000:]
