@@ -17,11 +17,21 @@ from infra.plan import build_plan
 from infra.render.files import plan_as_dict
 from infra.render.summary import power_lines
 from infra.site.load import validate_data
-from infra.site.power import FACILITY, planned_kw, site_power_kw
+from infra.site.power import FACILITY, planned_kw, switch_trays_kw
 from test_site_validation import problems_of
 
 NVL72 = ROOT / "inventories" / "nvl72-gigafactory" / "site.yml"
 H200 = {"min": 200, "max": 700, "default": 700}
+
+
+def nameplate_kw(site, host_types, fabrics) -> tuple[float, float]:
+    """(IT load, facility load) with every node at its power_kw, NVLink switch trays and fabric switches: the site's
+    draw as it was computed before the power tree (the test's own oracle)."""
+    node_kw = sum(site.node_types[t].power_kw for t in host_types.values() if t in site.node_types)
+    for t, nt in site.node_types.items():
+        node_kw += switch_trays_kw(nt, sum(1 for name in host_types.values() if name == t))
+    it_kw = round(node_kw + sum(f.power_kw for f in fabrics), 3)
+    return it_kw, round(it_kw * site.site.power.pue, 3)
 
 
 def with_halls(riga: dict, hall_a_kw: float, row_kw: float | None = None) -> dict:
@@ -125,7 +135,7 @@ def test_without_ranges_the_plan_is_the_nameplate(riga):
     plan = build_plan(site)
     assert plan.power.limits_w == {} and plan.power.share == 1.0
     host_types = {h.name: h.node_type for h in plan.hosts.values()}
-    assert (plan.capacity.it_kw, plan.capacity.facility_kw) == site_power_kw(site, host_types, plan.fabrics)
+    assert (plan.capacity.it_kw, plan.capacity.facility_kw) == nameplate_kw(site, host_types, plan.fabrics)
 
 
 def test_random_trees_keep_every_budget_or_are_refused(riga):

@@ -166,13 +166,3 @@ def _over(site: Site, name: str, low_kw: float, budget_kw: float, limited: bool)
         return (f"the site needs {low_kw * pue:g} kW {at}(IT load {low_kw:g} kW x PUE {pue:g}), more than the contracted "
                 f"{site.site.power.facility_kw:g} kW")
     return f"power domain {name!r} needs {low_kw:g} kW {at}(its racks' worst case), more than its {budget_kw:g} kW"
-
-
-def site_power_kw(site: Site, host_types: Mapping[str, str], fabrics: Iterable[FabricPlan]) -> tuple[float, float]:
-    """(IT load, facility load) in kW for hosts of ``host_types`` (host -> node type) and the fabrics' switches, every
-    node at its power_kw (its GPUs at their max limit)."""
-    node_kw = sum(site.node_types[t].power_kw for t in host_types.values() if t in site.node_types)
-    for t, nt in site.node_types.items():          # an NVLink domain's switch trays
-        node_kw += switch_trays_kw(nt, sum(1 for name in host_types.values() if name == t))
-    it_kw = round(node_kw + sum(f.power_kw for f in fabrics), 3)
-    return it_kw, round(it_kw * site.site.power.pue, 3)
