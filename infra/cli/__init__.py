@@ -30,12 +30,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..render import plan_as_dict
     site, plan = site_and_plan(args.site)
+    if args.html:
+        return _write_page(args, site, plan)
     if args.json:
         json.dump(plan_as_dict(plan), sys.stdout, indent=1)
         print()
         return EXIT_OK
     from ..render.summary import print_summary
     print_summary(site, plan)
+    return EXIT_OK
+
+
+def _write_page(args: argparse.Namespace, site: Site, plan) -> int:
+    """The plan's page, rendered whole before FILE is opened: a FILE that cannot be written is exit 2, naming --html."""
+    from ..render.page_plan import plan_page
+    page = plan_page(site, plan).encode()
+    try:
+        Path(args.html).write_bytes(page)
+    except OSError as err:
+        print(f"gigafactory plan: --html {args.html!r}: cannot write it: {err.strerror or err}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.html}: {len(page) / 1024:,.0f} KiB")
     return EXIT_OK
 
 
@@ -252,7 +267,9 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
     pl = sub.add_parser("plan", help="summarise the site's plan: hosts, racks, fabric, power")
     pl.add_argument("site")
-    pl.add_argument("--json", action="store_true", help="the whole plan as JSON")
+    out = pl.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="the whole plan as JSON")
+    out.add_argument("--html", metavar="FILE", help="write the plan as one self-contained page (docs/pages.md)")
     pl.set_defaults(func=cmd_plan)
     r = sub.add_parser("render", help="write every generated configuration file")
     r.add_argument("site")
