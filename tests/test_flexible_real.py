@@ -103,14 +103,8 @@ def scenario(c: Cluster, record: dict) -> None:
 
 
 def drive(root: Path, out: Path) -> int:
-    record: dict = {}
-    try:
-        scenario(Cluster(root, out), record)
-        record["done"] = True
-    except (AssertionError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
-        record["error"] = f"{type(error).__name__}: {error}"
-    (out / "record.json").write_text(json.dumps(record, indent=1))
-    return 0
+    from realslurm import record_scenario
+    return record_scenario(scenario, Cluster(root, out), out)
 
 
 # ---------------------------------------------------------------- the tests
@@ -170,7 +164,7 @@ def cluster(tmp_path_factory):
         root, files, controller=plan.slurm.controllers[0], dbd=plan.slurm.accounting, cluster=plan.slurm.cluster,
         slurmd=list(addresses.items()), timeout=300, host_timeout=200,
         commands=["sacctmgr -i add account acme-ai", "sacctmgr -i add user root account=acme-ai"],
-        host_commands=[f"{sys.executable} {__file__} {root} {out}"])
+        host_commands=[f"env PYTHONPATH={HERE.parent} {sys.executable} {__file__} {root} {out}"])   # this tree's
     print(f"cluster of 2 slurmd and the scenario: {time.monotonic() - started:.0f} s")
     context = result.stdout[-3000:] + result.stderr[-3000:] + daemon_logs(root)
     assert (out / "record.json").exists(), context
