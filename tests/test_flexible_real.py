@@ -97,6 +97,10 @@ def scenario(c: Cluster, record: dict) -> None:
         ends = {line.split("|")[0]: line.split("|")[4] for line in text.splitlines()[1:] if line.count("|") >= 4}
         return all(ends.get(j, "Unknown") not in ("Unknown", "") for j in (flex, batch))
     lines = c.wait(lambda: ended(t := c.slurm(*sacct)) and t, "both jobs' records in slurmdbd")
+    c.slurm("scontrol", "reconfigure")                     # slurm.conf re-read: what becomes of the open partition
+    record["reconfigured"] = c.wait(lambda: c.partitions(), "slurmctld answering after reconfigure")
+    c.flexible(windows[0][0] + 60)                          # the timer's next run inside the window
+    record["reopened"] = c.partitions()
     record["jobs"] = {"flex": flex, "batch": batch}
     record["sacct"] = lines
     record["events"] = [json.loads(line) for line in (c.out / "events.jsonl").read_text().splitlines()]
@@ -189,13 +193,19 @@ def test_in_a_low_supply_hour_a_flexible_job_pends_and_a_regular_job_runs_at_onc
 
 def test_when_the_window_opens_the_flexible_job_starts_and_nothing_regular_moves(cluster):
     assert cluster["open"] == {"batch": "UP", "flex": "UP"}, cluster["open"]
-    assert [(e["partition"], e["from"], e["to"]) for e in cluster["events"]] == [("flex", "UP", "DOWN"), ("flex", "DOWN", "UP")]
+    assert [(e["partition"], e["from"], e["to"]) for e in cluster["events"]][:2] == [("flex", "UP", "DOWN"), ("flex", "DOWN", "UP")]
     hour = int(cluster["now"]) // 3600 * 3600
     assert cluster["events"][1]["window"] == [hour + 3600, hour + 7200]
     records = {line.split("|")[0]: line.split("|") for line in cluster["sacct"].splitlines()[1:]}
     flex, batch = records[cluster["jobs"]["flex"]], records[cluster["jobs"]["batch"]]
     assert (flex[2], batch[2]) == ("flex", "batch")
     assert int(flex[3]) >= int(batch[3]), (flex, batch)        # the flexible job started after the regular one
+
+
+def test_a_reconfigure_closes_the_partition_until_the_programs_next_run(cluster):
+    """slurm.conf says DOWN: `scontrol reconfigure` (phase slurm's handler) resets the state; the timer reopens it."""
+    assert cluster["reconfigured"] == {"batch": "UP", "flex": "DOWN"}, cluster["reconfigured"]
+    assert cluster["reopened"] == {"batch": "UP", "flex": "UP"}, cluster["reopened"]
 
 
 def test_the_flexible_jobs_usage_line_carries_the_flexible_class_and_its_price(cluster):
