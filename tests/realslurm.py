@@ -8,6 +8,7 @@ accounting host's planned addresses, so no packet ever leaves it.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shutil
@@ -185,3 +186,16 @@ def daemon_logs(root: Path) -> str:
         if path.exists():
             logs.append(f"--- {name}\n" + path.read_text()[-3000:])
     return "\n".join(logs)
+
+
+def record_scenario(scenario, cluster, out: Path) -> int:
+    """A driver's scenario run inside the daemons' namespaces (``host_commands``): what it recorded, and ``done`` or
+    the error that stopped it, written to ``out/record.json`` for the tests to read (exit 0 either way)."""
+    record: dict = {}
+    try:
+        scenario(cluster, record)
+        record["done"] = True
+    except (AssertionError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+        record["error"] = f"{type(error).__name__}: {error}"
+    (out / "record.json").write_text(json.dumps(record, indent=1))
+    return 0

@@ -79,6 +79,7 @@ FIRES = {
     "site_repositories_name_their_keys": None,
     "repository_keys_match_fingerprints": None,
     "billing_tariffs_resolve": None,
+    "flexible_partitions_resolve": "flexible class unknown",
     "tenant_classes_resolve": None,
     "prepaid_tenants_have_a_class": None,
     "money_in_billing_currency": None,

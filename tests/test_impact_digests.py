@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import typing
 from typing import Any, get_args, get_origin
 
@@ -22,6 +23,7 @@ from infra.site import SiteInvalid, validate_data
 from infra.site.impact import EVERY_PHASE, LIVE, NONE, UNDECLARED, _bare, field_impacts, field_phases, submodels
 from infra.site.model import Site
 from infra.stack import node_configuration as nc
+from infra.usage.flexible import flexible_config
 
 SITE_FILE = "inventories/riga-1/site.yml"
 KEY = "tests/keys/test.asc"                     # beside the site file: validated with ROOT as its directory
@@ -43,9 +45,14 @@ def full_riga() -> dict:
     data["kubernetes"][0].update(version="1.34", addons=[*data["kubernetes"][0]["addons"], "compute-domains"])  # NVLink workers
     data["node_types"]["hgx-h200"]["hca"]["ports"] = [f"0000:{bus:02x}:00.0" for bus in range(8)]
     data["racks"][0].update(power_shelves={"count": 2, "kw": 33}, cooling={"liquid_kw": 20, "air_kw": 45})
+    data["slurm"]["partitions"].append({"name": "flex", "pools": ["train"],      # flexible capacity (docs/power.md)
+                                        "flexible": {"renewable_share": 0.8, "class": "academic"}})
     data["remediation"] = {"rules": [{"signal": "xid", "codes": [79], "action": "drain",
                                       "escalate": {"count": 2, "window_s": 3600, "action": "repair"}}]}
-    return Site.model_validate(validate_data(data)).model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["energy"]["forecast"] = "tests/flexible_forecast.csv"
+    out = Site.model_validate(validate_data(data, directory=ROOT), context={"directory": ROOT}).model_dump(mode="json", by_alias=True, exclude_none=True)
+    out["energy"]["forecast"] = "tests/flexible_forecast.csv"      # a path beside the site file (ROOT's), as written
+    return out
 
 
 def _no_nvlink(data: dict) -> None:
@@ -233,14 +240,17 @@ SAMPLES: dict[str, Any] = {
     "tenants": lambda d: d["tenants"].pop(1),                                   # univ-latvia: a Slurm account
     "tenants[].billing": lambda d: d["tenants"][1].pop("billing"),              # univ-latvia's budget goes
     "tenants[].billing.class_": lambda d: d["tenants"][1]["billing"].update({"class": "commercial"}),   # prepaid
-    "billing": lambda d: (d.pop("billing"), [t.pop("billing", None) for t in d["tenants"]]),
+    "billing": lambda d: (d.pop("billing"), [t.pop("billing", None) for t in d["tenants"]],
+                          d["slurm"]["partitions"].pop(2)),             # a flexible partition names a class
     "billing.currency": lambda d: (d["billing"].update(currency="USD"), d["tenants"][1]["billing"]["prepaid"].update(currency="USD")),
     "billing.timezone": lambda d: d["billing"].update(timezone="UTC"),
     "billing.tariffs.gpu_hour": lambda d: d["billing"]["tariffs"].update(gpu_hour={"H200": 3.0}),
     "billing.tariffs.storage_tb_month": lambda d: d["billing"]["tariffs"].update(storage_tb_month={"datasets": 25.0}),
     "billing.classes": lambda d: d["billing"]["classes"].append({"name": "public", "price_factor": 0.8}),
     "billing.classes[].name": lambda d: (d["billing"]["classes"][0].update(name="research"),
-                                         d["tenants"][1]["billing"].update({"class": "research"})),
+                                         d["tenants"][1]["billing"].update({"class": "research"}),
+                                         d["slurm"]["partitions"][2]["flexible"].update({"class": "research"})),
+    "slurm.partitions[].flexible.class_": lambda d: d["slurm"]["partitions"][2]["flexible"].update({"class": "commercial"}),
     "energy.pue[].period": lambda d: d["energy"]["pue"][0].update(period="2026-01"),
     "energy.facility[].period": lambda d: d["energy"]["facility"][0].update(period="2026-01"),
     "provisioning.batch": lambda d: d["provisioning"].update(batch=["1", "100%"]),
@@ -269,6 +279,12 @@ UNCHANGEABLE = {
     "tenants[].kubernetes.cluster": "riga-1 has one cluster",
     "tenants[].billing.prepaid.currency": "billing.currency's (its sample moves both)",
     "energy.supply": "a CSV file beside the site file (read by `gigafactory usage` alone)",
+}
+# Fields whose change reaches the nodes through what `gigafactory up` computes when it runs, not through an input of
+# the Pulumi program's: the flexible partitions' windows (gf_flexible, phase slurm; tests/test_flexible.py).
+AT_UP = {
+    "slurm.partitions[].flexible.renewable_share": "the windows `up` computes from the forecast",
+    "energy.forecast": "a CSV file beside the site file: the windows `up` computes from it",
 }
 
 
@@ -409,7 +425,7 @@ def test_a_tenants_fair_share_re_runs_the_slurm_phase_alone(walk):
     assert walk.changed(lambda d: d["tenants"][0]["slurm"].update(fairshare=41)) == {"slurm"} == PHASES_OF["tenants[].slurm.fairshare"]
 
 
-@pytest.mark.parametrize("path", [p for p in IMPACTS if p not in UNCHANGEABLE])
+@pytest.mark.parametrize("path", [p for p in IMPACTS if p not in UNCHANGEABLE and p not in AT_UP])
 def test_a_change_re_runs_exactly_the_phases_its_field_declares(walk, path):
     """A field holding sub-models declares what adding or removing one re-runs: checked where the site allows
     removing one alone (or by its sample); a section always there lands at most where its own fields do."""
@@ -430,3 +446,22 @@ def test_a_field_added_without_saying_where_it_lands_is_found():
     phases = field_phases(Grown)
     assert [path for path, p in phases.items() if p == UNDECLARED] == ["colour"]
     assert phases["shade"] == ("slurm",) and phases["note"] == ()
+
+
+@pytest.mark.parametrize("path, change", [
+    ("slurm.partitions[].flexible.renewable_share", lambda d: d["slurm"]["partitions"][2]["flexible"].update(renewable_share=0.95)),
+    ("energy.forecast", lambda d: d["energy"].update(forecast="tests/flexible_forecast_late.csv")),
+])
+def test_a_field_at_up_moves_the_windows_phase_slurm_writes(tmp_path, path, change):
+    """AT_UP's fields re-run phase slurm through `up`: what it gives the controllers (gf_flexible) moves."""
+    assert path in AT_UP and PHASES_OF[path] == {"slurm"}
+    shutil.copytree(ROOT / "inventories", tmp_path / "inventories")        # the site's other files (its keys)
+    forecast = (ROOT / "tests/flexible_forecast.csv").read_text()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests/flexible_forecast.csv").write_text(forecast)
+    (tmp_path / "tests/flexible_forecast_late.csv").write_text(forecast.replace("T11:00:00,100,900", "T11:00:00,900,100"))
+    data, now = full_riga(), 1772438400               # 2026-03-02T10:00 in Riga: the forecast's first hour
+    before = flexible_config(validate_data(data, directory=tmp_path), now)
+    change(data)
+    after = flexible_config(validate_data(data, directory=tmp_path), now)
+    assert before["partitions"]["flex"] != after["partitions"]["flex"], before

@@ -240,14 +240,8 @@ def scenarios(c: Cluster, record: dict) -> None:
 
 
 def drive(root: Path, out: Path) -> int:
-    record: dict = {}
-    try:
-        scenarios(Cluster(root, out), record)
-        record["done"] = True
-    except (AssertionError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
-        record["error"] = f"{type(error).__name__}: {error}"
-    (out / "record.json").write_text(json.dumps(record, indent=1))
-    return 0
+    from realslurm import record_scenario
+    return record_scenario(scenarios, Cluster(root, out), out)
 
 
 # ---------------------------------------------------------------- the tests

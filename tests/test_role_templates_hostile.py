@@ -22,6 +22,9 @@ RAIL = {"rail": 0, "interface": "enp0s5", "cidr": "10.50.0.0/19"}
 FABRIC = {"kind": "ethernet", "rate": "100g", "ip_mtu": None, "ip_mode": None}
 MOUNT = {"slurm_controller_state_server": "db01", "slurm_controller_state_export_path": "/srv/slurmctld-state",
          "slurm_controller_state_save_location": "/var/spool/slurmctld", "slurm_controller_mount_options": "rw,hard,_netdev"}
+FLEXIBLE = {"slurm_flexible_program": "/usr/local/sbin/gigafactory-flexible",
+            "slurm_flexible_config_file": "/etc/gigafactory/flexible.json",
+            "slurm_flexible_events": "/var/log/gigafactory/flexible-events.jsonl"}
 REMEDIATION = {"remediation_program": "/usr/local/sbin/gigafactory-remediate",
                "remediation_config_file": "/etc/gigafactory/remediation.json", "remediation_user": "slurm",
                "remediation_backend": "slurm"}
@@ -238,6 +241,13 @@ CASES = {
     "signal agent a second command in its program": ("node_health/templates/gigafactory-node-signals.service.j2",
                                                      {"node_health_program": "/usr/local/sbin/x; rm -rf /", "node_health_expect_file": "/e",
                                                       "node_health_signals_state": "/s"}, "node_health_program"),
+    "flexible unit ordinary": ("slurm_flexible/templates/gigafactory-flexible.service.j2", FLEXIBLE, None),
+    "flexible unit a second command in its events path": (
+        "slurm_flexible/templates/gigafactory-flexible.service.j2",
+        dict(FLEXIBLE, slurm_flexible_events="/var/log/x.jsonl\nExecStartPost=/bin/sh"), "U+000A"),
+    "flexible unit specifier in the configuration's path": ("slurm_flexible/templates/gigafactory-flexible.service.j2",
+                                                           dict(FLEXIBLE, slurm_flexible_config_file="/etc/%h.json"),
+                                                           "a systemd specifier"),
     "gpu power unit a second command in its program": ("gpu_power/templates/gigafactory-gpu-power.service.j2",
                                                        {"gpu_power_program": "/usr/local/sbin/x\nExecStartPost=/bin/sh",
                                                         "gpu_power_file": "/e", "gpu_power_nvidia_smi": "nvidia-smi"}, "gpu_power_program"),

@@ -165,6 +165,9 @@ CASES = {
                                   "provisioning.execution.hosts[0]", "a host name"),
     "execution split": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": ["ctl01"], "split": "row"}),
                         "provisioning.execution.split", "'count'"),
+    "flexible class unknown": (lambda d: with_billing(d)["slurm"]["partitions"].append(
+        {"name": "flex", "pools": ["train"], "flexible": {"renewable_share": 0.8, "class": "spot"}}),
+        "slurm.partitions[2].flexible.class", "unknown billing class 'spot'; billing.classes: academic, commercial"),
     "no execution host": (lambda d: d.setdefault("provisioning", {}).update(execution={"hosts": []}),
                           "provisioning.execution.hosts", "at least 1"),
 }

@@ -22,8 +22,10 @@ from ..site import Site, parse_site
 from ..site.load import read_site_text
 from ..site.model import CONTROLLER, Execution
 from ..site.hostlists import HostlistError, compress, expand
+from ..usage.flexible import flexible_config
+from ..usage.sacct import UsageInvalid
 from ..runner.cancel import Cancellation
-from ..plan.phases import BOOT, HEALTH, PHASES, PLAYBOOK_DIR, Phase
+from ..plan.phases import BOOT, HEALTH, PHASES, PLAYBOOK_DIR, SLURM, Phase
 from ..project import REPO_ROOT, ansible_root, project_archive
 from .progress import Progress, print_summary, progress_for
 from ..runner.execution import Shard, WorkerCommand, default_worker_command, shards
@@ -115,6 +117,16 @@ def boot_bundles(site: Site, plan: Plan, site_path: Path) -> dict[str, str]:
     try:
         return {t: str(p) for t, p in netboot_bundles(site, plan, site_path, served_node_types(site, plan)).items()}
     except ImageInputError as err:
+        raise OrchestrationError(str(err)) from None
+
+
+def flexible_windows(site: Site, now: float) -> dict[str, Any] | None:
+    """What phase slurm writes to the controllers' flexible.json (role slurm_flexible's ``gf_flexible``): each
+    flexible partition's windows from ``now`` on; a bad forecast or supply file is an OrchestrationError naming
+    the file and line."""
+    try:
+        return flexible_config(site, now)
+    except UsageInvalid as err:
         raise OrchestrationError(str(err)) from None
 
 
@@ -310,6 +322,8 @@ def _up(options: UpOptions) -> RunOutcome:
     start, previous = _first_phases(options, runs, chosen)
     boot = [p for p in inputs.phases if p.name == BOOT.name]      # it serves the node types' bundles from the image cache
     bundles = boot_bundles(site, plan, inputs.site_path) if boot and set(boot[0].hosts(plan)) & set(start) else None
+    # the flexible partitions' windows from now on (docs/power.md): read before anything runs, a bad file refused
+    flexible = flexible_windows(site, time.time()) if any(p.name == SLURM.name for p in inputs.phases) else None
     run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(runs)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o700)          # also a --run-dir that existed before
@@ -322,7 +336,7 @@ def _up(options: UpOptions) -> RunOutcome:
     record_site_file(run_dir, inputs.site_text)     # what `gigafactory diff --against RUN_DIR` compares with
     write_all(render_all(site, plan), run_dir / "rendered")
     rolled, after = _rollout_order(options, inputs, impacts, start, progress)
-    run = _Run(options, inputs, impacts, start, run_dir, progress, _ansible_for(options, inputs, run_dir, bundles))
+    run = _Run(options, inputs, impacts, start, run_dir, progress, _ansible_for(options, inputs, run_dir, bundles, flexible))
     head = {
         "site": site.site.name, "site_file": str(inputs.site_path), "started": started_at.isoformat(),
         "check": options.check, "retry_of": str(previous) if previous else None, "limit": options.limit,
@@ -456,9 +470,11 @@ class _Ansible:
     worker_command: WorkerCommand
 
 
-def _ansible_for(options: UpOptions, inputs: _Inputs, run_dir: Path, bundles: dict[str, str] | None) -> _Ansible:
-    """How this run reaches Ansible; the project archive for the execution hosts is written into ``run_dir``, and
-    ``bundles`` (the boot phase's) go to the playbooks as ``gf_boot_bundles``."""
+def _ansible_for(options: UpOptions, inputs: _Inputs, run_dir: Path, bundles: dict[str, str] | None,
+                 flexible: dict[str, Any] | None = None) -> _Ansible:
+    """How this run reaches Ansible; the project archive for the execution hosts is written into ``run_dir``,
+    ``bundles`` (the boot phase's) go to the playbooks as ``gf_boot_bundles``, ``flexible`` (phase slurm's) as
+    ``gf_flexible``."""
     inventories = [inputs.site_path, *(Path(i).resolve() for i in options.inventories)]
     # Declared execution hosts (or a test's worker command): each wave runs as shards through ansible-runner's
     # transmit / worker / process; otherwise ansible-runner runs each wave here, as it always did.
@@ -470,6 +486,8 @@ def _ansible_for(options: UpOptions, inputs: _Inputs, run_dir: Path, bundles: di
         extravars["gf_project_archive"] = project_archive(REPO_ROOT, (run_dir / "project").resolve()).extravars()
     if bundles is not None:
         extravars["gf_boot_bundles"] = bundles
+    if flexible is not None:
+        extravars["gf_flexible"] = flexible
     worker_command = options.worker_command or default_worker_command(
         inputs.plan, inputs.site.provisioning.user, (run_dir / "ansible" / "work").resolve(), inventories[1:])
     return _Ansible(inventories, extravars, execution, sharded, worker_command)

@@ -74,6 +74,10 @@ class SlurmPartition:
     max_nodes: int | None
     billing_weights: str | None = None  # TRESBillingWeights: currency per hour of each TRES (billing section)
     exclusive: bool = False             # OverSubscribe=EXCLUSIVE: NVLink trays, one job per node (one IMEX daemon each)
+    # flexible capacity (docs/power.md): open only in the hours the renewable supply covers this share of the load
+    # (State=DOWN in slurm.conf; the controllers' gigafactory-flexible opens it), its jobs priced at this class
+    flexible_share: float | None = None
+    flexible_class: str | None = None
 
 
 # How long a rebooting node may take to come back (a GPU server's firmware alone can take minutes): Slurm's

@@ -124,7 +124,9 @@ def plan_slurm(index: SiteIndex, hosts: dict[str, HostPlan], fabrics: tuple[Fabr
         SlurmPartition(p.name, compress(h for name in p.pools for h in index.pools[name].hosts),
                        p.default, p.max_time, p.max_nodes,
                        billing_weights(tariffs, [index.node_type(index.pools[name]) for name in p.pools]) if tariffs else None,
-                       exclusive=bool(nvlink.intersection(p.pools)))
+                       exclusive=bool(nvlink.intersection(p.pools)),
+                       flexible_share=p.flexible.renewable_share if p.flexible else None,
+                       flexible_class=p.flexible.class_ if p.flexible else None)
         for p in s.partitions)
     models = dict.fromkeys(gres_name(index.node_type(pool).gpu.model) for pool in site.pools
                            if pool.name in pools_used and index.node_type(pool).gpus)

@@ -939,6 +939,23 @@ def tenant_classes_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 
 @check
+def flexible_partitions_resolve(site: Site, index: SiteIndex) -> Iterator[Problem]:
+    """A flexible partition's class is one of billing.classes, and its hours come from a file: energy.forecast or
+    energy.supply (without either it would never open)."""
+    classes = [c.name for c in site.billing.classes] if site.billing else []
+    files = site.energy is not None and (site.energy.forecast is not None or site.energy.supply is not None)
+    for i, part in enumerate(site.slurm.partitions if site.slurm else ()):
+        if part.flexible is None:
+            continue
+        if part.flexible.class_ not in classes:
+            yield Problem(fp("slurm", "partitions", i, "flexible", "class"),
+                          f"unknown billing class {part.flexible.class_!r}; billing.classes: {_choices(classes)}")
+        if not files:
+            yield Problem(fp("slurm", "partitions", i, "flexible"), f"flexible partition {part.name!r} needs the "
+                          "renewable supply's hours: declare energy.forecast or energy.supply")
+
+
+@check
 def prepaid_tenants_have_a_class(site: Site, index: SiteIndex) -> Iterator[Problem]:
     for i, tenant in enumerate(site.tenants):
         if tenant.billing and tenant.billing.prepaid is not None and tenant.billing.class_ is None:

@@ -442,6 +442,18 @@ class Accounting(Strict):
     host: Annotated[HostName, RESTART.on("slurm")]
 
 
+class Flexible(Strict):
+    """Flexible capacity (docs/power.md): the partition is open only in the hours when the site's renewable supply
+    (energy.forecast, else energy.supply) covers ``renewable_share`` of the load; its jobs are priced at ``class``."""
+    # slurm.conf's State=DOWN and the controllers' flexible.json: scontrol reconfigure, the timer re-reads the file
+    IMPACT: ClassVar[Cost] = LIVE.on("slurm")
+    # the windows `up` computes (gf_flexible): phase slurm re-run by `up`, not an input of the Pulumi program's
+    renewable_share: Annotated[Share, LIVE.on("slurm")] = Field(description="The share of the load the renewable "
+                                                                "supply must cover in an hour for the partition to be open in it.")
+    class_: Annotated[Name, NONE] = Field(alias="class", description="A class of billing.classes: its price factor "
+                                          "prices the partition's jobs (reports only).")
+
+
 class Partition(Strict):
     IMPACT: ClassVar[Cost] = LIVE.on("slurm")    # scontrol reconfigure: running jobs keep their limits
     name: Name
@@ -449,6 +461,8 @@ class Partition(Strict):
     default: bool = False
     max_time: SlurmTime = "UNLIMITED"
     max_nodes: Annotated[Count, Field(ge=1)] | None = None
+    flexible: Flexible | None = Field(default=None, description="Flexible capacity: open only in the hours the "
+                                      "renewable supply covers a share of the load (docs/power.md).")
 
 
 class Slurm(Strict):
@@ -674,6 +688,10 @@ class Energy(Strict):
                                     "hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh.")
     facility: Annotated[list[FacilityByPeriod], NONE] = Field(default_factory=list, description="Energy reused and "
                                     "water taken in per year or month, as the facility's meters read them (EED).")
+    # the flexible partitions' windows: `up` renders them into the controllers' flexible.json
+    forecast: Annotated[DataFile | None, LIVE.on("slurm")] = Field(default=None, description="Hourly supply forecast "
+                                    "CSV beside the site file, in energy.supply's format: the flexible partitions' "
+                                    "hours come from it (else from energy.supply).")
 
 
 # --- provisioning and the local test bed --------------------------------------------

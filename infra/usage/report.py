@@ -54,6 +54,7 @@ class TenantUsage:
     total: float | None = None
     budget: float | None = None
     budget_share: float | None = None
+    flexible_of: str | None = None                      # a line of a flexible partition's jobs: its tenant's line
 
     @property
     def it_kwh(self) -> float:
@@ -219,7 +220,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     pues = month_pues(site, period)
     tally = _Tally(hours, period.start, period.end if now is None else min(period.end, max(period.start, now)),
                    by_hour=supply_share is not None or len({pue for _, pue, _ in pues}) > 1)
-    _add_jobs(jobs, rows, by_account, by_partition, tally)
+    _add_jobs(jobs, rows, by_account, by_partition, tally, flexible_classes(site))
     metered = []
     for usage in kubernetes:
         _add_kubernetes(site, usage, rows, lambda name: tally.spread(tally.used, name), node_counts,
@@ -242,7 +243,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
         if site.billing is not None and row.name in rows:
             _price(row, site.billing)
     sources = list(dict.fromkeys(source for _, _, source in pues))
-    shown = [rows[tenant]] if tenant is not None else list(rows.values())
+    shown = [r for r in rows.values() if r.name == tenant or r.flexible_of == tenant] if tenant is not None else list(rows.values())
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
     return Report(site.site.name, period, site.billing.currency if site.billing else None,
                   _period_pue(pues, all_rows, pue_by_hour), " and ".join(sources), renewable.basis,
@@ -272,11 +273,29 @@ def _tenant_lines(site: Site, period: Period, tenant: str | None) -> tuple[dict[
     return rows, by_account
 
 
+def flexible_classes(site: Site) -> dict[str, tuple[str, float]]:
+    """Each flexible Slurm partition's billing class and its price factor (docs/power.md, "Flexible capacity")."""
+    factors = {c.name: c.price_factor for c in site.billing.classes} if site.billing else {}
+    return {p.name: (p.flexible.class_, factors.get(p.flexible.class_, 1.0))
+            for p in (site.slurm.partitions if site.slurm else ()) if p.flexible is not None}
+
+
+def _flexible_line(rows: dict[str, TenantUsage], row: TenantUsage, cls: str, factor: float) -> TenantUsage:
+    """The line of ``row``'s jobs in a flexible partition of class ``cls``: ``<tenant> [<cls>]``, priced at the
+    tenant's own factor times the class's (its class shown as both); storage and budget stay on the tenant's line."""
+    name = f"{row.name} [{cls}]"
+    if name not in rows:
+        rows[name] = TenantUsage(name, row.account, cls if row.tenant_class is None else f"{row.tenant_class}+{cls}",
+                                 row.price_factor * factor, known=row.known, flexible_of=row.name)
+    return rows[name]
+
+
 def _add_jobs(jobs: Iterable[Job], rows: dict[str, TenantUsage], by_account: dict[str, TenantUsage],
-              by_partition: dict[str, list[tuple[str, NodeType]]], tally: _Tally) -> None:
+              by_partition: dict[str, list[tuple[str, NodeType]]], tally: _Tally,
+              flexible: dict[str, tuple[str, float]] | None = None) -> None:
     """Each job's time inside the tally's window on its account's line (an account no tenant declares gets a line
-    of its own): GPU-, CPU- and memory-hours, energy measured, apportioned or estimated (the module's docstring);
-    its allocated units, per node type, in ``tally``."""
+    of its own; a job of a flexible partition its line of that class): GPU-, CPU- and memory-hours, energy measured,
+    apportioned or estimated (the module's docstring); its allocated units, per node type, in ``tally``."""
     all_types = list(dict.fromkeys(e for entries in by_partition.values() for e in entries))
     p_start, p_end, by_hour = tally.start, tally.end, tally.by_hour
     # What each (partition, GPU type, GPU job?) runs on: node type, GPU model if metered by GPUs, units per node,
@@ -288,6 +307,8 @@ def _add_jobs(jobs: Iterable[Job], rows: dict[str, TenantUsage], by_account: dic
         if b <= a:
             continue                                    # outside the period (or no time in it): nothing used
         row = by_account.get(job.account) or _account_line(rows, by_account, job.account)
+        if flexible and job.partition in flexible:
+            row = _flexible_line(rows, row, *flexible[job.partition])
         key = (job.partition, job.gpu_model, job.gpus > 0)
         shape = shapes.get(key)
         if shape is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .periods import Period
@@ -20,6 +21,7 @@ SUPPLY_FIELDS = ("hour", "grid_kwh", "onsite_renewable_kwh", "contracted_renewab
 # Each column's upper bound: an hour of a 10 GW site, and ten times the most carbon-intensive generation (lignite,
 # about 1,200 g/kWh). Above them a figure is a typo or an attack, not a measurement.
 SUPPLY_MAX = {"grid_kwh": 1e7, "onsite_renewable_kwh": 1e7, "contracted_renewable_kwh": 1e7, "carbon_g_per_kwh": 12_000}
+WINDOWS_AHEAD_H = 24 * 366      # the hours ahead a forecast's windows are taken from: a year (rows beyond are ignored)
 
 
 def hourly_renewable_share(lines: Iterable[str], period: Period, source: str = "energy.supply") -> list[float | None]:
@@ -45,6 +47,25 @@ def hourly_renewable_share(lines: Iterable[str], period: Period, source: str = "
             renewable = values["onsite_renewable_kwh"] + min(values["contracted_renewable_kwh"], values["grid_kwh"])
             share[index] = renewable / consumed if consumed else 0.0
     return share
+
+
+def renewable_windows(lines: Iterable[str], share: float, now: float, timezone: str,
+                      source: str = "energy.forecast") -> list[tuple[int, int]]:
+    """The ``[start, end)`` windows (epoch seconds, consecutive hours merged) from the hour ``now`` is in onwards
+    whose renewable share (``hourly_renewable_share``) is at least ``share``; hours the file lacks are outside."""
+    zone = ZoneInfo(timezone)
+    hour = datetime.fromtimestamp(now, zone).replace(minute=0, second=0, microsecond=0).timestamp()
+    shares = hourly_renewable_share(lines, Period("ahead", hour, hour + WINDOWS_AHEAD_H * 3600, timezone), source)
+    windows: list[tuple[int, int]] = []
+    for i, covered in enumerate(shares):
+        if covered is None or covered < share:
+            continue
+        start = int(hour) + i * 3600
+        if windows and windows[-1][1] == start:
+            windows[-1] = (windows[-1][0], start + 3600)
+        else:
+            windows.append((start, start + 3600))
+    return windows
 
 
 def _supply_value(text: str | None, maximum: float, where: str) -> float:
