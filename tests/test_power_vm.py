@@ -210,7 +210,7 @@ def test_a_cap_lowers_and_restores_the_limits_while_a_job_runs(bed):
             print(f"cap {percent}%:", json.dumps(said)[:2000])
             if percent < 100:
                 cap = json.loads(on("node01", "cat", CAP_FILE))
-                assert (cap["percent"], cap["domain"]) == (percent, DOMAIN) and cap["limit_w"] < PLANNED_W, cap
+                assert (float(cap["percent"]), cap["domain"]) == (percent, DOMAIN) and cap["limit_w"] < PLANNED_W, cap
                 want = cap["limit_w"]
             else:
                 for host in NODES:
@@ -220,7 +220,10 @@ def test_a_cap_lowers_and_restores_the_limits_while_a_job_runs(bed):
                 asked = [argv for _, _, argv in standin_log(host)[marks[host]:]]
                 assert [f"-i {i} -pl {want}" for i in range(4)] == [a for a in asked if "-pl" in a], (host, asked)
                 assert limits(host) == [want] * 4, host
-            assert json.dumps(said).count(DOMAIN), said       # the event names the domain it capped
+            event = json.loads((ROOT / "runs" / "demo" / "power-events.jsonl").read_text().splitlines()[-1])
+            assert event == said, (event, said)                 # the event recorded is the one --json printed
+            assert (event["domain"], float(event["percent"]), event["failed"]) == (DOMAIN, percent, []), event
+            assert set(NODES) <= set(event["hosts"]) and event["limits_w"] == {"vm-compute": want}, event
             for host in NODES:          # the gate (and the signal agent's acceptance checks) hold the node to the cap
                 on(host, "gigafactory-node-health", "--no-slurm", "--output", "/run/gf-power-test-gate.json")
                 checks = {c["name"]: c for c in json.loads(on(host, "cat", "/run/gf-power-test-gate.json"))["checks"]}
