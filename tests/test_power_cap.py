@@ -14,12 +14,16 @@ import pytest
 import yaml
 
 from conftest import ROOT, site_data
+from metering_data import with_billing
+from test_usage import HEADER, JOBS
 from test_gpu_power_role import PLANNED_W, apply, exec_start, gate, hall_site, standin_env
 from test_power_tree import NVL72
 from infra.plan import build_plan
 from infra.site.index import SiteIndex
 from infra.site.load import validate_data
 from infra.site.power import FACILITY, CapRefused, site_power_cap, switch_trays_kw
+from infra.usage import parse_period, read_sacct, usage_report
+from infra.usage.render import as_json, as_table
 
 ROW_HOSTS = ["gpu0001", "gpu0002", "gpu0003", "gpu0004"]   # rack a01: riga-1 places 4 H200 servers per 45 kW rack
 
@@ -261,3 +265,14 @@ def test_a_cap_sets_the_domains_hosts_names_a_host_that_fails_records_each_event
         assert [c[-1] for c in smi_calls(scratch, host) if "-pl" in c][-4:] == [str(PLANNED_W)] * 4, host
     assert [e["percent"] for e in events(scratch)] == [60, 70, 100]
     assert smi_calls(scratch, "gpu0005") == []
+
+
+# --- usage: the planned limit beside the energy ---------------------------------------------------------------------
+
+def test_usage_shows_the_planned_limit_beside_the_energy_and_nothing_without_ranges(riga):
+    period = parse_period("2026-11", "Europe/Riga")
+    for data, limits in ((with_billing(row_site()), {"hgx-h200": PLANNED_W}), (with_billing(riga), None)):
+        report = usage_report(validate_data(data), period, read_sacct([HEADER, *JOBS], "Europe/Riga"))
+        table, document = as_table(report), json.loads(as_json(report))
+        assert document.get("gpu_power_limits_w") == limits
+        assert ("planned GPU power limit (plan.power): hgx-h200 401 W per GPU" in table.splitlines()) == bool(limits)
