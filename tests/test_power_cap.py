@@ -93,12 +93,14 @@ def test_reference_site_hall_cap():
 @pytest.mark.parametrize(("domain", "percent", "said"), [
     ("row-a1", 50, "--cap: power domain 'row-a1' needs 24.8 kW with every GPU at its minimum power limit, more than "
                    "the 22.5 kW a cap of 50 % of its 45 kW allows"),
+    (FACILITY, 30, "--cap: the facility needs 887.4 kW with every GPU at its minimum power limit, more than the 550 kW "
+                   "a cap of 30 % of its 1833.33 kW of IT power (facility_kw / pue) allows"),
     ("hall-z", 50, "--domain: 'hall-z' is not a power domain of the site (site.power.domains): facility, hall-a, row-a1"),
     ("row-\x1b[31m", 50, "--domain: 'row-\\x1b[31m' is not a power domain"),
     ("row-a1", 0, "--cap: 0 is not a percentage from 1 to 100"),
     ("row-a1", 101, "--cap: 101 is not a percentage from 1 to 100"),
     ("row-a1", float("nan"), "--cap: nan is not a percentage from 1 to 100"),
-], ids=["under-minimum", "unknown-domain", "hostile-domain", "zero", "over-100", "nan"])
+], ids=["under-minimum", "facility-under-minimum", "unknown-domain", "hostile-domain", "zero", "over-100", "nan"])
 def test_a_cap_the_tree_cannot_take_is_refused_naming_the_option(domain, percent, said):
     with pytest.raises(CapRefused) as refused:
         cap_of(row_site(), domain, percent)

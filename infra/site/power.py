@@ -203,9 +203,11 @@ def cap_power(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str
     budget, fixed, added = loads.budgets[domain], loads.fixed[domain], loads.added[domain]
     allowed = percent / 100 * budget
     if fixed > allowed + 1e-9:
-        raise CapRefused("--cap", f"power domain {domain!r} needs {round(fixed, 3):g} kW with every GPU at its minimum "
-                                  f"power limit, more than the {round(allowed, 3):g} kW a cap of {percent:g} % of its "
-                                  f"{round(budget, 3):g} kW allows")
+        what = "the facility" if domain == FACILITY else f"power domain {domain!r}"
+        of = " of IT power (facility_kw / pue)" if domain == FACILITY else ""
+        raise CapRefused("--cap", f"{what} needs {round(fixed, 3):g} kW with every GPU at its minimum power limit, more "
+                                  f"than the {round(allowed, 3):g} kW a cap of {percent:g} % of its {round(budget, 3):g} kW"
+                                  f"{of} allows")
     share = min(planned, (allowed - fixed) / added) if added > 0 else planned
     hosts = {host: t for host, t in host_types.items() if t in site.node_types
              and limit_w(site.node_types[t], share) is not None and domain in loads.chain(host_racks.get(host))}
