@@ -3,7 +3,7 @@ gate when it cannot be set, and capped and restored on running nodes while a job
 
 The demo site has no GPU and no power-limit range: the test writes a variant of it (a power domain `lab-row` for its
 rack, node01/node02's node type with four H100s and `gpu.power_limit_w` 200..700 W, a budget that makes the plan
-choose 450 W, below the 700 W default), installs on node01 and node02 a stand-in `nvidia-smi` (the project's
+choose 450 W, below the 700 W default), installs on node01 and node02 a stand-in /usr/bin/nvidia-smi (the project's
 tests/nvidia_smi_power_standin.py behind a wrapper that stamps every call with the time and the boot id in
 /var/lib/nvidia-smi-standin/log; the GPUs' limits live in /run, so a boot starts them at their default, as a real
 driver does) and applies phases power and health of the variant to the running VMs, both parts of the roles (the
@@ -41,6 +41,8 @@ DOMAIN = "lab-row"
 PLANNED_W = 450                 # the plan's limit for the variant (asserted from `plan --json`)
 DEFAULT_W = 700                 # the H100's default, where the stand-in's GPUs start at every boot
 UNIT = "gigafactory-gpu-power.service"
+# where the driver's packages put it: slurmd runs the gate (HealthCheckProgram) with a PATH without /usr/local/bin
+SMI = "/usr/bin/nvidia-smi"
 CAP_FILE = "/etc/gigafactory/gpu-power-cap.json"
 STANDIN_LOG = "/var/lib/nvidia-smi-standin"         # the stamped log and the refuse flag: kept across boots
 STANDIN_PROGRAM = "/usr/local/lib/gigafactory-test/nvidia-smi-standin"
@@ -127,9 +129,14 @@ def apply_variant(folder: Path) -> dict:
     parts.write_text(yaml.safe_dump({"all": {"hosts": {n: {"gigafactory_part": "all"} for n in NODES}}}))
     standin = (ROOT / "tests" / "nvidia_smi_power_standin.py").read_text()
     for host in NODES:
+        # the signal agent stopped until phase health starts it again with the variant's expectations: meanwhile it
+        # would report the stand-in's four GPUs on a node expected to have none to the remediation service
+        on(host, "systemctl", "stop", "gigafactory-node-signals.timer")
         put(host, STANDIN_PROGRAM, standin, "0755")
-        put(host, "/usr/local/bin/nvidia-smi", WRAPPER, "0755")
-        on(host, "rm", "-rf", f"{STANDIN_LOG}/log", f"{STANDIN_LOG}/refuse", "/run/nvidia-smi-standin")
+        put(host, SMI, WRAPPER, "0755")
+        # afresh on VMs an earlier run left: the unit stopped (phase power starts it), the GPUs at their default
+        on(host, "sh", "-c", f"systemctl stop {UNIT} 2>/dev/null; rm -rf {STANDIN_LOG}/log {STANDIN_LOG}/refuse "
+                             "/run/nvidia-smi-standin")
     applied = up(site, parts, "--phase", "power,health", "--limit", ",".join(NODES))
     assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
     return {"site": site, "parts": parts}
@@ -184,7 +191,7 @@ def test_at_boot_the_limit_is_set_before_slurmd_starts(bed):
     set_at = monotonic(UNIT, "ActiveEnterTimestampMonotonic")
     slurmd_at = monotonic("slurmd.service", "ExecMainStartTimestampMonotonic")
     assert 0 < set_at < slurmd_at, (set_at, slurmd_at)
-    print(f"node01's boot: limit set at {set_at / 1e6:.1f} s, slurmd started at {slurmd_at / 1e6:.1f} s")
+    print(f"node01's boot: limit set at {set_at / 1e6:.3f} s, slurmd started at {slurmd_at / 1e6:.3f} s")
     wait_for("node01 back in Slurm (no DOWN, no drain)", lambda: not (
         {"DOWN", "DRAIN", "NOT_RESPONDING"} & set(node_state("node01"))), 300, 5)
 
