@@ -3,7 +3,9 @@
 $NVIDIA_SMI_STANDIN/calls; `-i <n> -pl <W>` (or `-pl <W>`: every GPU) sets the limits kept in $NVIDIA_SMI_STANDIN/limits;
 `--query-gpu=index,power.limit --format=csv,noheader,nounits` answers from them. $NVIDIA_SMI_STANDIN_GPUS GPUs (4),
 each at $NVIDIA_SMI_STANDIN_DEFAULT_W (700) until set. $NVIDIA_SMI_STANDIN_REFUSE set: -pl is refused as on a GPU whose
-limit cannot be changed; $NVIDIA_SMI_STANDIN_READS set: every GPU reads back that value whatever was set."""
+limit cannot be changed; $NVIDIA_SMI_STANDIN_READS set: every GPU reads back that value whatever was set.
+`--query-gpu=name,driver_version --format=csv,noheader` answers $NVIDIA_SMI_STANDIN_NAME (an H100) and
+$NVIDIA_SMI_STANDIN_DRIVER (a 550 driver) for each GPU, as the health gate's gpu_count asks."""
 import json
 import os
 import sys
@@ -28,6 +30,10 @@ elif argv == ["--query-gpu=index,power.limit", "--format=csv,noheader,nounits"]:
     reads = os.environ.get("NVIDIA_SMI_STANDIN_READS")
     for i, watts in enumerate(limits):
         print(f"{i}, {float(reads) if reads else watts:.2f}")
+elif argv == ["--query-gpu=name,driver_version", "--format=csv,noheader"]:
+    for _ in limits:
+        print(f"{os.environ.get('NVIDIA_SMI_STANDIN_NAME', 'NVIDIA H100 80GB HBM3')}, "
+              f"{os.environ.get('NVIDIA_SMI_STANDIN_DRIVER', '550.163.01')}")
 else:
     print(f"nvidia-smi stand-in: {argv} is not answered", file=sys.stderr)
     sys.exit(2)

@@ -21,23 +21,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import subprocess
 import time
 
-import pytest
 
-from conftest import ROOT
-from vmcli import LOCK, gigafactory, on_vm
+from vmcli import DEMO_SITE, DEMO_STATE, DEMO_VM_MARKS, LOCK, demo_running, gigafactory, maybe_on_vm, on_vm, wait_for
 
-pytestmark = [
-    pytest.mark.vm, pytest.mark.root, pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("qemu-system-x86_64") or not shutil.which("flock"),
-                       reason="needs root, qemu and flock"),
-]
-
-DEMO = ROOT / "inventories" / "demo" / "site.yml"
-STATE = ROOT / ".cache" / "demo" / "demo"
+pytestmark = DEMO_VM_MARKS
+DEMO, STATE = DEMO_SITE, DEMO_STATE
 XID79 = "NVRM: Xid (PCI:0000:01:00): 79, pid=4242, GPU has fallen off the bus."
 HEAL = "gigafactory-heal: reboot xid 79"
 STORY = ["reboot", "requeue", "diagnose", "resume"]     # the service's steps for node01, in order
@@ -53,22 +43,7 @@ def on(host: str, *command: str) -> str:
 
 
 def maybe_on(host: str, *command: str) -> str | None:
-    """``on``, or None while the host does not answer (it is rebooting)."""
-    try:
-        return on(host, *command)
-    except (AssertionError, subprocess.TimeoutExpired):
-        return None
-
-
-def wait_for(what: str, check, deadline_s: float, every_s: float = 3.0):
-    """``check()``'s first true value; fails naming ``what`` once ``deadline_s`` passed (a bound, not a measure)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {deadline_s:.0f} s: {what}"
-        time.sleep(every_s)
+    return maybe_on_vm(STATE, host, *command)
 
 
 def node(name: str) -> dict:
@@ -104,13 +79,9 @@ def test_an_xid_on_node01_reboots_diagnoses_and_returns_it_while_its_job_is_requ
     lock = os.open(LOCK, os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        from infra.vm.launcher import Launcher
-        states = Launcher(STATE).status()
-        if not (states and all(s.alive for s in states)):
-            up = time.monotonic()
-            first = gigafactory("demo", str(DEMO))
-            assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-            took["demo bring-up"] = time.monotonic() - up
+        bring_up = demo_running(STATE, DEMO)
+        if bring_up is not None:
+            took["demo bring-up"] = bring_up
 
         # --- in service: the service, the agent's timer, both nodes healthy -------------------------------------
         assert on("ctl01", "systemctl", "is-active", "gigafactory-remediate.service") == "active"

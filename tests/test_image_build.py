@@ -226,15 +226,44 @@ def test_a_second_install_pass_that_changes_anything_is_named_task_by_task(tmp_p
     assert run(True) == ["slurm: slurm_common: Slurm directories"]
 
 
-def small_site(tmp_path: Path) -> Path:
-    """The demo without fabric, Slurm or tenants: one plain node type, so its image holds base and health."""
+LIMITED_W = 450        # the plan's GPU power limit for small_site's limited type (4 x 200..700 W and 0.2 kW more in a 2 kW domain)
+
+
+def small_site(tmp_path: Path, limited: bool = False) -> Path:
+    """The demo without fabric, Slurm or tenants: one plain node type, so its image holds base and health.
+    ``limited``: the type has four GPUs with a power-limit range in a power domain (no driver: the site names none),
+    so its image also holds phase power's install part (the gpu_power program and its unit, enabled)."""
     data = site_data(DEMO)
     for section in ("fabrics", "slurm", "tenants"):
         data.pop(section, None)
     data["software"] = {}
     data["node_types"] = {"vm-plain": {k: v for k, v in data["node_types"]["vm-compute"].items() if k != "hca"}}
     data["pools"] = [{"name": "plain", "type": "vm-plain", "hosts": "plain01", "racks": "lab1"}]
+    if limited:
+        data["site"]["power"]["domains"] = [{"name": "lab-row", "kw": 2.0}]
+        data["racks"][0].update(domain="lab-row", power_kw=10)
+        data["node_types"]["vm-plain"].update(
+            power_kw=3.0, gpu={"model": "H100", "count": 4, "power_limit_w": {"min": 200, "max": 700, "default": 700}})
     return write_site(tmp_path, data)
+
+
+def the_images_program_sets_the_limit(tree: Path, scratch: Path) -> list[list[str]]:
+    """gigafactory-gpu-power as the image holds it, run in a chroot of the image's tree (a throw-away overlay) with
+    a planned limit of LIMITED_W and the stand-in nvidia-smi (tests/nvidia_smi_power_standin.py); the stand-in's
+    calls (each argv)."""
+    from chroots import overlay_setup
+    from infra.image.chroot import Chroot
+    layers = scratch / "layers"
+    with Chroot(layers / "merged", scratch / "ns", setup=overlay_setup(tree, layers)) as chroot:
+        standin = ROOT / "tests" / "nvidia_smi_power_standin.py"
+        chroot.shell(f'install -m 0755 {standin} "$R/usr/local/bin/nvidia-smi"; mkdir -p "$R/run/smi" "$R/etc/gigafactory"; '
+                     f"echo '{{\"limit_w\": {LIMITED_W}}}' > \"$R/etc/gigafactory/gpu-power.json\"")
+        done = chroot.run(["/usr/bin/env", "NVIDIA_SMI_STANDIN=/run/smi", "PATH=/usr/local/bin:/usr/bin:/bin",
+                           "/usr/local/sbin/gigafactory-gpu-power"], check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"4 GPUs at {LIMITED_W} W" in done.stdout.decode()
+        calls = chroot.shell('cat "$R/run/smi/calls"').stdout.decode()
+    return [json.loads(line) for line in calls.splitlines()]
 
 
 @pytest.mark.root
@@ -243,10 +272,11 @@ def small_site(tmp_path: Path) -> Path:
 @pytest.mark.skipif(not all(shutil.which(t) for t in ("mksquashfs", "unsquashfs", "qemu-img", "mke2fs", "apt-cacher-ng")),
                     reason="needs squashfs-tools, qemu-utils, e2fsprogs and apt-cacher-ng")
 def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the_second_time(tmp_path, cache, capsys):
-    site = small_site(tmp_path)
+    site = small_site(tmp_path, limited=True)
+    assert build_plan(load_site(str(site)), str(site)).power.limits_w == {"vm-plain": LIMITED_W}
     assert main(["image", "build", str(site), "--boot-url", "http://192.168.100.1/images/plain"]) == 0
     out = capsys.readouterr().out
-    assert "phases base, health" in out
+    assert "phases base, gpu, power, health" in out
     [folder] = [p for p in (cache / "node-images").iterdir() if not p.name.startswith(".")]
     assert f"image {folder} (key {folder.name})" in out
     assert [p.name for p in (cache / "node-images").iterdir() if p.name.startswith(".build")] == []
@@ -262,6 +292,18 @@ def test_a_real_build_has_a_manifest_a_squashfs_and_disks_and_is_a_cache_hit_the
                              capture_output=True, text=True, check=True).stdout.split()
     assert "squashfs-root/usr/bin/python3" in listing
     assert "squashfs-root/usr/sbin/policy-rc.d" not in listing
+    # phase power's install part: the program and its unit, enabled; the planned watts are the configure part's
+    for name in ("usr/local/sbin/gigafactory-gpu-power", "etc/systemd/system/gigafactory-gpu-power.service",
+                 "etc/systemd/system/multi-user.target.wants/gigafactory-gpu-power.service"):
+        assert f"squashfs-root/{name}" in listing, name
+    assert "squashfs-root/etc/gigafactory/gpu-power.json" not in listing
+    tree = tmp_path / "tree"
+    subprocess.run(["unsquashfs", "-q", "-d", str(tree), str(folder / "netboot" / "root.squashfs")], check=True,
+                   capture_output=True)
+    query = ["--query-gpu=index,power.limit", "--format=csv,noheader,nounits"]
+    assert the_images_program_sets_the_limit(tree, tmp_path / "power") == \
+        [query, *(["-i", str(i), "-pl", str(LIMITED_W)] for i in range(4)), query]
+    shutil.rmtree(tree)
     for name in BUILD_FILES:                    # the build tree's own settings (unsafe-io, no docs, no initrd triggers)
         assert f"squashfs-root/{name}" not in listing
     assert f"squashfs-root/{BUILD_FILES[0]}".rsplit("/", 1)[0] in listing

@@ -151,6 +151,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    """``power SITE --cap P``: exit 0 every host set, 1 some failed (named), 2 bad input (nothing touched)."""
+    import json
+    import math
+
+    from ..orchestrate.power import EVENTS_FILE, CapOptions, CapRefused, power_cap
+    from ..site.problems import printable
+    try:
+        percent = float(args.cap.strip().removesuffix("%"))
+        if not math.isfinite(percent):
+            raise ValueError
+    except ValueError:
+        print(f"error: --cap: {printable(repr(args.cap)[:40])} is not a percentage from 1 to 100", file=sys.stderr)
+        return EXIT_INVALID
+    cancel = Cancellation()
+    with cancel.handling():
+        try:
+            record, events = power_cap(CapOptions(Path(args.site), percent, args.domain, list(args.inventory),
+                                                  cancel=cancel))
+        except CapRefused as err:
+            print(f"error: {err} (nothing was changed)", file=sys.stderr)
+            return EXIT_INVALID
+    if args.json:
+        print(json.dumps(record, indent=1))
+    else:
+        limits = ", ".join(f"{t} {w} W" for t, w in record["limits_w"].items()) or "no GPU power limit"
+        print(f"power domain {record['domain']} at {record['percent']:g} % of its budget: {limits} on "
+              f"{record['hosts']} hosts, {len(record['failed'])} failed, {record['seconds']:g} s (event in "
+              f"{events.parent / EVENTS_FILE})")
+    for failure in record["failed"]:
+        kind = "unreachable" if failure["unreachable"] else "failed"
+        print(f"  {failure['host']}: {kind}: {printable(failure['message'][:300])}", file=sys.stderr)
+    return 1 if record["failed"] else 0
+
+
 def add_commands(sub) -> None:
     u = sub.add_parser("up", help="provision a site: run every phase through ansible-runner, in waves")
     u.add_argument("site", help="path to inventories/<site>/site.yml")
@@ -169,3 +204,14 @@ def add_commands(sub) -> None:
                         "node image (gigafactory image build) and the configure part only")
     add_up_arguments(d)
     d.set_defaults(func=cmd_demo)
+    pw = sub.add_parser("power", help="steer running nodes: hold a power domain to a share of its budget by "
+                                      "lowering its GPU power limits (--cap 100 restores the planned ones)")
+    pw.add_argument("site", help="path to inventories/<site>/site.yml")
+    pw.add_argument("--cap", required=True, metavar="PERCENT",
+                    help="the share of the domain's budget its nodes may draw, 1 to 100 (100: the planned limits)")
+    pw.add_argument("--domain", default="facility", metavar="NAME",
+                    help="facility (the whole site, the default) or a name of site.power.domains")
+    pw.add_argument("--inventory", "-i", action="append", type=Path, default=[], metavar="EXTRA",
+                    help="extra inventory source after the site file (connection settings), as for up; repeatable")
+    pw.add_argument("--json", action="store_true", help="print the event record as JSON")
+    pw.set_defaults(func=cmd_power)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from .fabric import FabricPlan, plan_fabric
 from .index import SiteIndex
 from .model import NodeType, Site
+from .problems import printable
 from .placement import place
 
 FACILITY = "facility"
@@ -86,70 +87,153 @@ class PowerPlan:
     problems: tuple[tuple[str, str], ...] = ()      # (field path, text): budgets no limit can hold
 
 
+@dataclass(frozen=True, slots=True)
+class _Loads:
+    """The tree and what its hosts draw: each domain's budget, fixed draw (every GPU at its minimum limit, the NVLink
+    switch trays, the facility's fabric switches) and what its GPUs add from minimum to default."""
+    parents: dict[str, str | None]
+    rack_domains: Mapping[str, str | None]
+    budgets: dict[str, float]
+    fixed: dict[str, float]
+    added: dict[str, float]
+    racks_in: dict[str, int]
+    per_rack_type: dict[tuple[str | None, str], int]       # (rack or None, node type) -> hosts
+
+    def chain(self, rack: str | None):
+        """The domains feeding ``rack``, its own first, the facility last (None: the facility only)."""
+        at, seen = (self.rack_domains.get(rack) if rack is not None else None), set()
+        while at is not None and at in self.parents and at not in seen:     # a loop or an unknown name: checks say so
+            seen.add(at)
+            yield at
+            at = self.parents[at]
+        yield FACILITY
+
+
+def _loads(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str, str | None],
+           rack_domains: Mapping[str, str | None], fabrics: Iterable[FabricPlan]) -> _Loads:
+    power = site.site.power
+    budgets = {FACILITY: power.facility_kw / power.pue, **{d.name: d.kw for d in power.domains}}
+    loads = _Loads({d.name: d.parent for d in power.domains}, rack_domains, budgets, dict.fromkeys(budgets, 0.0),
+                   dict.fromkeys(budgets, 0.0), dict.fromkeys(budgets, 0), {})
+    for rack in {r for r in host_racks.values() if r is not None}:
+        for name in loads.chain(rack):
+            loads.racks_in[name] += 1
+    for host, type_name in host_types.items():
+        if type_name in site.node_types:
+            key = (host_racks.get(host), type_name)
+            loads.per_rack_type[key] = loads.per_rack_type.get(key, 0) + 1
+    for (rack, type_name), count in loads.per_rack_type.items():
+        node_type = site.node_types[type_name]
+        low, more = gpu_kw(node_type)
+        trays = switch_trays_kw(node_type, count)
+        for name in loads.chain(rack):
+            loads.fixed[name] += count * low + trays
+            loads.added[name] += count * more
+    loads.fixed[FACILITY] += sum(f.power_kw for f in fabrics)
+    return loads
+
+
+def _share(site: Site, loads: _Loads) -> tuple[float, list[tuple[str, str]]]:
+    """The largest share every budget allows (at most 1), and the budgets no limit can hold."""
+    share, problems = 1.0, []
+    for name, budget in loads.budgets.items():
+        if loads.fixed[name] > budget + 1e-9:
+            problems.append((_path(site, name), _over(site, name, loads.fixed[name], budget, any(loads.added.values()))))
+        elif loads.added[name] > 0:
+            share = min(share, (budget - loads.fixed[name]) / loads.added[name])
+    return (max(0.0, share) if not problems else 0.0), problems
+
+
 def plan_power(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str, str | None],
                rack_domains: Mapping[str, str | None], fabrics: Iterable[FabricPlan]) -> PowerPlan:
     """The power tree's loads and the GPU power limits. ``host_types``: host -> node type; ``host_racks``: host ->
     its rack (None where unplaced: counted at the facility only); ``rack_domains``: rack -> its power domain."""
-    power = site.site.power
-    parents: dict[str, str | None] = {d.name: d.parent for d in power.domains}
-    budgets = {FACILITY: power.facility_kw / power.pue, **{d.name: d.kw for d in power.domains}}
-    fixed = dict.fromkeys(budgets, 0.0)
-    added = dict.fromkeys(budgets, 0.0)
-    racks_in = dict.fromkeys(budgets, 0)
-
-    def chain(rack: str | None):
-        at, seen = (rack_domains.get(rack) if rack is not None else None), set()
-        while at is not None and at in parents and at not in seen:      # a loop or an unknown name: checks say so
-            seen.add(at)
-            yield at
-            at = parents[at]
-        yield FACILITY
-
-    for rack in {r for r in host_racks.values() if r is not None}:
-        for name in chain(rack):
-            racks_in[name] += 1
-    per_rack_type: dict[tuple[str | None, str], int] = {}
-    for host, type_name in host_types.items():
-        if type_name in site.node_types:
-            key = (host_racks.get(host), type_name)
-            per_rack_type[key] = per_rack_type.get(key, 0) + 1
-    for (rack, type_name), count in per_rack_type.items():
-        node_type = site.node_types[type_name]
-        low, more = gpu_kw(node_type)
-        trays = switch_trays_kw(node_type, count)
-        for name in chain(rack):
-            fixed[name] += count * low + trays
-            added[name] += count * more
-    fixed[FACILITY] += sum(f.power_kw for f in fabrics)
-
-    share, problems = 1.0, []
-    for name, budget in budgets.items():
-        if fixed[name] > budget + 1e-9:
-            problems.append((_path(site, name), _over(site, name, fixed[name], budget, any(added.values()))))
-        elif added[name] > 0:
-            share = min(share, (budget - fixed[name]) / added[name])
-    share = max(0.0, share) if not problems else 0.0
+    fabrics = list(fabrics)
+    loads = _loads(site, host_types, host_racks, rack_domains, fabrics)
+    share, problems = _share(site, loads)
     limits = {t: w for t, nt in site.node_types.items() if (w := limit_w(nt, share)) is not None}
-    worst = dict.fromkeys(budgets, 0.0)
-    for (rack, type_name), count in per_rack_type.items():
+    worst = dict.fromkeys(loads.budgets, 0.0)
+    for (rack, type_name), count in loads.per_rack_type.items():
         node_type = site.node_types[type_name]
-        for name in chain(rack):
+        for name in loads.chain(rack):
             worst[name] += count * planned_kw(node_type, share) + switch_trays_kw(node_type, count)
     worst[FACILITY] += sum(f.power_kw for f in fabrics)
-    domains = tuple(DomainLoad(name, None if name == FACILITY else parents[name] or FACILITY, round(budgets[name], 3),
-                               round(worst[name], 3), racks_in[name]) for name in budgets)
+    domains = tuple(DomainLoad(name, None if name == FACILITY else loads.parents[name] or FACILITY,
+                               round(loads.budgets[name], 3), round(worst[name], 3), loads.racks_in[name])
+                    for name in loads.budgets)
     return PowerPlan(round(share, 6), limits, domains, tuple(problems))
+
+
+class CapRefused(ValueError):
+    """A power cap the site cannot take: the option at fault (``--domain``, ``--cap``) and why, in a sentence."""
+
+    def __init__(self, option: str, text: str):
+        super().__init__(f"{option}: {text}")
+        self.option, self.text = option, text
+
+
+@dataclass(frozen=True, slots=True)
+class PowerCap:
+    """A domain held to ``percent`` of its budget: the GPU limits of the hosts its subtree feeds."""
+    domain: str
+    percent: float
+    share: float                        # t_d: the capped share, never above the planned one
+    limits_w: dict[str, int]            # node type -> capped GPU power limit, for the range-declaring types it feeds
+    hosts: dict[str, str]               # host -> node type: the GPU hosts with a range whose racks the domain feeds
+    budget_kw: float
+    allowed_kw: float                   # percent of the budget
+    fixed_kw: float                     # every GPU of the domain at its minimum limit
+
+
+def cap_power(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str, str | None],
+              rack_domains: Mapping[str, str | None], fabrics: Iterable[FabricPlan], domain: str,
+              percent: float) -> PowerCap:
+    """The limits that hold ``domain`` (``facility``: the whole site) to ``percent`` of its budget: its hosts at
+    ``limit_w(type, t_d)``, ``t_d = min(planned share, (percent x budget - fixed) / added)``; hosts outside its
+    subtree keep their planned limits. 100 gives back the planned limits. Raises CapRefused (an unknown domain, a
+    percentage outside 1..100, a cap under the domain's draw at minimum limits)."""
+    loads = _loads(site, host_types, host_racks, rack_domains, fabrics)
+    if domain not in loads.budgets:
+        raise CapRefused("--domain", f"{printable(repr(domain)[:80])} is not a power domain of the site "
+                                     f"(site.power.domains): {', '.join(loads.budgets)}")
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 1 <= percent <= 100:
+        shown = f"{percent:g}" if isinstance(percent, (int, float)) else printable(repr(percent)[:40])
+        raise CapRefused("--cap", f"{shown} is not a percentage from 1 to 100")
+    planned, _ = _share(site, loads)
+    budget, fixed, added = loads.budgets[domain], loads.fixed[domain], loads.added[domain]
+    allowed = percent / 100 * budget
+    if fixed > allowed + 1e-9:
+        what = "the facility" if domain == FACILITY else f"power domain {domain!r}"
+        of = " of IT power (facility_kw / pue)" if domain == FACILITY else ""
+        raise CapRefused("--cap", f"{what} needs {round(fixed, 3):g} kW with every GPU at its minimum power limit, more "
+                                  f"than the {round(allowed, 3):g} kW a cap of {percent:g} % of its {round(budget, 3):g} kW"
+                                  f"{of} allows")
+    share = min(planned, (allowed - fixed) / added) if added > 0 else planned
+    hosts = {host: t for host, t in host_types.items() if t in site.node_types
+             and limit_w(site.node_types[t], share) is not None and domain in loads.chain(host_racks.get(host))}
+    limits = {t: limit_w(site.node_types[t], share) for t in sorted(set(hosts.values()))}
+    return PowerCap(domain, percent, share, limits, hosts, round(budget, 3), round(allowed, 3), round(fixed, 3))
 
 
 def site_power_plan(index: SiteIndex) -> PowerPlan:
     """The power plan of a site as the plan places it (placement and fabric plans computed once per index)."""
+    return plan_power(*_site_inputs(index))
+
+
+def site_power_cap(index: SiteIndex, domain: str, percent: float) -> PowerCap:
+    """``cap_power`` of the site as the plan places it."""
+    return cap_power(*_site_inputs(index), domain, percent)
+
+
+def _site_inputs(index: SiteIndex) -> tuple[Site, dict[str, str], dict[str, str | None], dict[str, str | None],
+                                            list[FabricPlan]]:
     site = index.site
     placement = place(index, [])
     fabrics = [plan_fabric(index, i, [])[0] for i in range(len(site.fabrics))]
     host_types = {host: pool.type for pool in site.pools for host in pool.hosts}
     racks = {host: rack for host, (rack, _) in placement.hosts.items()}
     rack_domains = {name: site.racks[i].domain for name, i in index.racks.items()}
-    return plan_power(site, host_types, racks, rack_domains, fabrics)
+    return site, host_types, racks, rack_domains, fabrics
 
 
 def _path(site: Site, name: str) -> str:

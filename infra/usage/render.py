@@ -35,6 +35,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "tenants": [_row_dict(r) for r in report.tenants],
         "idle": _row_dict(report.idle) if report.idle else None,
         "total": _row_dict(report.total) if report.total else None,
+        **({"gpu_power_limits_w": report.gpu_power_limits_w} if report.gpu_power_limits_w else {}),
     }
 
 
@@ -95,6 +96,9 @@ def as_table(report: Report) -> str:
              fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body),
              "energy flags: m measured, a apportioned from node meters by GPU/CPU share, e estimated from power ratings"
              + ("; measured on Kubernetes: the GPUs' own energy (DCGM exporter)" if report.kubernetes else "")]
+    if report.gpu_power_limits_w:
+        lines.append("planned GPU power limit (plan.power): "
+                     + ", ".join(f"{t} {w:,} W per GPU" for t, w in report.gpu_power_limits_w.items()))
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ..plan.slurm import gres_name
 from ..site.index import SiteIndex
 from ..site.model import NodeType, Site
+from ..site.power import site_power_plan
 from .periods import Period, parse_period
 from .prometheus import KubernetesUsage, PrometheusFailed
 from .sacct import Job, UsageInvalid
@@ -76,6 +77,9 @@ class Report:
     # the site's other hosts (control, storage, service, clusters not metered) at their power ratings: the EED's
     unmetered: TenantUsage | None = None                    # whole-site IT energy is total + unmetered
     unmetered_hosts: int = 0
+    # node type -> its planned GPU power limit in watts (plan.power.limits_w): the ceiling the GPUs' energy was
+    # drawn under; empty on a site without power-limit ranges
+    gpu_power_limits_w: dict[str, int] = field(default_factory=dict)
 
 
 def pue_for(site: Site, period: Period) -> tuple[float, str]:
@@ -247,7 +251,14 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
     return Report(site.site.name, period, site.billing.currency if site.billing else None,
                   _period_pue(pues, all_rows, pue_by_hour), " and ".join(sources), renewable.basis,
-                  shown, idle, total, metered, unmetered, len(others))
+                  shown, idle, total, metered, unmetered, len(others), planned_limits_w(site))
+
+
+def planned_limits_w(site: Site) -> dict[str, int]:
+    """The plan's GPU power limit of each node type declaring a range (the power plan runs only where one does)."""
+    if not any(nt.gpu and nt.gpu.power_limit_w for nt in site.node_types.values()):
+        return {}
+    return dict(site_power_plan(SiteIndex(site)).limits_w)
 
 
 def _tenant_lines(site: Site, period: Period, tenant: str | None) -> tuple[dict[str, TenantUsage], dict[str, TenantUsage]]:
