@@ -42,15 +42,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _write_page(args: argparse.Namespace, site: Site, plan) -> int:
-    """The plan's page, rendered whole before FILE is opened: a FILE that cannot be written is exit 2, naming --html."""
     from ..render.page_plan import plan_page
-    page = plan_page(site, plan).encode()
+    return _write_html("plan", args.html, plan_page(site, plan))
+
+
+def _write_html(command: str, path: str, page: str) -> int:
+    """A page rendered whole before FILE is opened: a FILE that cannot be written is exit 2, naming --html."""
+    data = page.encode()
     try:
-        Path(args.html).write_bytes(page)
+        Path(path).write_bytes(data)
     except OSError as err:
-        print(f"gigafactory plan: --html {args.html!r}: cannot write it: {err.strerror or err}", file=sys.stderr)
+        print(f"gigafactory {command}: --html {path!r}: cannot write it: {err.strerror or err}", file=sys.stderr)
         return EXIT_INVALID
-    print(f"{args.html}: {len(page) / 1024:,.0f} KiB")
+    print(f"{path}: {len(data) / 1024:,.0f} KiB")
     return EXIT_OK
 
 
@@ -113,6 +117,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
     try:
         if (args.period is None) == (args.eed is None):
             raise UsageInvalid("--period", "give either --period YYYY-MM (or YYYY) or --eed YYYY")
+        if args.eed is not None and args.html is not None:
+            raise UsageInvalid("--html", "a page of a --period; --eed prints its inputs as a table or JSON")
         if args.eed is not None and "-" in args.eed:
             raise UsageInvalid("--eed", f"{args.eed!r} is not a year: write e.g. 2026")
         option = "--period" if args.period is not None else "--eed"      # '' is given, and no period
@@ -149,6 +155,9 @@ def cmd_usage(args: argparse.Namespace) -> int:
         inputs = eed_inputs(report, site)
         sys.stdout.write(json.dumps(inputs, indent=1) + "\n" if args.format == "json" else eed_table(inputs))
         return EXIT_OK
+    if args.html is not None:
+        from ..usage.page import usage_page
+        return _write_html("usage", args.html, usage_page(report))
     sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))
     return EXIT_OK
 
@@ -291,6 +300,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--eed", metavar="YEAR", help="print the EU Energy Efficiency Directive inputs of YEAR instead")
     u.add_argument("--tenant", help="only this tenant")
     u.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    u.add_argument("--html", metavar="FILE", help="write the period's usage as one self-contained page instead "
+                                                  "(docs/pages.md)")
     u.add_argument("--sacct", metavar="FILE", help="sacct --parsable2 output (fields in docs/metering.md); default: "
                                                    "run sacct on the site's accounting host, as up reaches hosts")
     u.add_argument("--inventory", "-i", action="append", type=Path, default=[], metavar="EXTRA",

@@ -7,18 +7,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from ..plan import Plan
 from ..site.hostlists import compress
 from ..site.model import Site
+from .page import PALETTE, page_environment
 from .summary import FULL_RACKS
 
 U_PX = 8                  # one rack unit, in SVG pixels
 RACK_W = 170              # a rack's drawing width
-# One colour per pool, in the site's order (then again): distinct on white, readable under white text.
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-           "#bcbd22", "#393b79", "#637939")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +175,11 @@ def tenant_rows(site: Site, plan: Plan) -> list[TenantRow]:
     return rows
 
 
-def _environment() -> Environment:
-    # autoescape: every string of the site file lands in HTML text or an attribute value, escaped.
-    return Environment(loader=PackageLoader("infra.render", "templates"), undefined=StrictUndefined, autoescape=True,
-                       trim_blocks=True, lstrip_blocks=True)
-
-
 def plan_page(site: Site, plan: Plan) -> str:
     """The whole page, one self-contained HTML document."""
     pools = [(pool.name, PALETTE[i % len(PALETTE)], pool.type, len(pool.hosts)) for i, pool in enumerate(site.pools)]
     fabrics = [(f, Counter(len(su) for su in f.scalable_units)) for f in plan.fabrics]
-    return _environment().get_template("plan_page.html.j2").render(
+    return page_environment().get_template("plan_page.html.j2").render(
         site=site, plan=plan, capacity=plan.capacity, pools=pools, colours={p[0]: p[1] for p in pools},
         drawings=rack_drawings(site, plan), power=power_rows(plan), fabrics=fabrics, tenants=tenant_rows(site, plan),
         U=U_PX, W=RACK_W)

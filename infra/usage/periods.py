@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .sacct import UsageInvalid
@@ -42,3 +42,15 @@ def parse_period(text: str, timezone: str, field: str = "--period") -> Period:
     else:
         start, end = datetime(year, 1, 1, tzinfo=zone), datetime(year + 1, 1, 1, tzinfo=zone)
     return Period(text, start.timestamp(), end.timestamp(), timezone)
+
+
+def period_days(period: Period) -> list[tuple[str, int]]:
+    """Each day of ``period`` in its time zone: its date ('2026-11-01') and its first hour, counted from the
+    period's start (a day of a clock change has 23 or 25 hours)."""
+    zone = ZoneInfo(period.timezone)
+    day = datetime.fromtimestamp(period.start, zone).date()
+    out = []
+    while (start := datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()) < period.end:
+        out.append((day.isoformat(), round((start - period.start) / 3600)))
+        day += timedelta(days=1)
+    return out

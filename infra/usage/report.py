@@ -26,13 +26,14 @@ from ..plan.slurm import gres_name
 from ..site.index import SiteIndex
 from ..site.model import NodeType, Site
 from ..site.power import site_power_plan
-from .periods import Period, parse_period
+from .periods import Period, parse_period, period_days
 from .prometheus import KubernetesUsage, PrometheusFailed
 from .sacct import Job, UsageInvalid
 
 FLAGS = ("measured", "apportioned", "estimated")
 IDLE = "(idle)"
 UNMETERED = "(unmetered hosts)"
+TOTAL = "(total)"
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TenantUsage:
     known: bool = True                                  # False: an account that no tenant of the site declares
     jobs: int = 0
     gpu_hours: dict[str, float] = field(default_factory=dict)       # by Slurm GRES type ('h200')
+    gpu_hours_by_day: dict[str, list[float]] = field(default_factory=dict)     # the same per day (Report.days)
     cpu_hours: float = 0.0
     memory_gb_hours: float = 0.0
     storage_tb_months: dict[str, float] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class Report:
     # node type -> its planned GPU power limit in watts (plan.power.limits_w): the ceiling the GPUs' energy was
     # drawn under; empty on a site without power-limit ranges
     gpu_power_limits_w: dict[str, int] = field(default_factory=dict)
+    days: list[str] = field(default_factory=list)           # the period's days (dates), of gpu_hours_by_day
 
 
 def pue_for(site: Site, period: Period) -> tuple[float, str]:
@@ -188,8 +191,9 @@ class _Tally:
     hourly: dict[str, _Hourly] = field(default_factory=dict)     # per tenant line: kWh per hour (when by_hour)
     used: dict[str, _Hourly] = field(default_factory=dict)       # per node type: unit-hours allocated, per hour
     used_total: dict[str, float] = field(default_factory=dict)   # the same, for Slurm's jobs, when not kept hour by hour
+    gpu: dict[tuple[str, str], _Hourly] = field(default_factory=dict)   # per (tenant line, GPU model): GPU-hours per hour
 
-    def spread(self, table: dict[str, _Hourly], name: str) -> _Hourly:
+    def spread(self, table: dict, name: str | tuple[str, str]) -> _Hourly:
         """``table``'s hour-by-hour figures of ``name`` (a tenant line or a node type), new ones if it has none."""
         spread = table.get(name)
         if spread is None:
@@ -228,7 +232,8 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     metered = []
     for usage in kubernetes:
         _add_kubernetes(site, usage, rows, lambda name: tally.spread(tally.used, name), node_counts,
-                        (lambda name: tally.spread(tally.hourly, name)) if tally.by_hour else None)
+                        (lambda name: tally.spread(tally.hourly, name)) if tally.by_hour else None,
+                        lambda name, model: tally.spread(tally.gpu, (name, model)))
         metered.append(usage.cluster)
     renewable = _renewable(site, supply_share)
     kwh_by_hour = {name: spread.values() for name, spread in tally.hourly.items()}
@@ -249,9 +254,11 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
     sources = list(dict.fromkeys(source for _, _, source in pues))
     shown = [r for r in rows.values() if r.name == tenant or r.flexible_of == tenant] if tenant is not None else list(rows.values())
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
+    days = _gpu_hours_by_day(site, period, tally, [*shown, *([idle] if idle else []), *([total] if total else [])],
+                             node_counts, hour_share)
     return Report(site.site.name, period, site.billing.currency if site.billing else None,
                   _period_pue(pues, all_rows, pue_by_hour), " and ".join(sources), renewable.basis,
-                  shown, idle, total, metered, unmetered, len(others), planned_limits_w(site))
+                  shown, idle, total, metered, unmetered, len(others), planned_limits_w(site), days)
 
 
 def planned_limits_w(site: Site) -> dict[str, int]:
@@ -259,6 +266,48 @@ def planned_limits_w(site: Site) -> dict[str, int]:
     if not any(nt.gpu and nt.gpu.power_limit_w for nt in site.node_types.values()):
         return {}
     return dict(site_power_plan(SiteIndex(site)).limits_w)
+
+
+def _gpu_hours_by_day(site: Site, period: Period, tally: _Tally, lines: list[TenantUsage], node_counts: dict[str, int],
+                      hour_share: list[float]) -> list[str]:
+    """Each line's GPU-hours per model per day of the period (``gpu_hours_by_day``) from the tally's hour-by-hour
+    GPU-hours; the idle line's: each hour's capacity of the model less the tenants' hours; the total's (last of
+    ``lines``): their sum. Returns the days' dates."""
+    days = period_days(period)
+    bounds = [first for _, first in days[1:]] + [len(hour_share)]
+
+    def by_day(hourly: list[float]) -> list[float]:
+        out, first = [], 0
+        for end in bounds:
+            out.append(sum(hourly[first:end]))
+            first = end
+        return out
+
+    hourly: dict[str, dict[str, list[float]]] = {}
+    for (name, model), spread in tally.gpu.items():
+        hourly.setdefault(name, {})[model] = spread.values()
+    capacity: dict[str, list[float]] = {}
+    for nt_name, count in node_counts.items():
+        nt = site.node_types[nt_name]
+        if nt.gpus:
+            cap = capacity.setdefault(gres_name(nt.gpu.model), [0.0] * len(hour_share))
+            for h, s in enumerate(hour_share):
+                cap[h] += nt.gpus * count * s
+    for line in lines:
+        if line.name == IDLE:
+            models = {m: [c - sum(v[m][h] for v in hourly.values() if m in v) for h, c in enumerate(cap)]
+                      for m, cap in capacity.items()}
+        elif line.name == TOTAL:                # the sum of the lines above it, as _sum makes the total
+            models = {}
+            for other in lines[:-1]:
+                for m, v in other.gpu_hours_by_day.items():
+                    models[m] = [a + b for a, b in zip(models.get(m, [0.0] * len(v)), v, strict=True)]
+            line.gpu_hours_by_day = models
+            continue
+        else:
+            models = hourly.get(line.name, {})
+        line.gpu_hours_by_day = {m: by_day(v) for m, v in sorted(models.items()) if m in line.gpu_hours}
+    return [date for date, _ in days]
 
 
 def _tenant_lines(site: Site, period: Period, tenant: str | None) -> tuple[dict[str, TenantUsage], dict[str, TenantUsage]]:
@@ -329,6 +378,7 @@ def _add_jobs(jobs: Iterable[Job], rows: dict[str, TenantUsage], by_account: dic
         nodes = job.nodes if job.nodes > 0 else 1
         if model is not None:
             row.gpu_hours[model] = row.gpu_hours.get(model, 0.0) + job.gpus * h
+            tally.spread(tally.gpu, (row.name, model)).add(a - p_start, b - p_start, job.gpus * h)
             units = job.gpus
         else:
             units = 0 if gpu_node else job.cpus         # no GPU held on a GPU node: no share of it, nor of its energy
@@ -480,7 +530,7 @@ def site_gpu_model(product: str, models: Iterable[str]) -> str | None:
 
 
 def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUsage], used_of, node_counts: dict[str, int],
-                    spread_of) -> None:
+                    spread_of, gpu_of=None) -> None:
     """Add a cluster's namespace usage to its tenants' lines (a namespace no tenant declares gets its own line), its
     nodes to the capacity and their allocated shares, hour by hour, to ``used_of(node type)``."""
     cluster = next((c for c in site.kubernetes if c.name == usage.cluster), None)
@@ -547,6 +597,8 @@ def _add_kubernetes(site: Site, usage: KubernetesUsage, rows: dict[str, TenantUs
             if gpu_h:
                 model = model_of(node, hour, nt)
                 row.gpu_hours[model] = row.gpu_hours.get(model, 0.0) + gpu_h
+                if gpu_of is not None:
+                    gpu_of(row.name, model).add_hour(hour, gpu_h)
         # the node's share this namespace held: its GPUs on GPU nodes, its CPUs elsewhere
         share = gpu if nt.gpus else cpu
         units = nt.gpus if nt.gpus else cpus
@@ -579,7 +631,7 @@ def _price(row: TenantUsage, billing) -> None:
 
 
 def _sum(rows: list[TenantUsage]) -> TenantUsage:
-    total = TenantUsage("(total)")
+    total = TenantUsage(TOTAL)
     for r in rows:
         total.jobs += r.jobs
         for model, hours in r.gpu_hours.items():
