@@ -37,7 +37,7 @@ def build_plan(site: Site, source: str = "<site>") -> Plan:
 
     Raises SiteInvalid if a site that skipped validation has no room for its hosts or their addresses.
     """
-    index = SiteIndex(site)
+    index = SiteIndex.of(site)
     problems: list[Problem] = []
     placement = place(index, problems)
     placed = placement.hosts

@@ -43,7 +43,7 @@ def check(func: Check) -> Check:
 
 
 def run_checks(site: Site) -> list[Problem]:
-    index = SiteIndex(site)
+    index = SiteIndex.of(site)
     return [problem for func in CHECKS for problem in func(site, index)]
 
 

@@ -265,7 +265,7 @@ def planned_limits_w(site: Site) -> dict[str, int]:
     """The plan's GPU power limit of each node type declaring a range (the power plan runs only where one does)."""
     if not any(nt.gpu and nt.gpu.power_limit_w for nt in site.node_types.values()):
         return {}
-    return dict(site_power_plan(SiteIndex(site)).limits_w)
+    return dict(site_power_plan(SiteIndex.of(site)).limits_w)
 
 
 def _gpu_hours_by_day(site: Site, period: Period, tally: _Tally, lines: list[TenantUsage], node_counts: dict[str, int],
@@ -512,7 +512,7 @@ def _idle(site: Site, idle: TenantUsage, node_counts: dict[str, int], used: dict
 
 def _cluster_nodes(site: Site, cluster) -> dict[str, str]:
     """Host -> node type of a cluster's nodes: the hosts of its worker pools and its control plane."""
-    index = SiteIndex(site)
+    index = SiteIndex.of(site)
     nodes = {host: pool.type for name in cluster.workers if (pool := index.pools.get(name)) for host in pool.hosts}
     for host in cluster.control_plane:
         pool = index.pool_of(host)
