@@ -71,6 +71,7 @@ def test_riga_1_page_draws_every_rack_and_host_of_the_plan(browser, tmp_path):
     browser.screenshot(tmp_path / "riga-1.png")
     assert (tmp_path / "riga-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert browser.script(RACKS_DRAWN) == [1] * len(plan.racks)          # each rack its own drawing
+    assert browser.script(ROWS, "figure[data-racks]", "data-liquid-kw") == [None] * len(plan.racks)   # no cooling declared
     _assert_drawn(browser, site, plan)
     hosts = browser.script(ROWS, "[data-host]", "data-host")
     assert sorted(hosts) == sorted(plan.hosts)
@@ -88,6 +89,12 @@ def test_nvl72_page_summarises_1400_racks_in_groups(browser, tmp_path):
     _assert_drawn(browser, site, plan)
     names = browser.script(ROWS, "figure[data-racks]", "data-rack-names")
     assert names[0] == "n[0001-0350]"
+    # cooling, where the racks declare it (every NVL72 rack: 125 kW liquid, 30 kW air): each drawing's heat as placed
+    first = plan.racks["n0001"]
+    liquid = browser.script(ROWS, "figure[data-racks]", "data-liquid-kw")
+    assert len(liquid) == len(groups) and float(liquid[0]) == pytest.approx(first.used.liquid_kw)
+    assert browser.script(ROWS, "figure[data-racks]", "data-liquid-limit-kw")[0] == "125.0"
+    assert float(browser.script(ROWS, "figure[data-racks]", "data-air-kw")[0]) == pytest.approx(first.used.air_kw)
 
 
 def test_hostile_strings_stay_text(browser, tmp_path):

@@ -47,6 +47,8 @@ class RackDrawing:
     used_units: int
     power_domain: str
     pools: dict[str, int] = field(default_factory=dict)      # pool -> hosts in one rack of the drawing
+    # where the rack declares cooling (racks[].cooling): the heat its hosts give to liquid and to air, and its limits
+    cooling: tuple[float, float, float, float] | None = None  # liquid kW, liquid limit, air kW, air limit
 
     @property
     def label(self) -> str:
@@ -82,21 +84,29 @@ def rack_drawings(site: Site, plan: Plan, full: int = FULL_RACKS) -> list[RackDr
     """The racks' drawings in site order: one per rack up to ``full`` racks, else one per kind of rack (same hosts'
     pools and types in the same units, same NVLink domains, load, limits and power domain)."""
     feeds = {name: rack.domain or "facility" for rack in site.racks for name in rack.names}
+    cooled = {name: rack.cooling is not None for rack in site.racks for name in rack.names}
     contents = _rack_contents(site, plan)
     kinds: dict[tuple, RackDrawing] = {}
     for name, use in plan.racks.items():
         slots, outlines = contents[name]
         key: tuple = (name,) if len(plan.racks) <= full else (
             tuple((s.unit, s.height, s.pool, s.node_type) for s in slots),
-            tuple((o.unit, o.height) for o in outlines), round(use.used.kw, 3), use.limits, feeds[name])
+            tuple((o.unit, o.height) for o in outlines), round(use.used.kw, 3), round(use.used.liquid_kw, 3),
+            use.limits, feeds[name])
         drawing = kinds.get(key)
         if drawing is None:
             kinds[key] = RackDrawing([name], use.limits.units, slots, outlines, use.used.kw, use.limits.kw,
                                      use.used.units, feeds[name],
-                                     dict(Counter(s.pool for s in slots if s.pool is not None)))
+                                     dict(Counter(s.pool for s in slots if s.pool is not None)), _cooling(use, cooled[name]))
         else:
             drawing.names.append(name)
     return list(kinds.values())
+
+
+def _cooling(use, declared: bool) -> tuple[float, float, float, float] | None:
+    if not declared:
+        return None
+    return (round(use.used.liquid_kw, 3), use.limits.liquid_kw, round(use.used.air_kw, 3), use.limits.air_kw)
 
 
 @dataclass(frozen=True, slots=True)
