@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -149,3 +150,24 @@ def test_ansible_sees_through_the_plugin_the_inventory_pulumi_hashes(tmp_path, d
     for group, child in hashed["children"].items():
         assert groups[group].get("hosts", []) == list(child["hosts"]), group
         assert groups[group].get("vars", {}) == child.get("vars", {}), group
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plan_html_says_its_stages_on_a_terminal_and_nothing_on_a_pipe(tmp_path, monkeypatch):
+    """Progress for the commands that can take seconds (docs/pages.md): each stage and its seconds on stderr, only
+    when stderr is a terminal."""
+    from infra.cli import main
+    for stream, said in ((_Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        assert main(["plan", str(RIGA), "--html", str(tmp_path / "riga-1.html")]) == 0
+        lines = stream.getvalue().splitlines()
+        if said:
+            assert [line.split("...")[0] for line in lines] == ["gigafactory plan: validating and planning the site",
+                                                                "gigafactory plan: drawing the page"]
+            assert all(line.endswith(" s") for line in lines), lines
+        else:
+            assert lines == []

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..plan import build_plan, site_and_plan
@@ -27,11 +28,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class Stages:
+    """Progress on stderr for a command that can take seconds (the plan of a 100,000-GPU site, a month of a million
+    jobs): each stage's name when it starts and its seconds when it ends, on a terminal only (a pipe, a file or a
+    test gets no noise)."""
+
+    def __init__(self, command: str, stream=None):
+        self.command, self.stream = command, stream or sys.stderr
+        self.on = self.stream.isatty()
+
+    @contextmanager
+    def stage(self, text: str):
+        start = time.perf_counter()
+        if self.on:
+            print(f"gigafactory {self.command}: {text}...", end="", file=self.stream, flush=True)
+        try:
+            yield
+        finally:
+            if self.on:
+                print(f" {time.perf_counter() - start:.1f} s", file=self.stream, flush=True)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..render import plan_as_dict
-    site, plan = site_and_plan(args.site)
     if args.html:
-        return _write_page(args, site, plan)
+        stages = Stages("plan")
+        with stages.stage("validating and planning the site"):
+            site, plan = site_and_plan(args.site)
+        with stages.stage("drawing the page"):
+            return _write_page(args, site, plan)
+    site, plan = site_and_plan(args.site)
     if args.json:
         json.dump(plan_as_dict(plan), sys.stdout, indent=1)
         print()
@@ -107,7 +133,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from ..usage import UsageInvalid, parse_period, read_sacct, usage_report
+    from ..usage import UsageInvalid, parse_period
     from ..usage.accounting import AccountingUnavailable
     from ..usage.render import as_csv, as_json, as_table, eed_table
     from ..usage.report import eed_inputs
@@ -131,20 +157,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
                     share = hourly_renewable_share(supply, period)
                 except UnicodeDecodeError:
                     raise UsageInvalid("energy.supply", "not UTF-8 text") from None
-        kubernetes = _kubernetes_usage(args, site, period)
-        if args.sacct is None and site.slurm is None and kubernetes:
-            report = usage_report(site, period, [], share, args.tenant, kubernetes, now)
-        elif args.sacct is None:
-            lines, source = _cluster_sacct(args, site, period)
-            report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant, kubernetes,
-                                  now)
-        else:
-            with _open_input(args.sacct, "--sacct") as lines:
-                try:
-                    report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant, kubernetes,
-                                          now)
-                except UnicodeDecodeError as err:
-                    raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
+        with Stages("usage").stage(f"metering {period.name}"):
+            report = _usage_report(args, site, period, share, now)
     except UsageInvalid as err:
         print(f"gigafactory usage: {err}", file=sys.stderr)
         return EXIT_INVALID
@@ -160,6 +174,27 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return _write_html("usage", args.html, usage_page(report))
     sys.stdout.write({"table": as_table, "json": as_json, "csv": as_csv}[args.format](report))
     return EXIT_OK
+
+
+def _usage_report(args: argparse.Namespace, site: Site, period, share, now: float):
+    """The period's report from the clusters' Prometheus and the jobs (--sacct FILE, else the accounting host)."""
+    from ..usage import UsageInvalid, read_sacct, usage_report
+    timezone = (site.billing.timezone if site.billing else None) or site.site.timezone
+    kubernetes = _kubernetes_usage(args, site, period)
+    if args.sacct is None and site.slurm is None and kubernetes:
+        report = usage_report(site, period, [], share, args.tenant, kubernetes, now)
+    elif args.sacct is None:
+        lines, source = _cluster_sacct(args, site, period)
+        report = usage_report(site, period, read_sacct(lines, timezone, source), share, args.tenant, kubernetes,
+                              now)
+    else:
+        with _open_input(args.sacct, "--sacct") as lines:
+            try:
+                report = usage_report(site, period, read_sacct(lines, timezone), share, args.tenant, kubernetes,
+                                      now)
+            except UnicodeDecodeError as err:
+                raise UsageInvalid("--sacct", f"not UTF-8 text (byte {err.start} of a block)") from None
+    return report
 
 
 def _kubernetes_usage(args: argparse.Namespace, site: Site, period) -> list:
