@@ -37,6 +37,14 @@ def row_site() -> dict:
     return data
 
 
+def cpu_row_site() -> dict:
+    """row_site with the b-racks (the control pool's CPU hosts) in cpu-row of 40 kW: a domain without GPUs."""
+    data = row_site()
+    data["racks"][-1]["domain"] = "cpu-row"
+    data["site"]["power"]["domains"].append({"name": "cpu-row", "kw": 40})
+    return data
+
+
 def cap_of(data: dict, domain: str, percent: float):
     site = validate_data(data)
     return site, build_plan(site), site_power_cap(SiteIndex(site), domain, percent)
@@ -105,6 +113,14 @@ def test_a_cap_the_tree_cannot_take_is_refused_naming_the_option(domain, percent
     with pytest.raises(CapRefused) as refused:
         cap_of(row_site(), domain, percent)
     assert str(refused.value).startswith(said), str(refused.value)
+
+
+@pytest.mark.parametrize("percent", [1, 50, 100])
+def test_a_domain_that_feeds_no_gpu_host_with_a_range_is_refused_naming_the_domain(percent):
+    with pytest.raises(CapRefused) as refused:
+        cap_of(cpu_row_site(), "cpu-row", percent)
+    assert str(refused.value) == ("--domain: power domain 'cpu-row' feeds no GPU host with a power-limit range "
+                                  "(gpu.power_limit_w): nothing to cap"), str(refused.value)
 
 
 # --- the node program and the gate ----------------------------------------------------------------------------------
@@ -180,10 +196,10 @@ def test_a_malformed_cap_is_refused_like_a_malformed_plan(installed, tmp_path, t
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
-    """A site file (row_site), a connection inventory of local hosts whose program, files and nvidia-smi stand-in
+    """A site file (cpu_row_site), a connection inventory of local hosts whose program, files and nvidia-smi stand-in
     live in ``scratch/<host>/``, and the planned limit written there as the role's configure part would."""
     root = tmp_path_factory.mktemp("power-cap")
-    (root / "site.yml").write_text(yaml.safe_dump(row_site()))
+    (root / "site.yml").write_text(yaml.safe_dump(cpu_row_site()))
     for host in [*ROW_HOSTS, "gpu0005"]:
         (root / host / "smi").mkdir(parents=True)
         (root / host / "gpu-power.json").write_text(json.dumps({"limit_w": PLANNED_W}))
@@ -225,7 +241,9 @@ def events(root: Path) -> list[dict]:
     (["--cap", "NaN", "--domain", "row-a1"], "error: --cap: 'NaN' is not a percentage from 1 to 100"),
     (["--cap", "50", "--domain", "row-a1"], "error: --cap: power domain 'row-a1' needs 24.8 kW with every GPU at its "
                                             "minimum power limit, more than the 22.5 kW a cap of 50 % of its 45 kW allows"),
-], ids=["unknown-domain", "hostile-domain", "zero", "over-100", "not-a-number", "nan", "under-minimum"])
+    (["--cap", "50", "--domain", "cpu-row"], "error: --domain: power domain 'cpu-row' feeds no GPU host with a "
+                                             "power-limit range"),
+], ids=["unknown-domain", "hostile-domain", "zero", "over-100", "not-a-number", "nan", "under-minimum", "no-gpu-host"])
 def test_bad_input_is_exit_2_and_touches_nothing(scratch, argv, said):
     before = [smi_calls(scratch, h) for h in ROW_HOSTS], events(scratch)
     result = gigafactory(scratch, *argv)
