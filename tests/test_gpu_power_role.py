@@ -39,7 +39,7 @@ PLAY = """
         gigafactory_part: {part}
         gpu_power_program: {out}/sbin/gigafactory-gpu-power
         gpu_power_file: {out}/etc/gpu-power.json
-        gpu_power_cap_file: {out}/etc/gpu-power-cap.json
+        gpu_power_caps_dir: {out}/etc/gpu-power-cap.d
         gpu_power_systemd_dir: {out}/systemd
         gpu_power_nvidia_smi: {smi}
 """
@@ -80,14 +80,16 @@ def exec_start(out: Path) -> list[str]:
     return shlex.split(line.removeprefix("ExecStart="))
 
 
-def gate(tmp_path: Path, env: dict[str, str], cap: Path | None = None) -> tuple[int, dict]:
+def gate(tmp_path: Path, env: dict[str, str], caps: Path | None = None) -> tuple[int, dict]:
     """node_health's gate (no Slurm) on a node of 4 GPUs planned at PLANNED_W, against the nvidia-smi stand-in and
-    the power cap file ``cap`` (default: none in ``tmp_path``): (its exit status, its gpu_power_limit check)."""
+    the power caps directory ``caps`` (default: none in ``tmp_path``), read by role gpu_power's program: (its exit
+    status, its gpu_power_limit check)."""
     expect = tmp_path / "health-expect.json"
     expect.write_text(json.dumps({"node": "gpu0001", "gpus": 4, "gpu_power_limit_w": PLANNED_W, "hcas": 0}))
     result = subprocess.run([sys.executable, str(ROOT / "playbooks/roles/node_health/files/gigafactory-node-health"), "--no-slurm",
                              "--expect", str(expect), "--output", str(tmp_path / "health.json"),
-                             "--power-cap", str(cap or tmp_path / "no-power-cap.json"),
+                             "--power-caps", str(caps or tmp_path / "no-power-cap.d"),
+                             "--gpu-power", str(ROOT / "playbooks/roles/gpu_power/files/gigafactory-gpu-power"),
                              "--nvidia-smi", str(ROOT / "tests" / "nvidia_smi_power_standin.py")], env=env, capture_output=True)
     report = json.loads((tmp_path / "health.json").read_text())
     return result.returncode, next(c for c in report["checks"] if c["name"] == "gpu_power_limit")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,14 @@ def row_site() -> dict:
     a = data["racks"][0]
     data["racks"][0:1] = [{**a, "names": "a01", "domain": "row-a1"}, {**a, "names": "a[02-32]"}]
     data["site"]["power"]["domains"].append({"name": "row-a1", "kw": 45, "parent": "hall-a"})
+    return data
+
+
+def cpu_row_site() -> dict:
+    """row_site with the b-racks (the control pool's CPU hosts) in cpu-row of 40 kW: a domain without GPUs."""
+    data = row_site()
+    data["racks"][-1]["domain"] = "cpu-row"
+    data["site"]["power"]["domains"].append({"name": "cpu-row", "kw": 40})
     return data
 
 
@@ -107,11 +116,22 @@ def test_a_cap_the_tree_cannot_take_is_refused_naming_the_option(domain, percent
     assert str(refused.value).startswith(said), str(refused.value)
 
 
+@pytest.mark.parametrize("percent", [1, 50, 100])
+def test_a_domain_that_feeds_no_gpu_host_with_a_range_is_refused_naming_the_domain(percent):
+    with pytest.raises(CapRefused) as refused:
+        cap_of(cpu_row_site(), "cpu-row", percent)
+    assert str(refused.value) == ("--domain: power domain 'cpu-row' feeds no GPU host with a power-limit range "
+                                  "(gpu.power_limit_w): nothing to cap"), str(refused.value)
+
+
 # --- the node program and the gate ----------------------------------------------------------------------------------
 
-def write_cap(out: Path, **fields) -> Path:
-    cap = out / "etc" / "gpu-power-cap.json"
-    cap.write_text(json.dumps({"limit_w": 268, "percent": 60, "domain": "row-a1", "at": 1765000000, **fields}))
+def write_cap(out: Path, name: str = "row-a1.json", **fields) -> Path:
+    """A cap file in the installed caps directory (``name``: its file name; by default the domain's own)."""
+    cap = out / "etc" / "gpu-power-cap.d" / name
+    cap.parent.mkdir(exist_ok=True)
+    cap.write_text(json.dumps({"limit_w": 268, "percent": 60, "domain": name.removesuffix(".json"), "at": 1765000000,
+                               **fields}))
     return cap
 
 
@@ -122,10 +142,10 @@ def applied_here(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def installed(applied_here) -> Path:
-    """The role applied for gpu0001 in a scratch directory of this module's (the cap file is the test's to write,
-    removed after it)."""
+    """The role applied for gpu0001 in a scratch directory of this module's (the caps directory is the test's to
+    fill, removed after it)."""
     yield applied_here
-    (applied_here / "etc" / "gpu-power-cap.json").unlink(missing_ok=True)
+    shutil.rmtree(applied_here / "etc" / "gpu-power-cap.d", ignore_errors=True)
 
 
 def run_unit(out: Path, env: dict) -> subprocess.CompletedProcess:
@@ -143,13 +163,31 @@ def test_the_program_honours_a_lower_cap_the_gate_accepts_it_and_lifting_it_rest
         "at": 1765000000, "domain": "row-a1", "percent": 60, "limit_w": 268, "planned_w": PLANNED_W, "gpus": 4}
     calls = [json.loads(line) for line in (tmp_path / "smi" / "calls").read_text().splitlines()]
     assert [c[-1] for c in calls if "-pl" in c] == ["268"] * 4
-    assert gate(tmp_path, env, cap)[1] == {"name": "gpu_power_limit", "passed": True,
-                                           "detail": "planned 401 W, capped to 268 W, 4 GPUs at it"}
+    assert gate(tmp_path, env, cap.parent)[1] == {"name": "gpu_power_limit", "passed": True,
+                                                  "detail": "planned 401 W, capped to 268 W, 4 GPUs at it"}
     status, check = gate(tmp_path, env)                        # the same GPUs without the cap: not the plan's
     assert status == 1 and check["detail"].startswith("planned 401 W, GPU 0 at 268.00 W"), check
     cap.unlink()
     assert run_unit(installed, env).stdout == f"gigafactory-gpu-power: 4 GPUs at {PLANNED_W} W\n"
-    assert gate(tmp_path, env)[1]["passed"]
+    assert gate(tmp_path, env, cap.parent)[1]["passed"]        # an empty caps directory: no cap
+
+
+def test_nested_caps_the_lowest_holds_and_lifting_one_leaves_the_other(installed, tmp_path):
+    """row-a1 at 60 % (268 W) inside hall-a at 90 % (303 W): 268 W whichever came last; hall-a lifted, row-a1's cap
+    still holds; row-a1 lifted, hall-a's."""
+    env = standin_env(tmp_path)
+    row = write_cap(installed)
+    hall = write_cap(installed, "hall-a.json", limit_w=303, percent=90)
+    result = run_unit(installed, env)
+    assert result.stdout.splitlines()[-1] == "gigafactory-gpu-power: 4 GPUs at 268 W", result.stdout + result.stderr
+    assert json.loads(result.stdout.splitlines()[0].removeprefix("gigafactory-gpu-power: cap "))["domain"] == "row-a1"
+    assert gate(tmp_path, env, row.parent)[1]["detail"] == "planned 401 W, capped to 268 W, 4 GPUs at it"
+    hall.unlink()
+    assert run_unit(installed, env).stdout.splitlines()[-1] == "gigafactory-gpu-power: 4 GPUs at 268 W"
+    hall = write_cap(installed, "hall-a.json", limit_w=303, percent=90)
+    row.unlink()
+    assert run_unit(installed, env).stdout.splitlines()[-1] == "gigafactory-gpu-power: 4 GPUs at 303 W"
+    assert gate(tmp_path, env, hall.parent)[1]["passed"]
 
 
 def test_a_cap_above_the_plan_leaves_the_planned_limit(installed, tmp_path):
@@ -158,32 +196,43 @@ def test_a_cap_above_the_plan_leaves_the_planned_limit(installed, tmp_path):
     assert result.returncode == 0 and result.stdout.splitlines()[-1] == f"gigafactory-gpu-power: 4 GPUs at {PLANNED_W} W"
 
 
-@pytest.mark.parametrize("text", [
-    "{", "[]", '{"limit_w": 268}', '{"limit_w": "268", "percent": 60, "domain": "row-a1", "at": 1}',
-    '{"limit_w": 268, "percent": 60, "domain": "row-a1\\nEVIL", "at": 1}',
-    '{"limit_w": 268, "percent": 0, "domain": "row-a1", "at": 1}',
-    '{"limit_w": true, "percent": 60, "domain": "row-a1", "at": 1}',
-], ids=["broken-json", "a-list", "fields-missing", "watts-as-text", "hostile-domain", "zero-percent", "a-boolean"])
-def test_a_malformed_cap_is_refused_like_a_malformed_plan(installed, tmp_path, text):
-    cap = installed / "etc" / "gpu-power-cap.json"
+@pytest.mark.parametrize(("name", "text"), [
+    ("row-a1.json", "{"), ("row-a1.json", "[]"), ("row-a1.json", '{"limit_w": 268}'),
+    ("row-a1.json", '{"limit_w": "268", "percent": 60, "domain": "row-a1", "at": 1}'),
+    ("row-a1.json", '{"limit_w": 268, "percent": 60, "domain": "row-a1\\nEVIL", "at": 1}'),
+    ("row-a1.json", '{"limit_w": 268, "percent": 0, "domain": "row-a1", "at": 1}'),
+    ("row-a1.json", '{"limit_w": 268, "percent": 500, "domain": "row-a1", "at": 1}'),
+    ("row-a1.json", '{"limit_w": 268, "percent": NaN, "domain": "row-a1", "at": 1}'),
+    ("row-a1.json", '{"limit_w": true, "percent": 60, "domain": "row-a1", "at": 1}'),
+    ("hall-a.json", '{"limit_w": 268, "percent": 60, "domain": "row-a1", "at": 1}'),
+    ("row-a1.json.bak", '{"limit_w": 268, "percent": 60, "domain": "row-a1", "at": 1}'),
+    ("Row-A1.json", '{"limit_w": 268, "percent": 60, "domain": "row-a1", "at": 1}'),
+    ("row-a1.json\x1b[31m", '{"limit_w": 268, "percent": 60, "domain": "row-a1", "at": 1}'),
+], ids=["broken-json", "a-list", "fields-missing", "watts-as-text", "hostile-domain", "zero-percent", "percent-500",
+        "percent-nan", "a-boolean", "another-domains-file", "unexpected-name", "not-a-site-name", "hostile-name"])
+def test_a_malformed_cap_is_refused_like_a_malformed_plan_and_fails_the_gate(installed, tmp_path, name, text):
+    cap = installed / "etc" / "gpu-power-cap.d" / name
+    cap.parent.mkdir(exist_ok=True)
     cap.write_text(text)
     env = standin_env(tmp_path)
     result = run_unit(installed, env)
-    assert result.returncode == 2 and f"gigafactory-gpu-power: {cap}: " in result.stderr, result.stderr
+    assert result.returncode == 2 and result.stderr.startswith(f"gigafactory-gpu-power: {cap.parent}/"), result.stderr
+    assert "\x1b" not in result.stderr
     assert not (tmp_path / "smi" / "calls").exists()           # nothing set, nothing read
-    if text in ("{", "[]", '{"limit_w": 268}', '{"limit_w": true, "percent": 60, "domain": "row-a1", "at": 1}'):
-        status, check = gate(tmp_path, env, cap)               # the gate reads the watts: a file without them fails it
-        assert status == 1 and not check["passed"] and str(cap) in check["detail"], check
+    status, check = gate(tmp_path, env, cap.parent)            # the gate asks the program: what it refuses fails it
+    assert status == 1 and not check["passed"] and check["detail"].startswith(
+        f"planned 401 W, the power caps in {cap.parent} are refused: gigafactory-gpu-power: {cap.parent}/"), check
+    assert "\x1b" not in check["detail"]
 
 
 # --- the command, end to end ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
-    """A site file (row_site), a connection inventory of local hosts whose program, files and nvidia-smi stand-in
+    """A site file (cpu_row_site), a connection inventory of local hosts whose program, files and nvidia-smi stand-in
     live in ``scratch/<host>/``, and the planned limit written there as the role's configure part would."""
     root = tmp_path_factory.mktemp("power-cap")
-    (root / "site.yml").write_text(yaml.safe_dump(row_site()))
+    (root / "site.yml").write_text(yaml.safe_dump(cpu_row_site()))
     for host in [*ROW_HOSTS, "gpu0005"]:
         (root / host / "smi").mkdir(parents=True)
         (root / host / "gpu-power.json").write_text(json.dumps({"limit_w": PLANNED_W}))
@@ -195,7 +244,7 @@ def scratch(tmp_path_factory) -> Path:
     (root / "local.yml").write_text(yaml.safe_dump({"all": {"vars": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
         "gpu_power_program": str(ROOT / "playbooks/roles/gpu_power/files/gigafactory-gpu-power"),
-        "gpu_power_file": f"{at}/gpu-power.json", "gpu_power_cap_file": f"{at}/gpu-power-cap.json",
+        "gpu_power_file": f"{at}/gpu-power.json", "gpu_power_caps_dir": f"{at}/gpu-power-cap.d",
         "gpu_power_nvidia_smi": f"{at}/nvidia-smi"}}}))
     return root
 
@@ -225,7 +274,9 @@ def events(root: Path) -> list[dict]:
     (["--cap", "NaN", "--domain", "row-a1"], "error: --cap: 'NaN' is not a percentage from 1 to 100"),
     (["--cap", "50", "--domain", "row-a1"], "error: --cap: power domain 'row-a1' needs 24.8 kW with every GPU at its "
                                             "minimum power limit, more than the 22.5 kW a cap of 50 % of its 45 kW allows"),
-], ids=["unknown-domain", "hostile-domain", "zero", "over-100", "not-a-number", "nan", "under-minimum"])
+    (["--cap", "50", "--domain", "cpu-row"], "error: --domain: power domain 'cpu-row' feeds no GPU host with a "
+                                             "power-limit range"),
+], ids=["unknown-domain", "hostile-domain", "zero", "over-100", "not-a-number", "nan", "under-minimum", "no-gpu-host"])
 def test_bad_input_is_exit_2_and_touches_nothing(scratch, argv, said):
     before = [smi_calls(scratch, h) for h in ROW_HOSTS], events(scratch)
     result = gigafactory(scratch, *argv)
@@ -235,7 +286,13 @@ def test_bad_input_is_exit_2_and_touches_nothing(scratch, argv, said):
 
 
 def test_a_cap_sets_the_domains_hosts_names_a_host_that_fails_records_each_event_and_100_lifts_it(scratch):
-    """Three runs of the command (about 14 s each on a busy 2-core machine): a cap, a cap one host cannot take, the lift."""
+    """Three runs of the command (about 14 s each on a busy 2-core machine): a cap, a cap one host cannot take, the lift.
+    The row's hosts already hold hall-a's cap at 90 % (303 W, as an earlier run over the whole hall would have left
+    it): row-a1's lower cap holds over it, and lifting row-a1 leaves hall-a's."""
+    hall = {"limit_w": 303, "percent": 90, "domain": "hall-a", "at": 1765000000}
+    for host in ROW_HOSTS:
+        (scratch / host / "gpu-power-cap.d").mkdir()
+        (scratch / host / "gpu-power-cap.d" / "hall-a.json").write_text(json.dumps(hall))
     result = gigafactory(scratch, "--cap", "60", "--domain", "row-a1", "--json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads(result.stdout)
@@ -244,9 +301,9 @@ def test_a_cap_sets_the_domains_hosts_names_a_host_that_fails_records_each_event
     assert events(scratch) == [record]
     for host in ROW_HOSTS:
         assert [c[-1] for c in smi_calls(scratch, host) if "-pl" in c] == ["268"] * 4, host
-        assert json.loads((scratch / host / "gpu-power-cap.json").read_text()) == {
+        assert json.loads((scratch / host / "gpu-power-cap.d" / "row-a1.json").read_text()) == {
             "limit_w": 268, "percent": 60, "domain": "row-a1", "at": record["at"]}
-    assert smi_calls(scratch, "gpu0005") == [] and not (scratch / "gpu0005" / "gpu-power-cap.json").exists()
+    assert smi_calls(scratch, "gpu0005") == [] and not (scratch / "gpu0005" / "gpu-power-cap.d").exists()
 
     bad = scratch / "gpu0003" / "gpu-power.json"
     bad.write_text("{")                                        # its planned limit unreadable: the program exits 2
@@ -263,8 +320,8 @@ def test_a_cap_sets_the_domains_hosts_names_a_host_that_fails_records_each_event
     assert lifted.returncode == 0, lifted.stdout[-3000:] + lifted.stderr[-3000:]
     assert lifted.stdout.startswith("power domain row-a1 at 100 % of its budget: hgx-h200 401 W on 4 hosts, 0 failed")
     for host in ROW_HOSTS:
-        assert not (scratch / host / "gpu-power-cap.json").exists()
-        assert [c[-1] for c in smi_calls(scratch, host) if "-pl" in c][-4:] == [str(PLANNED_W)] * 4, host
+        assert sorted(p.name for p in (scratch / host / "gpu-power-cap.d").iterdir()) == ["hall-a.json"], host
+        assert [c[-1] for c in smi_calls(scratch, host) if "-pl" in c][-4:] == ["303"] * 4, host
     assert [e["percent"] for e in events(scratch)] == [60, 70, 100]
     assert smi_calls(scratch, "gpu0005") == []
 

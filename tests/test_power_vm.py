@@ -12,7 +12,8 @@ demo's image of vm-compute holds no gpu_power: its node type had no range when i
 - node01 really reboots (its boot id changes): the stand-in's log shows `-pl 450` from the new boot, and systemd
   started the unit before slurmd;
 - `gigafactory power VARIANT --cap 60 --domain lab-row` with a 2-node job running: each node's stand-in gets the
-  capped watts, the cap file is there, the job is still running (same id, never requeued); `--cap 100` restores;
+  capped watts, the domain's cap file (gpu-power-cap.d/lab-row.json) is there, the job is still running (same id,
+  never requeued); `--cap 100` restores;
 - a stand-in that refuses `-pl` (a flag file; the GPUs back at their default) fails the unit and node01's gate.
 
 Every wait is bounded by a generous deadline only to fail rather than hang; nothing asserts a duration. Serialized
@@ -43,7 +44,7 @@ DEFAULT_W = 700                 # the H100's default, where the stand-in's GPUs 
 UNIT = "gigafactory-gpu-power.service"
 # where the driver's packages put it: slurmd runs the gate (HealthCheckProgram) with a PATH without /usr/local/bin
 SMI = "/usr/bin/nvidia-smi"
-CAP_FILE = "/etc/gigafactory/gpu-power-cap.json"
+CAP_FILE = f"/etc/gigafactory/gpu-power-cap.d/{DOMAIN}.json"        # the domain's cap (one file per capped domain)
 STANDIN_LOG = "/var/lib/nvidia-smi-standin"         # the stamped log and the refuse flag: kept across boots
 STANDIN_PROGRAM = "/usr/local/lib/gigafactory-test/nvidia-smi-standin"
 WRAPPER = f"""#!/bin/sh

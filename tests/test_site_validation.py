@@ -102,6 +102,8 @@ CASES = {
                           "site.power.domains[0].parent", "is its own ancestor"),
     "power domain twice": (lambda d: d["site"]["power"].update(domains=[{"name": "a", "kw": 3000}, {"name": "a", "kw": 3000}]),
                            "site.power.domains[1].name", "power domain 'a' is declared twice"),
+    "power domain named facility": (lambda d: d["site"]["power"].update(domains=[{"name": "facility", "kw": 3000}]),
+                                    "site.power.domains[0].name", "'facility' is the whole site's budget"),
     "gpu limits out of order": (lambda d: d["node_types"]["hgx-h200"]["gpu"].update(power_limit_w={"min": 700, "max": 600, "default": 650}),
                                 "node_types.hgx-h200.gpu.power_limit_w", "min 700 W <= default 650 W <= max 600 W does not hold"),
     "gpus draw more than the node": (lambda d: d["node_types"]["hgx-h200"]["gpu"].update(power_limit_w={"min": 200, "max": 1400, "default": 1000}),

@@ -19,7 +19,7 @@ from .index import DEFAULT_PARTITION_KEY, SHARED_PARTITION_KEY, TENANT_PARTITION
 from .model import CONTROLLER, Kubernetes, LustreStorage, NfsStorage, Repository, Site
 from .openpgp import NotAKey, key_fingerprints
 from .placement import RackLimits, describe_load, item_load, place
-from .power import site_power_plan
+from .power import FACILITY, site_power_plan
 from .problems import Problem, field_path as fp
 
 Check = Callable[[Site, SiteIndex], Iterator[Problem]]
@@ -524,12 +524,16 @@ def power_within_budgets(site: Site, index: SiteIndex) -> Iterator[Problem]:
 
 @check
 def power_domains_form_a_tree(site: Site, index: SiteIndex) -> Iterator[Problem]:
-    """Domain names unique, each parent a domain, every chain of parents ending at the facility."""
+    """Domain names unique and never the facility's, each parent a domain, every chain of parents ending at the
+    facility."""
     domains = site.site.power.domains
     parents = {d.name: d.parent for d in domains}
     first: dict[str, int] = {}
     for i, d in enumerate(domains):
-        if first.setdefault(d.name, i) != i:
+        if d.name == FACILITY:
+            yield Problem(fp("site", "power", "domains", i, "name"), f"{FACILITY!r} is the whole site's budget "
+                          "(facility_kw / pue, the root every top domain hangs from), not a name a domain may take")
+        elif first.setdefault(d.name, i) != i:
             yield Problem(fp("site", "power", "domains", i, "name"), f"power domain {d.name!r} is declared twice "
                           f"(first as domains[{first[d.name]}])")
         elif d.parent is not None and d.parent not in parents:

@@ -191,7 +191,8 @@ def cap_power(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str
     """The limits that hold ``domain`` (``facility``: the whole site) to ``percent`` of its budget: its hosts at
     ``limit_w(type, t_d)``, ``t_d = min(planned share, (percent x budget - fixed) / added)``; hosts outside its
     subtree keep their planned limits. 100 gives back the planned limits. Raises CapRefused (an unknown domain, a
-    percentage outside 1..100, a cap under the domain's draw at minimum limits)."""
+    percentage outside 1..100, a domain that feeds no GPU host with a range, a cap under the domain's draw at minimum
+    limits)."""
     loads = _loads(site, host_types, host_racks, rack_domains, fabrics)
     if domain not in loads.budgets:
         raise CapRefused("--domain", f"{printable(repr(domain)[:80])} is not a power domain of the site "
@@ -200,6 +201,11 @@ def cap_power(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str
         shown = f"{percent:g}" if isinstance(percent, (int, float)) else printable(repr(percent)[:40])
         raise CapRefused("--cap", f"{shown} is not a percentage from 1 to 100")
     planned, _ = _share(site, loads)
+    fed = {host: t for host, t in host_types.items() if t in site.node_types
+           and limit_w(site.node_types[t], planned) is not None and domain in loads.chain(host_racks.get(host))}
+    if not fed:
+        raise CapRefused("--domain", f"{'the facility' if domain == FACILITY else f'power domain {domain!r}'} feeds no "
+                                     f"GPU host with a power-limit range (gpu.power_limit_w): nothing to cap")
     budget, fixed, added = loads.budgets[domain], loads.fixed[domain], loads.added[domain]
     allowed = percent / 100 * budget
     if fixed > allowed + 1e-9:
@@ -209,10 +215,8 @@ def cap_power(site: Site, host_types: Mapping[str, str], host_racks: Mapping[str
                                   f"than the {round(allowed, 3):g} kW a cap of {percent:g} % of its {round(budget, 3):g} kW"
                                   f"{of} allows")
     share = min(planned, (allowed - fixed) / added) if added > 0 else planned
-    hosts = {host: t for host, t in host_types.items() if t in site.node_types
-             and limit_w(site.node_types[t], share) is not None and domain in loads.chain(host_racks.get(host))}
-    limits = {t: limit_w(site.node_types[t], share) for t in sorted(set(hosts.values()))}
-    return PowerCap(domain, percent, share, limits, hosts, round(budget, 3), round(allowed, 3), round(fixed, 3))
+    limits = {t: limit_w(site.node_types[t], share) for t in sorted(set(fed.values()))}
+    return PowerCap(domain, percent, share, limits, fed, round(budget, 3), round(allowed, 3), round(fixed, 3))
 
 
 def site_power_plan(index: SiteIndex) -> PowerPlan:
