@@ -188,6 +188,9 @@ def test_nested_caps_the_lowest_holds_and_lifting_one_leaves_the_other(installed
     row.unlink()
     assert run_unit(installed, env).stdout.splitlines()[-1] == "gigafactory-gpu-power: 4 GPUs at 303 W"
     assert gate(tmp_path, env, hall.parent)[1]["passed"]
+    # a copy in flight (Ansible's atomic move writes a hidden temporary beside its file) is not a cap, nor refused
+    (hall.parent / ".ansible_tmp3k2row-a1.json").write_text('{"limit_w": 2')
+    assert run_unit(installed, env).stdout.splitlines()[-1] == "gigafactory-gpu-power: 4 GPUs at 303 W"
 
 
 def test_a_cap_above_the_plan_leaves_the_planned_limit(installed, tmp_path):
