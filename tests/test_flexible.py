@@ -11,6 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from conftest import ROOT
 from metering_data import with_billing
 
@@ -196,6 +197,47 @@ def test_a_hostile_flexible_json_is_refused_and_nothing_changes(tmp_path, scontr
     done = flexible(tmp_path, scontrol, at(11), config)
     assert done.returncode == 2 and fragment in done.stderr, done.stderr
     assert json.loads(scontrol[1].read_text()) == {"batch": "UP", "flex": "DOWN", "spot": "UP"}
+
+
+@pytest.mark.parametrize("operator", ["DRAIN", "INACTIVE"])
+def test_an_operators_drain_or_inactive_is_left_in_and_out_of_a_window(tmp_path, scontrol, operator):
+    scontrol[1].write_text(json.dumps({"batch": "UP", "flex": operator, "spot": "UP"}))
+    for when in (at(11, 30), at(10), at(16)):                       # inside a window, before it, after the last
+        done = flexible(tmp_path, scontrol, when)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(scontrol[1].read_text())["flex"] == operator
+        assert done.stdout.count(f"partition flex is {operator}, not UP or DOWN: left as it is") == 1
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {e["partition"] for e in events} == {"spot"}            # the other partition is still steered
+
+
+@pytest.mark.parametrize("text", [b"", b"{", b"\x00\xff"])
+def test_an_empty_or_unreadable_flexible_json_fails_loudly_and_changes_nothing(tmp_path, scontrol, text):
+    config_file = tmp_path / "flexible.json"
+    config_file.write_bytes(text)
+    done = subprocess.run([sys.executable, str(PROGRAM), "--config", str(config_file), "--events",
+                           str(tmp_path / "events.jsonl"), "--at", str(int(at(16))), "--scontrol", str(scontrol[0])],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "ERROR" in done.stderr and "no partition changed" in done.stderr, done.stderr
+    assert json.loads(scontrol[1].read_text()) == {"batch": "UP", "flex": "DOWN", "spot": "UP"}
+    assert not (tmp_path / "events.jsonl").exists()
+
+
+def test_check_config_refuses_what_the_program_would_and_touches_no_partition(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"partitions": {"flex": {"windows": [[1, 2]]}}}))
+    bad.write_text("")
+    argv = [sys.executable, str(PROGRAM), "--scontrol", str(tmp_path / "no-scontrol"), "--check-config"]
+    assert subprocess.run([*argv, str(good)], capture_output=True, timeout=60).returncode == 0
+    done = subprocess.run([*argv, str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "bad.json" in done.stderr
+
+
+def test_the_role_installs_flexible_json_only_after_the_program_checked_it():
+    tasks = yaml.safe_load((ROOT / "playbooks/roles/slurm_flexible/tasks/configure.yml").read_text())
+    block = next(t for t in tasks if t.get("name") == "Flexible partitions")["block"]
+    write = next(t for t in block if t.get("name") == "Write flexible.json")["ansible.builtin.copy"]
+    assert write["validate"] == "{{ slurm_flexible_program }} --check-config %s"
 
 
 def test_a_partition_slurmctld_does_not_know_is_said(tmp_path, scontrol):
