@@ -22,7 +22,7 @@ from infra.site import SiteInvalid
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
 from infra.usage.flexible import flexible_config
-from infra.usage.supply import renewable_windows
+from infra.usage.supply import hourly_renewable_share, renewable_windows
 
 PROGRAM = ROOT / "playbooks/roles/slurm_flexible/files/gigafactory-flexible"
 FORECAST = ROOT / "tests/flexible_forecast.csv"       # 2026-03-02, Riga: 10:00 0.1, 11:00 0.9, 12:00 1.0, 13:00 0.7, 14:00 1.0
@@ -69,6 +69,49 @@ def test_a_hostile_forecast_names_its_line(row, where):
     lines = [*FORECAST.read_text().splitlines(keepends=True), row + "\n"]
     with pytest.raises(UsageInvalid, match=f"^{where}: "):
         renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+
+
+SUPPLY_HEADER = "hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh\n"
+
+
+def test_a_cell_over_csvs_field_limit_names_the_file_and_line():
+    lines = [SUPPLY_HEADER, "2026-03-02T10:00:00,1,1,0,0\n", "2026-03-02T11:00:00,1," + "9" * 200_000 + ",0,0\n"]
+    with pytest.raises(UsageInvalid, match="^energy.forecast line 3: not CSV: ") as caught:
+        renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+    assert len(str(caught.value)) < 200
+
+
+def test_a_huge_bad_hour_is_quoted_at_most_40_characters():
+    lines = [SUPPLY_HEADER, "x" * 100_000 + ",1,1,0,0\n"]
+    with pytest.raises(UsageInvalid, match="^energy.forecast line 2, hour: 'x{40}\\.\\.\\.' is not a time") as caught:
+        renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+    assert len(str(caught.value)) < 200
+
+
+def test_a_duplicate_hour_is_refused_naming_both_lines():
+    lines = [SUPPLY_HEADER, "2026-03-02T10:00:00,1,1,0,0\n", "2026-03-02T11:00:00,1,1,0,0\n",
+             f"{int(at(10))},1,0,0,0\n"]                     # the same hour, as epoch seconds
+    with pytest.raises(UsageInvalid, match=f"^energy.forecast line 4, hour: '{int(at(10))}' is line 2's hour again"):
+        renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+
+
+def test_the_hour_the_autumn_change_repeats_is_read_in_the_files_order():
+    october = parse_period("2026-10", "Europe/Riga")
+    day = int(datetime(2026, 10, 25, tzinfo=RIGA_TZ).timestamp() - october.start) // 3600
+    rows = ["2026-10-25T02:00:00,1,0,0,0", "2026-10-25T03:00:00,1,1,0,0", "2026-10-25T03:00:00,1,3,0,0",
+            "2026-10-25T04:00:00,1,0,1,0"]
+    share = hourly_renewable_share([SUPPLY_HEADER, *(r + "\n" for r in rows)], october)
+    assert share[day + 2:day + 6] == [0.0, 0.5, 0.75, 1.0]   # 02:00 +03, 03:00 +03, 03:00 +02, 04:00 +02
+    with pytest.raises(UsageInvalid, match="^energy.supply line 6, hour: '2026-10-25T03:00:00' is line 4's hour again"):
+        hourly_renewable_share([SUPPLY_HEADER, *(r + "\n" for r in rows), rows[2] + "\n"], october)
+
+
+def test_a_repeated_local_time_without_an_offset_in_sacct_is_refused():
+    job = f"1|acme-ai|batch|2026-10-25T03:30:00|2026-10-25T05:00:00|{GPU}|0|"
+    with pytest.raises(UsageInvalid, match="line 2, Start: .* write the hour with its UTC offset or in epoch seconds"):
+        list(read_sacct([HEADER, job], "Europe/Riga"))
+    offset = f"1|acme-ai|batch|2026-10-25T03:30:00+02:00|2026-10-25T05:00:00|{GPU}|0|"
+    assert len(list(read_sacct([HEADER, offset], "Europe/Riga"))) == 1
 
 
 def test_up_refuses_a_broken_forecast_naming_the_file_and_line(riga, tmp_path):
