@@ -22,6 +22,8 @@ from infra.site import SiteInvalid
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
 from infra.usage.flexible import flexible_config
+from infra.usage.page import usage_page
+from infra.usage.render import as_table, report_dict
 from infra.usage.supply import hourly_renewable_share, renewable_windows
 
 PROGRAM = ROOT / "playbooks/roles/slurm_flexible/files/gigafactory-flexible"
@@ -314,3 +316,39 @@ def test_a_flexible_jobs_line_carries_the_flexible_class_and_its_price(riga):
     alone = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"),
                          tenant="acme-ai")
     assert [r.name for r in alone.tenants] == ["acme-ai", "acme-ai [flex-green]"]
+
+
+def test_a_tenants_flexible_spending_counts_against_its_prepaid_budget_and_totals_add_up(riga):
+    site = validate_data(flexible_site(riga), directory=ROOT)           # flex's class: academic, univ-latvia's own
+    jobs = [f"1|univ-latvia|batch|2026-03-02T10:00:00|2026-03-02T12:00:00|{GPU}|0|",
+            f"2|univ-latvia|flex|2026-03-02T11:00:00|2026-03-02T13:00:00|{GPU}|0|",
+            f"3|acme-ai|flex|2026-03-02T11:00:00|2026-03-02T12:00:00|{GPU}|0|"]
+    report = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"))
+    rows = {r.name: r for r in report.tenants}
+    own, flex = rows["univ-latvia"], rows["univ-latvia [academic]"]
+    assert flex.total > 0 and flex.budget is None and flex.budget_share is None
+    assert own.budget_share == pytest.approx((own.total + flex.total) / 100000)
+    assert (flex.tenant_class, rows["acme-ai [academic]"].tenant_class) == ("academic", "commercial+academic")
+    lines = {line["tenant"]: line for line in report_dict(report)["tenants"]}
+    assert lines["univ-latvia [academic]"]["flexible_of"] == "univ-latvia" and lines["univ-latvia"]["flexible_of"] is None
+    assert report.total.total == pytest.approx(sum(r.total or 0.0 for r in [*report.tenants, report.idle]))
+    assert report.total.total == pytest.approx(own.total + flex.total + sum(rows[n].total for n in rows if "univ-latvia" not in n))
+    table = as_table(report)
+    assert "within univ-latvia's" in table and "within acme-ai's" not in table   # acme-ai has no prepaid budget
+    page = usage_page(report)
+    assert "within univ-latvia&#39;s</td>" in page and "within univ-latvia's prepaid budget" in page and "within acme-ai" not in page
+    alone = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"),
+                         tenant="univ-latvia")
+    assert alone.tenants[0].budget_share == pytest.approx(own.budget_share)
+
+
+def test_a_prepaid_budget_of_nothing_is_refused_and_the_page_draws_a_line_without_a_share(riga):
+    data = with_billing(copy.deepcopy(riga))
+    data["tenants"][1]["billing"]["prepaid"]["amount"] = 0
+    assert [p for p in problems_of(data) if p.startswith("tenants[1].billing.prepaid.amount")], problems_of(data)
+    site = validate_data(with_billing(copy.deepcopy(riga)), directory=ROOT)
+    report = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER], "Europe/Riga"))
+    for row in report.tenants:
+        row.budget_share = None                     # a budget whose share is unknown: drawn, never a crash
+    page = usage_page(report)                      # the line says its budget, no share drawn
+    assert "prepaid budget</td><td class=\"n\">100,000.00</td>" in page and " used</td>" not in page
