@@ -11,6 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from conftest import ROOT
 from metering_data import with_billing
 
@@ -21,7 +22,9 @@ from infra.site import SiteInvalid
 from infra.site.load import validate_data
 from infra.usage import UsageInvalid, parse_period, read_sacct, usage_report
 from infra.usage.flexible import flexible_config
-from infra.usage.supply import renewable_windows
+from infra.usage.page import usage_page
+from infra.usage.render import as_table, report_dict
+from infra.usage.supply import hourly_renewable_share, renewable_windows
 
 PROGRAM = ROOT / "playbooks/roles/slurm_flexible/files/gigafactory-flexible"
 FORECAST = ROOT / "tests/flexible_forecast.csv"       # 2026-03-02, Riga: 10:00 0.1, 11:00 0.9, 12:00 1.0, 13:00 0.7, 14:00 1.0
@@ -68,6 +71,49 @@ def test_a_hostile_forecast_names_its_line(row, where):
     lines = [*FORECAST.read_text().splitlines(keepends=True), row + "\n"]
     with pytest.raises(UsageInvalid, match=f"^{where}: "):
         renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+
+
+SUPPLY_HEADER = "hour,grid_kwh,onsite_renewable_kwh,contracted_renewable_kwh,carbon_g_per_kwh\n"
+
+
+def test_a_cell_over_csvs_field_limit_names_the_file_and_line():
+    lines = [SUPPLY_HEADER, "2026-03-02T10:00:00,1,1,0,0\n", "2026-03-02T11:00:00,1," + "9" * 200_000 + ",0,0\n"]
+    with pytest.raises(UsageInvalid, match="^energy.forecast line 3: not CSV: ") as caught:
+        renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+    assert len(str(caught.value)) < 200
+
+
+def test_a_huge_bad_hour_is_quoted_at_most_40_characters():
+    lines = [SUPPLY_HEADER, "x" * 100_000 + ",1,1,0,0\n"]
+    with pytest.raises(UsageInvalid, match="^energy.forecast line 2, hour: 'x{40}\\.\\.\\.' is not a time") as caught:
+        renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+    assert len(str(caught.value)) < 200
+
+
+def test_a_duplicate_hour_is_refused_naming_both_lines():
+    lines = [SUPPLY_HEADER, "2026-03-02T10:00:00,1,1,0,0\n", "2026-03-02T11:00:00,1,1,0,0\n",
+             f"{int(at(10))},1,0,0,0\n"]                     # the same hour, as epoch seconds
+    with pytest.raises(UsageInvalid, match=f"^energy.forecast line 4, hour: '{int(at(10))}' is line 2's hour again"):
+        renewable_windows(lines, 0.8, at(10), "Europe/Riga")
+
+
+def test_the_hour_the_autumn_change_repeats_is_read_in_the_files_order():
+    october = parse_period("2026-10", "Europe/Riga")
+    day = int(datetime(2026, 10, 25, tzinfo=RIGA_TZ).timestamp() - october.start) // 3600
+    rows = ["2026-10-25T02:00:00,1,0,0,0", "2026-10-25T03:00:00,1,1,0,0", "2026-10-25T03:00:00,1,3,0,0",
+            "2026-10-25T04:00:00,1,0,1,0"]
+    share = hourly_renewable_share([SUPPLY_HEADER, *(r + "\n" for r in rows)], october)
+    assert share[day + 2:day + 6] == [0.0, 0.5, 0.75, 1.0]   # 02:00 +03, 03:00 +03, 03:00 +02, 04:00 +02
+    with pytest.raises(UsageInvalid, match="^energy.supply line 6, hour: '2026-10-25T03:00:00' is line 4's hour again"):
+        hourly_renewable_share([SUPPLY_HEADER, *(r + "\n" for r in rows), rows[2] + "\n"], october)
+
+
+def test_a_repeated_local_time_without_an_offset_in_sacct_is_refused():
+    job = f"1|acme-ai|batch|2026-10-25T03:30:00|2026-10-25T05:00:00|{GPU}|0|"
+    with pytest.raises(UsageInvalid, match="line 2, Start: .* write the hour with its UTC offset or in epoch seconds"):
+        list(read_sacct([HEADER, job], "Europe/Riga"))
+    offset = f"1|acme-ai|batch|2026-10-25T03:30:00+02:00|2026-10-25T05:00:00|{GPU}|0|"
+    assert len(list(read_sacct([HEADER, offset], "Europe/Riga"))) == 1
 
 
 def test_up_refuses_a_broken_forecast_naming_the_file_and_line(riga, tmp_path):
@@ -198,6 +244,47 @@ def test_a_hostile_flexible_json_is_refused_and_nothing_changes(tmp_path, scontr
     assert json.loads(scontrol[1].read_text()) == {"batch": "UP", "flex": "DOWN", "spot": "UP"}
 
 
+@pytest.mark.parametrize("operator", ["DRAIN", "INACTIVE"])
+def test_an_operators_drain_or_inactive_is_left_in_and_out_of_a_window(tmp_path, scontrol, operator):
+    scontrol[1].write_text(json.dumps({"batch": "UP", "flex": operator, "spot": "UP"}))
+    for when in (at(11, 30), at(10), at(16)):                       # inside a window, before it, after the last
+        done = flexible(tmp_path, scontrol, when)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(scontrol[1].read_text())["flex"] == operator
+        assert done.stdout.count(f"partition flex is {operator}, not UP or DOWN: left as it is") == 1
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {e["partition"] for e in events} == {"spot"}            # the other partition is still steered
+
+
+@pytest.mark.parametrize("text", [b"", b"{", b"\x00\xff"])
+def test_an_empty_or_unreadable_flexible_json_fails_loudly_and_changes_nothing(tmp_path, scontrol, text):
+    config_file = tmp_path / "flexible.json"
+    config_file.write_bytes(text)
+    done = subprocess.run([sys.executable, str(PROGRAM), "--config", str(config_file), "--events",
+                           str(tmp_path / "events.jsonl"), "--at", str(int(at(16))), "--scontrol", str(scontrol[0])],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "ERROR" in done.stderr and "no partition changed" in done.stderr, done.stderr
+    assert json.loads(scontrol[1].read_text()) == {"batch": "UP", "flex": "DOWN", "spot": "UP"}
+    assert not (tmp_path / "events.jsonl").exists()
+
+
+def test_check_config_refuses_what_the_program_would_and_touches_no_partition(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"partitions": {"flex": {"windows": [[1, 2]]}}}))
+    bad.write_text("")
+    argv = [sys.executable, str(PROGRAM), "--scontrol", str(tmp_path / "no-scontrol"), "--check-config"]
+    assert subprocess.run([*argv, str(good)], capture_output=True, timeout=60).returncode == 0
+    done = subprocess.run([*argv, str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "bad.json" in done.stderr
+
+
+def test_the_role_installs_flexible_json_only_after_the_program_checked_it():
+    tasks = yaml.safe_load((ROOT / "playbooks/roles/slurm_flexible/tasks/configure.yml").read_text())
+    block = next(t for t in tasks if t.get("name") == "Flexible partitions")["block"]
+    write = next(t for t in block if t.get("name") == "Write flexible.json")["ansible.builtin.copy"]
+    assert write["validate"] == "{{ slurm_flexible_program }} --check-config %s"
+
+
 def test_a_partition_slurmctld_does_not_know_is_said(tmp_path, scontrol):
     done = flexible(tmp_path, scontrol, at(11), {"partitions": {"gone": {"windows": []}, "flex": {"windows": [[0, 2**33]]}}})
     assert done.returncode == 1 and "partition gone is not in slurmctld's configuration" in done.stderr
@@ -229,3 +316,39 @@ def test_a_flexible_jobs_line_carries_the_flexible_class_and_its_price(riga):
     alone = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"),
                          tenant="acme-ai")
     assert [r.name for r in alone.tenants] == ["acme-ai", "acme-ai [flex-green]"]
+
+
+def test_a_tenants_flexible_spending_counts_against_its_prepaid_budget_and_totals_add_up(riga):
+    site = validate_data(flexible_site(riga), directory=ROOT)           # flex's class: academic, univ-latvia's own
+    jobs = [f"1|univ-latvia|batch|2026-03-02T10:00:00|2026-03-02T12:00:00|{GPU}|0|",
+            f"2|univ-latvia|flex|2026-03-02T11:00:00|2026-03-02T13:00:00|{GPU}|0|",
+            f"3|acme-ai|flex|2026-03-02T11:00:00|2026-03-02T12:00:00|{GPU}|0|"]
+    report = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"))
+    rows = {r.name: r for r in report.tenants}
+    own, flex = rows["univ-latvia"], rows["univ-latvia [academic]"]
+    assert flex.total > 0 and flex.budget is None and flex.budget_share is None
+    assert own.budget_share == pytest.approx((own.total + flex.total) / 100000)
+    assert (flex.tenant_class, rows["acme-ai [academic]"].tenant_class) == ("academic", "commercial+academic")
+    lines = {line["tenant"]: line for line in report_dict(report)["tenants"]}
+    assert lines["univ-latvia [academic]"]["flexible_of"] == "univ-latvia" and lines["univ-latvia"]["flexible_of"] is None
+    assert report.total.total == pytest.approx(sum(r.total or 0.0 for r in [*report.tenants, report.idle]))
+    assert report.total.total == pytest.approx(own.total + flex.total + sum(rows[n].total for n in rows if "univ-latvia" not in n))
+    table = as_table(report)
+    assert "within univ-latvia's" in table and "within acme-ai's" not in table   # acme-ai has no prepaid budget
+    page = usage_page(report)
+    assert "within univ-latvia&#39;s</td>" in page and "within univ-latvia's prepaid budget" in page and "within acme-ai" not in page
+    alone = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER, *jobs], "Europe/Riga"),
+                         tenant="univ-latvia")
+    assert alone.tenants[0].budget_share == pytest.approx(own.budget_share)
+
+
+def test_a_prepaid_budget_of_nothing_is_refused_and_the_page_draws_a_line_without_a_share(riga):
+    data = with_billing(copy.deepcopy(riga))
+    data["tenants"][1]["billing"]["prepaid"]["amount"] = 0
+    assert [p for p in problems_of(data) if p.startswith("tenants[1].billing.prepaid.amount")], problems_of(data)
+    site = validate_data(with_billing(copy.deepcopy(riga)), directory=ROOT)
+    report = usage_report(site, parse_period("2026-03", "Europe/Riga"), read_sacct([HEADER], "Europe/Riga"))
+    for row in report.tenants:
+        row.budget_share = None                     # a budget whose share is unknown: drawn, never a crash
+    page = usage_page(report)                      # the line says its budget, no share drawn
+    assert "prepaid budget</td><td class=\"n\">100,000.00</td>" in page and " used</td>" not in page

@@ -604,7 +604,8 @@ class TenantKubernetes(Strict):
 class Money(Strict):
     """An amount with its currency written out (units explicit)."""
     IMPACT: ClassVar[Cost] = LIVE.on("slurm")        # a prepaid budget: GrpTRESMins on the tenant's QOS
-    amount: Amount
+    amount: Amount = Field(gt=0, description="More than 0: a prepaid budget of nothing is a typo (no budget: leave "
+                           "prepaid out).")
     currency: Currency
 
 

@@ -25,6 +25,7 @@ def _row_dict(r: TenantUsage) -> dict[str, Any]:
         "costs": {k: round(v, 2) for k, v in r.costs.items()},
         "total": round(r.total, 2) if r.total is not None else None,
         "budget": r.budget, "budget_share": round(r.budget_share, 6) if r.budget_share is not None else None,
+        "flexible_of": r.flexible_of,
     }
 
 
@@ -73,11 +74,19 @@ def as_csv(report: Report) -> str:
     return out.getvalue()
 
 
+def _budget_cell(r: TenantUsage, budgeted: set[str]) -> str:
+    """The table's budget column: the share spent; a flexible line's cost counts in its tenant's budget."""
+    if r.budget_share is not None:
+        return f"{r.budget_share:.1%}"
+    return f"within {r.flexible_of}'s" if r.flexible_of in budgeted else "-"
+
+
 def as_table(report: Report) -> str:
     models = _models(report)
     head = ["tenant", "class", "jobs", *(f"{m} GPU-h" for m in models), "CPU-h", "mem GB-h", "storage TB-mo",
             "IT kWh", "energy flags", "facility kWh", "renewable", *([f"total {report.currency}", "budget"] if report.currency else [])]
     body = []
+    budgeted = {r.name for r in report.tenants if r.budget}
     for r in _lines(report):
         flags = "/".join(f[0] for f in FLAGS if r.energy_kwh[f] > 0) or "-"
         share = f"{r.renewable_kwh / r.facility_kwh:.0%}" if r.facility_kwh else "-"
@@ -85,7 +94,7 @@ def as_table(report: Report) -> str:
                      f"{r.cpu_hours:,.1f}", f"{r.memory_gb_hours:,.1f}", f"{sum(r.storage_tb_months.values()):,.1f}",
                      f"{r.it_kwh:,.1f}", flags, f"{r.facility_kwh:,.1f}", share,
                      *([f"{r.total:,.2f}" if r.total is not None else "-",
-                        f"{r.budget_share:.1%}" if r.budget_share is not None else "-"] if report.currency else [])])
+                        _budget_cell(r, budgeted)] if report.currency else [])])
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
 
     def fmt(row: list[str]) -> str:

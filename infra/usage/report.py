@@ -251,6 +251,7 @@ def usage_report(site: Site, period: Period, jobs: Iterable[Job], supply_share: 
                              renewable)
         if site.billing is not None and row.name in rows:
             _price(row, site.billing)
+    _budget_shares(rows)
     sources = list(dict.fromkeys(source for _, _, source in pues))
     shown = [r for r in rows.values() if r.name == tenant or r.flexible_of == tenant] if tenant is not None else list(rows.values())
     total = _sum(shown + ([idle] if idle else [])) if tenant is None else None
@@ -342,12 +343,21 @@ def flexible_classes(site: Site) -> dict[str, tuple[str, float]]:
 
 def _flexible_line(rows: dict[str, TenantUsage], row: TenantUsage, cls: str, factor: float) -> TenantUsage:
     """The line of ``row``'s jobs in a flexible partition of class ``cls``: ``<tenant> [<cls>]``, priced at the
-    tenant's own factor times the class's (its class shown as both); storage and budget stay on the tenant's line."""
+    tenant's own factor times the class's (its class shown as both, once when they are the same); storage and budget
+    stay on the tenant's line, whose budget share counts this line's cost too (``_budget_shares``)."""
     name = f"{row.name} [{cls}]"
     if name not in rows:
-        rows[name] = TenantUsage(name, row.account, cls if row.tenant_class is None else f"{row.tenant_class}+{cls}",
-                                 row.price_factor * factor, known=row.known, flexible_of=row.name)
+        both = cls if row.tenant_class in (None, cls) else f"{row.tenant_class}+{cls}"
+        rows[name] = TenantUsage(name, row.account, both, row.price_factor * factor, known=row.known, flexible_of=row.name)
     return rows[name]
+
+
+def _budget_shares(rows: dict[str, TenantUsage]) -> None:
+    """Each prepaid tenant's share of its budget spent: its own line's cost and its flexible lines' (one budget)."""
+    for row in rows.values():
+        if row.budget and row.total is not None:
+            spent = row.total + sum(r.total or 0.0 for r in rows.values() if r.flexible_of == row.name)
+            row.budget_share = spent / row.budget
 
 
 def _add_jobs(jobs: Iterable[Job], rows: dict[str, TenantUsage], by_account: dict[str, TenantUsage],
@@ -626,8 +636,6 @@ def _price(row: TenantUsage, billing) -> None:
         "energy": f * row.facility_kwh * t.energy_kwh,
     }
     row.total = sum(row.costs.values())
-    if row.budget:
-        row.budget_share = row.total / row.budget
 
 
 def _sum(rows: list[TenantUsage]) -> TenantUsage:

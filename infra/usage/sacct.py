@@ -76,18 +76,39 @@ def sacct_argv(start: float, end: float) -> list[str]:
 EPOCH_MAX = 253402300799                            # 9999-12-31T23:59:59Z, the last second datetime holds
 
 
-def _time(value: str, zone: ZoneInfo, where: str) -> float | None:
+def shown(text: str | None, limit: int = 40) -> str:
+    """``text`` quoted for a message: at most its first ``limit`` characters (a hostile cell may be megabytes)."""
+    return repr(text if text is None or len(text) <= limit else text[:limit] + "...")
+
+
+def _time(value: str, zone: ZoneInfo, where: str, fold: int | None = None) -> float | None:
+    """Epoch seconds of ``value`` (epoch seconds or ISO 8601, read in ``zone`` without an offset). A local time the
+    autumn change makes twice is ``fold``'s (0 the first, 1 the second); without a fold it is refused."""
     if value in _NOT_STARTED:
         return None
     if value.isdigit():
         if len(value) > 12 or int(value) > EPOCH_MAX:   # a 400-digit epoch is infinite as a float
-            raise UsageInvalid(where, f"{value[:20]!r}{'...' if len(value) > 20 else ''} is not a time before the year 10000")
+            raise UsageInvalid(where, f"{shown(value, 20)} is not a time before the year 10000")
         return float(value)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise UsageInvalid(where, f"{value!r} is not a time (epoch seconds or YYYY-MM-DDTHH:MM:SS)") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp()
+        raise UsageInvalid(where, f"{shown(value)} is not a time (epoch seconds or YYYY-MM-DDTHH:MM:SS)") from None
+    if parsed.tzinfo:
+        return parsed.timestamp()
+    local = parsed.replace(tzinfo=zone)
+    if not repeated_local(local):
+        return local.timestamp()
+    if fold is None:
+        raise UsageInvalid(where, f"{shown(value)} is twice in {zone.key} (the clock goes back): write the hour with "
+                                  "its UTC offset or in epoch seconds")
+    return local.replace(fold=fold).timestamp()
+
+
+def repeated_local(local: datetime) -> bool:
+    """Whether the local time ``local`` (with its zone) is one the clock shows twice (the autumn change)."""
+    first, second = local.replace(fold=0).utcoffset(), local.replace(fold=1).utcoffset()
+    return first is not None and second is not None and first > second
 
 
 def _tres(value: str, where: str) -> tuple[int, float, int, str | None, int, tuple[tuple[str, int], ...]]:
