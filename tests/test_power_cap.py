@@ -165,11 +165,16 @@ def test_the_program_honours_a_lower_cap_the_gate_accepts_it_and_lifting_it_rest
     assert [c[-1] for c in calls if "-pl" in c] == ["268"] * 4
     assert gate(tmp_path, env, cap.parent)[1] == {"name": "gpu_power_limit", "passed": True,
                                                   "detail": "planned 401 W, capped to 268 W, 4 GPUs at it"}
-    status, check = gate(tmp_path, env)                        # the same GPUs without the cap: not the plan's
-    assert status == 1 and check["detail"].startswith("planned 401 W, GPU 0 at 268.00 W"), check
+    # the same GPUs without the cap (a cap being lifted: its file removed, the GPUs not yet up): below the plan, safe
+    assert gate(tmp_path, env)[1] == {"name": "gpu_power_limit", "passed": True,
+                                      "detail": "planned 401 W, 4 GPUs at or below it"}
     cap.unlink()
     assert run_unit(installed, env).stdout == f"gigafactory-gpu-power: 4 GPUs at {PLANNED_W} W\n"
     assert gate(tmp_path, env, cap.parent)[1]["passed"]        # an empty caps directory: no cap
+    # GPUs above the cap the files say (a cap's file in before the GPUs came down): over the budget, the gate fails
+    write_cap(installed)
+    status, check = gate(tmp_path, env, cap.parent)
+    assert status == 1 and check["detail"].startswith("planned 401 W, capped to 268 W, GPU 0 at 401.00 W"), check
 
 
 def test_nested_caps_the_lowest_holds_and_lifting_one_leaves_the_other(installed, tmp_path):
@@ -240,7 +245,10 @@ def scratch(tmp_path_factory) -> Path:
         (root / host / "smi").mkdir(parents=True)
         (root / host / "gpu-power.json").write_text(json.dumps({"limit_w": PLANNED_W}))
         smi = root / host / "nvidia-smi"
-        smi.write_text(f"#!/bin/sh\nNVIDIA_SMI_STANDIN={root / host / 'smi'} exec {sys.executable} "
+        # each -pl call also notes which caps were in the directory then (a reader's view while the GPUs move)
+        smi.write_text(f"#!/bin/sh\ncase \"$*\" in *-pl*) ls {root / host / 'gpu-power-cap.d'} | tr '\\n' ' ' "
+                       f">> {root / host / 'seen'}; echo >> {root / host / 'seen'};; esac\n"
+                       f"NVIDIA_SMI_STANDIN={root / host / 'smi'} exec {sys.executable} "
                        f"{ROOT / 'tests' / 'nvidia_smi_power_standin.py'} \"$@\"\n")
         smi.chmod(0o755)
     at = f"{root}/{{{{ inventory_hostname }}}}"
@@ -304,6 +312,8 @@ def test_a_cap_sets_the_domains_hosts_names_a_host_that_fails_records_each_event
     assert events(scratch) == [record]
     for host in ROW_HOSTS:
         assert [c[-1] for c in smi_calls(scratch, host) if "-pl" in c] == ["268"] * 4, host
+        # the GPUs came down before row-a1's file was in: no reader (gate, agent) saw GPUs above the caps' files
+        assert (scratch / host / "seen").read_text().split() == ["hall-a.json"] * 4, host
         assert json.loads((scratch / host / "gpu-power-cap.d" / "row-a1.json").read_text()) == {
             "limit_w": 268, "percent": 60, "domain": "row-a1", "at": record["at"]}
     assert smi_calls(scratch, "gpu0005") == [] and not (scratch / "gpu0005" / "gpu-power-cap.d").exists()
@@ -325,6 +335,8 @@ def test_a_cap_sets_the_domains_hosts_names_a_host_that_fails_records_each_event
     for host in ROW_HOSTS:
         assert sorted(p.name for p in (scratch / host / "gpu-power-cap.d").iterdir()) == ["hall-a.json"], host
         assert [c[-1] for c in smi_calls(scratch, host) if "-pl" in c][-4:] == ["303"] * 4, host
+        # and went up only after it was out (the lift's four calls saw hall-a's alone)
+        assert (scratch / host / "seen").read_text().split()[-4:] == ["hall-a.json"] * 4, host
     assert [e["percent"] for e in events(scratch)] == [60, 70, 100]
     assert smi_calls(scratch, "gpu0005") == []
 
