@@ -23,7 +23,11 @@ from jinja2 import nodes
 from infra.render.escape import FILTERS, UnsafeValue, integer, secret_word
 
 ROLES = ROOT / "playbooks" / "roles"
-TEMPLATES = sorted(ROLES.glob("*/templates/**/*.j2")) + sorted((ROOT / "infra" / "render" / "templates").glob("*.j2"))
+# The pages (*.html.j2, docs/pages.md) have one sink, HTML, and one check for it: their environment's autoescape
+# (test_the_pages_escape_every_value below); every other template prints into a configuration file's syntax.
+PAGES = sorted((ROOT / "infra" / "render" / "templates").glob("*.html.j2"))
+TEMPLATES = sorted(ROLES.glob("*/templates/**/*.j2")) + sorted(
+    p for p in (ROOT / "infra" / "render" / "templates").glob("*.j2") if p not in PAGES)
 TASK_FILES = sorted(ROLES.glob("*/tasks/*.yml")) + sorted(ROLES.glob("*/handlers/*.yml"))
 # Filters whose output cannot change the structure of what it lands in: the checks of infra/render/escape.py, and
 # Ansible's quoting and serialisers (JSON is a valid YAML/TOML scalar; a digest is hex).
@@ -142,6 +146,20 @@ def task_problems(path: Path) -> list[str]:
 def test_every_value_a_template_prints_passes_a_check_for_its_sink(template):
     names = checked_private_vars(template.parents[1]) if ROLES in template.parents else frozenset()
     assert unchecked(template.read_text(), names) == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_pages_escape_every_value(page):
+    """A page's values are checked by HTML escaping: the pages' one environment has autoescape on, and no page turns
+    it off or marks a value safe (browser tests show hostile names inert: tests/test_plan_page.py, test_usage_page.py)."""
+    from infra.render.page import page_environment
+    env = page_environment()
+    assert env.autoescape is True or (callable(env.autoescape) and env.autoescape(page.name))
+    text = page.read_text()
+    ast = env.parse(text)
+    assert not [f.name for f in ast.find_all(nodes.Filter) if f.name in ("safe", "forceescape")], page
+    assert not list(ast.find_all(nodes.EvalContextModifier)), page        # {% autoescape false %}
+    assert len(PAGES) >= 3
 
 
 @pytest.mark.parametrize("tasks", TASK_FILES, ids=lambda p: str(p.relative_to(ROOT)))
